@@ -1,0 +1,416 @@
+//! The batched entry point: many voxels, one model, parallel and deterministic.
+
+use crate::lm::{fit_one, LmSettings, Workspace};
+use crate::model::Model;
+use ndarray::{Array1, Array2, ArrayView2};
+use osipy_backend::{for_each_chunk, Device};
+use osipy_core::{OsipyError, QualityCode, Result};
+
+/// The value of a pinned (held fixed) parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PinValue {
+    /// The same value in every voxel.
+    Constant(f64),
+    /// One value per voxel (length = number of voxels), e.g. a D map held
+    /// fixed in a segmented IVIM fit.
+    PerVoxel(Vec<f64>),
+}
+
+/// Where the iterations start.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum InitialGuess {
+    /// The model's data-driven guess ([`Model::initial_guess`]).
+    #[default]
+    Model,
+    /// The same starting point in every voxel (`n_params` values).
+    Constant(Vec<f64>),
+    /// One starting point per voxel (`voxels x n_params`); rows with a
+    /// non-finite value fall back to the model's guess.
+    PerVoxel(Array2<f64>),
+}
+
+/// Options of a batched fit. `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitOptions {
+    /// Iteration limit and tolerances.
+    pub lm: LmSettings,
+    /// Bounds per parameter; `None` uses the model's defaults.
+    pub bounds: Option<Vec<(f64, f64)>>,
+    /// Parameters held fixed, by index.
+    pub pinned: Vec<(usize, PinValue)>,
+    /// Starting point.
+    pub initial: InitialGuess,
+    /// Voxels with R^2 below this are flagged [`QualityCode::LowR2`] (NaN).
+    pub r2_threshold: Option<f64>,
+    /// Voxels per parallel work item (fixed, so results do not depend on
+    /// the thread count).
+    pub chunk_voxels: usize,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            lm: LmSettings::default(),
+            bounds: None,
+            pinned: Vec::new(),
+            initial: InitialGuess::Model,
+            r2_threshold: None,
+            chunk_voxels: 256,
+        }
+    }
+}
+
+impl FitOptions {
+    /// Pins the parameter called `name` of `model` to `value`.
+    pub fn pin_by_name(mut self, model: &dyn Model, name: &str, value: PinValue) -> Result<Self> {
+        let idx = param_index(model, name)?;
+        self.pinned.retain(|(i, _)| *i != idx);
+        self.pinned.push((idx, value));
+        Ok(self)
+    }
+
+    /// Sets the bounds of the parameter called `name` of `model`.
+    pub fn bound_by_name(mut self, model: &dyn Model, name: &str, lower: f64, upper: f64) -> Result<Self> {
+        let idx = param_index(model, name)?;
+        let mut b = self
+            .bounds
+            .take()
+            .unwrap_or_else(|| model.default_bounds().to_vec());
+        b[idx] = (lower, upper);
+        self.bounds = Some(b);
+        Ok(self)
+    }
+}
+
+/// Index of parameter `name` in `model`, or an error listing the names.
+pub fn param_index(model: &dyn Model, name: &str) -> Result<usize> {
+    model
+        .param_names()
+        .iter()
+        .position(|n| *n == name)
+        .ok_or_else(|| OsipyError::UnknownName {
+            kind: format!("parameter of model {}", model.name()),
+            name: name.to_string(),
+            valid: model.param_names().iter().map(|s| s.to_string()).collect(),
+        })
+}
+
+/// Per-voxel results of a batched fit. Rows are voxels; invalid voxels
+/// (see [`QualityCode::is_valid`]) have NaN parameters and errors.
+#[derive(Debug, Clone)]
+pub struct BatchFit {
+    /// Parameter names, in column order.
+    pub param_names: Vec<String>,
+    /// Fitted parameters (voxels x params).
+    pub params: Array2<f64>,
+    /// Standard errors from the covariance `s^2 (J'J)^-1`, with
+    /// `s^2 = SSR / (n - p_free)`; NaN for pinned parameters.
+    pub std_errors: Array2<f64>,
+    /// Coefficient of determination `1 - SSR/SST`.
+    pub r2: Array1<f64>,
+    /// Residual root-mean-square, `sqrt(SSR / n)`, in data units.
+    pub rms: Array1<f64>,
+    /// Iterations used.
+    pub iterations: Array1<u32>,
+    /// Per-voxel status.
+    pub status: Array1<QualityCode>,
+}
+
+impl BatchFit {
+    /// Number of voxels per status, as (name, count) for non-zero counts.
+    pub fn status_counts(&self) -> Vec<(&'static str, usize)> {
+        QualityCode::ALL
+            .iter()
+            .map(|q| (q.name(), self.status.iter().filter(|s| *s == q).count()))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+}
+
+/// Checks options against the model and the voxel count; returns the bounds.
+fn validate(
+    model: &dyn Model,
+    n_voxels: usize,
+    n_cols: usize,
+    mask: Option<&[bool]>,
+    opts: &FitOptions,
+) -> Result<Vec<(f64, f64)>> {
+    let p = model.n_params();
+    if n_cols != model.n_samples() {
+        return Err(OsipyError::data(
+            format!("number of samples per voxel for model {}", model.name()),
+            n_cols.to_string(),
+            format!(
+                "{} (the time points / b-values the model was built with)",
+                model.n_samples()
+            ),
+        ));
+    }
+    if let Some(m) = mask {
+        if m.len() != n_voxels {
+            return Err(OsipyError::data(
+                "mask length",
+                m.len().to_string(),
+                format!("{n_voxels}, one per voxel"),
+            ));
+        }
+    }
+    let bounds = opts
+        .bounds
+        .clone()
+        .unwrap_or_else(|| model.default_bounds().to_vec());
+    if bounds.len() != p {
+        return Err(OsipyError::data(
+            "number of bounds",
+            bounds.len().to_string(),
+            format!("{p}, one per parameter"),
+        ));
+    }
+    for (name, (lo, hi)) in model.param_names().iter().zip(&bounds) {
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(OsipyError::data(
+                format!("bounds of {name}"),
+                format!("[{lo}, {hi}]"),
+                "lower <= upper, neither NaN",
+            ));
+        }
+    }
+    for (idx, v) in &opts.pinned {
+        if *idx >= p {
+            return Err(OsipyError::data(
+                "pinned parameter index",
+                idx.to_string(),
+                format!("below {p}"),
+            ));
+        }
+        if let PinValue::PerVoxel(values) = v {
+            if values.len() != n_voxels {
+                return Err(OsipyError::data(
+                    format!("per-voxel values pinning {}", model.param_names()[*idx]),
+                    values.len().to_string(),
+                    format!("{n_voxels}, one per voxel"),
+                ));
+            }
+        }
+    }
+    match &opts.initial {
+        InitialGuess::Model => {}
+        InitialGuess::Constant(v) if v.len() != p => {
+            return Err(OsipyError::data(
+                "initial guess length",
+                v.len().to_string(),
+                format!("{p}, one per parameter"),
+            ));
+        }
+        InitialGuess::PerVoxel(a) if a.shape() != [n_voxels, p] => {
+            return Err(OsipyError::data(
+                "per-voxel initial guesses",
+                format!("shape {:?}", a.shape()),
+                format!("[{n_voxels}, {p}]"),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(t) = opts.r2_threshold {
+        if !(t.is_finite() && t <= 1.0) {
+            return Err(OsipyError::data(
+                "R^2 threshold",
+                t.to_string(),
+                "a finite number at most 1, e.g. 0.5",
+            ));
+        }
+    }
+    Ok(bounds)
+}
+
+/// Fits `model` to every masked row of `data` (voxels x samples).
+///
+/// Whole-call errors only for inconsistent inputs (sample count, mask length,
+/// bounds, pins, initial-guess shape). Per-voxel failures are recorded in
+/// [`BatchFit::status`] with NaN parameters. Runs in parallel on `device` in
+/// fixed chunks: results are bit-identical for any thread count.
+pub fn fit_batch(
+    model: &dyn Model,
+    data: ArrayView2<'_, f64>,
+    mask: Option<&[bool]>,
+    opts: &FitOptions,
+    device: &Device,
+) -> Result<BatchFit> {
+    let (n_vox, n_cols) = data.dim();
+    let bounds = validate(model, n_vox, n_cols, mask, opts)?;
+    let p = model.n_params();
+    let n = n_cols;
+    // Record layout per voxel: params, std errors, r2, rms, iterations, status.
+    let rec = 2 * p + 4;
+    let mut out = vec![0.0f64; n_vox * rec];
+    let init = || {
+        let mut ws = Workspace::new(n, p);
+        for (j, (lo, hi)) in bounds.iter().enumerate() {
+            ws.lower[j] = *lo;
+            ws.upper[j] = *hi;
+        }
+        for (j, _) in &opts.pinned {
+            ws.free[*j] = false;
+        }
+        ws
+    };
+    let n_free = p - (0..p).filter(|j| opts.pinned.iter().any(|(i, _)| i == j)).count();
+    for_each_chunk(
+        device,
+        &mut out,
+        rec,
+        opts.chunk_voxels,
+        init,
+        |ws, first, chunk| {
+            for (k, r) in chunk.chunks_mut(rec).enumerate() {
+                let v = first + k;
+                let (pr, rest) = r.split_at_mut(p);
+                let (se, tail) = rest.split_at_mut(p);
+                if mask.is_some_and(|m| !m[v]) {
+                    pr.fill(f64::NAN);
+                    se.fill(f64::NAN);
+                    tail.copy_from_slice(&[f64::NAN, f64::NAN, 0.0, QualityCode::NotFitted.code() as f64]);
+                    continue;
+                }
+                for (d, s) in ws.data.iter_mut().zip(data.row(v)) {
+                    *d = *s;
+                }
+                // Starting point.
+                let mut use_model = true;
+                match &opts.initial {
+                    InitialGuess::Constant(c) => {
+                        ws.x.copy_from_slice(c);
+                        use_model = false;
+                    }
+                    InitialGuess::PerVoxel(a) => {
+                        let row = a.row(v);
+                        if row.iter().all(|x| x.is_finite()) {
+                            for (x, r0) in ws.x.iter_mut().zip(row) {
+                                *x = *r0;
+                            }
+                            use_model = false;
+                        }
+                    }
+                    InitialGuess::Model => {}
+                }
+                if use_model {
+                    let (x, data_buf) = (&mut ws.x, &ws.data);
+                    model.initial_guess(data_buf, x);
+                }
+                for (j, pin) in &opts.pinned {
+                    ws.x[*j] = match pin {
+                        PinValue::Constant(c) => *c,
+                        PinValue::PerVoxel(vals) => vals[v],
+                    };
+                }
+                let pinned_bad = opts.pinned.iter().any(|(j, _)| !ws.x[*j].is_finite());
+                for j in 0..p {
+                    if !ws.x[j].is_finite() {
+                        let (lo, hi) = (ws.lower[j], ws.upper[j]);
+                        ws.x[j] = if lo.is_finite() && hi.is_finite() {
+                            0.5 * (lo + hi)
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                let outcome = fit_one(model, ws, &opts.lm);
+                let mut status = if pinned_bad {
+                    QualityCode::NonFiniteInput
+                } else {
+                    outcome.status
+                };
+                // Goodness of fit.
+                let mean = ws.data.iter().sum::<f64>() / n as f64;
+                let sst: f64 = ws.data.iter().map(|y| (y - mean) * (y - mean)).sum();
+                let r2 = if sst > 0.0 {
+                    1.0 - outcome.ssr / sst
+                } else if outcome.ssr == 0.0 {
+                    1.0
+                } else {
+                    0.0
+                };
+                if status.is_valid() {
+                    if let Some(t) = opts.r2_threshold {
+                        if !(r2 >= t) {
+                            status = QualityCode::LowR2;
+                        }
+                    }
+                }
+                let dof = n as f64 - n_free as f64;
+                let s2 = if dof > 0.0 { outcome.ssr / dof } else { f64::NAN };
+                if status.is_valid() {
+                    pr.copy_from_slice(&ws.x);
+                    for j in 0..p {
+                        se[j] = (s2 * ws.cov_diag[j]).sqrt();
+                    }
+                } else {
+                    pr.fill(f64::NAN);
+                    se.fill(f64::NAN);
+                }
+                tail[0] = r2;
+                tail[1] = (outcome.ssr / n as f64).sqrt();
+                tail[2] = outcome.iterations as f64;
+                tail[3] = status.code() as f64;
+            }
+        },
+    )?;
+
+    let mut params = Array2::zeros((n_vox, p));
+    let mut std_errors = Array2::zeros((n_vox, p));
+    let mut r2 = Array1::zeros(n_vox);
+    let mut rms = Array1::zeros(n_vox);
+    let mut iterations = Array1::zeros(n_vox);
+    let mut status = Array1::from_elem(n_vox, QualityCode::NotFitted);
+    for (v, r) in out.chunks(rec).enumerate() {
+        for j in 0..p {
+            params[[v, j]] = r[j];
+            std_errors[[v, j]] = r[p + j];
+        }
+        r2[v] = r[2 * p];
+        rms[v] = r[2 * p + 1];
+        iterations[v] = r[2 * p + 2] as u32;
+        status[v] = QualityCode::from_code(r[2 * p + 3] as u8).unwrap_or(QualityCode::ModelFailure);
+    }
+    Ok(BatchFit {
+        param_names: model.param_names().iter().map(|s| s.to_string()).collect(),
+        params,
+        std_errors,
+        r2,
+        rms,
+        iterations,
+        status,
+    })
+}
+
+/// Result of fitting a single curve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoxelFit {
+    /// Fitted parameters (NaN if the fit failed).
+    pub params: Vec<f64>,
+    /// Standard errors.
+    pub std_errors: Vec<f64>,
+    /// Coefficient of determination.
+    pub r2: f64,
+    /// Residual RMS.
+    pub rms: f64,
+    /// Iterations used.
+    pub iterations: u32,
+    /// Status.
+    pub status: QualityCode,
+}
+
+/// Fits a single curve (convenience wrapper over [`fit_batch`] on one thread).
+pub fn fit_curve(model: &dyn Model, data: &[f64], opts: &FitOptions) -> Result<VoxelFit> {
+    let view = ArrayView2::from_shape((1, data.len()), data)
+        .map_err(|e| OsipyError::data("curve", e.to_string(), "a 1-D sample vector"))?;
+    let r = fit_batch(model, view, None, opts, &Device::Cpu { threads: 1 })?;
+    Ok(VoxelFit {
+        params: r.params.row(0).to_vec(),
+        std_errors: r.std_errors.row(0).to_vec(),
+        r2: r.r2[0],
+        rms: r.rms[0],
+        iterations: r.iterations[0],
+        status: r.status[0],
+    })
+}

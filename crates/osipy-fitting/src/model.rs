@@ -1,0 +1,104 @@
+//! The [`Model`] trait every fitted signal model implements.
+
+use osipy_core::Unit;
+
+/// A signal model bound to its fixed inputs (time + AIF, b-values, PLDs...).
+///
+/// Binding happens at construction: a model value already knows its sample
+/// points, so `predict` maps parameters to `n_samples()` predicted values.
+///
+/// Jacobians are column-major: `jac[j * n_samples + i] = d predict_i / d p_j`,
+/// so each parameter's column is contiguous.
+pub trait Model: Send + Sync {
+    /// Registry-style name of the model.
+    fn name(&self) -> &str;
+
+    /// Parameter names in order (OSIPI/CAPLEX names).
+    fn param_names(&self) -> &[&'static str];
+
+    /// Unit of each parameter, in the same order.
+    fn param_units(&self) -> &[Unit];
+
+    /// Default (lower, upper) bounds per parameter; use infinities for none.
+    fn default_bounds(&self) -> &[(f64, f64)];
+
+    /// Number of samples `predict` produces.
+    fn n_samples(&self) -> usize;
+
+    /// Number of parameters.
+    fn n_params(&self) -> usize {
+        self.param_names().len()
+    }
+
+    /// Writes the model prediction for `params` into `out` (`n_samples` long).
+    fn predict(&self, params: &[f64], out: &mut [f64]);
+
+    /// Writes the analytic Jacobian into `jac` (`n_samples * n_params`,
+    /// column-major) and returns `true`; returns `false` when the model has no
+    /// analytic Jacobian, in which case the fitter uses finite differences.
+    fn jacobian(&self, params: &[f64], jac: &mut [f64]) -> bool {
+        let _ = (params, jac);
+        false
+    }
+
+    /// Prediction and Jacobian together (models override this to share work,
+    /// e.g. exponentials). Returns whether `jac` was filled analytically.
+    fn predict_with_jacobian(&self, params: &[f64], out: &mut [f64], jac: &mut [f64]) -> bool {
+        self.predict(params, out);
+        self.jacobian(params, jac)
+    }
+
+    /// Writes a data-driven starting point into `out` (`n_params` long).
+    /// It need not be inside the bounds: the fitter clamps it.
+    fn initial_guess(&self, data: &[f64], out: &mut [f64]);
+}
+
+/// Finite-difference Jacobian (central differences), column-major, used to
+/// check analytic Jacobians. `h_rel` is the relative step (e.g. 1e-6).
+pub fn finite_difference_jacobian(model: &dyn Model, params: &[f64], h_rel: f64) -> Vec<f64> {
+    let n = model.n_samples();
+    let p = model.n_params();
+    let mut jac = vec![0.0; n * p];
+    let mut plus = vec![0.0; n];
+    let mut minus = vec![0.0; n];
+    let mut x = params.to_vec();
+    for j in 0..p {
+        let h = h_rel * params[j].abs().max(1e-8);
+        x[j] = params[j] + h;
+        model.predict(&x, &mut plus);
+        x[j] = params[j] - h;
+        model.predict(&x, &mut minus);
+        x[j] = params[j];
+        for i in 0..n {
+            jac[j * n + i] = (plus[i] - minus[i]) / (2.0 * h);
+        }
+    }
+    jac
+}
+
+/// Largest difference between the model's analytic Jacobian and a central
+/// finite-difference one, relative to the largest entry of each column.
+/// Returns `None` when the model has no analytic Jacobian.
+pub fn check_jacobian(model: &dyn Model, params: &[f64]) -> Option<f64> {
+    let n = model.n_samples();
+    let p = model.n_params();
+    let mut jac = vec![0.0; n * p];
+    if !model.jacobian(params, &mut jac) {
+        return None;
+    }
+    let fd = finite_difference_jacobian(model, params, 1e-6);
+    let mut worst: f64 = 0.0;
+    for j in 0..p {
+        let col = &jac[j * n..(j + 1) * n];
+        let fcol = &fd[j * n..(j + 1) * n];
+        let scale = col
+            .iter()
+            .chain(fcol)
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(1e-300);
+        for (a, b) in col.iter().zip(fcol) {
+            worst = worst.max((a - b).abs() / scale);
+        }
+    }
+    Some(worst)
+}
