@@ -1,0 +1,361 @@
+//! NIfTI-1 reading and writing.
+
+use crate::atomic::{atomic_write, write_json};
+use ndarray::{Array3, Array4, ArrayD, Ix3, Ix4};
+use nifti::writer::WriterOptions;
+use nifti::{IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
+use osipy_core::{OsipyError, ParameterMap, Result};
+use std::path::{Path, PathBuf};
+
+/// Spatial reference of an image: the voxel-to-world affine and the header it
+/// came from, reused when writing maps so they overlay the source exactly.
+#[derive(Debug, Clone)]
+pub struct Geometry {
+    /// Voxel-to-world affine (mm), row-major 4x4: from the sform when its
+    /// code is set, else from the qform, else the voxel sizes on a diagonal.
+    pub affine: [[f64; 4]; 4],
+    /// Voxel sizes (pixdim[1..4], mm).
+    pub voxel_size: [f64; 3],
+    header: NiftiHeader,
+}
+
+impl Geometry {
+    /// A geometry from an affine alone (sform and qform both set to it; the
+    /// qform is written without rotation, as the affine's scaling).
+    pub fn from_affine(affine: [[f64; 4]; 4]) -> Geometry {
+        let vs = |c: usize| (0..3).map(|r| affine[r][c] * affine[r][c]).sum::<f64>().sqrt();
+        let voxel_size = [vs(0), vs(1), vs(2)];
+        let row = |r: usize| {
+            [
+                affine[r][0] as f32,
+                affine[r][1] as f32,
+                affine[r][2] as f32,
+                affine[r][3] as f32,
+            ]
+        };
+        let header = NiftiHeader {
+            pixdim: [
+                1.0,
+                voxel_size[0] as f32,
+                voxel_size[1] as f32,
+                voxel_size[2] as f32,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+            ],
+            xyzt_units: 2 | 8, // mm, s
+            sform_code: 2,
+            qform_code: 0,
+            srow_x: row(0),
+            srow_y: row(1),
+            srow_z: row(2),
+            ..NiftiHeader::default()
+        };
+        Geometry {
+            affine,
+            voxel_size,
+            header,
+        }
+    }
+}
+
+/// A NIfTI image read into f64 with scaling applied.
+#[derive(Debug, Clone)]
+pub struct NiftiVolume {
+    /// Voxel values, any dimensionality (x, y, z, t...), scl_slope and
+    /// scl_inter applied.
+    pub data: ArrayD<f64>,
+    /// Spatial reference.
+    pub geometry: Geometry,
+    /// Time between volumes (s) from pixdim[4] and the time unit in
+    /// xyzt_units (ms and us are converted; an unset unit is taken as s, the
+    /// NIfTI convention). `None` when pixdim[4] is not positive.
+    pub time_step: Option<f64>,
+}
+
+fn affine_from_header(h: &NiftiHeader) -> [[f64; 4]; 4] {
+    let pd = |i: usize| {
+        let v = h.pixdim[i] as f64;
+        if v > 0.0 {
+            v
+        } else {
+            1.0
+        }
+    };
+    if h.sform_code > 0 {
+        let r = |row: [f32; 4]| [row[0] as f64, row[1] as f64, row[2] as f64, row[3] as f64];
+        return [r(h.srow_x), r(h.srow_y), r(h.srow_z), [0.0, 0.0, 0.0, 1.0]];
+    }
+    if h.qform_code > 0 {
+        // NIfTI-1 method 2: rotation from the quaternion (b, c, d), with
+        // a = sqrt(1 - b^2 - c^2 - d^2), and qfac = pixdim[0] flipping z.
+        let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+        let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        let rot = [
+            [
+                a * a + b * b - c * c - d * d,
+                2.0 * (b * c - a * d),
+                2.0 * (b * d + a * c),
+            ],
+            [
+                2.0 * (b * c + a * d),
+                a * a + c * c - b * b - d * d,
+                2.0 * (c * d - a * b),
+            ],
+            [
+                2.0 * (b * d - a * c),
+                2.0 * (c * d + a * b),
+                a * a + d * d - c * c - b * b,
+            ],
+        ];
+        let s = [pd(1), pd(2), qfac * pd(3)];
+        let t = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+        let mut m = [[0.0; 4]; 4];
+        for r in 0..3 {
+            for col in 0..3 {
+                m[r][col] = rot[r][col] * s[col];
+            }
+            m[r][3] = t[r];
+        }
+        m[3][3] = 1.0;
+        return m;
+    }
+    [
+        [pd(1), 0.0, 0.0, 0.0],
+        [0.0, pd(2), 0.0, 0.0],
+        [0.0, 0.0, pd(3), 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+}
+
+fn time_step(h: &NiftiHeader) -> Option<f64> {
+    let v = h.pixdim[4] as f64;
+    if !(v > 0.0 && v.is_finite()) {
+        return None;
+    }
+    let scale = match h.xyzt_units & 0x38 {
+        16 => 1e-3,
+        24 => 1e-6,
+        _ => 1.0,
+    };
+    Some(v * scale)
+}
+
+fn io_err(path: &Path, message: String) -> OsipyError {
+    OsipyError::io(path, message)
+}
+
+/// Reads a `.nii` or `.nii.gz` file of any dimensionality and stored type.
+///
+/// A missing, truncated or corrupt file is an error naming the file and the
+/// problem; the third-party reader is also guarded against panics.
+pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume> {
+    let path = path.as_ref();
+    if !path.is_file() {
+        return Err(io_err(
+            path,
+            "no such file (expected a .nii or .nii.gz NIfTI-1 image)".into(),
+        ));
+    }
+    let p = path.to_path_buf();
+    let outcome = std::panic::catch_unwind(
+        move || -> std::result::Result<(NiftiHeader, ArrayD<f64>), String> {
+            let obj = ReaderOptions::new().read_file(&p).map_err(describe_nifti_error)?;
+            let header = obj.header().clone();
+            let data = obj
+                .into_volume()
+                .into_ndarray::<f64>()
+                .map_err(describe_nifti_error)?;
+            Ok((header, data))
+        },
+    );
+    let (header, data) = match outcome {
+        Ok(Ok(v)) => v,
+        Ok(Err(msg)) => return Err(io_err(path, msg)),
+        Err(_) => {
+            return Err(io_err(
+                path,
+                "the NIfTI reader failed on this file (corrupt or inconsistent header)".into(),
+            ))
+        }
+    };
+    if data.is_empty() {
+        return Err(io_err(
+            path,
+            format!("image has no voxels (dimensions {:?})", data.shape()),
+        ));
+    }
+    let affine = affine_from_header(&header);
+    let voxel_size = [1, 2, 3].map(|i| (header.pixdim[i] as f64).abs());
+    Ok(NiftiVolume {
+        time_step: time_step(&header),
+        data,
+        geometry: Geometry {
+            affine,
+            voxel_size,
+            header,
+        },
+    })
+}
+
+fn describe_nifti_error(e: nifti::NiftiError) -> String {
+    match e {
+        nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "file is truncated: it holds fewer bytes than its header's dimensions and data type require"
+                .into()
+        }
+        nifti::NiftiError::InvalidFormat => "not a NIfTI-1 file (bad header size or magic code)".into(),
+        other => format!("cannot read NIfTI image: {other}"),
+    }
+}
+
+/// Reads a 3D image; a 4D image with a single volume is accepted.
+pub fn read_3d(path: impl AsRef<Path>) -> Result<(Array3<f64>, Geometry)> {
+    let path = path.as_ref();
+    let v = read_nifti(path)?;
+    let shape = v.data.shape().to_vec();
+    let data = match shape.len() {
+        3 => v.data,
+        4 if shape[3] == 1 => v
+            .data
+            .into_shape_with_order(&shape[..3])
+            .map_err(|e| io_err(path, e.to_string()))?,
+        2 => v.data.insert_axis(ndarray::Axis(2)),
+        _ => {
+            return Err(io_err(
+                path,
+                format!("expected a 3D image (x, y, z), found dimensions {shape:?}"),
+            ));
+        }
+    };
+    let data = data
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| io_err(path, e.to_string()))?;
+    Ok((data, v.geometry))
+}
+
+/// Reads a 4D image (x, y, z, t); a 3D file is an error naming its shape.
+pub fn read_4d(path: impl AsRef<Path>) -> Result<(Array4<f64>, Geometry, Option<f64>)> {
+    let path = path.as_ref();
+    let v = read_nifti(path)?;
+    let shape = v.data.shape().to_vec();
+    if shape.len() != 4 {
+        return Err(io_err(
+            path,
+            format!(
+                "expected a 4D image (x, y, z, volumes), found {} dimensions {shape:?}",
+                shape.len()
+            ),
+        ));
+    }
+    let data = v
+        .data
+        .into_dimensionality::<Ix4>()
+        .map_err(|e| io_err(path, e.to_string()))?;
+    Ok((data, v.geometry, v.time_step))
+}
+
+fn output_header(geometry: &Geometry, description: &str) -> NiftiHeader {
+    let mut h = geometry.header.clone();
+    h.scl_slope = 1.0;
+    h.scl_inter = 0.0;
+    h.cal_max = 0.0;
+    h.cal_min = 0.0;
+    h.intent_code = 0;
+    h.descrip = description.as_bytes().iter().take(79).copied().collect();
+    h
+}
+
+/// Writes a 3D map as float32 `.nii.gz` with the source geometry, through a
+/// temporary file renamed on completion.
+pub fn write_map(path: impl AsRef<Path>, values: &Array3<f64>, geometry: &Geometry) -> Result<()> {
+    let data = values.mapv(|v| v as f32);
+    let header = output_header(geometry, "osipy parameter map");
+    write_f32(path.as_ref(), &data.into_dyn(), &header)
+}
+
+/// Writes a 3D uint8 mask (e.g. quality codes) as `.nii.gz`.
+pub fn write_mask(path: impl AsRef<Path>, values: &Array3<u8>, geometry: &Geometry) -> Result<()> {
+    let path = path.as_ref();
+    check_output_name(path)?;
+    let header = output_header(geometry, "osipy mask");
+    let data = values.clone().into_dyn();
+    atomic_write(path, |tmp: &PathBuf| {
+        WriterOptions::new(tmp)
+            .reference_header(&header)
+            .write_nifti(&data)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Writes a 4D float32 series with `time_step` (s) in pixdim[4].
+pub fn write_4d(
+    path: impl AsRef<Path>,
+    values: &Array4<f64>,
+    geometry: &Geometry,
+    time_step: f64,
+) -> Result<()> {
+    let data = values.mapv(|v| v as f32);
+    let mut header = output_header(geometry, "osipy series");
+    header.pixdim[4] = time_step as f32;
+    header.xyzt_units = (header.xyzt_units & 0x07) | 8;
+    write_f32(path.as_ref(), &data.into_dyn(), &header)
+}
+
+fn check_output_name(path: &Path) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with(".nii.gz") || name.ends_with(".nii") {
+        Ok(())
+    } else {
+        Err(io_err(path, "output name must end in .nii.gz or .nii".into()))
+    }
+}
+
+fn write_f32(path: &Path, data: &ndarray::ArrayD<f32>, header: &NiftiHeader) -> Result<()> {
+    check_output_name(path)?;
+    atomic_write(path, |tmp: &PathBuf| {
+        WriterOptions::new(tmp)
+            .reference_header(header)
+            .write_nifti(data)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Writes `map` into `dir` as `<name>.nii.gz` with a `<name>.json` sidecar
+/// (units, provenance, quality counts), plus `<name>_se.nii.gz` when it has
+/// standard errors. Returns the paths written.
+pub fn write_parameter_map(
+    dir: impl AsRef<Path>,
+    map: &ParameterMap,
+    geometry: &Geometry,
+) -> Result<Vec<PathBuf>> {
+    let dir = dir.as_ref();
+    let mut written = Vec::new();
+    let main = dir.join(format!("{}.nii.gz", map.name));
+    write_map(&main, &map.values, geometry)?;
+    written.push(main);
+    if let Some(se) = &map.std_error {
+        let p = dir.join(format!("{}_se.nii.gz", map.name));
+        write_map(&p, se, geometry)?;
+        written.push(p);
+    }
+    let counts: serde_json::Map<String, serde_json::Value> = map
+        .quality_counts()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    let sidecar = serde_json::json!({
+        "Name": map.name,
+        "Symbol": map.symbol,
+        "Units": map.unit.symbol(),
+        "StandardErrorFile": map.std_error.as_ref().map(|_| format!("{}_se.nii.gz", map.name)),
+        "Provenance": map.provenance,
+        "QualityCounts": counts,
+    });
+    let json = dir.join(format!("{}.json", map.name));
+    write_json(&json, &sidecar)?;
+    written.push(json);
+    Ok(written)
+}
