@@ -365,8 +365,11 @@ pub fn check_hct(hct: f64) -> Result<f64> {
     }
 }
 
-/// Population AIFs: (name, description, constructor).
-pub(crate) const POPULATION: [(&str, &str, fn() -> Aif); 5] = [
+/// A population-AIF table row: (name, description, constructor).
+pub(crate) type PopulationRow = (&'static str, &'static str, fn() -> Aif);
+
+/// Population AIFs.
+pub(crate) const POPULATION: [PopulationRow; 5] = [
     (
         "parker",
         "Parker et al. 2006, blood, two Gaussians + sigmoid-modulated exponential",

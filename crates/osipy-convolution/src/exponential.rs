@@ -98,18 +98,10 @@ pub fn exp_conv_with_derivative(t: &[f64], a: &[f64], k: f64, out: &mut [f64], d
     }
 }
 
-/// `int_{t0}^{t} a(s) [w1 e^{-k1(t-s)} + w2 e^{-k2(t-s)}] ds` into `out`;
-/// `scratch` must be as long as `t`.
-pub fn biexp_conv(
-    t: &[f64],
-    a: &[f64],
-    k1: f64,
-    w1: f64,
-    k2: f64,
-    w2: f64,
-    out: &mut [f64],
-    scratch: &mut [f64],
-) {
+/// `int_{t0}^{t} a(s) [w1 e^{-k1(t-s)} + w2 e^{-k2(t-s)}] ds` into `out`,
+/// with `components = [(k1, w1), (k2, w2)]`; `scratch` must be as long as `t`.
+pub fn biexp_conv(t: &[f64], a: &[f64], components: [(f64, f64); 2], out: &mut [f64], scratch: &mut [f64]) {
+    let [(k1, w1), (k2, w2)] = components;
     exp_conv(t, a, k1, out);
     exp_conv(t, a, k2, scratch);
     for (o, s) in out.iter_mut().zip(scratch.iter()) {

@@ -106,7 +106,7 @@ fn biexp_conv_is_the_weighted_sum() {
     let t = nonuniform_grid();
     let mut out = vec![0.0; t.len()];
     let mut scratch = vec![0.0; t.len()];
-    biexp_conv(&t, &t, 0.1, 2.0, 1.0, 0.5, &mut out, &mut scratch);
+    biexp_conv(&t, &t, [(0.1, 2.0), (1.0, 0.5)], &mut out, &mut scratch);
     for (ti, o) in t.iter().zip(&out) {
         let f = |k: f64| ti / k - (1.0 - (-k * ti).exp()) / (k * k);
         let exact = 2.0 * f(0.1) + 0.5 * f(1.0);

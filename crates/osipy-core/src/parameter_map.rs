@@ -125,7 +125,7 @@ mod tests {
         assert_eq!(m.values[[0, 0, 0]], 0.5);
         assert!(m.values[[1, 0, 0]].is_nan());
         assert!(m.std_error.as_ref().unwrap()[[1, 0, 0]].is_nan());
-        assert_eq!(m.valid_mask()[[1, 0, 0]], false);
+        assert!(!m.valid_mask()[[1, 0, 0]]);
         let counts = m.quality_counts();
         assert_eq!(counts[1], ("converged", 1));
         assert_eq!(counts[5], ("singular", 1));

@@ -1,1 +1,86 @@
-//! placeholder
+//! # osipy
+//!
+//! Quantitative MRI perfusion analysis following OSIPI conventions. This
+//! umbrella crate only re-exports the workspace's crates, each part behind a
+//! cargo feature, so users can depend on one crate and pick what they need.
+//!
+//! ## Map of the workspace
+//! ```text
+//! backend -> core -> fitting -> { aif, convolution } -> io -> { dce, dsc, asl, ivim } -> pipeline -> cli
+//! ```
+//! | module | crate | what it holds |
+//! |---|---|---|
+//! | [`backend`] | `osipy-backend` | `Device`, thread counts, deterministic parallel voxel chunks |
+//! | [`core`] | `osipy-core` | errors, units, `ParameterMap`, `PerfusionDataset`, registries |
+//! | `fitting` | `osipy-fitting` | the bounded, batched Levenberg-Marquardt engine |
+//! | `aif` | `osipy-aif` | population, measured and detected AIFs |
+//! | `convolution` | `osipy-convolution` | exact convolution, FFT, deconvolution matrices |
+//! | `io` | `osipy-io` | NIfTI input, map output with sidecars |
+//!
+//! ## Cargo features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `fitting` | yes | `osipy::fitting` |
+//! | `aif` | yes | `osipy::aif` |
+//! | `convolution` | yes | `osipy::convolution` |
+//! | `io` | yes | `osipy::io` |
+
+pub use osipy_backend as backend;
+pub use osipy_core as core;
+
+#[cfg(feature = "aif")]
+pub use osipy_aif as aif;
+#[cfg(feature = "convolution")]
+pub use osipy_convolution as convolution;
+#[cfg(feature = "fitting")]
+pub use osipy_fitting as fitting;
+#[cfg(feature = "io")]
+pub use osipy_io as io;
+
+/// Software version, as written into provenance records.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A registry holding every method of the crates enabled in this build
+/// (the pipeline crate assembles the full built-in set once modalities exist).
+pub fn registry() -> core::Result<core::Registry> {
+    #[allow(unused_mut)]
+    let mut reg = core::Registry::new();
+    #[cfg(feature = "fitting")]
+    fitting::register(&mut reg)?;
+    #[cfg(feature = "aif")]
+    aif::register(&mut reg)?;
+    #[cfg(feature = "convolution")]
+    convolution::register(&mut reg)?;
+    Ok(reg)
+}
+
+/// The code blocks of the README and `docs/` run as doctests, so the docs stay true.
+#[cfg(doctest)]
+mod docs {
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../../docs/fitting.md")]
+    struct Fitting;
+    #[doc = include_str!("../../../docs/aif.md")]
+    struct AifDoc;
+    #[doc = include_str!("../../../docs/convolution.md")]
+    struct Convolution;
+    #[doc = include_str!("../../../docs/nifti.md")]
+    struct Nifti;
+    #[doc = include_str!("../../../docs/threads.md")]
+    struct Threads;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registry_collects_every_enabled_crate() {
+        let reg = super::registry().unwrap();
+        assert_eq!(reg.names(crate::core::Kind::Fitter), ["lm"]);
+        assert_eq!(reg.names(crate::core::Kind::PopulationAif).len(), 5);
+        assert_eq!(
+            reg.names(crate::core::Kind::ConvolutionMethod),
+            ["fft", "piecewise_linear"]
+        );
+    }
+}
