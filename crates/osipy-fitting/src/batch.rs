@@ -2,9 +2,10 @@
 
 use crate::lm::{fit_one, LmSettings, Workspace};
 use crate::model::Model;
+use ndarray::Array3;
 use ndarray::{Array1, Array2, ArrayView2};
 use osipy_backend::{for_each_chunk, Device};
-use osipy_core::{OsipyError, QualityCode, Result};
+use osipy_core::{OsipyError, ParameterMap, Provenance, QualityCode, Result, Unit};
 
 /// The value of a pinned (held fixed) parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +118,74 @@ pub struct BatchFit {
 }
 
 impl BatchFit {
+    /// Reshapes a per-voxel column onto the (x, y, z) grid. Voxel `v` is grid
+    /// index `v` in row-major (C) order, as produced by
+    /// `Array4::into_shape((nx * ny * nz, nt))` on an x, y, z, t array.
+    fn to_grid<T: Clone>(col: impl Iterator<Item = T>, shape: [usize; 3]) -> Result<Array3<T>> {
+        let v: Vec<T> = col.collect();
+        let n = v.len();
+        Array3::from_shape_vec(shape, v).map_err(|_| {
+            OsipyError::data(
+                "grid shape for fitted voxels",
+                format!("{shape:?}"),
+                format!("{n} voxels in total"),
+            )
+        })
+    }
+
+    /// Per-voxel quality codes on the (x, y, z) grid.
+    pub fn quality_map(&self, shape: [usize; 3]) -> Result<Array3<QualityCode>> {
+        Self::to_grid(self.status.iter().copied(), shape)
+    }
+
+    /// R^2 on the (x, y, z) grid (NaN outside the mask).
+    pub fn r2_map(&self, shape: [usize; 3]) -> Result<Array3<f64>> {
+        Self::to_grid(
+            self.r2.iter().zip(&self.status).map(|(r, s)| {
+                if *s == QualityCode::NotFitted {
+                    f64::NAN
+                } else {
+                    *r
+                }
+            }),
+            shape,
+        )
+    }
+
+    /// One [`ParameterMap`] per model parameter, with standard errors and the
+    /// quality mask, on the (x, y, z) grid. Symbols default to the names.
+    pub fn parameter_maps(
+        &self,
+        units: &[Unit],
+        shape: [usize; 3],
+        provenance: &Provenance,
+    ) -> Result<Vec<ParameterMap>> {
+        if units.len() != self.param_names.len() {
+            return Err(OsipyError::data(
+                "number of units",
+                units.len().to_string(),
+                format!("{}, one per parameter", self.param_names.len()),
+            ));
+        }
+        let quality = self.quality_map(shape)?;
+        self.param_names
+            .iter()
+            .zip(units)
+            .enumerate()
+            .map(|(j, (name, unit))| {
+                ParameterMap::new(
+                    name,
+                    name,
+                    *unit,
+                    Self::to_grid(self.params.column(j).iter().copied(), shape)?,
+                    quality.clone(),
+                    Some(Self::to_grid(self.std_errors.column(j).iter().copied(), shape)?),
+                    provenance.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// Number of voxels per status, as (name, count) for non-zero counts.
     pub fn status_counts(&self) -> Vec<(&'static str, usize)> {
         QualityCode::ALL

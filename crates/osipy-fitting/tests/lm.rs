@@ -351,3 +351,31 @@ fn fitter_registry_lists_lm() {
     let r = f(&mono, data.view(), None, &FitOptions::default(), &CPU1).unwrap();
     assert!((r.params[[0, 1]] - 0.5).abs() < 1e-9);
 }
+
+#[test]
+fn batch_results_map_back_onto_the_grid() {
+    // A 2x3x2 grid in row-major voxel order; voxel (1, 2, 0) is masked out.
+    let t = times();
+    let mono = MonoExponential::new(&t);
+    let shape = [2, 3, 2];
+    let data = Array2::from_shape_fn((12, 12), |(v, i)| (10.0 + v as f64) * (-0.5 * t[i]).exp());
+    let mut mask = vec![true; 12];
+    let masked = (3 + 2) * 2; // row-major index of (1, 2, 0): (x * 3 + y) * 2 + z
+    mask[masked] = false;
+    let fit = fit_batch(&mono, data.view(), Some(&mask), &FitOptions::default(), &CPU1).unwrap();
+    let prov = osipy_core::Provenance::default().with_method("model", "mono_exponential");
+    let maps = fit.parameter_maps(mono.param_units(), shape, &prov).unwrap();
+    assert_eq!(maps.len(), 2);
+    assert_eq!(maps[0].name, "S0");
+    // S0 at (x, y, z) is 10 + row-major index.
+    assert!((maps[0].values[[1, 1, 1]] - (10.0 + 9.0)).abs() < 1e-8);
+    assert!(maps[0].values[[1, 2, 0]].is_nan());
+    assert_eq!(maps[1].quality[[1, 2, 0]], QualityCode::NotFitted);
+    assert!(fit.r2_map(shape).unwrap()[[1, 2, 0]].is_nan());
+    assert!(fit.r2_map(shape).unwrap()[[0, 0, 0]] > 0.999_999);
+    let e = fit
+        .parameter_maps(mono.param_units(), [2, 2, 2], &prov)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[2, 2, 2]") && e.contains("12 voxels"), "{e}");
+}

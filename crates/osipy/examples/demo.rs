@@ -9,11 +9,11 @@
 //! NIfTI maps with sidecars. The full DCE pipeline and `osipy demo` come
 //! with the DCE crate; this shows the layers underneath.
 
-use ndarray::{Array2, Array3};
+use ndarray::Array2;
 use osipy::aif::Aif;
 use osipy::backend::Device;
 use osipy::convolution::{exp_conv, exp_conv_with_derivative};
-use osipy::core::{ParameterMap, Provenance, QualityCode, Unit};
+use osipy::core::{Provenance, Unit};
 use osipy::fitting::{fit_batch, FitOptions, Model};
 use osipy::io::{write_parameter_map, Geometry};
 
@@ -198,24 +198,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [0.0, 0.0, 4.0, 0.0],
         [0.0, 0.0, 0.0, 1.0],
     ]);
-    let grid = |col: &dyn Fn(usize) -> f64| {
-        Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| col((x * ny + y) * nz + z))
-    };
-    let quality: Array3<QualityCode> =
-        Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| fit.status[(x * ny + y) * nz + z]);
-    for (j, (name, unit)) in NAMES.iter().zip(UNITS).enumerate() {
-        let map = ParameterMap::new(
-            name,
-            name,
-            unit,
-            grid(&|v| fit.params[[v, j]]),
-            quality.clone(),
-            Some(grid(&|v| fit.std_errors[[v, j]])),
-            Provenance::default()
-                .with_method("model", "tofts")
-                .with_method("fitter", "lm")
-                .with_method("aif", "parker"),
-        )?;
+    let provenance = Provenance::default()
+        .with_method("model", "tofts")
+        .with_method("fitter", "lm")
+        .with_method("aif", "parker");
+    for map in fit.parameter_maps(&UNITS, [nx, ny, nz], &provenance)? {
         write_parameter_map(&out_dir, &map, &geometry)?;
     }
     println!("\nmaps written to {out_dir}/ (Ktrans, ve, their _se maps and JSON sidecars)");
