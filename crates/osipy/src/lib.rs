@@ -16,6 +16,7 @@
 //! | `aif` | `osipy-aif` | population, measured and detected AIFs |
 //! | `convolution` | `osipy-convolution` | exact convolution, FFT, deconvolution matrices |
 //! | `io` | `osipy-io` | NIfTI input, map output with sidecars |
+//! | `dce` | `osipy-dce` | DCE pharmacokinetic models |
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -24,6 +25,7 @@
 //! | `aif` | yes | `osipy::aif` |
 //! | `convolution` | yes | `osipy::convolution` |
 //! | `io` | yes | `osipy::io` |
+//! | `dce` | yes | `osipy::dce` |
 
 pub use osipy_backend as backend;
 pub use osipy_core as core;
@@ -32,6 +34,8 @@ pub use osipy_core as core;
 pub use osipy_aif as aif;
 #[cfg(feature = "convolution")]
 pub use osipy_convolution as convolution;
+#[cfg(feature = "dce")]
+pub use osipy_dce as dce;
 #[cfg(feature = "fitting")]
 pub use osipy_fitting as fitting;
 #[cfg(feature = "io")]
@@ -51,6 +55,8 @@ pub fn registry() -> core::Result<core::Registry> {
     aif::register(&mut reg)?;
     #[cfg(feature = "convolution")]
     convolution::register(&mut reg)?;
+    #[cfg(feature = "dce")]
+    dce::register(&mut reg)?;
     Ok(reg)
 }
 

@@ -1,0 +1,32 @@
+//! # osipy-dce
+//!
+//! DCE-MRI pharmacokinetic models (`tofts`, `extended_tofts`, `patlak`,
+//! `2cxm`, `2cum`) with OSIPI CAPLEX names and units, exact AIF convolution,
+//! analytic Jacobians where derived (all but `2cxm`, which uses the fitter's
+//! finite differences) and linearised initial guesses. See [`models`].
+//!
+//! T1 mapping, signal-to-concentration conversion, the `fit_model` API and
+//! the phantom generator come with the rest of the DCE issue.
+//!
+//! ## Cargo features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | (none) | | |
+
+mod lls;
+pub mod models;
+
+pub use models::{
+    model, DceModelFactory, ExtendedTofts, Patlak, PkInput, Tofts, TwoCompartmentExchange,
+    TwoCompartmentUptake,
+};
+
+use osipy_core::{Kind, Registry, Result};
+
+/// Registers the DCE models in `reg`.
+pub fn register(reg: &mut Registry) -> Result<()> {
+    for (name, description, factory) in models::MODELS {
+        reg.register::<DceModelFactory>(Kind::DceModel, name, description, factory)?;
+    }
+    Ok(())
+}
