@@ -1,11 +1,12 @@
 //! # osipy-dce
 //!
-//! DCE-MRI pharmacokinetic models (`tofts`, `extended_tofts`, `patlak`,
+//! DCE-MRI: SPGR signal-to-concentration conversion ([`concentration`]) and
+//! pharmacokinetic models (`tofts`, `extended_tofts`, `patlak`,
 //! `2cxm`, `2cum`) with OSIPI CAPLEX names and units, exact AIF convolution,
 //! analytic Jacobians where derived (all but `2cxm`, which uses the fitter's
 //! finite differences) and linearised initial guesses. See [`models`].
 //!
-//! T1 mapping, signal-to-concentration conversion, the `fit_model` API and
+//! T1 mapping, the `fit_model` API and
 //! the phantom generator come with the rest of the DCE issue.
 //!
 //! ## Cargo features
@@ -13,9 +14,13 @@
 //! |---|---|---|
 //! | (none) | | |
 
+pub mod concentration;
 mod lls;
 pub mod models;
 
+pub use concentration::{
+    convert_curve, signal_to_concentration, spgr_signal, ConcentrationMethod, SpgrParams,
+};
 pub use models::{
     model, DceModelFactory, ExtendedTofts, Patlak, PkInput, Tofts, TwoCompartmentExchange,
     TwoCompartmentUptake,
@@ -28,5 +33,16 @@ pub fn register(reg: &mut Registry) -> Result<()> {
     for (name, description, factory) in models::MODELS {
         reg.register::<DceModelFactory>(Kind::DceModel, name, description, factory)?;
     }
-    Ok(())
+    reg.register(
+        Kind::ConcentrationModel,
+        "spgr",
+        "exact SPGR signal inversion, linear relaxivity",
+        ConcentrationMethod::Spgr,
+    )?;
+    reg.register(
+        Kind::ConcentrationModel,
+        "linear",
+        "linear approximation dR1 = R10 (S - S0) / S0 (small changes only)",
+        ConcentrationMethod::Linear,
+    )
 }
