@@ -6,7 +6,7 @@
 //! analytic Jacobians where derived (all but `2cxm`, which uses the fitter's
 //! finite differences) and linearised initial guesses. See [`models`].
 //!
-//! T1 mapping, the `fit_model` API and
+//! VFA T1 mapping ([`t1`]). Look-Locker T1, the `fit_model` API and
 //! the phantom generator come with the rest of the DCE issue.
 //!
 //! ## Cargo features
@@ -17,6 +17,7 @@
 pub mod concentration;
 mod lls;
 pub mod models;
+pub mod t1;
 
 pub use concentration::{
     convert_curve, signal_to_concentration, spgr_signal, ConcentrationMethod, SpgrParams,
@@ -25,6 +26,7 @@ pub use models::{
     model, DceModelFactory, ExtendedTofts, Patlak, PkInput, Tofts, TwoCompartmentExchange,
     TwoCompartmentUptake,
 };
+pub use t1::{vfa_signal, vfa_t1, T1Fit, VfaMethod, VfaModel, VfaParams};
 
 use osipy_core::{Kind, Registry, Result};
 

@@ -1,0 +1,275 @@
+//! T1 mapping from variable-flip-angle (VFA) SPGR series.
+//!
+//! Signal model (SPGR steady state): `S(a) = M0 sin(b a) (1 - E1) / (1 - cos(b a) E1)`,
+//! `E1 = exp(-TR / T1)`, with `b` the relative B1 (transmit) field scaling the
+//! nominal flip angles.
+//!
+//! * `linear` (DESPOT1; Deoni et al., MRM 2003): `S/sin a = E1 S/tan a + M0 (1 - E1)`,
+//!   a straight line whose slope is `E1`.
+//! * `nonlinear`: the signal equation fitted by the bounded LM engine, started
+//!   from DESPOT1; `b` is a parameter pinned per voxel to the B1 map (or 1).
+
+use ndarray::ArrayView2;
+use osipy_backend::Device;
+use osipy_core::{OsipyError, QualityCode, Result, Unit};
+use osipy_fitting::{fit_batch, FitOptions, Model, PinValue};
+
+/// VFA acquisition settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VfaParams {
+    /// Repetition time (s).
+    pub tr: f64,
+    /// Nominal flip angles (degrees), one per volume.
+    pub flip_angles: Vec<f64>,
+}
+
+/// Fitting method for VFA T1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VfaMethod {
+    /// DESPOT1 linear regression.
+    Linear,
+    /// Non-linear least squares on the signal equation.
+    NonLinear,
+}
+
+/// T1 mapping result, one entry per voxel.
+#[derive(Debug, Clone)]
+pub struct T1Fit {
+    /// T1 (s); NaN where invalid.
+    pub t1: Vec<f64>,
+    /// R1 = 1/T1 (1/s); NaN where invalid.
+    pub r1: Vec<f64>,
+    /// Equilibrium signal M0 (signal units).
+    pub m0: Vec<f64>,
+    /// Per-voxel quality.
+    pub quality: Vec<QualityCode>,
+}
+
+/// The VFA signal model with parameters (M0, T1, B1).
+#[derive(Debug, Clone)]
+pub struct VfaModel {
+    tr: f64,
+    angles: Vec<f64>,
+}
+
+const NAMES: [&str; 3] = ["M0", "T1", "B1"];
+const UNITS: [Unit; 3] = [Unit::Arbitrary, Unit::Seconds, Unit::Dimensionless];
+const BOUNDS: [(f64, f64); 3] = [(0.0, f64::INFINITY), (1e-3, 20.0), (0.1, 3.0)];
+
+impl VfaModel {
+    /// Binds TR (s) and nominal flip angles (degrees).
+    pub fn new(p: &VfaParams) -> Result<VfaModel> {
+        p.validate()?;
+        Ok(VfaModel {
+            tr: p.tr,
+            angles: p.flip_angles.iter().map(|a| a.to_radians()).collect(),
+        })
+    }
+}
+
+impl VfaParams {
+    /// Checks TR (seconds, with a milliseconds hint) and the flip angles.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.tr > 0.0 && self.tr < 1.0) {
+            let hint = if self.tr >= 1.0 {
+                " (it looks like milliseconds: give seconds, e.g. 0.005)"
+            } else {
+                ""
+            };
+            return Err(OsipyError::Metadata {
+                field: "VFA repetition time TR (s)".into(),
+                found: self.tr.to_string(),
+                expected: format!("a positive value in seconds below 1{hint}"),
+            });
+        }
+        if self.flip_angles.len() < 2 {
+            return Err(OsipyError::Metadata {
+                field: "VFA flip angles (degrees)".into(),
+                found: format!("{:?}", self.flip_angles),
+                expected: "at least two flip angles, one per volume of the VFA series".into(),
+            });
+        }
+        if let Some(a) = self.flip_angles.iter().find(|a| !(**a > 0.0 && **a < 180.0)) {
+            return Err(OsipyError::Metadata {
+                field: "VFA flip angle (degrees)".into(),
+                found: a.to_string(),
+                expected: "values in (0, 180) degrees".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Model for VfaModel {
+    fn name(&self) -> &str {
+        "vfa"
+    }
+    fn param_names(&self) -> &[&'static str] {
+        &NAMES
+    }
+    fn param_units(&self) -> &[Unit] {
+        &UNITS
+    }
+    fn default_bounds(&self) -> &[(f64, f64)] {
+        &BOUNDS
+    }
+    fn n_samples(&self) -> usize {
+        self.angles.len()
+    }
+    fn predict(&self, p: &[f64], out: &mut [f64]) {
+        let e1 = (-self.tr / p[1]).exp();
+        for (o, a) in out.iter_mut().zip(&self.angles) {
+            let a = p[2] * a;
+            *o = p[0] * a.sin() * (1.0 - e1) / (1.0 - a.cos() * e1);
+        }
+    }
+    fn predict_with_jacobian(&self, p: &[f64], out: &mut [f64], jac: &mut [f64]) -> bool {
+        let n = out.len();
+        let e1 = (-self.tr / p[1]).exp();
+        let de1 = e1 * self.tr / (p[1] * p[1]); // dE1/dT1
+        let (dm0, rest) = jac.split_at_mut(n);
+        let (dt1, db1) = rest.split_at_mut(n);
+        for i in 0..n {
+            let a = p[2] * self.angles[i];
+            let (s, c) = (a.sin(), a.cos());
+            let den = 1.0 - c * e1;
+            let f = s * (1.0 - e1) / den;
+            out[i] = p[0] * f;
+            dm0[i] = f;
+            // d/dE1 [(1 - E1)/(1 - c E1)] = (c - 1)/(1 - c E1)^2.
+            dt1[i] = p[0] * s * (c - 1.0) / (den * den) * de1;
+            // d/da [sin a (1-E1)/(1 - cos a E1)] = (1-E1)(cos a - E1)/(1 - cos a E1)^2.
+            db1[i] = p[0] * (1.0 - e1) * (c - e1) / (den * den) * self.angles[i];
+        }
+        true
+    }
+    fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
+        let (m0, t1) = despot1(self.tr, &self.angles, data, 1.0)
+            .unwrap_or((data.iter().cloned().fold(0.0, f64::max) * 5.0, 1.0));
+        out.copy_from_slice(&[m0, t1.clamp(BOUNDS[1].0, BOUNDS[1].1), 1.0]);
+    }
+}
+
+/// DESPOT1 regression for one voxel: returns (M0, T1) or `None` when the
+/// slope is outside (0, 1) (no physical T1).
+fn despot1(tr: f64, angles: &[f64], s: &[f64], b1: f64) -> Option<(f64, f64)> {
+    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+    let n = angles.len() as f64;
+    for (a, si) in angles.iter().zip(s) {
+        let a = b1 * a;
+        let (x, y) = (si / a.tan(), si / a.sin());
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        sxy += x * y;
+    }
+    let det = n * sxx - sx * sx;
+    if !(det.abs() > 0.0) {
+        return None;
+    }
+    let slope = (n * sxy - sx * sy) / det;
+    let icpt = (sy - slope * sx) / n;
+    (slope > 0.0 && slope < 1.0).then(|| (icpt / (1.0 - slope), -tr / slope.ln()))
+}
+
+/// Maps T1 from a VFA series `signal` (voxels x flip angles), with an
+/// optional relative B1 map (one value per voxel, 1 = nominal).
+pub fn vfa_t1(
+    signal: ArrayView2<'_, f64>,
+    params: &VfaParams,
+    b1: Option<&[f64]>,
+    method: VfaMethod,
+    mask: Option<&[bool]>,
+    device: &Device,
+) -> Result<T1Fit> {
+    let model = VfaModel::new(params)?;
+    let (n_vox, n_a) = signal.dim();
+    if n_a != params.flip_angles.len() {
+        return Err(OsipyError::data(
+            "number of VFA volumes",
+            n_a.to_string(),
+            format!(
+                "{} (one per flip angle {:?})",
+                params.flip_angles.len(),
+                params.flip_angles
+            ),
+        ));
+    }
+    if let Some(b) = b1 {
+        if b.len() != n_vox {
+            return Err(OsipyError::data(
+                "B1 map size",
+                b.len().to_string(),
+                format!("{n_vox}, one per voxel"),
+            ));
+        }
+    }
+    let b1_of = |v: usize| b1.map_or(1.0, |b| b[v]);
+    match method {
+        VfaMethod::Linear => {
+            let mut fit = T1Fit {
+                t1: vec![f64::NAN; n_vox],
+                r1: vec![f64::NAN; n_vox],
+                m0: vec![f64::NAN; n_vox],
+                quality: vec![QualityCode::NotFitted; n_vox],
+            };
+            let mut row = vec![0.0; n_a];
+            for v in 0..n_vox {
+                if mask.is_some_and(|m| !m[v]) {
+                    continue;
+                }
+                row.iter_mut().zip(signal.row(v)).for_each(|(r, s)| *r = *s);
+                if row.iter().any(|s| !s.is_finite()) || !b1_of(v).is_finite() {
+                    fit.quality[v] = QualityCode::NonFiniteInput;
+                    continue;
+                }
+                match despot1(params.tr, &model.angles, &row, b1_of(v)) {
+                    Some((m0, t1)) => {
+                        fit.t1[v] = t1;
+                        fit.r1[v] = 1.0 / t1;
+                        fit.m0[v] = m0;
+                        fit.quality[v] = QualityCode::Converged;
+                    }
+                    None => fit.quality[v] = QualityCode::InvalidSignal,
+                }
+            }
+            Ok(fit)
+        }
+        VfaMethod::NonLinear => {
+            let pin = match b1 {
+                Some(b) => PinValue::PerVoxel(b.to_vec()),
+                None => PinValue::Constant(1.0),
+            };
+            let opts = FitOptions::default().pin_by_name(&model, "B1", pin)?;
+            // A voxel without any positive signal has no T1 to find.
+            let no_signal: Vec<bool> = (0..n_vox)
+                .map(|v| signal.row(v).iter().all(|s| *s <= 0.0))
+                .collect();
+            let fit_mask: Vec<bool> = (0..n_vox)
+                .map(|v| mask.is_none_or(|m| m[v]) && !no_signal[v])
+                .collect();
+            let r = fit_batch(&model, signal, Some(&fit_mask), &opts, device)?;
+            let t1: Vec<f64> = r.params.column(1).to_vec();
+            let mut quality = r.status.to_vec();
+            for v in 0..n_vox {
+                if no_signal[v] && mask.is_none_or(|m| m[v]) {
+                    quality[v] = QualityCode::InvalidSignal;
+                }
+            }
+            Ok(T1Fit {
+                r1: t1.iter().map(|t| 1.0 / t).collect(),
+                t1,
+                m0: r.params.column(0).to_vec(),
+                quality,
+            })
+        }
+    }
+}
+
+/// Helper for tests and phantoms: a VFA series for given (M0, T1, B1).
+pub fn vfa_signal(params: &VfaParams, m0: f64, t1: f64, b1: f64) -> Result<Vec<f64>> {
+    let model = VfaModel::new(params)?;
+    let mut out = vec![0.0; params.flip_angles.len()];
+    model.predict(&[m0, t1, b1], &mut out);
+    Ok(out)
+}
