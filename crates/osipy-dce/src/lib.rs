@@ -22,18 +22,20 @@ pub mod t1;
 pub use concentration::{
     convert_curve, signal_to_concentration, spgr_signal, ConcentrationMethod, SpgrParams,
 };
-pub use models::{
-    model, DceModelFactory, ExtendedTofts, Patlak, PkInput, Tofts, TwoCompartmentExchange,
-    TwoCompartmentUptake,
-};
+pub use models::{model, DceModelEntry, PkInput, PkModel};
 pub use t1::{vfa_signal, vfa_t1, T1Fit, VfaMethod, VfaModel, VfaParams};
 
 use osipy_core::{Kind, Registry, Result};
 
 /// Registers the DCE models in `reg`.
 pub fn register(reg: &mut Registry) -> Result<()> {
-    for (name, description, factory) in models::MODELS {
-        reg.register::<DceModelFactory>(Kind::DceModel, name, description, factory)?;
+    for spec in &models::SPECS {
+        reg.register(
+            Kind::DceModel,
+            spec.name,
+            spec.description,
+            DceModelEntry::new(spec),
+        )?;
     }
     reg.register(
         Kind::ConcentrationModel,
