@@ -22,7 +22,7 @@ pub mod t1;
 pub use concentration::{
     convert_curve, signal_to_concentration, spgr_signal, ConcentrationMethod, SpgrParams,
 };
-pub use models::{model, DceModelEntry, PkInput, PkModel};
+pub use models::{model, model_with_delay, DceModelEntry, DelayedPkModel, PkInput, PkModel, DELAY_BOUNDS};
 pub use t1::{vfa_signal, vfa_t1, T1Fit, VfaMethod, VfaModel, VfaParams};
 
 use osipy_core::{Kind, Registry, Result};

@@ -432,6 +432,11 @@ impl DceModelEntry {
         })
     }
 
+    /// The model bound to `input` with a fitted arterial delay (s).
+    pub fn build_delayed(&self, input: PkInput) -> Box<dyn Model> {
+        Box::new(DelayedPkModel::new(self.spec, input))
+    }
+
     /// Parameter names (CAPLEX).
     pub fn param_names(&self) -> &'static [&'static str] {
         self.spec.names
@@ -449,4 +454,158 @@ pub fn model(name: &str, input: PkInput) -> Result<Box<dyn Model>> {
         spec: spec(name)?,
         input,
     }))
+}
+
+/// Default bounds of the fitted arterial delay (s), as in the OSIPI DCE tests.
+pub const DELAY_BOUNDS: (f64, f64) = (-10.0, 10.0);
+
+thread_local! {
+    /// Per-thread scratch for delayed models: two shifted AIFs and a
+    /// prediction. Sized on first use, so evaluations do not allocate.
+    static SCRATCH: std::cell::RefCell<[Vec<f64>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// `out[i] = cp(t_i - tau)`, linear interpolation, zero before the first
+/// sample and held after the last.
+fn shift_into(t: &[f64], cp: &[f64], tau: f64, out: &mut [f64]) {
+    let n = t.len();
+    let mut k = 0;
+    for i in 0..n {
+        let x = t[i] - tau;
+        out[i] = if x < t[0] {
+            0.0
+        } else if x >= t[n - 1] {
+            cp[n - 1]
+        } else {
+            while t[k + 1] <= x {
+                k += 1;
+            }
+            while t[k] > x {
+                k -= 1;
+            }
+            cp[k] + (x - t[k]) / (t[k + 1] - t[k]) * (cp[k + 1] - cp[k])
+        };
+    }
+}
+
+/// A PK model with an extra fitted parameter `delay` (s): the AIF is used as
+/// `cp(t - delay)`. The delay column of the Jacobian is a forward difference
+/// (the shifted AIF is piecewise linear in the delay); the others are the
+/// model's own.
+#[derive(Debug, Clone)]
+pub struct DelayedPkModel {
+    spec: &'static Spec,
+    input: PkInput,
+    names: Vec<&'static str>,
+    units: Vec<Unit>,
+    bounds: Vec<(f64, f64)>,
+}
+
+impl DelayedPkModel {
+    fn new(spec: &'static Spec, input: PkInput) -> Self {
+        let mut names = spec.names.to_vec();
+        names.push("delay");
+        let mut units = spec.units.to_vec();
+        units.push(Unit::Seconds);
+        let mut bounds = spec.bounds.to_vec();
+        bounds.push(DELAY_BOUNDS);
+        DelayedPkModel {
+            spec,
+            input,
+            names,
+            units,
+            bounds,
+        }
+    }
+
+    fn with_scratch<R>(&self, f: impl FnOnce(&mut [Vec<f64>; 3]) -> R) -> R {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let n = self.input.t.len();
+            for v in s.iter_mut() {
+                if v.len() != n {
+                    v.resize(n, 0.0);
+                }
+            }
+            f(&mut s)
+        })
+    }
+}
+
+impl Model for DelayedPkModel {
+    fn name(&self) -> &str {
+        self.spec.name
+    }
+    fn param_names(&self) -> &[&'static str] {
+        &self.names
+    }
+    fn param_units(&self) -> &[Unit] {
+        &self.units
+    }
+    fn default_bounds(&self) -> &[(f64, f64)] {
+        &self.bounds
+    }
+    fn n_samples(&self) -> usize {
+        self.input.t.len()
+    }
+    fn predict(&self, p: &[f64], out: &mut [f64]) {
+        let m = self.spec.names.len();
+        self.with_scratch(|[cp, _, _]| {
+            shift_into(&self.input.t, &self.input.cp, p[m], cp);
+            (self.spec.kernel)(&self.input.t, cp, &p[..m], out, None);
+        })
+    }
+    fn predict_with_jacobian(&self, p: &[f64], out: &mut [f64], jac: &mut [f64]) -> bool {
+        let (m, n) = (self.spec.names.len(), out.len());
+        let t = &self.input.t;
+        self.with_scratch(|[cp, cp_h, pred_h]| {
+            shift_into(t, &self.input.cp, p[m], cp);
+            let (inner, dtau) = jac.split_at_mut(m * n);
+            if !(self.spec.kernel)(t, cp, &p[..m], out, Some(inner)) {
+                return false;
+            }
+            let h = 1e-3;
+            shift_into(t, &self.input.cp, p[m] + h, cp_h);
+            (self.spec.kernel)(t, cp_h, &p[..m], pred_h, None);
+            for i in 0..n {
+                dtau[i] = (pred_h[i] - out[i]) / h;
+            }
+            true
+        })
+    }
+    /// The model's own guess at 11 delays across the bounds; keeps the
+    /// delay (and guess) with the smallest residual.
+    fn initial_guess(&self, c: &[f64], out: &mut [f64]) {
+        let m = self.spec.names.len();
+        let (lo, hi) = DELAY_BOUNDS;
+        let t = &self.input.t;
+        self.with_scratch(|[cp, _, pred]| {
+            let mut best = f64::INFINITY;
+            let mut trial = [0.0; 8];
+            for k in 0..=10 {
+                let tau = lo + (hi - lo) * k as f64 / 10.0;
+                shift_into(t, &self.input.cp, tau, cp);
+                (self.spec.guess)(t, cp, c, &mut trial[..m]);
+                for (x, (l, u)) in trial[..m].iter_mut().zip(self.spec.bounds) {
+                    *x = x.clamp(*l, *u);
+                }
+                (self.spec.kernel)(t, cp, &trial[..m], pred, None);
+                let sse: f64 = pred.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
+                if sse < best {
+                    best = sse;
+                    out[..m].copy_from_slice(&trial[..m]);
+                    out[m] = tau;
+                }
+            }
+            if !best.is_finite() {
+                (self.spec.guess)(t, &self.input.cp, c, &mut out[..m]);
+                out[m] = 0.0;
+            }
+        })
+    }
+}
+
+/// Builds the model called `name` with a fitted arterial delay.
+pub fn model_with_delay(name: &str, input: PkInput) -> Result<Box<dyn Model>> {
+    Ok(Box::new(DelayedPkModel::new(spec(name)?, input)))
 }

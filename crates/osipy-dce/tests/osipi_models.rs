@@ -4,7 +4,7 @@
 
 use ndarray::Array2;
 use osipy_backend::Device;
-use osipy_dce::{model, PkInput};
+use osipy_dce::{model, model_with_delay, PkInput};
 use osipy_fitting::{check_jacobian, fit_batch, FitOptions};
 use std::path::PathBuf;
 
@@ -57,10 +57,39 @@ fn load(file: &str, t_col: &str, c_col: &str, ca_col: &str) -> Vec<Case> {
 /// Fits every case with `model_name` and checks each (fitted index, reference
 /// column, atol, rtol). Returns the number of checks made.
 fn check(cases: &[Case], model_name: &str, checks: &[(usize, &str, f64, f64)]) -> usize {
+    check_with(cases, model_name, false, checks)
+}
+
+/// As [`check`], with the arterial delay fitted as the last parameter when
+/// `delayed` (reference column name `delay` is then looked up in `values`).
+fn check_with(cases: &[Case], model_name: &str, delayed: bool, checks: &[(usize, &str, f64, f64)]) -> usize {
+    check_except(cases, model_name, delayed, checks, &[])
+}
+
+/// As [`check_with`], skipping the (label, parameter) pairs in `exceptions`,
+/// each of which must exist and is justified where it is listed.
+fn check_except(
+    cases: &[Case],
+    model_name: &str,
+    delayed: bool,
+    checks: &[(usize, &str, f64, f64)],
+    exceptions: &[(&str, &str)],
+) -> usize {
+    for (label, _) in exceptions {
+        assert!(
+            cases.iter().any(|c| c.label == *label),
+            "exception {label} names no case"
+        );
+    }
     let mut n = 0;
     let mut failures = Vec::new();
     for case in cases {
-        let m = model(model_name, PkInput::new(&case.t, &case.ca).unwrap()).unwrap();
+        let input = PkInput::new(&case.t, &case.ca).unwrap();
+        let m = if delayed {
+            model_with_delay(model_name, input).unwrap()
+        } else {
+            model(model_name, input).unwrap()
+        };
         let data = Array2::from_shape_vec((1, case.c.len()), case.c.clone()).unwrap();
         let fit = fit_batch(
             m.as_ref(),
@@ -77,6 +106,9 @@ fn check(cases: &[Case], model_name: &str, checks: &[(usize, &str, f64, f64)]) -
             fit.status[0]
         );
         for &(j, col, atol, rtol) in checks {
+            if exceptions.contains(&(case.label.as_str(), col)) {
+                continue;
+            }
             let (got, want) = (fit.params[[0, j]], case.values[col]);
             if (got - want).abs() > atol + rtol * want.abs() {
                 failures.push(format!(
@@ -198,4 +230,142 @@ fn two_compartment_exchange_tends_to_uptake_for_large_ve() {
         .unwrap()
         .to_string();
     assert!(e.contains("\"toftz\"") && e.contains("extended_tofts"), "{e}");
+}
+
+/// OSIPI delay variants: Patlak, 2CXM and 2CUM files generated with a 5 s
+/// arterial delay; Tofts and extended Tofts built at run time as upstream
+/// does (tissue curve shifted right by 10 / 5 samples = 5 s, zero-padded).
+/// Manifest tolerance on the delay: atol 1 s.
+fn shifted(mut cases: Vec<Case>, samples: usize) -> Vec<Case> {
+    for c in &mut cases {
+        let n = c.c.len();
+        let mut s = vec![0.0; samples];
+        s.extend_from_slice(&c.c[..n - samples]);
+        c.c = s;
+        c.values.insert("delay".into(), c.t[samples]);
+    }
+    cases
+}
+
+fn with_delay_column(mut cases: Vec<Case>) -> Vec<Case> {
+    for c in &mut cases {
+        let d = c.values["arterial_delay"];
+        c.values.insert("delay".into(), d);
+    }
+    cases
+}
+
+#[test]
+fn delay_variants() {
+    let tofts = shifted(load("dce_DRO_data_tofts.csv", "t", "C", "ca"), 10);
+    check_with(
+        &tofts,
+        "tofts",
+        true,
+        &[
+            (0, "Ktrans", 0.005, 0.1),
+            (1, "ve", 0.05, 0.0),
+            (2, "delay", 1.0, 0.0),
+        ],
+    );
+    let etofts = shifted(load("dce_DRO_data_extended_tofts.csv", "t", "C", "ca"), 5);
+    check_with(
+        &etofts,
+        "extended_tofts",
+        true,
+        &[
+            (0, "Ktrans", 0.005, 0.1),
+            (1, "ve", 0.05, 0.0),
+            (2, "vp", 0.025, 0.0),
+            (3, "delay", 1.0, 0.0),
+        ],
+    );
+    let patlak = with_delay_column(load("patlak_sd_0.02_delay_5.csv", "t", "C_t", "cp_aif"));
+    check_with(
+        &patlak,
+        "patlak",
+        true,
+        &[
+            (0, "ps", 0.005, 0.1),
+            (1, "vp", 0.025, 0.0),
+            (2, "delay", 1.0, 0.0),
+        ],
+    );
+    // Documented exception: case_8_delayed (Fp 5, PS 0.15, ve 0.2, vp 0.02)
+    // fits PS = 0.128 (tolerance 0.15 +- 0.02). At this low flow PS is barely
+    // identifiable once the delay is free; the least-squares optimum of the
+    // data is there (see `case_8_delayed_is_the_least_squares_optimum`).
+    let tcxm = with_delay_column(load("2cxm_sd_0.001_delay_5.csv", "t", "C_t", "cp_aif"));
+    check_except(
+        &tcxm,
+        "2cxm",
+        true,
+        &[
+            (0, "fp", 5.0, 0.1),
+            (1, "ps", 0.005, 0.1),
+            (2, "ve", 0.05, 0.0),
+            (3, "vp", 0.025, 0.0),
+            (4, "delay", 1.0, 0.0),
+        ],
+        &[("case_8_delayed", "ps")],
+    );
+    let tcum = with_delay_column(load("2cum_sd_0.0025_delay_5.csv", "t", "C_t", "cp_aif"));
+    check_with(
+        &tcum,
+        "2cum",
+        true,
+        &[
+            (0, "fp", 5.0, 0.1),
+            (1, "ps", 0.005, 0.1),
+            (2, "vp", 0.025, 0.0),
+            (3, "delay", 1.0, 0.0),
+        ],
+    );
+}
+
+#[test]
+fn delayed_jacobian_matches_finite_differences() {
+    let cases = load("2cum_sd_0.0025_delay_0.csv", "t", "C_t", "cp_aif");
+    let inp = PkInput::new(&cases[0].t, &cases[0].ca).unwrap();
+    // The delay column is a forward difference of a piecewise-linear shift:
+    // accurate to ~h/dt between kinks (h = 1e-3 s, dt = 0.5 s).
+    let m = model_with_delay("extended_tofts", inp).unwrap();
+    assert_eq!(m.param_names(), ["Ktrans", "ve", "vp", "delay"]);
+    let err = check_jacobian(m.as_ref(), &[0.3, 0.25, 0.05, 2.3]).unwrap();
+    assert!(err < 1e-2, "{err}");
+}
+
+#[test]
+fn case_8_delayed_is_the_least_squares_optimum() {
+    // Started from the true parameters, LM reaches the same point as from the
+    // data-driven start, with a residual at the noise level (0.001 mM): the
+    // PS miss is the data's optimum, not an optimiser failure.
+    let cases = with_delay_column(load("2cxm_sd_0.001_delay_5.csv", "t", "C_t", "cp_aif"));
+    let c = cases.iter().find(|c| c.label == "case_8_delayed").unwrap();
+    let m = model_with_delay("2cxm", PkInput::new(&c.t, &c.ca).unwrap()).unwrap();
+    let data = Array2::from_shape_vec((1, c.c.len()), c.c.clone()).unwrap();
+    let truth = vec![
+        c.values["fp"],
+        c.values["ps"],
+        c.values["ve"],
+        c.values["vp"],
+        c.values["delay"],
+    ];
+    let from_truth = FitOptions {
+        initial: osipy_fitting::InitialGuess::Constant(truth),
+        ..Default::default()
+    };
+    let dev = Device::Cpu { threads: 1 };
+    let a = fit_batch(m.as_ref(), data.view(), None, &FitOptions::default(), &dev).unwrap();
+    let b = fit_batch(m.as_ref(), data.view(), None, &from_truth, &dev).unwrap();
+    assert!(a.status[0].is_valid() && b.status[0].is_valid());
+    for j in 0..5 {
+        let (x, y) = (a.params[[0, j]], b.params[[0, j]]);
+        assert!((x - y).abs() < 1e-3 * y.abs().max(1e-2), "param {j}: {x} vs {y}");
+    }
+    assert!(a.rms[0] < 0.0011, "rms {}", a.rms[0]);
+    assert!(
+        (a.params[[0, 1]] - 0.15).abs() > 0.02,
+        "if PS is now within tolerance, remove the exception"
+    );
 }
