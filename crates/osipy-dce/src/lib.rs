@@ -6,8 +6,9 @@
 //! analytic Jacobians where derived (all but `2cxm`, which uses the fitter's
 //! finite differences) and linearised initial guesses. See [`models`].
 //!
-//! VFA T1 mapping ([`t1`]). Look-Locker T1, the `fit_model` API and
-//! the phantom generator come with the rest of the DCE issue.
+//! VFA T1 mapping ([`t1`]) and [`fit_model`] (4D concentration to maps).
+//! Synthetic datasets with known truth: [`phantom`]. Look-Locker T1 comes
+//! with the rest of the DCE issue.
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -15,13 +16,16 @@
 //! | (none) | | |
 
 pub mod concentration;
+mod fit;
 mod lls;
 pub mod models;
+pub mod phantom;
 pub mod t1;
 
 pub use concentration::{
     convert_curve, signal_to_concentration, spgr_signal, ConcentrationMethod, SpgrParams,
 };
+pub use fit::{fit_model, DceFit, DceFitOptions};
 pub use models::{model, model_with_delay, DceModelEntry, DelayedPkModel, PkInput, PkModel, DELAY_BOUNDS};
 pub use t1::{vfa_signal, vfa_t1, T1Fit, VfaMethod, VfaModel, VfaParams};
 

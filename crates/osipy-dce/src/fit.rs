@@ -1,0 +1,172 @@
+//! `fit_model`: a DCE model over a 4D concentration series, to maps.
+
+use crate::models::{model, model_with_delay, PkInput};
+use ndarray::{Array3, ArrayView3, ArrayView4};
+use osipy_backend::Device;
+use osipy_core::{OsipyError, ParameterMap, Provenance, QualityCode, Result, Unit};
+use osipy_fitting::{fit_batch, param_index, FitOptions, Model};
+
+/// Options of [`fit_model`]. `Default` fits without delay with the engine's
+/// defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DceFitOptions {
+    /// Engine settings (iterations, tolerances, R^2 threshold, chunking).
+    /// Its `bounds`, `pinned` and `initial` are replaced by the named
+    /// settings below when those are given.
+    pub fit: FitOptions,
+    /// Fit an arterial delay (s) as an extra parameter `delay`.
+    pub fit_delay: bool,
+    /// Bounds by parameter name, e.g. `("vp", 0.0, 0.2)`.
+    pub bounds: Vec<(String, f64, f64)>,
+    /// Starting values by parameter name; the others come from the model's
+    /// data-driven guess.
+    pub initial_guess: Vec<(String, f64)>,
+}
+
+/// Result of [`fit_model`].
+#[derive(Debug, Clone)]
+pub struct DceFit {
+    /// One map per model parameter (with standard errors), then derived maps
+    /// (`kep` for the Tofts models; no standard error).
+    pub maps: Vec<ParameterMap>,
+    /// R^2 per voxel (NaN outside the mask).
+    pub r_squared: Array3<f64>,
+    /// Quality code per voxel.
+    pub quality: Array3<QualityCode>,
+}
+
+impl DceFit {
+    /// The map called `name`, if present.
+    pub fn map(&self, name: &str) -> Option<&ParameterMap> {
+        self.maps.iter().find(|m| m.name == name)
+    }
+}
+
+/// Overrides some starting values of a model, keeping the rest of its guess.
+struct WithStart<'a> {
+    inner: &'a dyn Model,
+    start: Vec<(usize, f64)>,
+}
+
+impl Model for WithStart<'_> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn param_names(&self) -> &[&'static str] {
+        self.inner.param_names()
+    }
+    fn param_units(&self) -> &[Unit] {
+        self.inner.param_units()
+    }
+    fn default_bounds(&self) -> &[(f64, f64)] {
+        self.inner.default_bounds()
+    }
+    fn n_samples(&self) -> usize {
+        self.inner.n_samples()
+    }
+    fn predict(&self, p: &[f64], out: &mut [f64]) {
+        self.inner.predict(p, out)
+    }
+    fn predict_with_jacobian(&self, p: &[f64], out: &mut [f64], jac: &mut [f64]) -> bool {
+        self.inner.predict_with_jacobian(p, out, jac)
+    }
+    fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
+        self.inner.initial_guess(data, out);
+        for (j, v) in &self.start {
+            out[*j] = *v;
+        }
+    }
+}
+
+/// Fits the DCE model `name` to `concentration` (x, y, z, t; mM) with the
+/// plasma AIF `aif` (mM) at frame times `time` (s), inside `mask`.
+///
+/// Whole-call errors for inconsistent inputs (unknown model or parameter
+/// names, shape mismatches, bad bounds); per-voxel failures are quality codes
+/// with NaN values.
+pub fn fit_model(
+    name: &str,
+    concentration: ArrayView4<'_, f64>,
+    aif: &[f64],
+    time: &[f64],
+    mask: Option<ArrayView3<'_, bool>>,
+    options: &DceFitOptions,
+    device: &Device,
+) -> Result<DceFit> {
+    let s = concentration.shape();
+    let shape = [s[0], s[1], s[2]];
+    if time.len() != s[3] {
+        return Err(OsipyError::data(
+            "number of frame times",
+            time.len().to_string(),
+            format!("{}, the frames of the series", s[3]),
+        ));
+    }
+    if let Some(m) = &mask {
+        if m.shape() != &s[..3] {
+            return Err(OsipyError::data(
+                "mask shape",
+                format!("{:?}", m.shape()),
+                format!("{:?}, the series' spatial shape", &s[..3]),
+            ));
+        }
+    }
+    let input = PkInput::new(time, aif)?;
+    let base = if options.fit_delay {
+        model_with_delay(name, input)?
+    } else {
+        model(name, input)?
+    };
+    let mut fit_opts = options.fit.clone();
+    for (p, lo, hi) in &options.bounds {
+        fit_opts = fit_opts.bound_by_name(base.as_ref(), p, *lo, *hi)?;
+    }
+    let start = options
+        .initial_guess
+        .iter()
+        .map(|(p, v)| param_index(base.as_ref(), p).map(|j| (j, *v)))
+        .collect::<Result<Vec<_>>>()?;
+    let m = WithStart {
+        inner: base.as_ref(),
+        start,
+    };
+
+    let n_vox = shape.iter().product::<usize>();
+    let data = concentration
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((n_vox, s[3]))
+        .map_err(|e| OsipyError::data("concentration array", e.to_string(), "a 4D array"))?;
+    let flat_mask: Option<Vec<bool>> = mask.map(|m| m.as_standard_layout().iter().copied().collect());
+    let fit = fit_batch(&m, data.view(), flat_mask.as_deref(), &fit_opts, device)?;
+
+    let provenance = Provenance::default()
+        .with_method("model", name)
+        .with_method("fitter", "lm")
+        .with_setting("fit_delay", options.fit_delay)
+        .with_setting("max_iterations", fit_opts.lm.max_iterations)
+        .with_setting("r2_threshold", fit_opts.r2_threshold);
+    let mut maps = fit.parameter_maps(m.param_units(), shape, &provenance)?;
+    // Derived kep = Ktrans / ve (1/min) for the Tofts models.
+    if let (Some(k), Some(v)) = (
+        maps.iter().find(|p| p.name == "Ktrans"),
+        maps.iter().find(|p| p.name == "ve"),
+    ) {
+        let kep = &k.values / &v.values;
+        let kep = ParameterMap::new(
+            "kep",
+            "k_ep",
+            Unit::PerMinute,
+            kep,
+            k.quality.clone(),
+            None,
+            provenance.clone(),
+        )?;
+        maps.push(kep);
+    }
+    Ok(DceFit {
+        r_squared: fit.r2_map(shape)?,
+        quality: fit.quality_map(shape)?,
+        maps,
+    })
+}
