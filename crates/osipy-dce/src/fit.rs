@@ -8,7 +8,7 @@ use osipy_fitting::{fit_batch, param_index, FitOptions, Model};
 
 /// Options of [`fit_model`]. `Default` fits without delay with the engine's
 /// defaults.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct DceFitOptions {
     /// Engine settings (iterations, tolerances, R^2 threshold, chunking).
     /// Its `bounds`, `pinned` and `initial` are replaced by the named

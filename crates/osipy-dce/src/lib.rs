@@ -42,6 +42,12 @@ pub fn register(reg: &mut Registry) -> Result<()> {
         )?;
     }
     reg.register(
+        Kind::T1Method,
+        "vfa",
+        "variable flip angle SPGR (DESPOT1 start, non-linear fit, optional B1 map)",
+        VfaMethod::NonLinear,
+    )?;
+    reg.register(
         Kind::ConcentrationModel,
         "spgr",
         "exact SPGR signal inversion, linear relaxivity",

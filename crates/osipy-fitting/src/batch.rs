@@ -31,7 +31,7 @@ pub enum InitialGuess {
 }
 
 /// Options of a batched fit. `Default` gives the documented defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FitOptions {
     /// Iteration limit and tolerances.
     pub lm: LmSettings,
@@ -46,6 +46,9 @@ pub struct FitOptions {
     /// Voxels per parallel work item (fixed, so results do not depend on
     /// the thread count).
     pub chunk_voxels: usize,
+    /// Progress counter: the number of voxels finished so far is added here
+    /// after each chunk, for a progress bar polled from another thread.
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Default for FitOptions {
@@ -57,6 +60,7 @@ impl Default for FitOptions {
             initial: InitialGuess::Model,
             r2_threshold: None,
             chunk_voxels: 256,
+            progress: None,
         }
     }
 }

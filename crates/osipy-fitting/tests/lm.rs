@@ -379,3 +379,18 @@ fn batch_results_map_back_onto_the_grid() {
         .to_string();
     assert!(e.contains("[2, 2, 2]") && e.contains("12 voxels"), "{e}");
 }
+
+#[test]
+fn progress_counter_reaches_the_voxel_count() {
+    let t = times();
+    let mono = MonoExponential::new(&t);
+    let data = synth(&mono, &[100.0, 0.8], 1000, 0.5, 21);
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let opts = FitOptions {
+        chunk_voxels: 64,
+        progress: Some(counter.clone()),
+        ..Default::default()
+    };
+    fit_batch(&mono, data.view(), None, &opts, &CPU2).unwrap();
+    assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 1000);
+}

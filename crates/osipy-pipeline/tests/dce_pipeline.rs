@@ -1,0 +1,278 @@
+//! The DCE pipeline from files: a phantom written as NIfTI, run, compared
+//! with its truth; and the bad inputs a user can hand it.
+
+use ndarray::{Array3, Array4};
+use osipy_core::QualityCode;
+use osipy_dce::phantom::{generate, PhantomSpec, SignalSettings};
+use osipy_dce::{vfa_signal, VfaParams};
+use osipy_io::{read_3d, write_4d, write_mask, Geometry};
+use osipy_pipeline::{dro::compare, run_analysis, Config, RunOptions};
+use std::path::Path;
+
+const FLIP_ANGLES: [f64; 4] = [2.0, 5.0, 10.0, 15.0];
+const T10: f64 = 1.4;
+const TR: f64 = 0.005;
+
+fn config_text(extra: &str) -> String {
+    format!(
+        "modality = \"dce\"\n[pipeline]\nmodel = \"extended_tofts\"\naif_delay = 30.0\n{extra}\n[pipeline.acquisition]\nbaseline_frames = 5\nrelaxivity = 4.5\ntr = {TR}\nflip_angle = 15.0\nflip_angles = [2.0, 5.0, 10.0, 15.0]\n"
+    )
+}
+
+/// Writes dce.nii.gz (signal), vfa.nii.gz and mask.nii.gz; returns the phantom.
+fn write_dataset(dir: &Path, spec: &PhantomSpec) -> osipy_dce::phantom::DcePhantom {
+    let ph = generate(spec).unwrap();
+    let geom = Geometry::from_affine([
+        [2.0, 0.0, 0.0, 0.0],
+        [0.0, 2.0, 0.0, 0.0],
+        [0.0, 0.0, 3.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]);
+    let acq = SignalSettings {
+        t10: T10,
+        m0: 1000.0,
+        tr: TR,
+        flip_angle: 15.0,
+        relaxivity: 4.5,
+    };
+    write_4d(dir.join("dce.nii.gz"), &ph.signal(&acq, 0.0, 1), &geom, spec.dt).unwrap();
+    let [nx, ny, nz] = spec.shape;
+    let v = vfa_signal(
+        &VfaParams {
+            tr: TR,
+            flip_angles: FLIP_ANGLES.to_vec(),
+        },
+        1000.0,
+        T10,
+        1.0,
+    )
+    .unwrap();
+    let vfa = Array4::from_shape_fn((nx, ny, nz, 4), |(_, _, _, a)| v[a]);
+    write_4d(dir.join("vfa.nii.gz"), &vfa, &geom, 1.0).unwrap();
+    write_mask(
+        dir.join("mask.nii.gz"),
+        &Array3::from_elem((nx, ny, nz), 1u8),
+        &geom,
+    )
+    .unwrap();
+    ph
+}
+
+fn small_spec() -> PhantomSpec {
+    PhantomSpec {
+        shape: [8, 8, 2],
+        ..PhantomSpec::extended_tofts()
+    }
+}
+
+#[test]
+fn phantom_from_files_is_recovered_with_all_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ph = write_dataset(dir.path(), &small_spec());
+    let out = dir.path().join("out");
+    let config = Config::from_toml(&config_text("save_intermediate = true")).unwrap();
+    let summary = run_analysis(
+        &config,
+        &RunOptions {
+            data_dir: dir.path().into(),
+            out_dir: out.clone(),
+            threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for f in [
+        "Ktrans.nii.gz",
+        "Ktrans_se.nii.gz",
+        "Ktrans.json",
+        "ve.nii.gz",
+        "vp.nii.gz",
+        "kep.nii.gz",
+        "r_squared.nii.gz",
+        "quality_mask.nii.gz",
+        "osipy_run.json",
+        "T1.nii.gz",
+        "concentration.nii.gz",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    assert!(std::fs::read_dir(&out).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".osipy-tmp")));
+    // Noise-free data through SPGR, float32 files and the VFA T1 fit:
+    // recovery within 1 % (float32 signal storage limits it).
+    for name in ["Ktrans", "ve", "vp"] {
+        let (est, _) = read_3d(out.join(format!("{name}.nii.gz"))).unwrap();
+        let s = compare(name, &est, ph.truth(name).unwrap(), None).unwrap();
+        assert_eq!(s.n_invalid, 0, "{name}");
+        assert!(s.p90_abs_rel_error < 0.01, "{name}: {s:?}");
+    }
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("osipy_run.json")).unwrap()).unwrap();
+    assert_eq!(run["voxels_in_mask"], 128);
+    assert_eq!(
+        run["quality_counts"]["converged"].as_u64().unwrap()
+            + run["quality_counts"]
+                .get("at_bound")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
+        128
+    );
+    assert!(run["timings"].as_array().unwrap().iter().any(|t| t[0] == "fit"));
+    assert_eq!(summary.shape, [8, 8, 2, 80]);
+    let (t1, _) = read_3d(out.join("T1.nii.gz")).unwrap();
+    assert!((t1[[3, 3, 1]] - T10).abs() < 1e-3);
+}
+
+#[test]
+fn nan_voxels_and_zero_baselines_go_to_the_quality_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = PhantomSpec {
+        shape: [4, 4, 1],
+        ..PhantomSpec::extended_tofts()
+    };
+    let ph = generate(&spec).unwrap();
+    let geom = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
+    let acq = SignalSettings {
+        t10: T10,
+        m0: 1000.0,
+        tr: TR,
+        flip_angle: 15.0,
+        relaxivity: 4.5,
+    };
+    let mut s = ph.signal(&acq, 0.0, 1);
+    s[[0, 0, 0, 20]] = f64::NAN;
+    for t in 0..80 {
+        s[[1, 0, 0, t]] = 0.0;
+    }
+    write_4d(dir.path().join("dce.nii.gz"), &s, &geom, spec.dt).unwrap();
+    let config = Config::from_toml(
+        &config_text("").replace("flip_angles = [2.0, 5.0, 10.0, 15.0]", "t1_assumed = 1.4"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    run_analysis(
+        &config,
+        &RunOptions {
+            data_dir: dir.path().into(),
+            out_dir: out.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (q, _) = read_3d(out.join("quality_mask.nii.gz")).unwrap();
+    assert_eq!(q[[0, 0, 0]], QualityCode::NonFiniteInput.code() as f64);
+    assert_eq!(q[[1, 0, 0]], QualityCode::InvalidSignal.code() as f64);
+    assert!(QualityCode::from_code(q[[2, 2, 0]] as u8).unwrap().is_valid());
+    let (k, _) = read_3d(out.join("Ktrans.nii.gz")).unwrap();
+    assert!(k[[0, 0, 0]].is_nan() && k[[1, 0, 0]].is_nan() && k[[2, 2, 0]].is_finite());
+}
+
+fn run_err(dir: &Path, config: &str) -> String {
+    let config = match Config::from_toml(config) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    let out = dir.join("out_err");
+    let e = run_analysis(
+        &config,
+        &RunOptions {
+            data_dir: dir.into(),
+            out_dir: out.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    // Nothing partial is left behind.
+    if out.exists() {
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    e
+}
+
+#[test]
+fn bad_inputs_give_clear_errors_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &small_spec());
+    let geom = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
+    // Shape mismatch between the series and a T1 map.
+    write_mask(
+        dir.path().join("t1_wrong_grid.nii.gz"),
+        &Array3::from_elem((4, 4, 2), 1u8),
+        &geom,
+    )
+    .unwrap();
+    let e = run_err(
+        dir.path(),
+        &config_text("")
+            .replace("[pipeline.acquisition]", "[pipeline.acquisition]")
+            .replace(
+                "modality = \"dce\"\n",
+                "modality = \"dce\"\n[data]\nt1_map = \"t1_wrong_grid.nii.gz\"\n",
+            ),
+    );
+    assert!(
+        e.contains("T1 map") && e.contains("[4, 4, 2]") && e.contains("[8, 8, 2]"),
+        "{e}"
+    );
+    // Wrong number of flip angles.
+    let e = run_err(
+        dir.path(),
+        &config_text("").replace("[2.0, 5.0, 10.0, 15.0]", "[2.0, 5.0, 10.0]"),
+    );
+    assert!(
+        e.contains("VFA series") && e.contains("4") && e.contains("[2.0, 5.0, 10.0]"),
+        "{e}"
+    );
+    // Missing TR.
+    let e = run_err(dir.path(), &config_text("").replace("tr = 0.005\n", ""));
+    assert!(e.contains("pipeline.acquisition.tr"), "{e}");
+    // TR in milliseconds.
+    let e = run_err(dir.path(), &config_text("").replace("tr = 0.005", "tr = 5.0"));
+    assert!(e.contains("milliseconds"), "{e}");
+    // Unknown model name.
+    let e = run_err(
+        dir.path(),
+        &config_text("").replace("extended_tofts", "extended_toft"),
+    );
+    assert!(e.contains("\"extended_toft\"") && e.contains("2cxm"), "{e}");
+    // A failure while moving outputs into place: a folder occupies a target.
+    let out = dir.path().join("blocked");
+    std::fs::create_dir_all(out.join("Ktrans.nii.gz")).unwrap();
+    let config = Config::from_toml(&config_text("")).unwrap();
+    let e = run_analysis(
+        &config,
+        &RunOptions {
+            data_dir: dir.path().into(),
+            out_dir: out.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("Ktrans.nii.gz"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["Ktrans.nii.gz"], "only the blocking folder remains");
+}
+
+#[test]
+fn ambiguous_discovery_names_the_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &small_spec());
+    std::fs::copy(dir.path().join("dce.nii.gz"), dir.path().join("dce_run2.nii.gz")).unwrap();
+    let e = run_err(dir.path(), &config_text(""));
+    assert!(
+        e.contains("dce.nii.gz") && e.contains("dce_run2.nii.gz") && e.contains("data.dynamic"),
+        "{e}"
+    );
+}
