@@ -211,12 +211,10 @@ fn bad_inputs_give_clear_errors_and_leave_nothing() {
     .unwrap();
     let e = run_err(
         dir.path(),
-        &config_text("")
-            .replace("[pipeline.acquisition]", "[pipeline.acquisition]")
-            .replace(
-                "modality = \"dce\"\n",
-                "modality = \"dce\"\n[data]\nt1_map = \"t1_wrong_grid.nii.gz\"\n",
-            ),
+        &config_text("").replace(
+            "modality = \"dce\"\n",
+            "modality = \"dce\"\n[data]\nt1_map = \"t1_wrong_grid.nii.gz\"\n",
+        ),
     );
     assert!(
         e.contains("T1 map") && e.contains("[4, 4, 2]") && e.contains("[8, 8, 2]"),
