@@ -199,7 +199,12 @@ mod tidy {
     #[test]
     fn every_crate_has_crate_docs_and_a_feature_table() {
         for dir in crate_dirs() {
-            let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+            let root = if dir.join("src/lib.rs").exists() {
+                dir.join("src/lib.rs")
+            } else {
+                dir.join("src/main.rs")
+            };
+            let lib = std::fs::read_to_string(root).unwrap();
             assert!(
                 lib.starts_with("//! # "),
                 "{} lacks a crate doc title",

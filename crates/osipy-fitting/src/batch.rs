@@ -426,6 +426,9 @@ pub fn fit_batch(
                 tail[2] = outcome.iterations as f64;
                 tail[3] = status.code() as f64;
             }
+            if let Some(p) = &opts.progress {
+                p.fetch_add(chunk.len() / rec, std::sync::atomic::Ordering::Relaxed);
+            }
         },
     )?;
 

@@ -85,6 +85,15 @@ mod tests {
         assert_eq!(reg.names(crate::core::Kind::Fitter), ["lm"]);
         assert_eq!(reg.names(crate::core::Kind::PopulationAif).len(), 5);
         assert_eq!(
+            reg.names(crate::core::Kind::DceModel),
+            ["2cum", "2cxm", "extended_tofts", "patlak", "tofts"]
+        );
+        assert_eq!(
+            reg.names(crate::core::Kind::ConcentrationModel),
+            ["linear", "spgr"]
+        );
+        assert_eq!(reg.names(crate::core::Kind::T1Method), ["vfa"]);
+        assert_eq!(
             reg.names(crate::core::Kind::ConvolutionMethod),
             ["fft", "piecewise_linear"]
         );

@@ -1,0 +1,228 @@
+//! # osipy-cli
+//!
+//! The `osipy` command-line tool: `run`, `dump-defaults`, `validate`, `list`,
+//! `demo`. Exit code 0 on success; on any error, non-zero with a one-line
+//! cause on stderr.
+//!
+//! ## Cargo features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | (none) | | |
+
+mod demo;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use osipy_core::{Kind, Modality};
+use osipy_pipeline::{builtin_registry, config::dump_defaults, run_analysis, Config, RunOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Quantitative perfusion MRI (DCE, DSC, ASL, IVIM) following OSIPI conventions.
+#[derive(Debug, Parser)]
+#[command(name = "osipy", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the analysis a config describes on the data in DATA_PATH.
+    Run {
+        /// TOML configuration (see `osipy dump-defaults`).
+        config: PathBuf,
+        /// Folder with the input files (paths in [data] are relative to it).
+        data_path: PathBuf,
+        /// Output folder [default: DATA_PATH/osipy_output].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Worker threads [default: backend.threads, OSIPY_NUM_THREADS or all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Print the commented default configuration of a modality.
+    DumpDefaults {
+        /// dce | dsc | asl | ivim.
+        modality: String,
+    },
+    /// Check a configuration without running it.
+    Validate {
+        /// TOML configuration.
+        config: PathBuf,
+    },
+    /// List the registered methods, all kinds or one (e.g. `dce_models`).
+    List {
+        /// Registry kind.
+        kind: Option<String>,
+    },
+    /// Generate a phantom, run the real pipeline on it from files, and print
+    /// recovered against true values.
+    Demo {
+        /// Modality of the demo.
+        #[arg(default_value = "dce")]
+        modality: String,
+        /// Output folder for the phantom, its config and the maps.
+        #[arg(short, long, default_value = "osipy-demo")]
+        output: PathBuf,
+    },
+}
+
+fn init_logging(verbose: u8, quiet: bool, config_level: Option<&str>) {
+    let level = if quiet {
+        tracing::Level::ERROR
+    } else {
+        match verbose {
+            0 => match config_level {
+                Some("error") => tracing::Level::ERROR,
+                Some("warn") => tracing::Level::WARN,
+                Some("debug") => tracing::Level::DEBUG,
+                Some("trace") => tracing::Level::TRACE,
+                _ => tracing::Level::INFO,
+            },
+            1 => tracing::Level::DEBUG,
+            _ => tracing::Level::TRACE,
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs the pipeline with a progress bar on the fit (hidden when stderr is
+/// not a terminal).
+pub(crate) fn run_with_progress(
+    config: &Config,
+    data_path: &Path,
+    out: &Path,
+    threads: Option<usize>,
+    quiet: bool,
+) -> Result<osipy_pipeline::RunSummary> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bar_thread = {
+        let (done, total, stop) = (done.clone(), total.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                if quiet {
+                    indicatif::ProgressDrawTarget::hidden()
+                } else {
+                    indicatif::ProgressDrawTarget::stderr()
+                },
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} voxels ({eta})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message("fitting");
+            while !stop.load(Ordering::Relaxed) {
+                let t = total.load(Ordering::Relaxed);
+                if t > 0 {
+                    bar.set_length(t as u64);
+                    bar.set_position(done.load(Ordering::Relaxed) as u64);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        })
+    };
+    let opts = RunOptions {
+        data_dir: data_path.into(),
+        out_dir: out.into(),
+        threads,
+        progress: Some(done),
+        progress_total: Some(total),
+    };
+    let result = run_analysis(config, &opts);
+    stop.store(true, Ordering::Relaxed);
+    let _ = bar_thread.join();
+    Ok(result?)
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run {
+            config,
+            data_path,
+            output,
+            threads,
+        } => {
+            let cfg = Config::from_file(&config)?;
+            init_logging(cli.verbose, cli.quiet, Some(&cfg.logging.level));
+            if !data_path.is_dir() {
+                anyhow::bail!("data path {} is not a folder", data_path.display());
+            }
+            let out = output.unwrap_or_else(|| data_path.join("osipy_output"));
+            let start = std::time::Instant::now();
+            let summary = run_with_progress(&cfg, &data_path, &out, threads, cli.quiet)?;
+            tracing::info!(seconds = start.elapsed().as_secs_f64(), output = %out.display(), quality = ?summary.quality_counts, "done");
+            if !cli.quiet {
+                println!("wrote {} files to {}", summary.outputs.len(), out.display());
+            }
+        }
+        Command::DumpDefaults { modality } => {
+            let m: Modality = modality.parse()?;
+            print!("{}", dump_defaults(m)?);
+        }
+        Command::Validate { config } => {
+            let cfg = Config::from_file(&config)?;
+            println!(
+                "{}: valid {} configuration (model {})",
+                config.display(),
+                cfg.modality,
+                cfg.pipeline.model
+            );
+        }
+        Command::List { kind } => {
+            let reg = builtin_registry()?;
+            let kinds = match kind {
+                Some(k) => vec![Kind::from_id(&k)?],
+                None => Kind::ALL.to_vec(),
+            };
+            for k in kinds {
+                let entries = reg.list(k);
+                if entries.is_empty() {
+                    continue;
+                }
+                println!("{}:", k.id());
+                for e in entries {
+                    println!("  {:<18} {}", e.name, e.description);
+                }
+            }
+        }
+        Command::Demo { modality, output } => {
+            let m: Modality = modality.parse()?;
+            if m != Modality::Dce {
+                anyhow::bail!("no demo for {m} in this build yet; available: dce");
+            }
+            init_logging(cli.verbose, true, None);
+            demo::run(&output, cli.quiet).context("demo failed")?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The `osipy` binary: snapshots of its text outputs, exit codes, and an
+//! end-to-end run.
+
+use std::process::Command;
+
+fn osipy(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_osipy"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One insta setting for every snapshot in this file.
+macro_rules! snapshot {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({ prepend_module_to_snapshot => false, omit_expression => true }, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}
+
+#[test]
+fn help_snapshot() {
+    let (code, out, _) = osipy(&["--help"]);
+    assert_eq!(code, 0);
+    snapshot!("help", out);
+}
+
+#[test]
+fn dump_defaults_dce_snapshot_and_it_validates() {
+    let (code, out, _) = osipy(&["dump-defaults", "dce"]);
+    assert_eq!(code, 0);
+    snapshot!("dump_defaults_dce", out.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, out).unwrap();
+    let (code, out, err) = osipy(&["validate", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid dce configuration"));
+}
+
+#[test]
+fn list_snapshot() {
+    let (code, out, _) = osipy(&["list"]);
+    assert_eq!(code, 0);
+    snapshot!("list", out);
+    let (code, out, _) = osipy(&["list", "dce_models"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("dce_models:") && !out.contains("population_aifs"));
+}
+
+#[test]
+fn errors_are_one_line_with_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "modality = \"dce\"\n[pipeline]\nmodle = \"tofts\"\n").unwrap();
+    let (code, _, err) = osipy(&["validate", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("did you mean `pipeline.model`"),
+        "{err}"
+    );
+
+    let (code, _, err) = osipy(&["dump-defaults", "ivim"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"ivim\"") && err.contains("dce"), "{err}");
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "modality = \"dce\"\n").unwrap();
+    let (code, _, err) = osipy(&[
+        "run",
+        good.to_str().unwrap(),
+        dir.path().join("nope").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a folder"), "{err}");
+    // An empty data folder: no dynamic series to discover.
+    let (code, _, err) = osipy(&["run", good.to_str().unwrap(), dir.path().to_str().unwrap(), "-q"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("data.dynamic"), "{err}");
+    let (code, _, err) = osipy(&["list", "models"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("dce_models"), "{err}");
+}
+
+#[test]
+fn demo_runs_end_to_end_and_its_config_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let (code, stdout, err) = osipy(&["demo", "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("median fitted") && stdout.contains("Ktrans"),
+        "{stdout}"
+    );
+    for f in [
+        "Ktrans.nii.gz",
+        "ve.nii.gz",
+        "vp.nii.gz",
+        "kep.nii.gz",
+        "quality_mask.nii.gz",
+        "r_squared.nii.gz",
+        "osipy_run.json",
+    ] {
+        assert!(out.join("maps").join(f).exists(), "{f}");
+    }
+    // The printed command works as a user would type it.
+    let cfg = out.join("data/osipy.toml");
+    let rerun = dir.path().join("rerun");
+    let (code, stdout, err) = osipy(&[
+        "run",
+        cfg.to_str().unwrap(),
+        out.join("data").to_str().unwrap(),
+        "-o",
+        rerun.to_str().unwrap(),
+        "--threads",
+        "1",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.is_empty(), "quiet prints nothing: {stdout}");
+    // Same data, 1 thread vs the demo's default: identical maps.
+    let a = std::fs::read(out.join("maps/Ktrans.nii.gz")).unwrap();
+    let b = std::fs::read(rerun.join("Ktrans.nii.gz")).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn version_is_printed() {
+    let (code, out, _) = osipy(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("osipy {}", env!("CARGO_PKG_VERSION")));
+}
