@@ -1,9 +1,19 @@
 //! Project automation. `cargo xtask check-deps` enforces the crate layering
 //! of ARCHITECTURE.md from `cargo metadata`.
 
+mod bench;
 mod deps;
+mod dro;
 
 use anyhow::{bail, Context, Result};
+
+/// The workspace root (xtask's parent folder).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default()
+}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,7 +34,22 @@ fn main() -> Result<()> {
                 bail!("{} layering violation(s)", violations.len())
             }
         }
-        Some(other) => bail!("unknown task {other:?}; available: check-deps"),
-        None => bail!("usage: cargo xtask <task>; available: check-deps"),
+        Some("dro-validate") => {
+            if dro::run(&workspace_root())? {
+                Ok(())
+            } else {
+                bail!("dro-validate: some checks failed (see target/dro-validate/report.md)")
+            }
+        }
+        Some("bench-compare") => match args.get(1).map(String::as_str) {
+            Some("dce") => bench::dce(&workspace_root(), &args[2..]),
+            other => bail!("bench-compare needs a modality: available: dce (got {other:?})"),
+        },
+        // Fits the arrays a previous bench-compare saved, without Python: for profiling.
+        Some("fit-npy") => bench::fit_saved(&workspace_root()),
+        Some(other) => {
+            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare dce")
+        }
+        None => bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare dce"),
     }
 }

@@ -18,31 +18,46 @@ use osipy_core::Result;
 const SERIES_LIMIT: f64 = 0.5;
 const SERIES_TERMS: usize = 16;
 
+/// Taylor coefficients in `y = -x`, built at compile time:
+/// `f1 = sum y^n/(n+1)!`, `f2 = sum y^n/(n+2)!`,
+/// `f1' = -sum (n+1) y^n/(n+2)!`, `f2' = -sum (n+1) y^n/(n+3)!`.
+const fn series_tables() -> [[f64; SERIES_TERMS]; 4] {
+    let mut t = [[0.0; SERIES_TERMS]; 4];
+    let mut n = 0;
+    while n < SERIES_TERMS {
+        // (n+1)!, (n+2)!, (n+3)! as f64.
+        let mut f1 = 1.0;
+        let mut k = 2;
+        while k <= n + 1 {
+            f1 *= k as f64;
+            k += 1;
+        }
+        let f2 = f1 * (n + 2) as f64;
+        let f3 = f2 * (n + 3) as f64;
+        t[0][n] = 1.0 / f1;
+        t[1][n] = 1.0 / f2;
+        t[2][n] = -((n + 1) as f64) / f2;
+        t[3][n] = -((n + 1) as f64) / f3;
+        n += 1;
+    }
+    t
+}
+
+const TABLES: [[f64; SERIES_TERMS]; 4] = series_tables();
+
 /// `(f1, f2, f1', f2')` at `x` (see the module doc).
 #[inline]
 fn kernels(x: f64) -> (f64, f64, f64, f64) {
     if x.abs() < SERIES_LIMIT {
-        // f1 = sum (-x)^n/(n+1)!, f2 = sum (-x)^n/(n+2)!, and their derivatives.
-        let (mut f1, mut f2, mut d1, mut d2) = (0.0, 0.0, 0.0, 0.0);
-        let mut pow = 1.0; // (-x)^n
-        let mut pow_prev = 0.0; // (-x)^(n-1) * (-1): derivative helper
-        let mut fact1 = 1.0; // (n+1)!
-        let mut fact2 = 2.0; // (n+2)!
-        for n in 0..SERIES_TERMS {
-            let nf = n as f64;
-            f1 += pow / fact1;
-            f2 += pow / fact2;
-            if n >= 1 {
-                // d/dx (-x)^n = -n (-x)^(n-1)
-                d1 += -nf * pow_prev / fact1;
-                d2 += -nf * pow_prev / fact2;
+        // Horner evaluation: no divisions.
+        let y = -x;
+        let mut acc = [0.0f64; 4];
+        for n in (0..SERIES_TERMS).rev() {
+            for (a, tab) in acc.iter_mut().zip(&TABLES) {
+                *a = *a * y + tab[n];
             }
-            pow_prev = pow;
-            pow *= -x;
-            fact1 *= nf + 2.0;
-            fact2 *= nf + 3.0;
         }
-        (f1, f2, d1, d2)
+        (acc[0], acc[1], acc[2], acc[3])
     } else {
         let e = (-x).exp();
         let om = -(-x).exp_m1(); // 1 - e^{-x}
@@ -66,12 +81,30 @@ pub fn exp_conv(t: &[f64], a: &[f64], k: f64, out: &mut [f64]) {
     }
     out[0] = 0.0;
     let mut c = 0.0;
+    // The kernels depend only on the step: on uniform grids they are computed
+    // once per call, not once per sample.
+    let mut last_dt = f64::NAN;
+    // e, dt f1, dt f2 for the current step length.
+    let (mut e, mut g1, mut g2) = (0.0, 0.0, 0.0);
     for i in 0..t.len() - 1 {
         let dt = t[i + 1] - t[i];
-        let x = k * dt;
-        let (f1, f2, _, _) = kernels(x);
-        c = (-x).exp() * c + dt * (a[i] * f1 + (a[i + 1] - a[i]) * f2);
+        if dt != last_dt {
+            let x = k * dt;
+            let (f1, f2, _, _) = kernels(x);
+            (e, g1, g2) = ((-x).exp(), dt * f1, dt * f2);
+            last_dt = dt;
+        }
+        c = e * c + a[i] * g1 + (a[i + 1] - a[i]) * g2;
         out[i + 1] = c;
+    }
+}
+
+/// Whether all steps of `t` are bitwise equal (then per-step kernels are
+/// computed once).
+fn is_uniform(t: &[f64]) -> bool {
+    t.len() < 3 || {
+        let dt = t[1] - t[0];
+        t.windows(2).all(|w| w[1] - w[0] == dt)
     }
 }
 
@@ -79,22 +112,69 @@ pub fn exp_conv(t: &[f64], a: &[f64], k: f64, out: &mut [f64]) {
 /// times time).
 pub fn exp_conv_with_derivative(t: &[f64], a: &[f64], k: f64, out: &mut [f64], dout: &mut [f64]) {
     debug_assert!(a.len() == t.len() && out.len() == t.len() && dout.len() == t.len());
-    if t.is_empty() {
+    let n = t.len();
+    if n == 0 {
         return;
     }
     out[0] = 0.0;
     dout[0] = 0.0;
-    let (mut c, mut d) = (0.0, 0.0);
-    for i in 0..t.len() - 1 {
-        let dt = t[i + 1] - t[i];
+    if n >= 2 && is_uniform(t) {
+        // Uniform grid: independent increments first (vectorisable), then
+        // the two recurrences, two samples per step.
+        let dt = t[1] - t[0];
         let x = k * dt;
-        let e = (-x).exp();
         let (f1, f2, d1, d2) = kernels(x);
+        let e = (-x).exp();
+        let (dte, g1, g2, h1, h2) = (dt * e, dt * f1, dt * f2, dt * dt * d1, dt * dt * d2);
+        for i in 0..n - 1 {
+            out[i + 1] = a[i] * g1 + (a[i + 1] - a[i]) * g2;
+        }
+        recur(e, out);
+        for i in 0..n - 1 {
+            dout[i + 1] = a[i] * h1 + (a[i + 1] - a[i]) * h2 - dte * out[i];
+        }
+        recur(e, dout);
+        return;
+    }
+    let (mut c, mut d) = (0.0, 0.0);
+    let mut last_dt = f64::NAN;
+    // Per step length: e, dt e, dt f1, dt f2, dt^2 f1', dt^2 f2'.
+    let (mut e, mut dte, mut g1, mut g2, mut h1, mut h2) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for i in 0..n - 1 {
+        let dt = t[i + 1] - t[i];
+        if dt != last_dt {
+            let x = k * dt;
+            let (f1, f2, d1, d2) = kernels(x);
+            e = (-x).exp();
+            (dte, g1, g2, h1, h2) = (dt * e, dt * f1, dt * f2, dt * dt * d1, dt * dt * d2);
+            last_dt = dt;
+        }
         let da = a[i + 1] - a[i];
-        d = -dt * e * c + e * d + dt * dt * (a[i] * d1 + da * d2);
-        c = e * c + dt * (a[i] * f1 + da * f2);
+        d = e * d - dte * c + a[i] * h1 + da * h2;
+        c = e * c + a[i] * g1 + da * g2;
         out[i + 1] = c;
         dout[i + 1] = d;
+    }
+}
+
+/// In place, `v[i] = e v[i-1] + v[i]` for `i >= 1` (`v[0]` is the start),
+/// advancing two samples per step (`v[i+1] = e^2 v[i-1] + e v[i] + v[i+1]`)
+/// so the dependency chain is half as long.
+#[inline]
+fn recur(e: f64, v: &mut [f64]) {
+    let e2 = e * e;
+    let n = v.len();
+    let mut prev = v[0];
+    let mut i = 1;
+    while i + 1 < n {
+        let (u0, u1) = (v[i], v[i + 1]);
+        v[i] = e * prev + u0;
+        prev = e2 * prev + (e * u0 + u1);
+        v[i + 1] = prev;
+        i += 2;
+    }
+    if i < n {
+        v[i] += e * prev;
     }
 }
 

@@ -132,9 +132,10 @@ pub fn fit_model(
     };
 
     let n_vox = shape.iter().product::<usize>();
-    let data = concentration
-        .as_standard_layout()
-        .into_owned()
+    // A contiguous input is reshaped as a view; only other layouts are copied.
+    let standard = concentration.as_standard_layout();
+    let data = standard
+        .view()
         .into_shape_with_order((n_vox, s[3]))
         .map_err(|e| OsipyError::data("concentration array", e.to_string(), "a 4D array"))?;
     let flat_mask: Option<Vec<bool>> = mask.map(|m| m.as_standard_layout().iter().copied().collect());

@@ -16,10 +16,12 @@ impl<const K: usize> Normal<K> {
         }
     }
 
-    /// Adds the equation `row . x = y`.
+    /// Adds the equation `row . x = y` (lower triangle only; `solve`
+    /// mirrors it).
+    #[inline]
     pub(crate) fn add(&mut self, row: [f64; K], y: f64) {
         for i in 0..K {
-            for j in 0..K {
+            for j in 0..=i {
                 self.a[i][j] += row[i] * row[j];
             }
             self.b[i] += row[i] * y;
@@ -29,17 +31,23 @@ impl<const K: usize> Normal<K> {
     /// Solves with Jacobi column scaling and partial pivoting; `None` when
     /// singular or non-finite.
     pub(crate) fn solve(&self) -> Option<[f64; K]> {
+        let mut full = self.a;
+        for i in 0..K {
+            for j in (i + 1)..K {
+                full[i][j] = full[j][i];
+            }
+        }
         let mut s = [1.0; K];
         for i in 0..K {
-            if self.a[i][i] > 0.0 {
-                s[i] = 1.0 / self.a[i][i].sqrt();
+            if full[i][i] > 0.0 {
+                s[i] = 1.0 / full[i][i].sqrt();
             }
         }
         let mut m = [[0.0; K]; K];
         let mut r = [0.0; K];
         for i in 0..K {
             for j in 0..K {
-                m[i][j] = self.a[i][j] * s[i] * s[j];
+                m[i][j] = full[i][j] * s[i] * s[j];
             }
             r[i] = self.b[i] * s[i];
         }

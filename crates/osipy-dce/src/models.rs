@@ -98,12 +98,13 @@ fn tofts_into(
         }
         Some((dk, dve)) => {
             exp_conv_with_derivative(t, cp, kep, out, dve);
+            // Through kep = K / ve: dC/dK = conv + K dconv / ve, dC/dve = -K dconv kep / ve.
+            let (k_ve, kkep_ve) = (k / ve, k * kep / ve);
             for i in 0..out.len() {
                 let (conv, dconv) = (out[i], dve[i]);
                 out[i] = k * conv;
-                // Through kep = K / ve: dC/dK = conv + K dconv / ve, dC/dve = -K dconv kep / ve.
-                dk[i] = (conv + k * dconv / ve) * PER_MIN;
-                dve[i] = -k * dconv * kep / ve;
+                dk[i] = (conv + k_ve * dconv) * PER_MIN;
+                dve[i] = -kkep_ve * dconv;
             }
         }
     }

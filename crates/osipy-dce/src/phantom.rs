@@ -33,6 +33,9 @@ pub struct PhantomSpec {
     pub levels: Vec<Vec<f64>>,
     /// Standard deviation of Gaussian noise on concentration (mM).
     pub noise_sd: f64,
+    /// When set, noise SD per voxel is the voxel's peak concentration / snr
+    /// (as in the Python osipy benchmark); overrides `noise_sd`.
+    pub snr: Option<f64>,
     /// Random seed.
     pub seed: u64,
 }
@@ -53,6 +56,7 @@ impl PhantomSpec {
                 vec![0.01, 0.02, 0.05, 0.1],
             ],
             noise_sd: 0.0,
+            snr: None,
             seed: 1,
         }
     }
@@ -165,8 +169,12 @@ pub fn generate(spec: &PhantomSpec) -> Result<DcePhantom> {
                     *pj = truth[j].1[[x, y, z]];
                 }
                 m.predict(&p, &mut curve);
+                let sd = match spec.snr {
+                    Some(snr) => curve.iter().cloned().fold(0.0, f64::max) / snr,
+                    None => spec.noise_sd,
+                };
                 for (t, c) in curve.iter().enumerate() {
-                    conc[[x, y, z, t]] = c + spec.noise_sd * rng.sample();
+                    conc[[x, y, z, t]] = c + sd * rng.sample();
                 }
             }
         }

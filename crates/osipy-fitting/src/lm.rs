@@ -81,6 +81,7 @@ pub struct Workspace {
     pub(crate) free: Vec<bool>,
     pred: Vec<f64>,
     pred_trial: Vec<f64>,
+    resid: Vec<f64>,
     jac: Vec<f64>,
     jac_trial: Vec<f64>,
     fd: Vec<f64>,
@@ -107,6 +108,7 @@ impl Workspace {
             free: vec![true; p],
             pred: vec![0.0; n],
             pred_trial: vec![0.0; n],
+            resid: vec![0.0; n],
             jac: vec![0.0; n * p],
             jac_trial: vec![0.0; n * p],
             fd: vec![0.0; n],
@@ -149,7 +151,7 @@ fn evaluate(
     let n = pred.len();
     if !with_jac {
         model.predict(x, pred);
-        return (pred.iter().all(|v| v.is_finite()), false);
+        return (all_finite(pred), false);
     }
     let analytic = model.predict_with_jacobian(x, pred, jac);
     if !analytic {
@@ -175,16 +177,13 @@ fn evaluate(
             }
         }
     }
-    (
-        pred.iter().all(|v| v.is_finite()) && jac.iter().all(|v| v.is_finite()),
-        analytic,
-    )
+    (all_finite(pred) && all_finite(jac), analytic)
 }
 
-/// In-place Cholesky factorisation and solve of the `m x m` system `a x = b`
-/// (row-major, only the lower triangle is read). Returns false if `a` is not
+/// In-place Cholesky factorisation `a = L L'` of the `m x m` row-major
+/// matrix (lower triangle read and overwritten). Returns false if `a` is not
 /// numerically positive definite.
-fn cholesky_solve(a: &mut [f64], m: usize, b: &mut [f64]) -> bool {
+fn cholesky_factor(a: &mut [f64], m: usize) -> bool {
     for j in 0..m {
         let mut d = a[j * m + j];
         for k in 0..j {
@@ -203,25 +202,98 @@ fn cholesky_solve(a: &mut [f64], m: usize, b: &mut [f64]) -> bool {
             a[i * m + j] = s / d;
         }
     }
+    true
+}
+
+/// Solves `L L' x = b` in place with a factor from [`cholesky_factor`].
+fn cholesky_subst(l: &[f64], m: usize, b: &mut [f64]) {
     for i in 0..m {
         let mut s = b[i];
         for k in 0..i {
-            s -= a[i * m + k] * b[k];
+            s -= l[i * m + k] * b[k];
         }
-        b[i] = s / a[i * m + i];
+        b[i] = s / l[i * m + i];
     }
     for i in (0..m).rev() {
         let mut s = b[i];
         for k in (i + 1)..m {
-            s -= a[k * m + i] * b[k];
+            s -= l[k * m + i] * b[k];
         }
-        b[i] = s / a[i * m + i];
+        b[i] = s / l[i * m + i];
     }
+}
+
+/// Cholesky factorisation and solve of `a x = b` (see [`cholesky_factor`]).
+fn cholesky_solve(a: &mut [f64], m: usize, b: &mut [f64]) -> bool {
+    if !cholesky_factor(a, m) {
+        return false;
+    }
+    cholesky_subst(a, m, b);
     true
 }
 
+/// Dot product with four independent accumulators, so the compiler can use
+/// SIMD; the summation order is fixed, so results stay deterministic.
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    let chunks = n / 4;
+    for c in 0..chunks {
+        for l in 0..4 {
+            acc[l] += a[4 * c + l] * b[4 * c + l];
+        }
+    }
+    let mut tail = 0.0;
+    for i in 4 * chunks..n {
+        tail += a[i] * b[i];
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// True when every value is finite: `x * 0` is 0 for finite `x` and NaN
+/// otherwise, so one branch-free sum decides.
+#[inline]
+fn all_finite(v: &[f64]) -> bool {
+    let mut acc = [0.0f64; 4];
+    let chunks = v.len() / 4;
+    for c in 0..chunks {
+        for l in 0..4 {
+            acc[l] += v[4 * c + l] * 0.0;
+        }
+    }
+    let mut tail = 0.0;
+    for x in &v[4 * chunks..] {
+        tail += x * 0.0;
+    }
+    (acc[0] + acc[1] + acc[2] + acc[3] + tail) == 0.0
+}
+
+/// Residual `data - pred` into `r`.
+#[inline]
+fn residual(data: &[f64], pred: &[f64], r: &mut [f64]) {
+    for ((ri, y), f) in r.iter_mut().zip(data).zip(pred) {
+        *ri = y - f;
+    }
+}
+
+/// Sum of squared residuals (four accumulators, fixed order).
 fn ssr(data: &[f64], pred: &[f64]) -> f64 {
-    data.iter().zip(pred).map(|(y, f)| (y - f) * (y - f)).sum()
+    let n = data.len().min(pred.len());
+    let mut acc = [0.0f64; 4];
+    let chunks = n / 4;
+    for c in 0..chunks {
+        for l in 0..4 {
+            let d = data[4 * c + l] - pred[4 * c + l];
+            acc[l] += d * d;
+        }
+    }
+    let mut tail = 0.0;
+    for i in 4 * chunks..n {
+        tail += (data[i] - pred[i]) * (data[i] - pred[i]);
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Fits one voxel. On entry `ws.data` holds the samples, `ws.x` the starting
@@ -233,7 +305,7 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
     let n = ws.n;
     let p = ws.p;
     ws.cov_diag.fill(f64::NAN);
-    if ws.data.iter().any(|v| !v.is_finite()) {
+    if !all_finite(&ws.data) {
         return LmOutcome {
             iterations: 0,
             status: QualityCode::NonFiniteInput,
@@ -275,6 +347,7 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
         }
         // Gradient g = J'r over free parameters and the active set.
         let rnorm = cost.sqrt();
+        residual(&ws.data, &ws.pred, &mut ws.resid);
         let mut m = 0;
         let mut gscaled: f64 = 0.0;
         for j in 0..p {
@@ -282,12 +355,8 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
                 continue;
             }
             let col = &ws.jac[j * n..(j + 1) * n];
-            let mut gj = 0.0;
-            let mut cn = 0.0;
-            for i in 0..n {
-                gj += col[i] * (ws.data[i] - ws.pred[i]);
-                cn += col[i] * col[i];
-            }
+            let gj = dot(col, &ws.resid);
+            let cn = dot(col, col);
             // Active: on a bound with the descent direction pointing out.
             let at_lo = ws.x[j] <= ws.lower[j] && gj < 0.0;
             let at_hi = ws.x[j] >= ws.upper[j] && gj > 0.0;
@@ -311,10 +380,7 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
             let ca = &ws.jac[ws.idx[a] * n..(ws.idx[a] + 1) * n];
             for b in 0..=a {
                 let cb = &ws.jac[ws.idx[b] * n..(ws.idx[b] + 1) * n];
-                let mut s = 0.0;
-                for i in 0..n {
-                    s += ca[i] * cb[i];
-                }
+                let s = dot(ca, cb);
                 ws.a[a * m + b] = s;
                 ws.a[b * m + a] = s;
             }
@@ -462,22 +528,21 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
             let ca = &ws.jac[ws.idx[a] * n..(ws.idx[a] + 1) * n];
             for b in 0..=a {
                 let cb = &ws.jac[ws.idx[b] * n..(ws.idx[b] + 1) * n];
-                let s: f64 = ca.iter().zip(cb).map(|(u, v)| u * v).sum();
+                let s = dot(ca, cb);
                 ws.a[a * m + b] = s;
                 ws.a[b * m + a] = s;
             }
         }
-        let mut ok = true;
-        for a in 0..m {
-            // Column a of the inverse: solve A x = e_a.
-            ws.chol[..m * m].copy_from_slice(&ws.a[..m * m]);
-            ws.step[..m].fill(0.0);
-            ws.step[a] = 1.0;
-            if !cholesky_solve(&mut ws.chol[..m * m], m, &mut ws.step[..m]) {
-                ok = false;
-                break;
+        // Factor once; column a of the inverse solves A x = e_a.
+        ws.chol[..m * m].copy_from_slice(&ws.a[..m * m]);
+        let ok = cholesky_factor(&mut ws.chol[..m * m], m);
+        if ok {
+            for a in 0..m {
+                ws.step[..m].fill(0.0);
+                ws.step[a] = 1.0;
+                cholesky_subst(&ws.chol[..m * m], m, &mut ws.step[..m]);
+                ws.cov_diag[ws.idx[a]] = ws.step[a];
             }
-            ws.cov_diag[ws.idx[a]] = ws.step[a];
         }
         if !ok {
             ws.cov_diag.fill(f64::NAN);

@@ -479,13 +479,6 @@ impl Config {
                 ));
             }
         }
-        if p.aif_source == "manual" && self.data.aif_file.is_none() {
-            return Err(OsipyError::MissingParameter {
-                name: "data.aif_file".into(),
-                needed_for: "aif_source = \"manual\"".into(),
-                hint: "give a text file with columns time (s) and plasma concentration (mM)".into(),
-            });
-        }
         Ok(())
     }
 }
@@ -591,8 +584,6 @@ mod tests {
         assert!(e.contains("\"toft\"") && e.contains("extended_tofts"), "{e}");
         let e = bad("[pipeline]\npopulation_aif = \"parkr\"\n");
         assert!(e.contains("georgiou"), "{e}");
-        let e = bad("[pipeline]\naif_source = \"manual\"\n");
-        assert!(e.contains("data.aif_file"), "{e}");
         let e = bad("[pipeline]\nhematocrit = 42.0\n");
         assert!(e.contains("not a percentage"), "{e}");
         let e = bad("[pipeline.fitting]\nbounds = { vp = [0.5, 0.1] }\n");

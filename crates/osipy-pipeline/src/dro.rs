@@ -19,6 +19,8 @@ pub struct ErrorStats {
     pub p90_abs_rel_error: f64,
     /// Mean signed relative error (estimate - truth) / |truth| (bias).
     pub bias: f64,
+    /// Median signed relative error (robust bias, as Python osipy reports).
+    pub median_signed_rel_error: f64,
     /// Median absolute error, in the map's units (for truths near zero).
     pub median_abs_error: f64,
 }
@@ -71,6 +73,7 @@ pub fn compare(
     } else {
         signed.iter().sum::<f64>() / signed.len() as f64
     };
+    signed.sort_by(|a, b| a.total_cmp(b));
     Ok(ErrorStats {
         name: name.into(),
         n,
@@ -78,6 +81,7 @@ pub fn compare(
         median_abs_rel_error: percentile(&rel, 0.5),
         p90_abs_rel_error: percentile(&rel, 0.9),
         bias,
+        median_signed_rel_error: percentile(&signed, 0.5),
         median_abs_error: percentile(&abs, 0.5),
     })
 }
@@ -100,6 +104,85 @@ mod tests {
         assert!((s.median_abs_rel_error - 0.1).abs() < 1e-12);
         assert!((s.p90_abs_rel_error - 0.3).abs() < 1e-12);
         assert!((s.bias - 0.05).abs() < 1e-12);
+        // Signed errors sorted: -0.2, 0, 0.1, 0.3 -> nearest-rank median 0.
+        assert_eq!(s.median_signed_rel_error, 0.0);
         assert!(compare("ve", &est, &Array3::zeros((2, 1, 1)), None).is_err());
     }
+}
+
+/// One case of an OSIPI DCE-DSC CodeCollection CSV: reference values by
+/// column name and the time series (time in s, tissue and AIF in mM).
+#[derive(Debug, Clone)]
+pub struct OsipiCase {
+    /// Case label.
+    pub label: String,
+    /// Numeric columns (reference parameters) by header name.
+    pub values: std::collections::BTreeMap<String, f64>,
+    /// Time points (s).
+    pub t: Vec<f64>,
+    /// Tissue concentration (mM).
+    pub c: Vec<f64>,
+    /// Plasma AIF (mM).
+    pub ca: Vec<f64>,
+}
+
+/// Reads an OSIPI DCE CSV: a header row, one case per row, time series as
+/// space-separated numbers in one field.
+pub fn read_osipi_cases(
+    path: &std::path::Path,
+    t_col: &str,
+    c_col: &str,
+    ca_col: &str,
+) -> Result<Vec<OsipiCase>> {
+    let text = std::fs::read_to_string(path).map_err(|e| OsipyError::Io {
+        path: path.into(),
+        message: "cannot read".into(),
+        source: Some(e),
+    })?;
+    let mut lines = text.trim_start_matches('\u{feff}').lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| OsipyError::io(path, format!("no column {name:?}; columns are {header:?}")))
+    };
+    let (ti, ci, ai) = (col(t_col)?, col(c_col)?, col(ca_col)?);
+    let series = |s: &str| -> Result<Vec<f64>> {
+        s.split_whitespace()
+            .map(|v| {
+                v.parse::<f64>()
+                    .map_err(|_| OsipyError::io(path, format!("not a number: {v:?}")))
+            })
+            .collect()
+    };
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            if f.len() != header.len() {
+                return Err(OsipyError::io(
+                    path,
+                    format!("row with {} fields; header has {}", f.len(), header.len()),
+                ));
+            }
+            let values = header
+                .iter()
+                .zip(&f)
+                .filter_map(|(h, v)| v.trim().parse::<f64>().ok().map(|x| (h.to_string(), x)))
+                .collect();
+            Ok(OsipiCase {
+                label: f[0].trim().to_string(),
+                values,
+                t: series(f[ti])?,
+                c: series(f[ci])?,
+                ca: series(f[ai])?,
+            })
+        })
+        .collect()
 }

@@ -274,3 +274,11 @@ fn ambiguous_discovery_names_the_candidates() {
         "{e}"
     );
 }
+
+#[test]
+fn manual_aif_needs_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &small_spec());
+    let e = run_err(dir.path(), &config_text("aif_source = \"manual\""));
+    assert!(e.contains("data.aif_file") && e.contains("time (s)"), "{e}");
+}

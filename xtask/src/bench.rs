@@ -1,0 +1,268 @@
+//! `cargo xtask bench-compare dce [-- python args]`: Python osipy and this
+//! project on identical data, in one run.
+//!
+//! 1. Sets up Python osipy 0.1.4 with `../shared/bench/osipy_py/setup.sh`.
+//! 2. Runs `bench_dce.py --save-data DIR` (extra arguments such as
+//!    `--shape 16,16,8` are passed through), which times Python osipy's fit.
+//! 3. Loads the same arrays (`.npy`) and times `osipy_dce::fit_model` on all
+//!    cores with the same model, iteration limit and tolerance.
+//! 4. Writes the data as NIfTI and times the whole `osipy run` with
+//!    `/usr/bin/time -v` for wall time and peak memory.
+//!
+//! Prints both times, the ratio and both accuracy tables; writes
+//! `target/bench-compare/dce.json`.
+
+use anyhow::{bail, Context, Result};
+use ndarray::{Array1, Array3, Array4};
+use ndarray_npy::read_npy;
+use osipy_backend::Device;
+use osipy_dce::{fit_model, DceFitOptions};
+use osipy_fitting::{FitOptions, LmSettings};
+use osipy_pipeline::dro::compare;
+use std::path::Path;
+use std::process::Command;
+
+fn python(root: &Path) -> Result<String> {
+    let setup = root.join("../shared/bench/osipy_py/setup.sh");
+    let out = Command::new("bash")
+        .arg(&setup)
+        .output()
+        .with_context(|| format!("running {}", setup.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            setup.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .last()
+        .map(|l| l.trim().to_string())
+        .context("setup.sh printed no python path")
+}
+
+/// Parses a `key: value` line of `/usr/bin/time -v`.
+fn time_field(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(key)
+            .map(|v| v.trim_start_matches(':').trim().to_string())
+    })
+}
+
+/// Runs the DCE comparison.
+pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
+    let py = python(root)?;
+    let dir = root.join("target/bench-compare/dce");
+    std::fs::create_dir_all(&dir)?;
+    let script = root.join("../shared/bench/osipy_py/bench_dce.py");
+    println!(
+        "== Python osipy: {} {} --save-data {} {}",
+        py,
+        script.display(),
+        dir.display(),
+        extra.join(" ")
+    );
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg("--save-data")
+        .arg(&dir)
+        .args(extra)
+        .output()
+        .context("running bench_dce.py")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "bench_dce.py failed:\n{}\n{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for l in stdout.lines().filter(|l| !l.starts_with("SUMMARY_JSON")) {
+        println!("   {l}");
+    }
+    let summary: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY_JSON "))
+        .map(serde_json::from_str)
+        .transpose()?
+        .context("no SUMMARY_JSON line")?;
+    let py_wall = summary["wall_s"].as_f64().context("wall_s")?;
+
+    let load3 = |n: &str| -> Result<Array3<f64>> {
+        read_npy(dir.join(format!("dce_exact_{n}.npy"))).with_context(|| format!("reading dce_exact_{n}.npy"))
+    };
+    let conc: Array4<f64> = read_npy(dir.join("dce_exact_conc.npy")).context("reading dce_exact_conc.npy")?;
+    let t: Array1<f64> = read_npy(dir.join("dce_exact_t.npy"))?;
+    let aif: Array1<f64> = read_npy(dir.join("dce_exact_aif.npy"))?;
+    let (t, aif) = (t.to_vec(), aif.to_vec());
+    // Same settings as Python osipy's default fit: LM, 100 iterations, tolerance 1e-6.
+    let opts = DceFitOptions {
+        fit: FitOptions {
+            lm: LmSettings {
+                max_iterations: 100,
+                ftol: 1e-6,
+                xtol: 1e-6,
+                ..LmSettings::default()
+            },
+            ..FitOptions::default()
+        },
+        ..DceFitOptions::default()
+    };
+    let device = Device::auto()?;
+    let mut walls = Vec::new();
+    let mut fit = None;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        fit = Some(fit_model(
+            "extended_tofts",
+            conc.view(),
+            &aif,
+            &t,
+            None,
+            &opts,
+            &device,
+        )?);
+        walls.push(start.elapsed().as_secs_f64());
+    }
+    walls.sort_by(|a, b| a.total_cmp(b));
+    let ours = walls[1];
+    let fit = fit.context("no fit")?;
+    let n_vox = conc.shape()[..3].iter().product::<usize>();
+    println!(
+        "\n== osipy (Rust): fit_model(\"extended_tofts\") on {}, {n_vox} voxels x {} frames",
+        device.describe(),
+        t.len()
+    );
+    println!(
+        "   fit wall (median of 3) {ours:.3} s {walls:.3?} ({:.0} voxels/s)",
+        n_vox as f64 / ours
+    );
+
+    println!(
+        "\n{:<8} {:>22} {:>22} {:>18} {:>18}",
+        "param", "median|rel err| py", "median|rel err| rust", "median signed py", "median signed rust"
+    );
+    let mut acc = serde_json::Map::new();
+    for name in ["Ktrans", "ve", "vp"] {
+        let s = compare(name, &fit.map(name).context("map")?.values, &load3(name)?, None)?;
+        let pa = &summary["accuracy"][name];
+        println!(
+            "{name:<8} {:>22.4} {:>22.4} {:>+18.4} {:>+18.4}",
+            pa["median_abs_rel_err"].as_f64().unwrap_or(f64::NAN),
+            s.median_abs_rel_error,
+            pa["median_signed_rel_err"].as_f64().unwrap_or(f64::NAN),
+            s.median_signed_rel_error
+        );
+        acc.insert(name.into(), serde_json::to_value(&s)?);
+    }
+    let invalid = fit.quality.iter().filter(|q| !q.is_valid()).count();
+    println!("invalid voxels (rust): {invalid} of {n_vox}");
+    println!(
+        "\nspeed-up: {:.1}x (Python {py_wall:.2} s / Rust {ours:.3} s)",
+        py_wall / ours
+    );
+
+    // The whole CLI run on the same data written as NIfTI.
+    let run = cli_run(root, &dir, &conc, &t, &aif)?;
+    let report = serde_json::json!({
+        "python": summary, "rust_fit_wall_s": ours, "rust_fit_walls": walls, "speedup": py_wall / ours,
+        "rust_accuracy": acc, "rust_invalid_voxels": invalid, "device": device.describe(), "cli_run": run,
+    });
+    std::fs::write(
+        root.join("target/bench-compare/dce.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    println!("\nreport: target/bench-compare/dce.json");
+    Ok(())
+}
+
+fn cli_run(root: &Path, dir: &Path, conc: &Array4<f64>, t: &[f64], aif: &[f64]) -> Result<serde_json::Value> {
+    let data = dir.join("nifti");
+    std::fs::create_dir_all(&data)?;
+    let geometry = osipy_io::Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
+    osipy_io::write_4d(data.join("dce.nii.gz"), conc, &geometry, t[1] - t[0])?;
+    std::fs::write(
+        data.join("times.txt"),
+        t.iter().map(|x| format!("{x}\n")).collect::<String>(),
+    )?;
+    std::fs::write(
+        data.join("aif.csv"),
+        t.iter()
+            .zip(aif)
+            .map(|(x, c)| format!("{x},{c}\n"))
+            .collect::<String>(),
+    )?;
+    std::fs::write(
+        data.join("osipy.toml"),
+        "modality = \"dce\"\n[pipeline]\nmodel = \"extended_tofts\"\nconcentration = \"none\"\naif_source = \"manual\"\n[pipeline.fitting]\nr2_threshold = -1e9\ntolerance = 1e-6\n",
+    )?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-q", "-p", "osipy-cli"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("building the osipy CLI failed");
+    }
+    let bin = root.join("target/release/osipy");
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(&bin)
+        .args(["run", "osipy.toml", ".", "-o", "out", "-q"])
+        .current_dir(&data)
+        .output()
+        .context("running /usr/bin/time -v osipy run")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("osipy run failed:\n{err}");
+    }
+    let wall = time_field(&err, "Elapsed (wall clock) time (h:mm:ss or m:ss)").unwrap_or_default();
+    let rss_kb: f64 = time_field(&err, "Maximum resident set size (kbytes)")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    println!(
+        "\n== osipy run on the same data as NIfTI ({}): wall {wall}, peak memory {:.0} MB",
+        data.display(),
+        rss_kb / 1024.0
+    );
+    Ok(serde_json::json!({ "wall": wall, "peak_rss_mb": rss_kb / 1024.0 }))
+}
+
+/// Fits the arrays saved by the last `bench-compare dce` three times and
+/// prints the times (no Python, no CLI): a target for profilers.
+pub fn fit_saved(root: &Path) -> Result<()> {
+    let dir = root.join("target/bench-compare/dce");
+    let conc: Array4<f64> =
+        read_npy(dir.join("dce_exact_conc.npy")).context("run `cargo xtask bench-compare dce` first")?;
+    let t: Array1<f64> = read_npy(dir.join("dce_exact_t.npy"))?;
+    let aif: Array1<f64> = read_npy(dir.join("dce_exact_aif.npy"))?;
+    let opts = DceFitOptions {
+        fit: FitOptions {
+            lm: LmSettings {
+                max_iterations: 100,
+                ftol: 1e-6,
+                xtol: 1e-6,
+                ..LmSettings::default()
+            },
+            ..FitOptions::default()
+        },
+        ..DceFitOptions::default()
+    };
+    let device = Device::auto()?;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        fit_model(
+            "extended_tofts",
+            conc.view(),
+            &aif.to_vec(),
+            &t.to_vec(),
+            None,
+            &opts,
+            &device,
+        )?;
+        println!("fit {:.3} s", start.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
