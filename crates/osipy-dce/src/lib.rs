@@ -7,8 +7,8 @@
 //! finite differences) and linearised initial guesses. See [`models`].
 //!
 //! VFA T1 mapping ([`t1`]) and [`fit_model`] (4D concentration to maps).
-//! Synthetic datasets with known truth: [`phantom`]. Look-Locker T1 comes
-//! with the rest of the DCE issue.
+//! Look-Locker T1 ([`look_locker_t1`]). Synthetic datasets with known truth:
+//! [`phantom`].
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -27,7 +27,9 @@ pub use concentration::{
 };
 pub use fit::{fit_model, DceFit, DceFitOptions};
 pub use models::{model, model_with_delay, DceModelEntry, DelayedPkModel, PkInput, PkModel, DELAY_BOUNDS};
-pub use t1::{vfa_signal, vfa_t1, T1Fit, VfaMethod, VfaModel, VfaParams};
+pub use t1::{
+    look_locker_t1, vfa_signal, vfa_t1, LookLockerModel, T1Fit, T1Mapping, VfaMethod, VfaModel, VfaParams,
+};
 
 use osipy_core::{Kind, Registry, Result};
 
@@ -45,7 +47,13 @@ pub fn register(reg: &mut Registry) -> Result<()> {
         Kind::T1Method,
         "vfa",
         "variable flip angle SPGR (DESPOT1 start, non-linear fit, optional B1 map)",
-        VfaMethod::NonLinear,
+        T1Mapping::Vfa,
+    )?;
+    reg.register(
+        Kind::T1Method,
+        "look_locker",
+        "inversion recovery |A - B exp(-TI/T1*)|, Deichmann-Haase correction T1 = T1* (B/A - 1)",
+        T1Mapping::LookLocker,
     )?;
     reg.register(
         Kind::ConcentrationModel,

@@ -23,6 +23,15 @@ pub struct VfaParams {
     pub flip_angles: Vec<f64>,
 }
 
+/// T1 mapping methods, as registered under `Kind::T1Method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum T1Mapping {
+    /// Variable flip angle ([`vfa_t1`]).
+    Vfa,
+    /// Look-Locker inversion recovery ([`look_locker_t1`]).
+    LookLocker,
+}
+
 /// Fitting method for VFA T1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VfaMethod {
@@ -272,4 +281,144 @@ pub fn vfa_signal(params: &VfaParams, m0: f64, t1: f64, b1: f64) -> Result<Vec<f
     let mut out = vec![0.0; params.flip_angles.len()];
     model.predict(&[m0, t1, b1], &mut out);
     Ok(out)
+}
+
+/// Look-Locker (inversion-recovery) T1 with parameters (A, B, T1*): the
+/// magnitude signal `|A - B exp(-TI / T1*)|` at inversion times TI (s), and
+/// the Deichmann-Haase correction `T1 = T1* (B / A - 1)` (Deichmann & Haase,
+/// J Magn Reson 1992; 96:608).
+#[derive(Debug, Clone)]
+pub struct LookLockerModel {
+    ti: Vec<f64>,
+}
+
+const LL_NAMES: [&str; 3] = ["A", "B", "T1star"];
+const LL_UNITS: [Unit; 3] = [Unit::Arbitrary, Unit::Arbitrary, Unit::Seconds];
+const LL_BOUNDS: [(f64, f64); 3] = [(0.0, f64::INFINITY), (0.0, f64::INFINITY), (1e-3, 20.0)];
+
+impl LookLockerModel {
+    /// Binds the inversion times (s, strictly increasing, non-negative).
+    pub fn new(inversion_times: &[f64]) -> Result<LookLockerModel> {
+        if inversion_times.len() < 3 {
+            return Err(OsipyError::Metadata {
+                field: "inversion times (s)".into(),
+                found: format!("{inversion_times:?}"),
+                expected: "at least three inversion times, one per Look-Locker volume".into(),
+            });
+        }
+        if let Some(ti) = inversion_times.iter().find(|t| !(**t >= 0.0 && **t < 60.0)) {
+            let hint = if *ti >= 60.0 {
+                " (it looks like milliseconds: give seconds)"
+            } else {
+                ""
+            };
+            return Err(OsipyError::Metadata {
+                field: "inversion time (s)".into(),
+                found: ti.to_string(),
+                expected: format!("a value in [0, 60) seconds{hint}"),
+            });
+        }
+        osipy_core::check_increasing("inversion times (s)", inversion_times)?;
+        Ok(LookLockerModel {
+            ti: inversion_times.to_vec(),
+        })
+    }
+}
+
+impl Model for LookLockerModel {
+    fn name(&self) -> &str {
+        "look_locker"
+    }
+    fn param_names(&self) -> &[&'static str] {
+        &LL_NAMES
+    }
+    fn param_units(&self) -> &[Unit] {
+        &LL_UNITS
+    }
+    fn default_bounds(&self) -> &[(f64, f64)] {
+        &LL_BOUNDS
+    }
+    fn n_samples(&self) -> usize {
+        self.ti.len()
+    }
+    fn predict(&self, p: &[f64], out: &mut [f64]) {
+        for (o, ti) in out.iter_mut().zip(&self.ti) {
+            *o = (p[0] - p[1] * (-ti / p[2]).exp()).abs();
+        }
+    }
+    fn predict_with_jacobian(&self, p: &[f64], out: &mut [f64], jac: &mut [f64]) -> bool {
+        let n = out.len();
+        let (da, rest) = jac.split_at_mut(n);
+        let (db, dt) = rest.split_at_mut(n);
+        for i in 0..n {
+            let e = (-self.ti[i] / p[2]).exp();
+            let f = p[0] - p[1] * e;
+            // d|f| = sign(f) df (f = 0 has measure zero).
+            let sg = if f < 0.0 { -1.0 } else { 1.0 };
+            out[i] = f.abs();
+            da[i] = sg;
+            db[i] = -sg * e;
+            dt[i] = -sg * p[1] * e * self.ti[i] / (p[2] * p[2]);
+        }
+        true
+    }
+    /// A from the late plateau, B = A + |S(first TI)|, T1* from the signal
+    /// minimum (the null point, where A = B exp(-TI/T1*)).
+    fn initial_guess(&self, s: &[f64], out: &mut [f64]) {
+        let n = s.len();
+        let a = s[n - 1].abs().max(1e-12);
+        let b = a + s[0].abs();
+        let (imin, _) =
+            s.iter().enumerate().fold(
+                (0, f64::INFINITY),
+                |m, (i, v)| if v.abs() < m.1 { (i, v.abs()) } else { m },
+            );
+        let ln = (b / a).ln();
+        let t1s = if ln > 0.0 && self.ti[imin] > 0.0 {
+            self.ti[imin] / ln
+        } else {
+            self.ti[n - 1] / 3.0
+        };
+        out.copy_from_slice(&[a, b, t1s]);
+    }
+}
+
+/// Maps T1 from a Look-Locker series (voxels x inversion times, magnitude)
+/// with the Deichmann-Haase correction. Voxels with `B <= A` (no inversion)
+/// are flagged [`QualityCode::InvalidSignal`].
+pub fn look_locker_t1(
+    signal: ArrayView2<'_, f64>,
+    inversion_times: &[f64],
+    mask: Option<&[bool]>,
+    device: &Device,
+) -> Result<T1Fit> {
+    let model = LookLockerModel::new(inversion_times)?;
+    if signal.ncols() != inversion_times.len() {
+        return Err(OsipyError::data(
+            "number of Look-Locker volumes",
+            signal.ncols().to_string(),
+            format!("{} (one per inversion time)", inversion_times.len()),
+        ));
+    }
+    let r = fit_batch(&model, signal, mask, &FitOptions::default(), device)?;
+    let mut fit = T1Fit {
+        t1: Vec::new(),
+        r1: Vec::new(),
+        m0: Vec::new(),
+        quality: r.status.to_vec(),
+    };
+    for v in 0..signal.nrows() {
+        let (a, b, t1s) = (r.params[[v, 0]], r.params[[v, 1]], r.params[[v, 2]]);
+        let mut t1 = t1s * (b / a - 1.0);
+        if fit.quality[v].is_valid() && !(t1 > 0.0 && t1.is_finite()) {
+            fit.quality[v] = QualityCode::InvalidSignal;
+        }
+        if !fit.quality[v].is_valid() {
+            t1 = f64::NAN;
+        }
+        fit.t1.push(t1);
+        fit.r1.push(1.0 / t1);
+        fit.m0.push(if fit.quality[v].is_valid() { a } else { f64::NAN });
+    }
+    Ok(fit)
 }

@@ -194,3 +194,47 @@ fn acceptance_in_vivo_t1() {
     }
     assert!(checked >= 250, "{checked}");
 }
+
+#[test]
+fn look_locker_recovers_t1_with_the_deichmann_haase_correction() {
+    use osipy_dce::{look_locker_t1, LookLockerModel};
+    use osipy_fitting::Model;
+    // Truth: T1 = 1.2 s observed as T1* = 0.8 s, so B/A = 1 + T1/T1* = 2.5.
+    // Magnitude data across the null point, 20 inversion times.
+    let ti: Vec<f64> = (0..20).map(|i| 0.1 + i as f64 * 0.2).collect();
+    let m = LookLockerModel::new(&ti).unwrap();
+    let (a, t1s, t1) = (500.0, 0.8, 1.2);
+    let b = a * (1.0 + t1 / t1s);
+    let mut s = vec![0.0; 20];
+    m.predict(&[a, b, t1s], &mut s);
+    let data = Array2::from_shape_vec((1, 20), s.clone()).unwrap();
+    let fit = look_locker_t1(data.view(), &ti, None, &CPU).unwrap();
+    assert!(fit.quality[0].is_valid(), "{:?}", fit.quality[0]);
+    assert!((fit.t1[0] - t1).abs() < 1e-6, "{}", fit.t1[0]);
+    assert!(check_jacobian(&m, &[a, b, t1s]).unwrap() < 1e-6);
+    // Noisy (SNR 100 on A): T1 within 3 %.
+    let mut rng = 12345u64;
+    let noisy: Vec<f64> = s
+        .iter()
+        .map(|v| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            v + 5.0 * (((rng >> 11) as f64 / (1u64 << 53) as f64) - 0.5) * 3.46
+        })
+        .collect();
+    let fit = look_locker_t1(
+        Array2::from_shape_vec((1, 20), noisy).unwrap().view(),
+        &ti,
+        None,
+        &CPU,
+    )
+    .unwrap();
+    assert!((fit.t1[0] / t1 - 1.0).abs() < 0.03, "{}", fit.t1[0]);
+    // Bad inputs.
+    assert!(LookLockerModel::new(&[100.0, 200.0, 300.0])
+        .unwrap_err()
+        .to_string()
+        .contains("milliseconds"));
+    assert!(look_locker_t1(data.view(), &ti[..19], None, &CPU).is_err());
+}

@@ -40,7 +40,7 @@ pub struct Config {
 pub struct DcePipelineConfig {
     /// PK model: tofts | extended_tofts | patlak | 2cxm | 2cum.
     pub model: String,
-    /// T1 mapping method: vfa.
+    /// T1 mapping method: vfa | look_locker.
     pub t1_mapping_method: String,
     /// Signal-to-concentration model: spgr | linear | none (data already in mM).
     pub concentration: String,
@@ -94,6 +94,8 @@ pub struct DceAcquisitionConfig {
     pub flip_angles: Option<Vec<f64>>,
     /// Pre-contrast T1 (s) used when no T1 map or VFA series is given.
     pub t1_assumed: Option<f64>,
+    /// Inversion times (s) of a Look-Locker series, one per volume.
+    pub inversion_times: Option<Vec<f64>>,
 }
 
 impl Default for DceAcquisitionConfig {
@@ -105,6 +107,7 @@ impl Default for DceAcquisitionConfig {
             flip_angle: None,
             flip_angles: None,
             t1_assumed: None,
+            inversion_times: None,
         }
     }
 }
@@ -151,6 +154,8 @@ pub struct DataConfig {
     pub dynamic: Option<String>,
     /// 4D VFA series, one volume per flip angle (NIfTI).
     pub vfa: Option<String>,
+    /// 4D Look-Locker series, one volume per inversion time (NIfTI).
+    pub look_locker: Option<String>,
     /// Pre-contrast T1 map in seconds (NIfTI).
     pub t1_map: Option<String>,
     /// Analysis mask (NIfTI; non-zero = analysed).
@@ -237,7 +242,7 @@ modality = "dce"
 
 [pipeline]
 model = "extended_tofts"          # tofts | extended_tofts | patlak | 2cxm | 2cum
-t1_mapping_method = "vfa"         # vfa (needs data.vfa and acquisition.flip_angles)
+t1_mapping_method = "vfa"         # vfa (data.vfa + flip_angles) | look_locker (data.look_locker + inversion_times)
 concentration = "spgr"            # spgr | linear | none (dynamic data already in mM)
 aif_source = "population"         # population | detect | manual (needs data.aif_file)
 population_aif = "parker"         # parker | georgiou | fritz_hansen | weinmann | mcgrath
@@ -251,7 +256,8 @@ relaxivity = 4.5                  # r1, 1/s/mM
 # tr = 0.005                      # s, repetition time (dynamic and VFA)
 # flip_angle = 15.0               # degrees, dynamic series
 # flip_angles = [2.0, 5.0, 10.0, 15.0]  # degrees, one per VFA volume
-# t1_assumed = 1.4                # s, pre-contrast T1 when there is no T1 map or VFA
+# t1_assumed = 1.4                # s, pre-contrast T1 when there is no T1 map, VFA or Look-Locker series
+# inversion_times = [0.1, 0.3, 0.5]  # s, one per Look-Locker volume
 
 [pipeline.fitting]
 fitter = "lm"                     # lm
@@ -265,6 +271,7 @@ initial_guess = {}                # e.g. { ve = 0.2 }; others from the data
 [data]                            # relative to DATA_PATH or absolute; see docs for auto-discovery
 # dynamic = "dce.nii.gz"          # 4D series
 # vfa = "vfa.nii.gz"              # 4D, one volume per flip angle
+# look_locker = "ll.nii.gz"       # 4D, one volume per inversion time
 # t1_map = "t1.nii.gz"            # s
 # mask = "mask.nii.gz"            # non-zero = analysed
 # aif_file = "aif.csv"            # columns: time (s), plasma concentration (mM)
@@ -305,6 +312,7 @@ fn schema() -> toml::Value {
         data: DataConfig {
             dynamic: Some(String::new()),
             vfa: Some(String::new()),
+            look_locker: Some(String::new()),
             t1_map: Some(String::new()),
             mask: Some(String::new()),
             aif_file: Some(String::new()),
@@ -320,6 +328,7 @@ fn schema() -> toml::Value {
     a.flip_angle = Some(0.0);
     a.flip_angles = Some(vec![]);
     a.t1_assumed = Some(0.0);
+    a.inversion_times = Some(vec![]);
     toml::Value::try_from(&c).expect("the config serialises to TOML")
 }
 

@@ -13,8 +13,8 @@ use osipy_aif::{detect_aif, Aif, Compartment, DetectOptions};
 use osipy_backend::Device;
 use osipy_core::{OsipyError, QualityCode, Result};
 use osipy_dce::{
-    fit_model, signal_to_concentration, vfa_t1, ConcentrationMethod, DceFitOptions, SpgrParams, VfaMethod,
-    VfaParams,
+    fit_model, look_locker_t1, signal_to_concentration, vfa_t1, ConcentrationMethod, DceFitOptions,
+    SpgrParams, VfaMethod, VfaParams,
 };
 use osipy_fitting::{FitOptions, LmSettings};
 use osipy_io::{read_3d, read_4d, write_4d, write_json, write_map, write_mask, write_parameter_map};
@@ -69,6 +69,8 @@ pub struct Inputs {
     pub dynamic: PathBuf,
     /// VFA series.
     pub vfa: Option<PathBuf>,
+    /// Look-Locker series.
+    pub look_locker: Option<PathBuf>,
     /// T1 map (s).
     pub t1_map: Option<PathBuf>,
     /// Mask.
@@ -153,6 +155,9 @@ pub fn resolve_inputs(config: &Config, dir: &Path) -> Result<Inputs> {
     Ok(Inputs {
         dynamic,
         vfa: pick(&d.vfa, "vfa", &|n| is_nifti(n) && n.contains("vfa"))?,
+        look_locker: pick(&d.look_locker, "look_locker", &|n| {
+            is_nifti(n) && (n.contains("look_locker") || n.contains("lookl"))
+        })?,
         t1_map: pick(&d.t1_map, "t1_map", &|n| {
             is_nifti(n) && (n.contains("t1map") || n.contains("t1_map"))
         })?,
@@ -339,6 +344,45 @@ pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
                 }
             }
             t1.iter().copied().collect()
+        } else if p.t1_mapping_method == "look_locker" {
+            let f = inputs.look_locker.as_ref().ok_or_else(|| {
+                missing(
+                    "data.look_locker",
+                    "t1_mapping_method = \"look_locker\"",
+                    "a 4D series with one volume per inversion time",
+                )
+            })?;
+            let ti = acq.inversion_times.clone().ok_or_else(|| {
+                missing(
+                    "pipeline.acquisition.inversion_times",
+                    "Look-Locker T1 mapping",
+                    "one inversion time in seconds per volume",
+                )
+            })?;
+            let (ll, _, _) = read_4d(f)?;
+            check_spatial("Look-Locker series", f, &ll.shape()[..3], &spatial)?;
+            if ll.shape()[3] != ti.len() {
+                return Err(OsipyError::data(
+                    format!("number of volumes in the Look-Locker series {}", f.display()),
+                    ll.shape()[3].to_string(),
+                    format!(
+                        "{} (one per inversion time in pipeline.acquisition.inversion_times)",
+                        ti.len()
+                    ),
+                ));
+            }
+            let flat = ll
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((n_vox, ti.len()))
+                .map_err(|e| OsipyError::data("Look-Locker series", e.to_string(), "a 4D array"))?;
+            let fit = look_locker_t1(flat.view(), &ti, Some(&flat_mask), &device)?;
+            for v in 0..n_vox {
+                if flat_mask[v] && !fit.quality[v].is_valid() {
+                    pre[v] = Some(fit.quality[v]);
+                }
+            }
+            fit.t1
         } else if let Some(f) = &inputs.vfa {
             let angles = acq.flip_angles.clone().ok_or_else(|| {
                 missing(
@@ -568,6 +612,7 @@ pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
     inputs_map.insert("dynamic".to_string(), inputs.dynamic.display().to_string());
     for (k, v) in [
         ("vfa", &inputs.vfa),
+        ("look_locker", &inputs.look_locker),
         ("t1_map", &inputs.t1_map),
         ("mask", &inputs.mask),
         ("aif_file", &inputs.aif_file),

@@ -282,3 +282,56 @@ fn manual_aif_needs_a_file() {
     let e = run_err(dir.path(), &config_text("aif_source = \"manual\""));
     assert!(e.contains("data.aif_file") && e.contains("time (s)"), "{e}");
 }
+
+#[test]
+fn look_locker_t1_from_files() {
+    use osipy_dce::LookLockerModel;
+    use osipy_fitting::Model;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = small_spec();
+    let ph = write_dataset(dir.path(), &spec);
+    std::fs::remove_file(dir.path().join("vfa.nii.gz")).unwrap();
+    // T1 = T1* (B/A - 1) = 0.8 (2.75 - 1) = 1.4 s, the phantom's T10.
+    let ti: Vec<f64> = (0..12).map(|i| 0.05 + i as f64 * 0.3).collect();
+    let mut s = vec![0.0; ti.len()];
+    LookLockerModel::new(&ti)
+        .unwrap()
+        .predict(&[400.0, 1100.0, 0.8], &mut s);
+    let [nx, ny, nz] = spec.shape;
+    let ll = Array4::from_shape_fn((nx, ny, nz, ti.len()), |(_, _, _, i)| s[i]);
+    write_4d(
+        dir.path().join("look_locker.nii.gz"),
+        &ll,
+        &Geometry::from_affine(osipy_core::IDENTITY_AFFINE),
+        1.0,
+    )
+    .unwrap();
+    let tis = format!("{ti:?}");
+    let text = config_text("t1_mapping_method = \"look_locker\"\nsave_intermediate = true").replace(
+        "flip_angles = [2.0, 5.0, 10.0, 15.0]",
+        &format!("inversion_times = {tis}"),
+    );
+    let out = dir.path().join("out");
+    run_analysis(
+        &Config::from_toml(&text).unwrap(),
+        &RunOptions {
+            data_dir: dir.path().into(),
+            out_dir: out.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (t1, _) = read_3d(out.join("T1.nii.gz")).unwrap();
+    assert!(t1.iter().all(|v| (v - T10).abs() < 1e-3), "{}", t1[[0, 0, 0]]);
+    let (k, _) = read_3d(out.join("Ktrans.nii.gz")).unwrap();
+    assert!(
+        compare("Ktrans", &k, ph.truth("Ktrans").unwrap(), None)
+            .unwrap()
+            .p90_abs_rel_error
+            < 0.01
+    );
+    // One inversion time too many.
+    let bad = text.replace(&tis, &format!("{:?}", [ti.clone(), vec![4.0]].concat()));
+    let e = run_err(dir.path(), &bad);
+    assert!(e.contains("Look-Locker series") && e.contains("13"), "{e}");
+}

@@ -92,7 +92,7 @@ mod tests {
             reg.names(crate::core::Kind::ConcentrationModel),
             ["linear", "spgr"]
         );
-        assert_eq!(reg.names(crate::core::Kind::T1Method), ["vfa"]);
+        assert_eq!(reg.names(crate::core::Kind::T1Method), ["look_locker", "vfa"]);
         assert_eq!(
             reg.names(crate::core::Kind::ConvolutionMethod),
             ["fft", "piecewise_linear"]
