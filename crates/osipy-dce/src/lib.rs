@@ -3,8 +3,8 @@
 //! DCE-MRI: SPGR signal-to-concentration conversion ([`concentration`]) and
 //! pharmacokinetic models (`tofts`, `extended_tofts`, `patlak`,
 //! `2cxm`, `2cum`) with OSIPI CAPLEX names and units, exact AIF convolution,
-//! analytic Jacobians where derived (all but `2cxm`, which uses the fitter's
-//! finite differences) and linearised initial guesses. See [`models`].
+//! analytic Jacobians for every model (the arterial-delay column is a forward
+//! difference) and linearised initial guesses. See [`models`].
 //!
 //! VFA T1 mapping ([`t1`]) and [`fit_model`] (4D concentration to maps).
 //! Look-Locker T1 ([`look_locker_t1`]). Synthetic datasets with known truth:

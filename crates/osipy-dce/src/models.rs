@@ -261,18 +261,66 @@ fn tcxm_irf(p: &[f64]) -> (f64, f64, f64, f64) {
     (a1, alpha, f - a1, beta)
 }
 
-/// 2CXM prediction; no analytic Jacobian yet (the fitter differentiates).
-fn tcxm_kernel(t: &[f64], cp: &[f64], p: &[f64], out: &mut [f64], _jac: Option<&mut [f64]>) -> bool {
+/// 2CXM prediction and analytic Jacobian.
+///
+/// `C = A1 E(alpha) + A2 E(beta)` with `E(k) = cp * e^{-k t}`. With
+/// `alpha + beta = s` and `alpha beta = q`, the eigenvalue derivatives are
+/// `d alpha = (alpha ds - dq) / (alpha - beta)`, `d beta = (dq - beta ds) / (alpha - beta)`;
+/// `A1 = F (F/vp - beta) / (alpha - beta)`, `A2 = F - A1` are differentiated by
+/// the quotient rule, and `dE/dk` comes from the convolution recursion.
+fn tcxm_kernel(t: &[f64], cp: &[f64], p: &[f64], out: &mut [f64], jac: Option<&mut [f64]>) -> bool {
     let (a1, alpha, a2, beta) = tcxm_irf(p);
-    // Both exponential recursions advanced together, so no second buffer.
-    out[0] = 0.0;
-    let (mut c1, mut c2) = (0.0, 0.0);
-    for i in 0..t.len() - 1 {
-        c1 = step(t[i + 1] - t[i], cp[i], cp[i + 1], alpha, c1);
-        c2 = step(t[i + 1] - t[i], cp[i], cp[i + 1], beta, c2);
-        out[i + 1] = a1 * c1 + a2 * c2;
+    let Some(jac) = jac else {
+        // Both exponential recursions advanced together, so no second buffer.
+        out[0] = 0.0;
+        let (mut c1, mut c2) = (0.0, 0.0);
+        for i in 0..t.len() - 1 {
+            c1 = step(t[i + 1] - t[i], cp[i], cp[i + 1], alpha, c1);
+            c2 = step(t[i + 1] - t[i], cp[i], cp[i + 1], beta, c2);
+            out[i + 1] = a1 * c1 + a2 * c2;
+        }
+        return false;
+    };
+    let n = out.len();
+    let (f, ps, ve, vp) = (p[0] * FLOW, p[1] * PER_MIN, p[2], p[3]);
+    let q = f * ps / (vp * ve);
+    let gap = alpha - beta;
+    // d(s, q, F, F/vp) / d(F, P, ve, vp), per-second units.
+    let ds = [
+        1.0 / vp,
+        1.0 / vp + 1.0 / ve,
+        -ps / (ve * ve),
+        -(f + ps) / (vp * vp),
+    ];
+    let dq = [ps / (vp * ve), f / (vp * ve), -q / ve, -q / vp];
+    let df = [1.0, 0.0, 0.0, 0.0];
+    let dfvp = [1.0 / vp, 0.0, 0.0, -f / (vp * vp)];
+    let unit = [FLOW, PER_MIN, 1.0, 1.0];
+    let num = f * (f / vp - beta);
+    let mut da = [0.0; 4];
+    let mut db = [0.0; 4];
+    let mut da1 = [0.0; 4];
+    let mut da2 = [0.0; 4];
+    for j in 0..4 {
+        da[j] = (alpha * ds[j] - dq[j]) / gap;
+        db[j] = (dq[j] - beta * ds[j]) / gap;
+        let dnum = df[j] * (f / vp - beta) + f * (dfvp[j] - db[j]);
+        da1[j] = (dnum * gap - num * (da[j] - db[j])) / (gap * gap);
+        da2[j] = df[j] - da1[j];
     }
-    false
+    // Scratch in the Jacobian columns: E(alpha), E'(alpha), E(beta), E'(beta).
+    let (c0, rest) = jac.split_at_mut(n);
+    let (c1, rest) = rest.split_at_mut(n);
+    let (c2, c3) = rest.split_at_mut(n);
+    exp_conv_with_derivative(t, cp, alpha, c0, c1);
+    exp_conv_with_derivative(t, cp, beta, c2, c3);
+    for i in 0..n {
+        let (ea, dea, eb, deb) = (c0[i], c1[i], c2[i], c3[i]);
+        out[i] = a1 * ea + a2 * eb;
+        let d = |j: usize| (da1[j] * ea + a1 * dea * da[j] + da2[j] * eb + a2 * deb * db[j]) * unit[j];
+        (c0[i], c1[i], c2[i], c3[i]) = (d(0), d(1), d(2), d(3));
+    }
+    true
 }
 
 /// One interval of the exponential-convolution recursion (see

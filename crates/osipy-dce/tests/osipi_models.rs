@@ -206,7 +206,14 @@ fn analytic_jacobians_match_finite_differences() {
         let err = check_jacobian(m.as_ref(), &p).unwrap();
         assert!(err < 1e-6, "{name}: {err}");
     }
-    assert!(check_jacobian(model("2cxm", inp).unwrap().as_ref(), &[30.0, 0.1, 0.2, 0.05]).is_none());
+    for p in [
+        [30.0, 0.1, 0.2, 0.05],
+        [5.0, 0.15, 0.1, 0.02],
+        [40.0, 0.01, 0.3, 0.1],
+    ] {
+        let err = check_jacobian(model("2cxm", inp.clone()).unwrap().as_ref(), &p).unwrap();
+        assert!(err < 1e-6, "2cxm at {p:?}: {err}");
+    }
 }
 
 #[test]
