@@ -26,5 +26,6 @@ pub fn builtin_registry() -> Result<Registry> {
     osipy_aif::register(&mut reg)?;
     osipy_convolution::register(&mut reg)?;
     osipy_dce::register(&mut reg)?;
+    osipy_ivim::register(&mut reg)?;
     Ok(reg)
 }

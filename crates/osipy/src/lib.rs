@@ -17,6 +17,7 @@
 //! | `convolution` | `osipy-convolution` | exact convolution, FFT, deconvolution matrices |
 //! | `io` | `osipy-io` | NIfTI input, map output with sidecars |
 //! | `dce` | `osipy-dce` | DCE pharmacokinetic models |
+//! | `ivim` | `osipy-ivim` | IVIM models and segmented / full fitting |
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -26,6 +27,7 @@
 //! | `convolution` | yes | `osipy::convolution` |
 //! | `io` | yes | `osipy::io` |
 //! | `dce` | yes | `osipy::dce` |
+//! | `ivim` | yes | `osipy::ivim` |
 
 pub use osipy_backend as backend;
 pub use osipy_core as core;
@@ -40,6 +42,8 @@ pub use osipy_dce as dce;
 pub use osipy_fitting as fitting;
 #[cfg(feature = "io")]
 pub use osipy_io as io;
+#[cfg(feature = "ivim")]
+pub use osipy_ivim as ivim;
 
 /// Software version, as written into provenance records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -57,6 +61,8 @@ pub fn registry() -> core::Result<core::Registry> {
     convolution::register(&mut reg)?;
     #[cfg(feature = "dce")]
     dce::register(&mut reg)?;
+    #[cfg(feature = "ivim")]
+    ivim::register(&mut reg)?;
     Ok(reg)
 }
 
@@ -93,6 +99,11 @@ mod tests {
             ["linear", "spgr"]
         );
         assert_eq!(reg.names(crate::core::Kind::T1Method), ["look_locker", "vfa"]);
+        assert_eq!(
+            reg.names(crate::core::Kind::IvimModel),
+            ["biexponential", "mono_exponential", "simplified"]
+        );
+        assert_eq!(reg.names(crate::core::Kind::IvimFitter), ["full", "segmented"]);
         assert_eq!(
             reg.names(crate::core::Kind::ConvolutionMethod),
             ["fft", "piecewise_linear"]

@@ -1,0 +1,363 @@
+//! IVIM fitting strategies over many voxels.
+//!
+//! * `segmented` (two steps, e.g. Gurney-Champion et al., PLoS One 2018):
+//!   1. a mono-exponential `A e^{-bD}` on the b-values at or above
+//!      `b_threshold` gives D (the perfusion compartment has decayed there)
+//!      and the intercept A, hence `f = 1 - A / S0` with S0 the b = 0 signal;
+//!   2. with D (and S0) held fixed, D* (and, with `segmented_fit_f`, f) is
+//!      fitted to all b-values, started from the best of a logarithmic grid of
+//!      D* values.
+//! * `full`: all four parameters by bounded LM, started from the segmented
+//!   result.
+//!
+//! Signals are first averaged over repeated b-values and, by default,
+//! normalised to the mean b = 0 signal (then S0 is ~1).
+
+use crate::models::{Biexponential, MonoExponentialAdc, BIEXP_BOUNDS};
+use ndarray::{Array1, Array2, ArrayView2};
+use osipy_backend::Device;
+use osipy_core::{OsipyError, QualityCode, Result};
+use osipy_fitting::{fit_batch, FitOptions, InitialGuess, LmSettings, Model, PinValue};
+
+/// How to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IvimStrategy {
+    /// Two-step segmented fit.
+    Segmented,
+    /// Four-parameter fit started from the segmented result.
+    Full,
+}
+
+impl IvimStrategy {
+    /// The strategy called `name` (`segmented`, `full`).
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "segmented" => Ok(IvimStrategy::Segmented),
+            "full" => Ok(IvimStrategy::Full),
+            other => Err(OsipyError::UnknownName {
+                kind: "IVIM fitting strategy".into(),
+                name: other.into(),
+                valid: vec!["full".into(), "segmented".into()],
+            }),
+        }
+    }
+}
+
+/// Options of [`fit_ivim`].
+#[derive(Debug, Clone)]
+pub struct IvimFitOptions {
+    /// Strategy.
+    pub strategy: IvimStrategy,
+    /// b-value (s/mm^2) at and above which perfusion is taken as decayed.
+    pub b_threshold: f64,
+    /// Normalise each voxel to its mean b = 0 signal.
+    pub normalize: bool,
+    /// In the segmented second step, fit f too (else f comes from step 1).
+    pub segmented_fit_f: bool,
+    /// Bounds by parameter name (S0, f, D, Dstar); defaults in
+    /// [`BIEXP_BOUNDS`].
+    pub bounds: Vec<(String, f64, f64)>,
+    /// LM iteration limit and tolerances.
+    pub lm: LmSettings,
+}
+
+impl Default for IvimFitOptions {
+    fn default() -> Self {
+        IvimFitOptions {
+            strategy: IvimStrategy::Segmented,
+            b_threshold: 200.0,
+            normalize: true,
+            segmented_fit_f: false,
+            bounds: Vec::new(),
+            lm: LmSettings {
+                max_iterations: 500,
+                ftol: 1e-8,
+                xtol: 1e-8,
+                ..LmSettings::default()
+            },
+        }
+    }
+}
+
+/// Per-voxel results (voxels x [S0, f, D, Dstar]).
+#[derive(Debug, Clone)]
+pub struct IvimFit {
+    /// Distinct b-values used, ascending (s/mm^2).
+    pub b_values: Vec<f64>,
+    /// Parameters S0 (normalised units when normalising), f, D, D* (mm^2/s).
+    pub params: Array2<f64>,
+    /// Standard errors (NaN for parameters held fixed without one).
+    pub std_errors: Array2<f64>,
+    /// R^2 of the final curve against the (averaged, normalised) data.
+    pub r2: Array1<f64>,
+    /// Per-voxel quality.
+    pub status: Vec<QualityCode>,
+}
+
+/// Averaged, normalised signals ready to fit.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Distinct b-values, ascending.
+    pub b: Vec<f64>,
+    /// Voxels x distinct b-values.
+    pub data: Array2<f64>,
+    /// Voxels failing preparation, with the reason.
+    pub bad: Vec<Option<QualityCode>>,
+}
+
+/// Averages repeated b-values and (optionally) normalises to S(b = 0).
+/// Voxels with non-finite samples are `NonFiniteInput`; voxels whose b = 0
+/// signal is not positive (e.g. all-zero background) are `InvalidSignal`.
+pub fn prepare(signal: ArrayView2<'_, f64>, b: &[f64], normalize: bool) -> Result<Prepared> {
+    let (n_vox, n_vol) = signal.dim();
+    if b.len() != n_vol {
+        return Err(OsipyError::data(
+            "number of b-values",
+            b.len().to_string(),
+            format!("{n_vol}, one per volume"),
+        ));
+    }
+    if let Some(x) = b.iter().find(|x| !(**x >= 0.0 && x.is_finite())) {
+        return Err(OsipyError::data(
+            "b-value",
+            x.to_string(),
+            "finite, non-negative values in s/mm^2",
+        ));
+    }
+    let mut uniq: Vec<f64> = b.to_vec();
+    uniq.sort_by(|a, c| a.total_cmp(c));
+    uniq.dedup();
+    if normalize && uniq[0] != 0.0 {
+        return Err(OsipyError::data(
+            "b-values",
+            format!("{uniq:?} (no b = 0)"),
+            "a b = 0 volume to normalise to; or set pipeline.normalize_signal = false",
+        ));
+    }
+    let groups: Vec<Vec<usize>> = uniq
+        .iter()
+        .map(|u| (0..n_vol).filter(|&i| b[i] == *u).collect())
+        .collect();
+    let mut data = Array2::zeros((n_vox, uniq.len()));
+    let mut bad = vec![None; n_vox];
+    for v in 0..n_vox {
+        let row = signal.row(v);
+        if row.iter().any(|x| !x.is_finite()) {
+            bad[v] = Some(QualityCode::NonFiniteInput);
+            continue;
+        }
+        for (k, g) in groups.iter().enumerate() {
+            data[[v, k]] = g.iter().map(|&i| row[i]).sum::<f64>() / g.len() as f64;
+        }
+        let s0 = if uniq[0] == 0.0 {
+            data[[v, 0]]
+        } else {
+            data.row(v).iter().cloned().fold(f64::MIN, f64::max)
+        };
+        if !(s0 > 0.0) {
+            bad[v] = Some(QualityCode::InvalidSignal);
+            continue;
+        }
+        if normalize {
+            data.row_mut(v).mapv_inplace(|x| x / s0);
+        }
+    }
+    Ok(Prepared { b: uniq, data, bad })
+}
+
+fn bounds_with(opts: &IvimFitOptions) -> Result<Vec<(f64, f64)>> {
+    let names = ["S0", "f", "D", "Dstar"];
+    let mut b = BIEXP_BOUNDS.to_vec();
+    for (name, lo, hi) in &opts.bounds {
+        let j = names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| OsipyError::UnknownName {
+                kind: "IVIM parameter".into(),
+                name: name.clone(),
+                valid: names.iter().map(|s| s.to_string()).collect(),
+            })?;
+        if !(lo <= hi) {
+            return Err(OsipyError::data(
+                format!("bounds of {name}"),
+                format!("[{lo}, {hi}]"),
+                "lower <= upper",
+            ));
+        }
+        b[j] = (*lo, *hi);
+    }
+    Ok(b)
+}
+
+/// Fits IVIM to `signal` (voxels x volumes) at b-values `b` (s/mm^2).
+pub fn fit_ivim(
+    signal: ArrayView2<'_, f64>,
+    b: &[f64],
+    mask: Option<&[bool]>,
+    opts: &IvimFitOptions,
+    device: &Device,
+) -> Result<IvimFit> {
+    let prep = prepare(signal, b, opts.normalize)?;
+    let n_vox = signal.nrows();
+    if let Some(m) = mask {
+        if m.len() != n_vox {
+            return Err(OsipyError::data(
+                "mask length",
+                m.len().to_string(),
+                format!("{n_vox}, one per voxel"),
+            ));
+        }
+    }
+    let bounds = bounds_with(opts)?;
+    let high: Vec<usize> = (0..prep.b.len())
+        .filter(|&k| prep.b[k] >= opts.b_threshold)
+        .collect();
+    if high.len() < 2 {
+        return Err(OsipyError::data(
+            format!(
+                "distinct b-values at or above b_threshold = {} s/mm^2",
+                opts.b_threshold
+            ),
+            format!(
+                "{} ({:?})",
+                high.len(),
+                high.iter().map(|&k| prep.b[k]).collect::<Vec<_>>()
+            ),
+            "at least 2 for the segmented step (lower pipeline.b_threshold or acquire more high b-values)",
+        ));
+    }
+    if prep.b[0] != 0.0 {
+        return Err(OsipyError::data(
+            "b-values",
+            format!("{:?} (no b = 0)", prep.b),
+            "a b = 0 volume (S0 and f need one)",
+        ));
+    }
+    let fit_mask: Vec<bool> = (0..n_vox)
+        .map(|v| mask.is_none_or(|m| m[v]) && prep.bad[v].is_none())
+        .collect();
+    let lm_opts = FitOptions {
+        lm: opts.lm,
+        ..FitOptions::default()
+    };
+
+    // Step 1: mono-exponential on the high b-values -> D and the intercept.
+    let hb: Vec<f64> = high.iter().map(|&k| prep.b[k]).collect();
+    let mono = MonoExponentialAdc::new(&hb)?;
+    let hdata = Array2::from_shape_fn((n_vox, hb.len()), |(v, j)| prep.data[[v, high[j]]]);
+    let step1_opts = FitOptions {
+        bounds: Some(vec![(0.0, f64::INFINITY), bounds[2]]),
+        ..lm_opts.clone()
+    };
+    let s1 = fit_batch(&mono, hdata.view(), Some(&fit_mask), &step1_opts, device)?;
+
+    // S0 and f from step 1.
+    let s0: Vec<f64> = (0..n_vox).map(|v| prep.data[[v, 0]]).collect();
+    let f1: Vec<f64> = (0..n_vox)
+        .map(|v| (1.0 - s1.params[[v, 0]] / s0[v]).clamp(bounds[1].0, bounds[1].1))
+        .collect();
+    let d1: Vec<f64> = s1.params.column(1).to_vec();
+
+    // Step 2: D* (and optionally f) with D and S0 held, from a D* grid.
+    let bi = Biexponential::new(&prep.b)?;
+    let step2_mask: Vec<bool> = (0..n_vox)
+        .map(|v| fit_mask[v] && s1.status[v].is_valid())
+        .collect();
+    let mut start = Array2::from_elem((n_vox, 4), f64::NAN);
+    let grid: Vec<f64> = (0..24)
+        .map(|i| bounds[3].0 * (bounds[3].1 / bounds[3].0).powf(i as f64 / 23.0))
+        .collect();
+    let mut pred = vec![0.0; prep.b.len()];
+    for v in (0..n_vox).filter(|&v| step2_mask[v]) {
+        let mut best = (f64::INFINITY, grid[0]);
+        for &ds in &grid {
+            bi.predict(&[s0[v], f1[v], d1[v], ds], &mut pred);
+            let sse: f64 = pred
+                .iter()
+                .zip(prep.data.row(v))
+                .map(|(p, y)| (p - y) * (p - y))
+                .sum();
+            if sse < best.0 {
+                best = (sse, ds);
+            }
+        }
+        start
+            .row_mut(v)
+            .assign(&ndarray::arr1(&[s0[v], f1[v], d1[v], best.1]));
+    }
+    let mut step2 = FitOptions {
+        bounds: Some(bounds.clone()),
+        initial: InitialGuess::PerVoxel(start),
+        ..lm_opts.clone()
+    }
+    .pin_by_name(&bi, "S0", PinValue::PerVoxel(s0.clone()))?
+    .pin_by_name(&bi, "D", PinValue::PerVoxel(d1.clone()))?;
+    if !opts.segmented_fit_f {
+        step2 = step2.pin_by_name(&bi, "f", PinValue::PerVoxel(f1.clone()))?;
+    }
+    // Pinned values of excluded voxels may be NaN; they are masked out.
+    let s2 = fit_batch(&bi, prep.data.view(), Some(&step2_mask), &step2, device)?;
+
+    let mut params = s2.params.clone();
+    let mut se = s2.std_errors.clone();
+    let mut status: Vec<QualityCode> = (0..n_vox)
+        .map(|v| {
+            if let Some(q) = prep.bad[v].filter(|_| mask.is_none_or(|m| m[v])) {
+                q
+            } else if !fit_mask[v] {
+                QualityCode::NotFitted
+            } else if !s1.status[v].is_valid() {
+                s1.status[v]
+            } else if s1.status[v] == QualityCode::AtBound && s2.status[v] == QualityCode::Converged {
+                QualityCode::AtBound
+            } else {
+                s2.status[v]
+            }
+        })
+        .collect();
+    for v in 0..n_vox {
+        se[[v, 2]] = s1.std_errors[[v, 1]];
+        if !opts.segmented_fit_f {
+            // f = 1 - A/S0: its standard error is that of A over S0.
+            se[[v, 1]] = s1.std_errors[[v, 0]] / s0[v];
+        }
+        if !status[v].is_valid() {
+            params.row_mut(v).fill(f64::NAN);
+            se.row_mut(v).fill(f64::NAN);
+        }
+    }
+
+    if opts.strategy == IvimStrategy::Full {
+        let valid: Vec<bool> = status.iter().map(|q| q.is_valid()).collect();
+        let full_opts = FitOptions {
+            bounds: Some(bounds),
+            initial: InitialGuess::PerVoxel(params.clone()),
+            ..lm_opts
+        };
+        let full_mask: Vec<bool> = (0..n_vox).map(|v| fit_mask[v] && valid[v]).collect();
+        let r = fit_batch(&bi, prep.data.view(), Some(&full_mask), &full_opts, device)?;
+        for v in (0..n_vox).filter(|&v| full_mask[v]) {
+            status[v] = r.status[v];
+        }
+        params = r.params;
+        se = r.std_errors;
+    }
+
+    // R^2 of the final curves.
+    let mut r2 = Array1::from_elem(n_vox, f64::NAN);
+    for v in (0..n_vox).filter(|&v| status[v].is_valid()) {
+        bi.predict(params.row(v).as_slice().unwrap_or(&[f64::NAN; 4]), &mut pred);
+        let y = prep.data.row(v);
+        let mean = y.mean().unwrap_or(0.0);
+        let sst: f64 = y.iter().map(|x| (x - mean) * (x - mean)).sum();
+        let ssr: f64 = pred.iter().zip(y).map(|(p, x)| (p - x) * (p - x)).sum();
+        r2[v] = if sst > 0.0 { 1.0 - ssr / sst } else { 1.0 };
+    }
+    Ok(IvimFit {
+        b_values: prep.b,
+        params,
+        std_errors: se,
+        r2,
+        status,
+    })
+}
