@@ -13,6 +13,7 @@ use crate::models::{model, PkInput};
 use ndarray::{Array3, Array4};
 use osipy_aif::Aif;
 use osipy_core::{OsipyError, Result};
+use osipy_fitting::rng::Rng;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,27 +91,6 @@ pub struct DcePhantom {
     pub truth: Vec<(String, Array3<f64>)>,
 }
 
-/// Seeded Gaussian noise (SplitMix64 + Box-Muller).
-pub(crate) struct Gaussian(u64);
-
-impl Gaussian {
-    pub(crate) fn new(seed: u64) -> Self {
-        Gaussian(seed)
-    }
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub(crate) fn sample(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
 /// Generates the phantom described by `spec`.
 pub fn generate(spec: &PhantomSpec) -> Result<DcePhantom> {
     if spec.n_frames < 2 || !(spec.dt > 0.0) || spec.shape.contains(&0) {
@@ -158,7 +138,7 @@ pub fn generate(spec: &PhantomSpec) -> Result<DcePhantom> {
             )
         })
         .collect();
-    let mut rng = Gaussian::new(spec.seed);
+    let mut rng = Rng::new(spec.seed);
     let mut conc = Array4::zeros((nx, ny, nz, spec.n_frames));
     let mut curve = vec![0.0; spec.n_frames];
     let mut p = vec![0.0; np];
@@ -174,7 +154,7 @@ pub fn generate(spec: &PhantomSpec) -> Result<DcePhantom> {
                     None => spec.noise_sd,
                 };
                 for (t, c) in curve.iter().enumerate() {
-                    conc[[x, y, z, t]] = c + sd * rng.sample();
+                    conc[[x, y, z, t]] = c + sd * rng.normal();
                 }
             }
         }
@@ -191,10 +171,10 @@ impl DcePhantom {
     /// SPGR signal for this phantom's (noise-added) concentration, with
     /// seeded Gaussian noise of `noise_sd` signal units.
     pub fn signal(&self, acq: &SignalSettings, noise_sd: f64, seed: u64) -> Array4<f64> {
-        let mut rng = Gaussian::new(seed);
+        let mut rng = Rng::new(seed);
         self.concentration.mapv(|c| {
             spgr_signal(acq.m0, 1.0 / acq.t10 + acq.relaxivity * c, acq.tr, acq.flip_angle)
-                + noise_sd * rng.sample()
+                + noise_sd * rng.normal()
         })
     }
 

@@ -23,6 +23,7 @@ mod batch;
 pub mod lm;
 mod model;
 pub mod models;
+pub mod rng;
 
 pub use batch::{fit_batch, fit_curve, param_index, BatchFit, FitOptions, InitialGuess, PinValue, VoxelFit};
 pub use lm::LmSettings;

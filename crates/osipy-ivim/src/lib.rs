@@ -14,6 +14,7 @@
 
 mod fit;
 pub mod models;
+pub mod phantom;
 
 pub use fit::{fit_ivim, prepare, IvimFit, IvimFitOptions, IvimStrategy, Prepared};
 pub use models::{model, Biexponential, MonoExponentialAdc, Simplified, BIEXP_BOUNDS};
