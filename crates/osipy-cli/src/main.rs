@@ -179,11 +179,15 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Validate { config } => {
             let cfg = Config::from_file(&config)?;
+            let what = match (cfg.dce(), cfg.ivim()) {
+                (Ok(p), _) => format!("model {}", p.model),
+                (_, Ok(p)) => format!("fitting_method {}", p.fitting_method),
+                _ => String::new(),
+            };
             println!(
-                "{}: valid {} configuration (model {})",
+                "{}: valid {} configuration ({what})",
                 config.display(),
-                cfg.modality,
-                cfg.pipeline.model
+                cfg.modality
             );
         }
         Command::List { kind } => {
@@ -205,11 +209,12 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Demo { modality, output } => {
             let m: Modality = modality.parse()?;
-            if m != Modality::Dce {
-                anyhow::bail!("no demo for {m} in this build yet; available: dce");
-            }
             init_logging(cli.verbose, true, None);
-            demo::run(&output, cli.quiet).context("demo failed")?;
+            match m {
+                Modality::Dce => demo::run(&output, cli.quiet).context("demo failed")?,
+                Modality::Ivim => demo::run_ivim(&output, cli.quiet).context("demo failed")?,
+                other => anyhow::bail!("no demo for {other} in this build yet; available: dce, ivim"),
+            }
         }
     }
     Ok(())

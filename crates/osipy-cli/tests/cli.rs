@@ -46,6 +46,13 @@ fn dump_defaults_dce_snapshot_and_it_validates() {
 }
 
 #[test]
+fn dump_defaults_ivim_snapshot() {
+    let (code, out, _) = osipy(&["dump-defaults", "ivim"]);
+    assert_eq!(code, 0);
+    snapshot!("dump_defaults_ivim", out);
+}
+
+#[test]
 fn list_snapshot() {
     let (code, out, _) = osipy(&["list"]);
     assert_eq!(code, 0);
@@ -68,9 +75,9 @@ fn errors_are_one_line_with_non_zero_exit() {
         "{err}"
     );
 
-    let (code, _, err) = osipy(&["dump-defaults", "ivim"]);
+    let (code, _, err) = osipy(&["dump-defaults", "asl"]);
     assert_ne!(code, 0);
-    assert!(err.contains("\"ivim\"") && err.contains("dce"), "{err}");
+    assert!(err.contains("\"asl\"") && err.contains("dce, ivim"), "{err}");
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "modality = \"dce\"\n").unwrap();

@@ -31,7 +31,7 @@ fn documented_commands_and_configs_work() {
     let mut commands = 0;
     let mut configs = 0;
     // dce.md first: it creates the demo folder the other pages use.
-    for page in ["dce.md", "config.md"] {
+    for page in ["dce.md", "config.md", "ivim.md"] {
         let text = std::fs::read_to_string(docs.join(page)).unwrap();
         for block in blocks(&text, "toml") {
             osipy_pipeline::Config::from_toml(&block)

@@ -59,6 +59,9 @@ pub struct IvimFitOptions {
     pub bounds: Vec<(String, f64, f64)>,
     /// LM iteration limit and tolerances.
     pub lm: LmSettings,
+    /// Starting values of the `full` fit by parameter name, overriding the
+    /// segmented start in every voxel.
+    pub initial_guess: Vec<(String, f64)>,
 }
 
 impl Default for IvimFitOptions {
@@ -75,6 +78,7 @@ impl Default for IvimFitOptions {
                 xtol: 1e-8,
                 ..LmSettings::default()
             },
+            initial_guess: Vec::new(),
         }
     }
 }
@@ -84,7 +88,7 @@ impl Default for IvimFitOptions {
 pub struct IvimFit {
     /// Distinct b-values used, ascending (s/mm^2).
     pub b_values: Vec<f64>,
-    /// Parameters S0 (normalised units when normalising), f, D, D* (mm^2/s).
+    /// Parameters S0 (signal units), f, D, D* (mm^2/s).
     pub params: Array2<f64>,
     /// Standard errors (NaN for parameters held fixed without one).
     pub std_errors: Array2<f64>,
@@ -103,6 +107,8 @@ pub struct Prepared {
     pub data: Array2<f64>,
     /// Voxels failing preparation, with the reason.
     pub bad: Vec<Option<QualityCode>>,
+    /// Per-voxel divisor applied (the mean b = 0 signal, or 1).
+    pub scale: Vec<f64>,
 }
 
 /// Averages repeated b-values and (optionally) normalises to S(b = 0).
@@ -140,6 +146,7 @@ pub fn prepare(signal: ArrayView2<'_, f64>, b: &[f64], normalize: bool) -> Resul
         .collect();
     let mut data = Array2::zeros((n_vox, uniq.len()));
     let mut bad = vec![None; n_vox];
+    let mut scale = vec![1.0; n_vox];
     for v in 0..n_vox {
         let row = signal.row(v);
         if row.iter().any(|x| !x.is_finite()) {
@@ -160,9 +167,15 @@ pub fn prepare(signal: ArrayView2<'_, f64>, b: &[f64], normalize: bool) -> Resul
         }
         if normalize {
             data.row_mut(v).mapv_inplace(|x| x / s0);
+            scale[v] = s0;
         }
     }
-    Ok(Prepared { b: uniq, data, bad })
+    Ok(Prepared {
+        b: uniq,
+        data,
+        bad,
+        scale,
+    })
 }
 
 fn bounds_with(opts: &IvimFitOptions) -> Result<Vec<(f64, f64)>> {
@@ -328,6 +341,22 @@ pub fn fit_ivim(
     }
 
     if opts.strategy == IvimStrategy::Full {
+        let names = ["S0", "f", "D", "Dstar"];
+        for (name, value) in &opts.initial_guess {
+            let j = names
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| OsipyError::UnknownName {
+                    kind: "IVIM parameter".into(),
+                    name: name.clone(),
+                    valid: names.iter().map(|s| s.to_string()).collect(),
+                })?;
+            params
+                .column_mut(j)
+                .iter_mut()
+                .filter(|x| x.is_finite())
+                .for_each(|x| *x = *value);
+        }
         let valid: Vec<bool> = status.iter().map(|q| q.is_valid()).collect();
         let full_opts = FitOptions {
             bounds: Some(bounds),
@@ -352,6 +381,11 @@ pub fn fit_ivim(
         let sst: f64 = y.iter().map(|x| (x - mean) * (x - mean)).sum();
         let ssr: f64 = pred.iter().zip(y).map(|(p, x)| (p - x) * (p - x)).sum();
         r2[v] = if sst > 0.0 { 1.0 - ssr / sst } else { 1.0 };
+    }
+    // S0 back to signal units.
+    for v in 0..n_vox {
+        params[[v, 0]] *= prep.scale[v];
+        se[[v, 0]] *= prep.scale[v];
     }
     Ok(IvimFit {
         b_values: prep.b,

@@ -5,7 +5,11 @@ use osipy_ivim::phantom::{generate, IvimPhantomSpec, Noise};
 use osipy_ivim::{fit_ivim, IvimFitOptions, IvimStrategy};
 
 fn median_rel_err(est: impl Iterator<Item = f64>, truth: impl Iterator<Item = f64>) -> f64 {
-    let mut e: Vec<f64> = est.zip(truth).filter(|(a, _)| a.is_finite()).map(|(a, b)| ((a - b) / b).abs()).collect();
+    let mut e: Vec<f64> = est
+        .zip(truth)
+        .filter(|(a, _)| a.is_finite())
+        .map(|(a, b)| ((a - b) / b).abs())
+        .collect();
     e.sort_by(|a, b| a.total_cmp(b));
     e[e.len() / 2]
 }
@@ -13,23 +17,70 @@ fn median_rel_err(est: impl Iterator<Item = f64>, truth: impl Iterator<Item = f6
 #[test]
 fn noise_free_full_fit_is_exact_and_noisy_fits_are_close() {
     let dev = Device::Cpu { threads: 2 };
-    let spec = IvimPhantomSpec { shape: [8, 8, 4], snr: None, ..Default::default() };
+    let spec = IvimPhantomSpec {
+        shape: [8, 8, 4],
+        snr: None,
+        ..Default::default()
+    };
     let ph = generate(&spec).unwrap();
     let n = 8 * 8 * 4;
-    let data = ph.signal.clone().into_shape_with_order((n, spec.b_values.len())).unwrap();
-    let fit = fit_ivim(data.view(), &spec.b_values, None, &IvimFitOptions { strategy: IvimStrategy::Full, ..Default::default() }, &dev).unwrap();
+    let data = ph
+        .signal
+        .clone()
+        .into_shape_with_order((n, spec.b_values.len()))
+        .unwrap();
+    let fit = fit_ivim(
+        data.view(),
+        &spec.b_values,
+        None,
+        &IvimFitOptions {
+            strategy: IvimStrategy::Full,
+            ..Default::default()
+        },
+        &dev,
+    )
+    .unwrap();
     for (j, name) in [(1, "f"), (2, "D"), (3, "Dstar")] {
-        let e = median_rel_err(fit.params.column(j).iter().copied(), ph.truth(name).unwrap().iter().copied());
+        let e = median_rel_err(
+            fit.params.column(j).iter().copied(),
+            ph.truth(name).unwrap().iter().copied(),
+        );
         assert!(e < 1e-5, "{name}: {e}");
     }
     // SNR 100, Rician: medians within a few percent (D* is the least precise).
-    let spec = IvimPhantomSpec { shape: [8, 8, 4], snr: Some(100.0), noise: Noise::Rician, seed: 3, ..Default::default() };
+    let spec = IvimPhantomSpec {
+        shape: [8, 8, 4],
+        snr: Some(100.0),
+        noise: Noise::Rician,
+        seed: 3,
+        ..Default::default()
+    };
     let ph = generate(&spec).unwrap();
-    let data = ph.signal.clone().into_shape_with_order((n, spec.b_values.len())).unwrap();
+    let data = ph
+        .signal
+        .clone()
+        .into_shape_with_order((n, spec.b_values.len()))
+        .unwrap();
     for strategy in [IvimStrategy::Segmented, IvimStrategy::Full] {
-        let fit = fit_ivim(data.view(), &spec.b_values, None, &IvimFitOptions { strategy, ..Default::default() }, &dev).unwrap();
-        let ed = median_rel_err(fit.params.column(2).iter().copied(), ph.truth("D").unwrap().iter().copied());
-        let ef = median_rel_err(fit.params.column(1).iter().copied(), ph.truth("f").unwrap().iter().copied());
+        let fit = fit_ivim(
+            data.view(),
+            &spec.b_values,
+            None,
+            &IvimFitOptions {
+                strategy,
+                ..Default::default()
+            },
+            &dev,
+        )
+        .unwrap();
+        let ed = median_rel_err(
+            fit.params.column(2).iter().copied(),
+            ph.truth("D").unwrap().iter().copied(),
+        );
+        let ef = median_rel_err(
+            fit.params.column(1).iter().copied(),
+            ph.truth("f").unwrap().iter().copied(),
+        );
         assert!(ed < 0.03 && ef < 0.15, "{strategy:?}: D {ed}, f {ef}");
     }
     // Reproducible.

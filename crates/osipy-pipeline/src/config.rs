@@ -12,14 +12,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A whole run configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// Which modality the pipeline analyses.
     pub modality: Modality,
-    /// Modality-specific pipeline settings (DCE so far).
-    #[serde(default)]
-    pub pipeline: DcePipelineConfig,
+    /// Modality-specific pipeline settings (`[pipeline]`).
+    pub pipeline: PipelineConfig,
     /// Input files.
     #[serde(default)]
     pub data: DataConfig,
@@ -32,6 +30,89 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub logging: LoggingConfig,
+}
+
+/// The `[pipeline]` table, typed by the modality.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+// One config per run: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum PipelineConfig {
+    /// DCE-MRI.
+    Dce(DcePipelineConfig),
+    /// IVIM.
+    Ivim(IvimPipelineConfig),
+}
+
+/// The file as written: `[pipeline]` stays raw until the modality is known.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    modality: Modality,
+    #[serde(default)]
+    pipeline: Option<toml::Value>,
+    #[serde(default)]
+    data: DataConfig,
+    #[serde(default)]
+    output: OutputConfig,
+    #[serde(default)]
+    backend: BackendConfig,
+    #[serde(default)]
+    logging: LoggingConfig,
+}
+
+/// IVIM pipeline settings (`[pipeline]` with `modality = "ivim"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvimPipelineConfig {
+    /// Fitting strategy: segmented | full.
+    pub fitting_method: String,
+    /// b-value (s/mm^2) at and above which perfusion is taken as decayed.
+    pub b_threshold: f64,
+    /// Normalise each voxel to its mean b = 0 signal.
+    pub normalize_signal: bool,
+    /// Fit f in the segmented second step too (else f comes from step 1).
+    pub segmented_fit_f: bool,
+    /// Model fitting.
+    pub fitting: IvimFittingConfig,
+}
+
+impl Default for IvimPipelineConfig {
+    fn default() -> Self {
+        IvimPipelineConfig {
+            fitting_method: "segmented".into(),
+            b_threshold: 200.0,
+            normalize_signal: true,
+            segmented_fit_f: false,
+            fitting: IvimFittingConfig::default(),
+        }
+    }
+}
+
+/// IVIM fitting (`[pipeline.fitting]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvimFittingConfig {
+    /// Maximum LM iterations per voxel and step.
+    pub max_iterations: usize,
+    /// Relative convergence tolerance (cost change and step).
+    pub tolerance: f64,
+    /// Per-parameter bounds `{ name = [lower, upper] }` for S0, f, D, Dstar.
+    pub bounds: BTreeMap<String, [f64; 2]>,
+    /// Starting values of the `full` fit, `{ name = value }`.
+    pub initial_guess: BTreeMap<String, f64>,
+}
+
+impl Default for IvimFittingConfig {
+    fn default() -> Self {
+        IvimFittingConfig {
+            max_iterations: 500,
+            tolerance: 1e-6,
+            bounds: BTreeMap::new(),
+            initial_guess: BTreeMap::new(),
+        }
+    }
 }
 
 /// DCE pipeline settings (`[pipeline]`).
@@ -164,6 +245,12 @@ pub struct DataConfig {
     pub aif_file: Option<String>,
     /// Frame times in seconds, one per line (else from the NIfTI pixdim).
     pub time_file: Option<String>,
+    /// 4D diffusion-weighted series (IVIM).
+    pub dwi: Option<String>,
+    /// b-values (s/mm^2), one per DWI volume.
+    pub b_values: Option<Vec<f64>>,
+    /// b-values file: FSL `.bval` (one line) or one value per line.
+    pub b_values_file: Option<String>,
 }
 
 /// Outputs (`[output]`).
@@ -216,12 +303,13 @@ impl Default for LoggingConfig {
 }
 
 /// Modalities with a pipeline in this build.
-pub const AVAILABLE_MODALITIES: [Modality; 1] = [Modality::Dce];
+pub const AVAILABLE_MODALITIES: [Modality; 2] = [Modality::Dce, Modality::Ivim];
 
 /// The commented default configuration of `modality` (every key, its unit).
 pub fn dump_defaults(modality: Modality) -> Result<&'static str> {
     match modality {
         Modality::Dce => Ok(DCE_DEFAULTS),
+        Modality::Ivim => Ok(IVIM_DEFAULTS),
         other => Err(unavailable(other)),
     }
 }
@@ -288,6 +376,38 @@ threads = 0                       # 0 = OSIPY_NUM_THREADS or all cores
 level = "info"                    # error | warn | info | debug | trace
 "#;
 
+const IVIM_DEFAULTS: &str = r#"# osipy configuration: IVIM. b-values in s/mm^2, diffusivities in mm^2/s.
+modality = "ivim"
+
+[pipeline]
+fitting_method = "segmented"      # segmented | full
+b_threshold = 200.0               # s/mm^2, perfusion taken as decayed at and above
+normalize_signal = true           # divide each voxel by its mean b = 0 signal
+segmented_fit_f = false           # segmented step 2 fits f too (else f from step 1)
+
+[pipeline.fitting]
+max_iterations = 500              # per voxel and step
+tolerance = 1e-6                  # relative change of cost and step
+bounds = {}                       # e.g. { Dstar = [0.005, 0.2] }; S0, f, D, Dstar
+initial_guess = {}                # full fit start, e.g. { Dstar = 0.02 }; others from segmented
+
+[data]                            # relative to DATA_PATH or absolute; see docs for auto-discovery
+# dwi = "dwi.nii.gz"              # 4D, one volume per b-value
+# b_values = [0, 10, 20, 50, 100, 200, 400, 800]  # s/mm^2
+# b_values_file = "dwi.bval"      # FSL .bval or one value per line
+# mask = "mask.nii.gz"            # non-zero = analysed
+
+[output]
+format = "nifti"                  # nifti (.nii.gz + JSON sidecars)
+
+[backend]
+device = "cpu"                    # cpu
+threads = 0                       # 0 = OSIPY_NUM_THREADS or all cores
+
+[logging]
+level = "info"                    # error | warn | info | debug | trace
+"#;
+
 /// Levenshtein distance, for key suggestions.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -304,11 +424,25 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The valid key tree: the defaults with every optional key filled in.
-fn schema() -> toml::Value {
-    let mut c = Config {
-        modality: Modality::Dce,
-        pipeline: DcePipelineConfig::default(),
+/// The valid key tree of `modality`: the defaults with every optional key
+/// filled in.
+fn schema(modality: Modality) -> toml::Value {
+    let mut dce = DcePipelineConfig {
+        aif_delay: Some(0.0),
+        ..Default::default()
+    };
+    let a = &mut dce.acquisition;
+    a.tr = Some(0.0);
+    a.flip_angle = Some(0.0);
+    a.flip_angles = Some(vec![]);
+    a.t1_assumed = Some(0.0);
+    a.inversion_times = Some(vec![]);
+    let c = Config {
+        modality,
+        pipeline: match modality {
+            Modality::Ivim => PipelineConfig::Ivim(IvimPipelineConfig::default()),
+            _ => PipelineConfig::Dce(dce),
+        },
         data: DataConfig {
             dynamic: Some(String::new()),
             vfa: Some(String::new()),
@@ -317,18 +451,14 @@ fn schema() -> toml::Value {
             mask: Some(String::new()),
             aif_file: Some(String::new()),
             time_file: Some(String::new()),
+            dwi: Some(String::new()),
+            b_values: Some(vec![]),
+            b_values_file: Some(String::new()),
         },
         output: OutputConfig::default(),
         backend: BackendConfig::default(),
         logging: LoggingConfig::default(),
     };
-    c.pipeline.aif_delay = Some(0.0);
-    let a = &mut c.pipeline.acquisition;
-    a.tr = Some(0.0);
-    a.flip_angle = Some(0.0);
-    a.flip_angles = Some(vec![]);
-    a.t1_assumed = Some(0.0);
-    a.inversion_times = Some(vec![]);
     toml::Value::try_from(&c).expect("the config serialises to TOML")
 }
 
@@ -382,16 +512,33 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config> {
         let value: toml::Value = toml::from_str(text)
             .map_err(|e| OsipyError::Validation(format!("config is not valid TOML: {e}")))?;
+        let mut modality = Modality::Dce;
         if let Some(m) = value.get("modality").and_then(|m| m.as_str()) {
-            let m: Modality = m.parse()?;
-            if !AVAILABLE_MODALITIES.contains(&m) {
-                return Err(unavailable(m));
+            modality = m.parse()?;
+            if !AVAILABLE_MODALITIES.contains(&modality) {
+                return Err(unavailable(modality));
             }
         }
-        check_keys(&value, &schema(), "")?;
-        let config: Config = value
+        check_keys(&value, &schema(modality), "")?;
+        let raw: RawConfig = value
             .try_into()
             .map_err(|e: toml::de::Error| OsipyError::Validation(format!("config: {}", e.message())))?;
+        let table = raw
+            .pipeline
+            .unwrap_or_else(|| toml::Value::Table(Default::default()));
+        let bad = |e: toml::de::Error| OsipyError::Validation(format!("config: [pipeline]: {}", e.message()));
+        let pipeline = match raw.modality {
+            Modality::Ivim => PipelineConfig::Ivim(table.try_into().map_err(bad)?),
+            _ => PipelineConfig::Dce(table.try_into().map_err(bad)?),
+        };
+        let config = Config {
+            modality: raw.modality,
+            pipeline,
+            data: raw.data,
+            output: raw.output,
+            backend: raw.backend,
+            logging: raw.logging,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -409,11 +556,88 @@ impl Config {
         })
     }
 
+    /// The DCE settings, or an error naming the configured modality.
+    pub fn dce(&self) -> Result<&DcePipelineConfig> {
+        match &self.pipeline {
+            PipelineConfig::Dce(p) => Ok(p),
+            _ => Err(OsipyError::Validation(format!(
+                "this is a {} configuration, not a DCE one",
+                self.modality
+            ))),
+        }
+    }
+
+    /// The IVIM settings, or an error naming the configured modality.
+    pub fn ivim(&self) -> Result<&IvimPipelineConfig> {
+        match &self.pipeline {
+            PipelineConfig::Ivim(p) => Ok(p),
+            _ => Err(OsipyError::Validation(format!(
+                "this is a {} configuration, not an IVIM one",
+                self.modality
+            ))),
+        }
+    }
+
     /// Checks names against the registries and values against their units.
     pub fn validate(&self) -> Result<()> {
-        let p = &self.pipeline;
+        one_of("output.format", &self.output.format, &["nifti"])?;
+        one_of("backend.device", &self.backend.device, &["cpu"])?;
+        one_of(
+            "logging.level",
+            &self.logging.level,
+            &["debug", "error", "info", "trace", "warn"],
+        )?;
         let reg = crate::builtin_registry()?;
         use osipy_core::Kind;
+        if let PipelineConfig::Ivim(p) = &self.pipeline {
+            reg.get(Kind::IvimFitter, &p.fitting_method)?;
+            if !(p.b_threshold > 0.0 && p.b_threshold.is_finite()) {
+                return Err(meta(
+                    "pipeline.b_threshold (s/mm^2)",
+                    &p.b_threshold,
+                    "a positive value, e.g. 200",
+                ));
+            }
+            if p.fitting.max_iterations == 0 || !(p.fitting.tolerance > 0.0 && p.fitting.tolerance < 1.0) {
+                let found = format!(
+                    "max_iterations {}, tolerance {}",
+                    p.fitting.max_iterations, p.fitting.tolerance
+                );
+                return Err(meta(
+                    "pipeline.fitting",
+                    &found,
+                    "max_iterations >= 1 and a tolerance in (0, 1)",
+                ));
+            }
+            for name in p.fitting.bounds.keys().chain(p.fitting.initial_guess.keys()) {
+                one_of(
+                    "IVIM parameter in pipeline.fitting",
+                    name,
+                    &["D", "Dstar", "S0", "f"],
+                )?;
+            }
+            for (name, [lo, hi]) in &p.fitting.bounds {
+                if !(lo <= hi) {
+                    let found = format!("[{lo}, {hi}]");
+                    return Err(meta(
+                        &format!("pipeline.fitting.bounds.{name}"),
+                        &found,
+                        "[lower, upper] with lower <= upper",
+                    ));
+                }
+            }
+            if let Some(b) = self
+                .data
+                .b_values
+                .iter()
+                .flatten()
+                .find(|b| !(**b >= 0.0 && b.is_finite()))
+            {
+                return Err(meta("data.b_values (s/mm^2)", b, "finite, non-negative b-values"));
+            }
+            return Ok(());
+        }
+        let p = self.dce()?;
         reg.get(Kind::DceModel, &p.model)?;
         reg.get(Kind::T1Method, &p.t1_mapping_method)?;
         if p.concentration != "none" {
@@ -430,13 +654,6 @@ impl Config {
             "pipeline.aif_source",
             &p.aif_source,
             &["detect", "manual", "population"],
-        )?;
-        one_of("output.format", &self.output.format, &["nifti"])?;
-        one_of("backend.device", &self.backend.device, &["cpu"])?;
-        one_of(
-            "logging.level",
-            &self.logging.level,
-            &["debug", "error", "info", "trace", "warn"],
         )?;
         let a = &p.acquisition;
         seconds("pipeline.acquisition.tr", a.tr, 1.0, "0.005")?;
@@ -539,7 +756,23 @@ mod tests {
     fn the_commented_defaults_parse_to_the_defaults() {
         let c = Config::from_toml(DCE_DEFAULTS).unwrap();
         assert_eq!(c.modality, Modality::Dce);
-        assert_eq!(c.pipeline, DcePipelineConfig::default());
+        assert_eq!(c.dce().unwrap(), &DcePipelineConfig::default());
+        let c = Config::from_toml(IVIM_DEFAULTS).unwrap();
+        assert_eq!(c.ivim().unwrap(), &IvimPipelineConfig::default());
+        assert!(c.dce().is_err());
+        // Keys of one modality are unknown in the other, with a suggestion.
+        let e = Config::from_toml("modality = \"ivim\"\n[pipeline]\nb_treshold = 150.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `pipeline.b_threshold`"), "{e}");
+        let e = Config::from_toml("modality = \"ivim\"\n[pipeline]\nmodel = \"tofts\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown config key `pipeline.model`"), "{e}");
+        let e = Config::from_toml("modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("full, segmented"), "{e}");
         assert_eq!(c.data, DataConfig::default());
         assert_eq!(c.backend, BackendConfig::default());
     }
@@ -599,10 +832,8 @@ mod tests {
         assert!(e.contains("bounds.vp"), "{e}");
         let e = bad("[pipeline]\nmodel = 3\n");
         assert!(e.contains("invalid type"), "{e}");
-        let e = Config::from_toml("modality = \"ivim\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("\"ivim\"") && e.contains("dce"), "{e}");
+        let e = Config::from_toml("modality = \"asl\"\n").unwrap_err().to_string();
+        assert!(e.contains("\"asl\"") && e.contains("dce, ivim"), "{e}");
         let e = Config::from_toml("modality = \"pet\"\n").unwrap_err().to_string();
         assert!(e.contains("\"pet\""), "{e}");
         assert!(dump_defaults(Modality::Asl).is_err());

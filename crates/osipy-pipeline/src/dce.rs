@@ -8,6 +8,7 @@
 //! so nothing partial is left behind.
 
 use crate::config::Config;
+use crate::output::{quality_counts, Staging};
 use ndarray::{Array2, Array3, Array4};
 use osipy_aif::{detect_aif, Aif, Compartment, DetectOptions};
 use osipy_backend::Device;
@@ -17,7 +18,7 @@ use osipy_dce::{
     SpgrParams, VfaMethod, VfaParams,
 };
 use osipy_fitting::{FitOptions, LmSettings};
-use osipy_io::{read_3d, read_4d, write_4d, write_json, write_map, write_mask, write_parameter_map};
+use osipy_io::{read_3d, read_4d, write_4d};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -81,7 +82,7 @@ pub struct Inputs {
     pub time_file: Option<PathBuf>,
 }
 
-fn is_nifti(name: &str) -> bool {
+pub(crate) fn is_nifti(name: &str) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
@@ -173,7 +174,7 @@ pub fn resolve_inputs(config: &Config, dir: &Path) -> Result<Inputs> {
 
 /// Numbers in a text file (comma, tab or whitespace separated; lines that do
 /// not parse, such as a header, are skipped only before the first number).
-fn read_numbers(path: &Path, columns: usize) -> Result<Vec<Vec<f64>>> {
+pub(crate) fn read_numbers(path: &Path, columns: usize) -> Result<Vec<Vec<f64>>> {
     let text = std::fs::read_to_string(path).map_err(|e| OsipyError::Io {
         path: path.into(),
         message: "cannot read".into(),
@@ -213,18 +214,7 @@ fn read_numbers(path: &Path, columns: usize) -> Result<Vec<Vec<f64>>> {
     Ok(rows)
 }
 
-/// Removes the temporary output folder unless disarmed.
-struct TempDir(Option<PathBuf>);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
-
-fn check_spatial(what: &str, path: &Path, got: &[usize], want: &[usize]) -> Result<()> {
+pub(crate) fn check_spatial(what: &str, path: &Path, got: &[usize], want: &[usize]) -> Result<()> {
     if got != want {
         return Err(OsipyError::data(
             format!("spatial shape of the {what} {}", path.display()),
@@ -235,10 +225,9 @@ fn check_spatial(what: &str, path: &Path, got: &[usize], want: &[usize]) -> Resu
     Ok(())
 }
 
-/// Runs the analysis described by `config` on the files in `opts.data_dir`.
-pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
-    config.validate()?;
-    let p = &config.pipeline;
+/// Runs a DCE analysis described by `config` on the files in `opts.data_dir`.
+pub(crate) fn run_dce(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
+    let p = config.dce()?;
     let acq = &p.acquisition;
     let mut timings: Vec<(String, f64)> = Vec::new();
     let mut clock = Instant::now();
@@ -554,60 +543,22 @@ pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
     }
     lap("fit", &mut timings);
 
-    // Outputs: written into a temporary folder, moved into place at the end.
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| OsipyError::Io {
-        path: opts.out_dir.clone(),
-        message: "cannot create the output folder".into(),
-        source: Some(e),
-    })?;
-    let tmp = opts.out_dir.join(format!(".osipy-tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| OsipyError::Io {
-        path: tmp.clone(),
-        message: "cannot create a temporary output folder".into(),
-        source: Some(e),
-    })?;
-    let guard = TempDir(Some(tmp.clone()));
-    let mut written: Vec<PathBuf> = Vec::new();
-    for map in &fit.maps {
-        let mut map = map.clone();
-        map.provenance = map
-            .provenance
-            .with_setting("config", serde_json::to_value(config).unwrap_or_default());
-        written.extend(write_parameter_map(&tmp, &map, &geometry)?);
-    }
-    write_map(tmp.join("r_squared.nii.gz"), &fit.r_squared, &geometry)?;
-    written.push(tmp.join("r_squared.nii.gz"));
-    write_mask(
-        tmp.join("quality_mask.nii.gz"),
-        &fit.quality.mapv(|q| q.code()),
-        &geometry,
-    )?;
-    written.push(tmp.join("quality_mask.nii.gz"));
+    // Outputs: staged, moved into place when complete.
+    let mut stage = Staging::new(&opts.out_dir)?;
+    stage.maps(&fit.maps, &fit.r_squared, &fit.quality, &geometry, config)?;
     if p.save_intermediate {
         if let Some(t1) = &t1_flat {
             let t1 = Array3::from_shape_vec((nx, ny, nz), t1.clone())
                 .map_err(|e| OsipyError::data("T1", e.to_string(), "the grid"))?;
-            write_map(tmp.join("T1.nii.gz"), &t1, &geometry)?;
-            write_map(tmp.join("R1.nii.gz"), &t1.mapv(|t| 1.0 / t), &geometry)?;
-            written.extend([tmp.join("T1.nii.gz"), tmp.join("R1.nii.gz")]);
+            stage.map("T1.nii.gz", &t1, &geometry)?;
+            stage.map("R1.nii.gz", &t1.mapv(|t| 1.0 / t), &geometry)?;
         }
-        write_4d(
-            tmp.join("concentration.nii.gz"),
-            &conc4,
-            &geometry,
-            times.get(1).map_or(1.0, |t1| t1 - times[0]),
-        )?;
-        written.push(tmp.join("concentration.nii.gz"));
+        let dt = times.get(1).map_or(1.0, |t1| t1 - times[0]);
+        write_4d(stage.dir().join("concentration.nii.gz"), &conc4, &geometry, dt)?;
+        stage.add("concentration.nii.gz");
     }
     lap("write", &mut timings);
 
-    let mut counts = std::collections::BTreeMap::new();
-    for (q, m) in fit.quality.iter().zip(&flat_mask) {
-        if *m {
-            *counts.entry(q.name().to_string()).or_insert(0) += 1;
-        }
-    }
     let mut inputs_map = std::collections::BTreeMap::new();
     inputs_map.insert("dynamic".to_string(), inputs.dynamic.display().to_string());
     for (k, v) in [
@@ -622,41 +573,22 @@ pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
             inputs_map.insert(k.to_string(), v.display().to_string());
         }
     }
-    let final_paths: Vec<PathBuf> = written
-        .iter()
-        .map(|w| opts.out_dir.join(w.file_name().unwrap_or_default()))
-        .collect();
-    let mut summary = RunSummary {
+    let summary = RunSummary {
         software: format!("osipy {}", env!("CARGO_PKG_VERSION")),
         inputs: inputs_map,
         shape: [nx, ny, nz, nt],
         timings,
         voxels_total: n_vox,
         voxels_in_mask: n_mask,
-        quality_counts: counts,
-        outputs: final_paths,
+        quality_counts: quality_counts(&fit.quality, &flat_mask),
+        outputs: stage.final_paths(),
         config: config.clone(),
     };
-    summary.outputs.push(opts.out_dir.join("osipy_run.json"));
-    write_json(
-        &tmp.join("osipy_run.json"),
-        &serde_json::to_value(&summary).map_err(|e| OsipyError::Validation(e.to_string()))?,
-    )?;
-    written.push(tmp.join("osipy_run.json"));
-    // Every file is complete: move them into place.
-    for w in &written {
-        let dest = opts.out_dir.join(w.file_name().unwrap_or_default());
-        std::fs::rename(w, &dest).map_err(|e| OsipyError::Io {
-            path: dest.clone(),
-            message: "could not move the finished output into place".into(),
-            source: Some(e),
-        })?;
-    }
-    drop(guard);
+    stage.commit(&summary)?;
     Ok(summary)
 }
 
-fn missing(name: &str, needed_for: &str, hint: &str) -> OsipyError {
+pub(crate) fn missing(name: &str, needed_for: &str, hint: &str) -> OsipyError {
     OsipyError::MissingParameter {
         name: name.into(),
         needed_for: needed_for.into(),
