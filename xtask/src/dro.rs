@@ -312,6 +312,98 @@ fn run_phantoms(rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// IVIM phantoms (Gaussian noise, SD = S0 / SNR, as the task force
+/// simulates) at SNR 10 to 200, both strategies. Spread and bias are
+/// reported over all voxels; the pass criterion applies to the median
+/// estimate of each phantom block (one D, f, D* combination, 32 voxels):
+/// the OSIPI TF2.4 unit-test tolerance (|x - truth| <= atol + rtol |truth|:
+/// f 0.2 + 0.1, D 5e-4 + 0.1, D* 0.1 + 0.1) at SNR >= 100, and the task
+/// force's synthetic-test tolerance (rtol = atol = 1) below.
+fn run_ivim_phantoms(rows: &mut Vec<Row>) -> Result<()> {
+    use osipy_ivim::phantom::{generate, IvimPhantomSpec, Noise};
+    use osipy_ivim::{fit_ivim, IvimFitOptions, IvimStrategy};
+    let tol = [
+        ("f", 1usize, 0.2, 0.1),
+        ("D", 2, 5e-4, 0.1),
+        ("Dstar", 3, 0.1, 0.1),
+    ];
+    for snr in [10.0, 30.0, 50.0, 100.0, 200.0] {
+        let spec = IvimPhantomSpec {
+            shape: [16, 16, 8],
+            snr: Some(snr),
+            noise: Noise::Gaussian,
+            s0: 1.0,
+            seed: 7,
+            ..IvimPhantomSpec::default()
+        };
+        let ph = generate(&spec)?;
+        let n: usize = spec.shape.iter().product();
+        let data = ph
+            .signal
+            .clone()
+            .into_shape_with_order((n, spec.b_values.len()))?;
+        for strategy in [IvimStrategy::Segmented, IvimStrategy::Full] {
+            let fit = fit_ivim(
+                data.view(),
+                &spec.b_values,
+                None,
+                &IvimFitOptions {
+                    strategy,
+                    ..Default::default()
+                },
+                &Device::cpu(None),
+            )?;
+            for (name, j, atol, rtol) in tol {
+                let truth = ph.truth(name).context("truth")?;
+                let est = ndarray::Array3::from_shape_vec(truth.dim(), fit.params.column(j).to_vec())?;
+                let s = compare(name, &est, truth, None)?;
+                // Blocks: voxels sharing (D, f, D*).
+                let mut blocks: std::collections::BTreeMap<[u64; 3], (Vec<f64>, f64)> = Default::default();
+                for (idx, e) in est.indexed_iter() {
+                    let key = ["D", "f", "Dstar"].map(|k| ph.truth(k).map_or(0, |a| a[idx].to_bits()));
+                    let entry = blocks.entry(key).or_insert((Vec::new(), truth[idx]));
+                    if e.is_finite() {
+                        entry.0.push(*e);
+                    }
+                }
+                // The unit-test tolerance was set for SNR 2000; it is applied
+                // at SNR >= 100. Below, the task force's own synthetic test
+                // (test_ivim_synthetic) uses rtol = atol = 1.
+                let (atol, rtol) = if snr < 100.0 { (1.0, 1.0) } else { (atol, rtol) };
+                let n_fail = blocks
+                    .values_mut()
+                    .map(|(v, t)| {
+                        let m = percentile(v, 0.5);
+                        !((m - *t).abs() <= atol + rtol * t.abs())
+                    })
+                    .filter(|failed| *failed)
+                    .count();
+                rows.push(Row {
+                    suite: "ivim-phantom".into(),
+                    case: format!("{strategy:?} SNR {snr}, {} voxels ({} invalid)", s.n, s.n_invalid)
+                        .to_lowercase(),
+                    parameter: name.into(),
+                    n: blocks.len(),
+                    median_error: s.median_abs_rel_error,
+                    p90_error: s.p90_abs_rel_error,
+                    bias: s.median_signed_rel_error,
+                    n_fail,
+                    tolerance: format!(
+                        "OSIPI TF2.4 {}: |block median - truth| <= {atol} + {rtol}|truth|",
+                        if snr < 100.0 {
+                            "test_ivim_synthetic"
+                        } else {
+                            "unit test"
+                        }
+                    ),
+                    pass: n_fail == 0,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs everything and writes the reports; returns whether all passed.
 pub fn run(root: &Path) -> Result<bool> {
     let mut rows = Vec::new();
@@ -320,6 +412,7 @@ pub fn run(root: &Path) -> Result<bool> {
         run_suite(root, s, &mut rows, &mut notes).with_context(|| format!("suite {}", s.name))?;
     }
     run_phantoms(&mut rows)?;
+    run_ivim_phantoms(&mut rows)?;
     let out: PathBuf = root.join("target/dro-validate");
     std::fs::create_dir_all(&out)?;
     let all_pass = rows.iter().all(|r| r.pass);
@@ -333,7 +426,7 @@ pub fn run(root: &Path) -> Result<bool> {
         "Overall: **{}**\n\n",
         if all_pass { "PASS" } else { "FAIL" }
     ));
-    md.push_str("OSIPI rows: errors are absolute, in the parameter's units. Phantom rows: errors are relative; bias is the median signed relative error; n_fail counts invalid voxels.\n\n");
+    md.push_str("OSIPI rows: errors are absolute, in the parameter's units. Phantom rows: errors are relative over voxels; bias is the median signed relative error. dce-phantom n_fail counts invalid voxels; ivim-phantom n counts blocks and n_fail blocks outside the tolerance.\n\n");
     md.push_str("| suite | case | parameter | n | median error | p90 error | bias | n_fail | tolerance | result |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
         md.push_str(&format!(

@@ -109,7 +109,8 @@ pub struct BatchFit {
     /// Fitted parameters (voxels x params).
     pub params: Array2<f64>,
     /// Standard errors from the covariance `s^2 (J'J)^-1`, with
-    /// `s^2 = SSR / (n - p_free)`; NaN for pinned parameters.
+    /// `s^2 = SSR / (n - p_free)`; NaN for pinned parameters and for
+    /// parameters that ended on a bound (status `at_bound`).
     pub std_errors: Array2<f64>,
     /// Coefficient of determination `1 - SSR/SST`.
     pub r2: Array1<f64>,

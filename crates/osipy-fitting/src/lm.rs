@@ -515,11 +515,14 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
         }
     }
 
-    // Covariance diagonal (J'J)^-1 over all free parameters.
+    // Covariance diagonal (J'J)^-1 over the free parameters that are not on
+    // a bound: a parameter on a bound is held there (as by the active set), so
+    // it has no standard error, and its column must not make the others
+    // unidentifiable (e.g. D* is undefined when f sits at 0).
     if status == QualityCode::Converged || status == QualityCode::MaxIterations {
         let mut m = 0;
         for j in 0..p {
-            if ws.free[j] {
+            if ws.free[j] && ws.x[j] > ws.lower[j] && ws.x[j] < ws.upper[j] {
                 ws.idx[m] = j;
                 m += 1;
             }
