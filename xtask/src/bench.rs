@@ -266,3 +266,147 @@ pub fn fit_saved(root: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench-compare ivim`: Python osipy's `fit_ivim` (segmented and
+/// full) and `osipy_ivim::fit_ivim` on the same `.npy` data, one run.
+pub fn ivim(root: &Path, extra: &[String]) -> Result<()> {
+    use osipy_ivim::{fit_ivim, IvimFitOptions, IvimStrategy};
+    let py = python(root)?;
+    let dir = root.join("target/bench-compare/ivim");
+    std::fs::create_dir_all(&dir)?;
+    let script = root.join("../shared/bench/osipy_py/bench_ivim.py");
+    println!(
+        "== Python osipy: {} --save-data {} {}",
+        script.display(),
+        dir.display(),
+        extra.join(" ")
+    );
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg("--save-data")
+        .arg(&dir)
+        .args(extra)
+        .output()
+        .context("running bench_ivim.py")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "bench_ivim.py failed:\n{}\n{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for l in stdout.lines().filter(|l| !l.starts_with("SUMMARY_JSON")) {
+        println!("   {l}");
+    }
+    let summary: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY_JSON "))
+        .map(serde_json::from_str)
+        .transpose()?
+        .context("no SUMMARY_JSON line")?;
+    let signal: Array4<f64> = read_npy(dir.join("ivim_signal.npy")).context("reading ivim_signal.npy")?;
+    let b: Array1<f64> = read_npy(dir.join("ivim_b.npy"))?;
+    let load3 = |n: &str| -> Result<Array3<f64>> {
+        read_npy(dir.join(format!("ivim_{n}.npy"))).with_context(|| format!("reading ivim_{n}.npy"))
+    };
+    let shape = [signal.shape()[0], signal.shape()[1], signal.shape()[2]];
+    let n_vox = shape.iter().product::<usize>();
+    let flat = signal.into_shape_with_order((n_vox, b.len()))?;
+    let device = Device::auto()?;
+    let mut report = serde_json::Map::new();
+    for (name, strategy) in [
+        ("segmented", IvimStrategy::Segmented),
+        ("full", IvimStrategy::Full),
+    ] {
+        // Python osipy's shared LM: 100 iterations, tolerance 1e-6.
+        let opts = IvimFitOptions {
+            strategy,
+            lm: LmSettings {
+                max_iterations: 100,
+                ftol: 1e-6,
+                xtol: 1e-6,
+                ..LmSettings::default()
+            },
+            ..Default::default()
+        };
+        let mut walls = Vec::new();
+        let mut fit = None;
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            fit = Some(fit_ivim(flat.view(), &b.to_vec(), None, &opts, &device)?);
+            walls.push(start.elapsed().as_secs_f64());
+        }
+        walls.sort_by(|a, c| a.total_cmp(c));
+        let fit = fit.context("no fit")?;
+        let py_run = summary["runs"].as_array().and_then(|r| {
+            r.iter().find(|r| {
+                r["method"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&format!("method={name}")))
+            })
+        });
+        let py_wall = py_run.and_then(|r| r["wall_s"].as_f64()).unwrap_or(f64::NAN);
+        println!("\n== [{name}] Rust fit_ivim on {}: {:.3} s {walls:.3?} ({:.0} voxels/s); Python {py_wall:.2} s; speed-up {:.1}x", device.describe(), walls[1], n_vox as f64 / walls[1], py_wall / walls[1]);
+        println!(
+            "{:<6} {:>20} {:>20} {:>16} {:>16}",
+            "param", "median|rel| py", "median|rel| rust", "signed py", "signed rust"
+        );
+        let mut acc = serde_json::Map::new();
+        for (col, key, file) in [(2usize, "D", "D"), (3, "D*", "Dstar"), (1, "f", "f")] {
+            let est = Array3::from_shape_vec(shape, fit.params.column(col).to_vec())?;
+            let s = compare(key, &est, &load3(file)?, None)?;
+            let pa = py_run.map(|r| &r["accuracy"][key]);
+            let g = |k: &str| pa.and_then(|p| p[k].as_f64()).unwrap_or(f64::NAN);
+            println!(
+                "{key:<6} {:>20.4} {:>20.4} {:>+16.4} {:>+16.4}",
+                g("median_abs_rel_err"),
+                s.median_abs_rel_error,
+                g("median_signed_rel_err"),
+                s.median_signed_rel_error
+            );
+            acc.insert(key.into(), serde_json::to_value(&s)?);
+        }
+        let invalid = fit.status.iter().filter(|q| !q.is_valid()).count();
+        println!("invalid voxels (rust): {invalid} of {n_vox}");
+        report.insert(name.into(), serde_json::json!({ "rust_wall_s": walls[1], "python_wall_s": py_wall, "speedup": py_wall / walls[1], "rust_accuracy": acc, "rust_invalid": invalid }));
+    }
+    report.insert("python".into(), summary);
+    std::fs::write(
+        root.join("target/bench-compare/ivim.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    println!("\nreport: target/bench-compare/ivim.json");
+    Ok(())
+}
+
+/// Fits the arrays saved by the last `bench-compare ivim` (segmented, then
+/// full) three times each: a target for profilers.
+pub fn fit_saved_ivim(root: &Path) -> Result<()> {
+    use osipy_ivim::{fit_ivim, IvimFitOptions, IvimStrategy};
+    let dir = root.join("target/bench-compare/ivim");
+    let signal: Array4<f64> =
+        read_npy(dir.join("ivim_signal.npy")).context("run `cargo xtask bench-compare ivim` first")?;
+    let b: Array1<f64> = read_npy(dir.join("ivim_b.npy"))?;
+    let n: usize = signal.shape()[..3].iter().product();
+    let flat = signal.into_shape_with_order((n, b.len()))?;
+    let device = Device::auto()?;
+    for strategy in [IvimStrategy::Segmented, IvimStrategy::Full] {
+        let opts = IvimFitOptions {
+            strategy,
+            lm: LmSettings {
+                max_iterations: 100,
+                ftol: 1e-6,
+                xtol: 1e-6,
+                ..LmSettings::default()
+            },
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            fit_ivim(flat.view(), &b.to_vec(), None, &opts, &device)?;
+            println!("{strategy:?} {:.3} s", start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}

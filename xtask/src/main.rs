@@ -43,13 +43,19 @@ fn main() -> Result<()> {
         }
         Some("bench-compare") => match args.get(1).map(String::as_str) {
             Some("dce") => bench::dce(&workspace_root(), &args[2..]),
-            other => bail!("bench-compare needs a modality: available: dce (got {other:?})"),
+            Some("ivim") => bench::ivim(&workspace_root(), &args[2..]),
+            other => bail!("bench-compare needs a modality: available: dce, ivim (got {other:?})"),
         },
         // Fits the arrays a previous bench-compare saved, without Python: for profiling.
-        Some("fit-npy") => bench::fit_saved(&workspace_root()),
+        Some("fit-npy") => match args.get(1).map(String::as_str) {
+            Some("ivim") => bench::fit_saved_ivim(&workspace_root()),
+            _ => bench::fit_saved(&workspace_root()),
+        },
         Some(other) => {
-            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare dce")
+            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare dce|ivim")
         }
-        None => bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare dce"),
+        None => {
+            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare dce|ivim")
+        }
     }
 }

@@ -276,28 +276,52 @@ pub fn fit_ivim(
     let step2_mask: Vec<bool> = (0..n_vox)
         .map(|v| fit_mask[v] && s1.status[v].is_valid())
         .collect();
-    let mut start = Array2::from_elem((n_vox, 4), f64::NAN);
+    // D* start per voxel: the best of a log grid. The grid's exponentials are
+    // shared by all voxels; each voxel only needs e^{-bD}. Parallel chunks.
     let grid: Vec<f64> = (0..24)
         .map(|i| bounds[3].0 * (bounds[3].1 / bounds[3].0).powf(i as f64 / 23.0))
         .collect();
-    let mut pred = vec![0.0; prep.b.len()];
-    for v in (0..n_vox).filter(|&v| step2_mask[v]) {
-        let mut best = (f64::INFINITY, grid[0]);
-        for &ds in &grid {
-            bi.predict(&[s0[v], f1[v], d1[v], ds], &mut pred);
-            let sse: f64 = pred
-                .iter()
-                .zip(prep.data.row(v))
-                .map(|(p, y)| (p - y) * (p - y))
-                .sum();
-            if sse < best.0 {
-                best = (sse, ds);
+    let nb = prep.b.len();
+    let egrid: Vec<f64> = grid
+        .iter()
+        .flat_map(|ds| prep.b.iter().map(move |b| (-b * ds).exp()))
+        .collect();
+    let mut ds_start = vec![f64::NAN; n_vox];
+    osipy_backend::for_each_chunk(
+        device,
+        &mut ds_start,
+        1,
+        1024,
+        || vec![0.0; nb],
+        |ed, first, chunk| {
+            for (k, out) in chunk.iter_mut().enumerate() {
+                let v = first + k;
+                if !step2_mask[v] {
+                    continue;
+                }
+                for (e, b) in ed.iter_mut().zip(&prep.b) {
+                    *e = (-b * d1[v]).exp();
+                }
+                let (a, c) = (s0[v] * (1.0 - f1[v]), s0[v] * f1[v]);
+                let y = prep.data.row(v);
+                let mut best = (f64::INFINITY, grid[0]);
+                for (g, ds) in grid.iter().enumerate() {
+                    let eg = &egrid[g * nb..(g + 1) * nb];
+                    let sse: f64 = (0..nb).map(|i| (a * ed[i] + c * eg[i] - y[i]).powi(2)).sum();
+                    if sse < best.0 {
+                        best = (sse, *ds);
+                    }
+                }
+                *out = best.1;
             }
-        }
-        start
-            .row_mut(v)
-            .assign(&ndarray::arr1(&[s0[v], f1[v], d1[v], best.1]));
-    }
+        },
+    )?;
+    let start = Array2::from_shape_fn((n_vox, 4), |(v, j)| match j {
+        0 => s0[v],
+        1 => f1[v],
+        2 => d1[v],
+        _ => ds_start[v],
+    });
     let mut step2 = FitOptions {
         bounds: Some(bounds.clone()),
         initial: InitialGuess::PerVoxel(start),
@@ -372,16 +396,31 @@ pub fn fit_ivim(
         se = r.std_errors;
     }
 
-    // R^2 of the final curves.
-    let mut r2 = Array1::from_elem(n_vox, f64::NAN);
-    for v in (0..n_vox).filter(|&v| status[v].is_valid()) {
-        bi.predict(params.row(v).as_slice().unwrap_or(&[f64::NAN; 4]), &mut pred);
-        let y = prep.data.row(v);
-        let mean = y.mean().unwrap_or(0.0);
-        let sst: f64 = y.iter().map(|x| (x - mean) * (x - mean)).sum();
-        let ssr: f64 = pred.iter().zip(y).map(|(p, x)| (p - x) * (p - x)).sum();
-        r2[v] = if sst > 0.0 { 1.0 - ssr / sst } else { 1.0 };
-    }
+    // R^2 of the final curves (parallel chunks).
+    let mut r2v = vec![f64::NAN; n_vox];
+    osipy_backend::for_each_chunk(
+        device,
+        &mut r2v,
+        1,
+        1024,
+        || vec![0.0; nb],
+        |pred, first, chunk| {
+            for (k, out) in chunk.iter_mut().enumerate() {
+                let v = first + k;
+                if !status[v].is_valid() {
+                    continue;
+                }
+                let p = [params[[v, 0]], params[[v, 1]], params[[v, 2]], params[[v, 3]]];
+                bi.predict(&p, pred);
+                let y = prep.data.row(v);
+                let mean = y.mean().unwrap_or(0.0);
+                let sst: f64 = y.iter().map(|x| (x - mean) * (x - mean)).sum();
+                let ssr: f64 = pred.iter().zip(y).map(|(p, x)| (p - x) * (p - x)).sum();
+                *out = if sst > 0.0 { 1.0 - ssr / sst } else { 1.0 };
+            }
+        },
+    )?;
+    let r2 = Array1::from(r2v);
     // S0 back to signal units.
     for v in 0..n_vox {
         params[[v, 0]] *= prep.scale[v];
