@@ -371,6 +371,27 @@ pub fn ivim(root: &Path, extra: &[String]) -> Result<()> {
         println!("invalid voxels (rust): {invalid} of {n_vox}");
         report.insert(name.into(), serde_json::json!({ "rust_wall_s": walls[1], "python_wall_s": py_wall, "speedup": py_wall / walls[1], "rust_accuracy": acc, "rust_invalid": invalid }));
     }
+    // Bayesian: NUTS per voxel is far slower than LM, so throughput is
+    // measured on the first 2048 voxels (Python osipy has no sampler).
+    let sub = flat.slice(ndarray::s![..2048.min(n_vox), ..]).to_owned();
+    let opts = IvimFitOptions {
+        strategy: IvimStrategy::Bayesian,
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    let fit = fit_ivim(sub.view(), &b.to_vec(), None, &opts, &device)?;
+    let wall = start.elapsed().as_secs_f64();
+    let valid = fit.status.iter().filter(|q| q.is_valid()).count();
+    println!(
+        "\n== [bayesian] NUTS ({} tune + {} draws per voxel) on {}: {} voxels in {wall:.2} s = {:.0} voxels/s ({valid} valid); full volume would take ~{:.0} s",
+        opts.bayes.tune,
+        opts.bayes.draws,
+        device.describe(),
+        sub.nrows(),
+        sub.nrows() as f64 / wall,
+        n_vox as f64 * wall / sub.nrows() as f64
+    );
+    report.insert("bayesian".into(), serde_json::json!({ "voxels": sub.nrows(), "wall_s": wall, "voxels_per_s": sub.nrows() as f64 / wall, "valid": valid }));
     report.insert("python".into(), summary);
     std::fs::write(
         root.join("target/bench-compare/ivim.json"),

@@ -26,6 +26,8 @@ pub enum IvimStrategy {
     Segmented,
     /// Four-parameter fit started from the segmented result.
     Full,
+    /// Posterior sampling (NUTS) started from the full fit; see [`crate::bayes`].
+    Bayesian,
 }
 
 impl IvimStrategy {
@@ -34,10 +36,11 @@ impl IvimStrategy {
         match name {
             "segmented" => Ok(IvimStrategy::Segmented),
             "full" => Ok(IvimStrategy::Full),
+            "bayesian" => Ok(IvimStrategy::Bayesian),
             other => Err(OsipyError::UnknownName {
                 kind: "IVIM fitting strategy".into(),
                 name: other.into(),
-                valid: vec!["full".into(), "segmented".into()],
+                valid: vec!["bayesian".into(), "full".into(), "segmented".into()],
             }),
         }
     }
@@ -62,6 +65,8 @@ pub struct IvimFitOptions {
     /// Starting values of the `full` fit by parameter name, overriding the
     /// segmented start in every voxel.
     pub initial_guess: Vec<(String, f64)>,
+    /// Sampler settings of the `bayesian` strategy.
+    pub bayes: crate::bayes::BayesSettings,
 }
 
 impl Default for IvimFitOptions {
@@ -79,6 +84,7 @@ impl Default for IvimFitOptions {
                 ..LmSettings::default()
             },
             initial_guess: Vec::new(),
+            bayes: crate::bayes::BayesSettings::default(),
         }
     }
 }
@@ -96,6 +102,10 @@ pub struct IvimFit {
     pub r2: Array1<f64>,
     /// Per-voxel quality.
     pub status: Vec<QualityCode>,
+    /// `bayesian` only: 95 % credible intervals (voxels x [f lo, f hi, D lo,
+    /// D hi, D* lo, D* hi]); `params` then hold posterior means and
+    /// `std_errors` posterior SDs.
+    pub posterior_interval: Option<Array2<f64>>,
 }
 
 /// Averaged, normalised signals ready to fit.
@@ -364,7 +374,8 @@ pub fn fit_ivim(
         }
     }
 
-    if opts.strategy == IvimStrategy::Full {
+    let mut full_rms: Option<Array1<f64>> = None;
+    if opts.strategy != IvimStrategy::Segmented {
         let names = ["S0", "f", "D", "Dstar"];
         for (name, value) in &opts.initial_guess {
             let j = names
@@ -383,7 +394,7 @@ pub fn fit_ivim(
         }
         let valid: Vec<bool> = status.iter().map(|q| q.is_valid()).collect();
         let full_opts = FitOptions {
-            bounds: Some(bounds),
+            bounds: Some(bounds.clone()),
             initial: InitialGuess::PerVoxel(params.clone()),
             ..lm_opts
         };
@@ -394,6 +405,68 @@ pub fn fit_ivim(
         }
         params = r.params;
         se = r.std_errors;
+        full_rms = Some(r.rms);
+    }
+    let mut posterior_interval = None;
+    if opts.strategy == IvimStrategy::Bayesian {
+        let rms = full_rms.unwrap_or_else(|| Array1::from_elem(n_vox, f64::NAN));
+        let nbf = nb as f64;
+        // Record per voxel: 4 means, 4 SDs, 6 interval bounds, 1 ok flag.
+        let mut out = vec![f64::NAN; n_vox * 15];
+        osipy_backend::for_each_chunk(
+            device,
+            &mut out,
+            15,
+            16,
+            || (),
+            |_, first, chunk| {
+                for (k, rec) in chunk.chunks_mut(15).enumerate() {
+                    let v = first + k;
+                    if !status[v].is_valid() {
+                        continue;
+                    }
+                    let start = [params[[v, 0]], params[[v, 1]], params[[v, 2]], params[[v, 3]]];
+                    let sigma = rms[v] * (nbf / (nbf - 4.0)).sqrt();
+                    let y = prep.data.row(v);
+                    let y: Vec<f64> = y.iter().copied().collect();
+                    if let Some(p) = crate::bayes::sample_voxel(
+                        &bi,
+                        &y,
+                        start,
+                        sigma,
+                        [bounds[1], bounds[2], bounds[3]],
+                        &opts.bayes,
+                        v as u64,
+                    ) {
+                        rec[..4].copy_from_slice(&p.mean);
+                        rec[4..8].copy_from_slice(&p.sd);
+                        for (q, (lo, hi)) in p.interval.iter().enumerate() {
+                            rec[8 + 2 * q] = *lo;
+                            rec[9 + 2 * q] = *hi;
+                        }
+                        rec[14] = 1.0;
+                    }
+                }
+            },
+        )?;
+        let mut iv = Array2::from_elem((n_vox, 6), f64::NAN);
+        for v in 0..n_vox {
+            let rec = &out[v * 15..(v + 1) * 15];
+            if rec[14] == 1.0 {
+                for j in 0..4 {
+                    params[[v, j]] = rec[j];
+                    se[[v, j]] = rec[4 + j];
+                }
+                for q in 0..6 {
+                    iv[[v, q]] = rec[8 + q];
+                }
+            } else if status[v].is_valid() {
+                status[v] = QualityCode::ModelFailure;
+                params.row_mut(v).fill(f64::NAN);
+                se.row_mut(v).fill(f64::NAN);
+            }
+        }
+        posterior_interval = Some(iv);
     }
 
     // R^2 of the final curves (parallel chunks).
@@ -426,11 +499,13 @@ pub fn fit_ivim(
         params[[v, 0]] *= prep.scale[v];
         se[[v, 0]] *= prep.scale[v];
     }
+
     Ok(IvimFit {
         b_values: prep.b,
         params,
         std_errors: se,
         r2,
         status,
+        posterior_interval,
     })
 }

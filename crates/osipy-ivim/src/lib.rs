@@ -2,8 +2,9 @@
 //!
 //! Intravoxel incoherent motion (IVIM) diffusion MRI: the bi-exponential,
 //! simplified and mono-exponential models ([`models`]) with analytic
-//! Jacobians, and the `segmented` (a true two-step fit) and `full` fitting
-//! strategies ([`fit_ivim`]). Signals are averaged over repeated b-values and
+//! Jacobians, and the `segmented` (a true two-step fit), `full` and
+//! `bayesian` (NUTS posterior sampling, [`bayes`]) fitting strategies
+//! ([`fit_ivim`]). Signals are averaged over repeated b-values and
 //! normalised to S(b = 0); voxels with non-finite or non-positive signal are
 //! flagged in the quality codes. D and D* in mm^2/s, b in s/mm^2.
 //!
@@ -12,6 +13,7 @@
 //! |---|---|---|
 //! | (none) | | |
 
+pub mod bayes;
 mod fit;
 pub mod models;
 pub mod phantom;
@@ -52,5 +54,11 @@ pub fn register(reg: &mut Registry) -> Result<()> {
         "full",
         "all four parameters by bounded LM, started from segmented",
         IvimStrategy::Full,
+    )?;
+    reg.register(
+        Kind::IvimFitter,
+        "bayesian",
+        "NUTS posterior sampling per voxel (uniform priors on bounds, Jeffreys prior on noise), seeded",
+        IvimStrategy::Bayesian,
     )
 }

@@ -102,6 +102,30 @@ pub struct IvimFittingConfig {
     pub bounds: BTreeMap<String, [f64; 2]>,
     /// Starting values of the `full` fit, `{ name = value }`.
     pub initial_guess: BTreeMap<String, f64>,
+    /// Sampler settings of `fitting_method = "bayesian"`.
+    pub bayesian: BayesianConfig,
+}
+
+/// Bayesian IVIM sampler (`[pipeline.fitting.bayesian]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BayesianConfig {
+    /// Warm-up iterations per voxel (discarded).
+    pub tune: u64,
+    /// Posterior draws per voxel.
+    pub draws: u64,
+    /// Random seed (results are reproducible for a given seed).
+    pub seed: u64,
+}
+
+impl Default for BayesianConfig {
+    fn default() -> Self {
+        BayesianConfig {
+            tune: 300,
+            draws: 500,
+            seed: 42,
+        }
+    }
 }
 
 impl Default for IvimFittingConfig {
@@ -111,6 +135,7 @@ impl Default for IvimFittingConfig {
             tolerance: 1e-6,
             bounds: BTreeMap::new(),
             initial_guess: BTreeMap::new(),
+            bayesian: BayesianConfig::default(),
         }
     }
 }
@@ -380,7 +405,7 @@ const IVIM_DEFAULTS: &str = r#"# osipy configuration: IVIM. b-values in s/mm^2, 
 modality = "ivim"
 
 [pipeline]
-fitting_method = "segmented"      # segmented | full
+fitting_method = "segmented"      # segmented | full | bayesian
 b_threshold = 200.0               # s/mm^2, perfusion taken as decayed at and above
 normalize_signal = true           # divide each voxel by its mean b = 0 signal
 segmented_fit_f = false           # segmented step 2 fits f too (else f from step 1)
@@ -390,6 +415,12 @@ max_iterations = 500              # per voxel and step
 tolerance = 1e-6                  # relative change of cost and step
 bounds = {}                       # e.g. { Dstar = [0.005, 0.2] }; S0, f, D, Dstar
 initial_guess = {}                # full fit start, e.g. { Dstar = 0.02 }; others from segmented
+
+[pipeline.fitting.bayesian]       # fitting_method = "bayesian": NUTS per voxel
+tune = 300                        # warm-up iterations per voxel
+draws = 500                       # posterior draws per voxel
+seed = 42                         # same seed, same maps
+
 
 [data]                            # relative to DATA_PATH or absolute; see docs for auto-discovery
 # dwi = "dwi.nii.gz"              # 4D, one volume per b-value
@@ -772,7 +803,7 @@ mod tests {
         let e = Config::from_toml("modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayes\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("full, segmented"), "{e}");
+        assert!(e.contains("bayesian, full, segmented"), "{e}");
         assert_eq!(c.data, DataConfig::default());
         assert_eq!(c.backend, BackendConfig::default());
     }

@@ -185,10 +185,15 @@ pub(crate) fn run_ivim(config: &Config, opts: &RunOptions) -> Result<RunSummary>
             ..LmSettings::default()
         },
         initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        bayes: osipy_ivim::bayes::BayesSettings {
+            tune: f.bayesian.tune,
+            draws: f.bayesian.draws,
+            seed: f.bayesian.seed,
+        },
     };
-    if !fit_opts.initial_guess.is_empty() && fit_opts.strategy != IvimStrategy::Full {
+    if !fit_opts.initial_guess.is_empty() && fit_opts.strategy == IvimStrategy::Segmented {
         return Err(OsipyError::Validation(
-            "pipeline.fitting.initial_guess applies to fitting_method = \"full\" (segmented starts from the data)".into(),
+            "pipeline.fitting.initial_guess applies to fitting_method = \"full\" or \"bayesian\" (segmented starts from the data)".into(),
         ));
     }
     let threads = opts
@@ -215,7 +220,15 @@ pub(crate) fn run_ivim(config: &Config, opts: &RunOptions) -> Result<RunSummary>
         .with_method("model", "biexponential")
         .with_method("fitter", &p.fitting_method)
         .with_setting("b_threshold", p.b_threshold)
-        .with_setting("b_values", b.clone());
+        .with_setting("b_values", b.clone())
+        .with_setting(
+            "uncertainty",
+            if fit_opts.strategy == IvimStrategy::Bayesian {
+                "posterior SD (values are posterior means)"
+            } else {
+                "standard error from the fit covariance"
+            },
+        );
     let mut maps = Vec::new();
     for (j, name, symbol, unit) in [
         (2, "D", "D", Unit::Mm2PerSecond),

@@ -103,7 +103,10 @@ mod tests {
             reg.names(crate::core::Kind::IvimModel),
             ["biexponential", "mono_exponential", "simplified"]
         );
-        assert_eq!(reg.names(crate::core::Kind::IvimFitter), ["full", "segmented"]);
+        assert_eq!(
+            reg.names(crate::core::Kind::IvimFitter),
+            ["bayesian", "full", "segmented"]
+        );
         assert_eq!(
             reg.names(crate::core::Kind::ConvolutionMethod),
             ["fft", "piecewise_linear"]
