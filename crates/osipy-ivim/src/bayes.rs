@@ -169,10 +169,12 @@ pub fn sample_voxel(
         })
         .collect();
     u0.push(sigma.ln());
-    let mut s = DiagNutsSettings::default();
-    s.num_tune = settings.tune;
-    s.num_draws = settings.draws;
-    s.maxdepth = 8;
+    let s = DiagNutsSettings {
+        num_tune: settings.tune,
+        num_draws: settings.draws,
+        maxdepth: 8,
+        ..Default::default()
+    };
     let mut rng =
         nuts_rs::rand::rngs::StdRng::seed_from_u64(settings.seed ^ voxel.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut chain = s.new_chain(0, CpuMath::new(post), &mut rng).ok()?;
