@@ -51,12 +51,19 @@ fn time_field(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// Runs the DCE comparison.
-pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
+/// Runs `../shared/bench/osipy_py/<script> --save-data <dir> <extra>` with
+/// Python osipy, echoes its report and returns the data folder and its
+/// `SUMMARY_JSON` line.
+fn run_python_bench(
+    root: &Path,
+    script: &str,
+    modality: &str,
+    extra: &[String],
+) -> Result<(std::path::PathBuf, serde_json::Value)> {
     let py = python(root)?;
-    let dir = root.join("target/bench-compare/dce");
+    let dir = root.join("target/bench-compare").join(modality);
     std::fs::create_dir_all(&dir)?;
-    let script = root.join("../shared/bench/osipy_py/bench_dce.py");
+    let script = root.join("../shared/bench/osipy_py").join(script);
     println!(
         "== Python osipy: {} {} --save-data {} {}",
         py,
@@ -70,11 +77,12 @@ pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
         .arg(&dir)
         .args(extra)
         .output()
-        .context("running bench_dce.py")?;
+        .with_context(|| format!("running {}", script.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!(
-            "bench_dce.py failed:\n{}\n{}",
+            "{} failed:\n{}\n{}",
+            script.display(),
             stdout,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -82,12 +90,18 @@ pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
     for l in stdout.lines().filter(|l| !l.starts_with("SUMMARY_JSON")) {
         println!("   {l}");
     }
-    let summary: serde_json::Value = stdout
+    let summary = stdout
         .lines()
         .find_map(|l| l.strip_prefix("SUMMARY_JSON "))
         .map(serde_json::from_str)
         .transpose()?
         .context("no SUMMARY_JSON line")?;
+    Ok((dir, summary))
+}
+
+/// Runs the DCE comparison.
+pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
+    let (dir, summary) = run_python_bench(root, "bench_dce.py", "dce", extra)?;
     let py_wall = summary["wall_s"].as_f64().context("wall_s")?;
 
     let load3 = |n: &str| -> Result<Array3<f64>> {
@@ -271,40 +285,7 @@ pub fn fit_saved(root: &Path) -> Result<()> {
 /// full) and `osipy_ivim::fit_ivim` on the same `.npy` data, one run.
 pub fn ivim(root: &Path, extra: &[String]) -> Result<()> {
     use osipy_ivim::{fit_ivim, IvimFitOptions, IvimStrategy};
-    let py = python(root)?;
-    let dir = root.join("target/bench-compare/ivim");
-    std::fs::create_dir_all(&dir)?;
-    let script = root.join("../shared/bench/osipy_py/bench_ivim.py");
-    println!(
-        "== Python osipy: {} --save-data {} {}",
-        script.display(),
-        dir.display(),
-        extra.join(" ")
-    );
-    let out = Command::new(&py)
-        .arg(&script)
-        .arg("--save-data")
-        .arg(&dir)
-        .args(extra)
-        .output()
-        .context("running bench_ivim.py")?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "bench_ivim.py failed:\n{}\n{}",
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    for l in stdout.lines().filter(|l| !l.starts_with("SUMMARY_JSON")) {
-        println!("   {l}");
-    }
-    let summary: serde_json::Value = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SUMMARY_JSON "))
-        .map(serde_json::from_str)
-        .transpose()?
-        .context("no SUMMARY_JSON line")?;
+    let (dir, summary) = run_python_bench(root, "bench_ivim.py", "ivim", extra)?;
     let signal: Array4<f64> = read_npy(dir.join("ivim_signal.npy")).context("reading ivim_signal.npy")?;
     let b: Array1<f64> = read_npy(dir.join("ivim_b.npy"))?;
     let load3 = |n: &str| -> Result<Array3<f64>> {

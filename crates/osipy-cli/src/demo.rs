@@ -43,6 +43,33 @@ mask = "mask.nii.gz"
     )
 }
 
+/// Prints, per distinct true value of `name`, the median fitted value read
+/// back from `maps/<name>.nii.gz` and the median |relative error|.
+fn table_rows(maps: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usize) -> Result<()> {
+    let (est, _) = read_3d(maps.join(format!("{name}.nii.gz")))?;
+    let mut levels: Vec<f64> = truth.iter().copied().collect();
+    levels.sort_by(|a, b| a.total_cmp(b));
+    levels.dedup();
+    for level in levels {
+        let mut vals: Vec<f64> = est
+            .iter()
+            .zip(truth.iter())
+            .filter(|(e, t)| **t == level && e.is_finite())
+            .map(|(e, _)| *e)
+            .collect();
+        vals.sort_by(|a, b| a.total_cmp(b));
+        let median = vals.get(vals.len() / 2).copied().unwrap_or(f64::NAN);
+        let mut errs: Vec<f64> = vals.iter().map(|v| ((v - level) / level).abs()).collect();
+        errs.sort_by(|a, b| a.total_cmp(b));
+        let merr = errs.get(errs.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "{name:<8} {level:>10.digits$} {median:>16.digits$} {:>13.1}%",
+            100.0 * merr
+        );
+    }
+    Ok(())
+}
+
 /// Runs the demo into `out` (data in `out/data`, maps in `out/maps`).
 pub fn run(out: &Path, quiet: bool) -> Result<()> {
     let data = out.join("data");
@@ -123,26 +150,7 @@ pub fn run(out: &Path, quiet: bool) -> Result<()> {
         "param", "true", "median fitted", "median |err|"
     );
     for name in ["Ktrans", "ve", "vp"] {
-        let (est, _) = read_3d(maps.join(format!("{name}.nii.gz")))?;
-        let truth = ph.truth(name).context("phantom truth")?;
-        let mut levels: Vec<f64> = truth.iter().copied().collect();
-        levels.sort_by(|a, b| a.total_cmp(b));
-        levels.dedup();
-        for level in levels {
-            let mut vals: Vec<f64> = est
-                .iter()
-                .zip(truth.iter())
-                .filter(|(_, t)| **t == level)
-                .map(|(e, _)| *e)
-                .filter(|e| e.is_finite())
-                .collect();
-            vals.sort_by(|a, b| a.total_cmp(b));
-            let median = vals.get(vals.len() / 2).copied().unwrap_or(f64::NAN);
-            let mut errs: Vec<f64> = vals.iter().map(|v| ((v - level) / level).abs()).collect();
-            errs.sort_by(|a, b| a.total_cmp(b));
-            let merr = errs.get(errs.len() / 2).copied().unwrap_or(f64::NAN);
-            println!("{name:<8} {level:>10.4} {median:>16.4} {:>13.1}%", 100.0 * merr);
-        }
+        table_rows(&maps, name, ph.truth(name).context("phantom truth")?, 4)?;
     }
     println!(
         "\nmaps, standard errors, R^2, quality mask and osipy_run.json in {}",
@@ -202,26 +210,7 @@ pub fn run_ivim(out: &Path, quiet: bool) -> Result<()> {
         "param", "true", "median fitted", "median |err|"
     );
     for name in ["D", "f", "Dstar"] {
-        let (est, _) = read_3d(maps.join(format!("{name}.nii.gz")))?;
-        let truth = ph.truth(name).context("phantom truth")?;
-        let mut levels: Vec<f64> = truth.iter().copied().collect();
-        levels.sort_by(|a, b| a.total_cmp(b));
-        levels.dedup();
-        for level in levels {
-            let mut vals: Vec<f64> = est
-                .iter()
-                .zip(truth.iter())
-                .filter(|(_, t)| **t == level)
-                .map(|(e, _)| *e)
-                .filter(|e| e.is_finite())
-                .collect();
-            vals.sort_by(|a, b| a.total_cmp(b));
-            let median = vals.get(vals.len() / 2).copied().unwrap_or(f64::NAN);
-            let mut errs: Vec<f64> = vals.iter().map(|v| ((v - level) / level).abs()).collect();
-            errs.sort_by(|a, b| a.total_cmp(b));
-            let merr = errs.get(errs.len() / 2).copied().unwrap_or(f64::NAN);
-            println!("{name:<8} {level:>10.5} {median:>16.5} {:>13.1}%", 100.0 * merr);
-        }
+        table_rows(&maps, name, ph.truth(name).context("phantom truth")?, 5)?;
     }
     println!(
         "\nmaps (D, Dstar, f, S0 with _se), R^2, quality mask and osipy_run.json in {}",

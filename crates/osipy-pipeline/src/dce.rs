@@ -86,6 +86,43 @@ pub(crate) fn is_nifti(name: &str) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
+/// The one file in `dir` whose lower-cased name satisfies `pred`, if any;
+/// two or more candidates are an error naming them and `data.<role>`.
+pub(crate) fn find_file(dir: &Path, role: &str, pred: &dyn Fn(&str) -> bool) -> Result<Option<PathBuf>> {
+    let mut hits: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| OsipyError::Io {
+            path: dir.into(),
+            message: "cannot list the data folder".into(),
+            source: Some(e),
+        })?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| pred(&n.to_lowercase()))
+        .collect();
+    hits.sort();
+    match hits.len() {
+        0 => Ok(None),
+        1 => Ok(Some(dir.join(&hits[0]))),
+        _ => Err(OsipyError::Validation(format!(
+            "several files in {} could be the {role}: {}; name it explicitly as data.{role}",
+            dir.display(),
+            hits.join(", ")
+        ))),
+    }
+}
+
+/// A `[data]` path as given: absolute, or relative to `dir`.
+pub(crate) fn resolve_path(dir: &Path, p: &Option<String>) -> Option<PathBuf> {
+    p.as_ref().map(|p| {
+        if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            dir.join(p)
+        }
+    })
+}
+
 /// Resolves `[data]` paths; unset ones are discovered in `dir`:
 /// * `dynamic`: a NIfTI whose name contains `dce` or `dynamic` (and not `vfa`,
 ///   `mask` or `t1`),
@@ -98,44 +135,11 @@ pub(crate) fn is_nifti(name: &str) -> bool {
 /// Two candidates for one role is an error listing both.
 pub fn resolve_inputs(config: &Config, dir: &Path) -> Result<Inputs> {
     let d = &config.data;
-    let names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| OsipyError::Io {
-            path: dir.into(),
-            message: "cannot list the data folder".into(),
-            source: Some(e),
-        })?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    let find = |role: &str, pred: &dyn Fn(&str) -> bool| -> Result<Option<PathBuf>> {
-        let mut hits: Vec<&String> = names.iter().filter(|n| pred(&n.to_lowercase())).collect();
-        hits.sort();
-        match hits.len() {
-            0 => Ok(None),
-            1 => Ok(Some(dir.join(hits[0]))),
-            _ => Err(OsipyError::Validation(format!(
-                "several files in {} could be the {role}: {}; name it explicitly as data.{role}",
-                dir.display(),
-                hits.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            ))),
-        }
-    };
-    let given = |p: &Option<String>| {
-        p.as_ref().map(|p| {
-            let p = PathBuf::from(p);
-            if p.is_absolute() {
-                p
-            } else {
-                dir.join(p)
-            }
-        })
-    };
     let pick =
         |explicit: &Option<String>, role: &str, pred: &dyn Fn(&str) -> bool| -> Result<Option<PathBuf>> {
-            match given(explicit) {
+            match resolve_path(dir, explicit) {
                 Some(p) => Ok(Some(p)),
-                None => find(role, pred),
+                None => find_file(dir, role, pred),
             }
         };
     let dynamic = pick(&d.dynamic, "dynamic", &|n| {

@@ -1,7 +1,10 @@
 //! The IVIM pipeline: a DWI series and its b-values to D, D*, f and S0 maps.
 
 use crate::config::Config;
-use crate::dce::{check_spatial, is_nifti, missing, read_numbers, RunOptions, RunSummary};
+use crate::dce::{
+    check_spatial, find_file as find, is_nifti, missing, read_numbers, resolve_path as resolve, RunOptions,
+    RunSummary,
+};
 use crate::output::{quality_counts, Staging};
 use ndarray::Array3;
 use osipy_backend::Device;
@@ -9,42 +12,8 @@ use osipy_core::{OsipyError, ParameterMap, Provenance, QualityCode, Result, Unit
 use osipy_fitting::LmSettings;
 use osipy_io::{read_3d, read_4d};
 use osipy_ivim::{fit_ivim, IvimFitOptions, IvimStrategy};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-fn find(dir: &Path, role: &str, pred: &dyn Fn(&str) -> bool) -> Result<Option<PathBuf>> {
-    let mut hits: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| OsipyError::Io {
-            path: dir.into(),
-            message: "cannot list the data folder".into(),
-            source: Some(e),
-        })?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| pred(&n.to_lowercase()))
-        .collect();
-    hits.sort();
-    match hits.len() {
-        0 => Ok(None),
-        1 => Ok(Some(dir.join(&hits[0]))),
-        _ => Err(OsipyError::Validation(format!(
-            "several files in {} could be the {role}: {}; name it explicitly as data.{role}",
-            dir.display(),
-            hits.join(", ")
-        ))),
-    }
-}
-
-fn resolve(dir: &Path, p: &Option<String>) -> Option<PathBuf> {
-    p.as_ref().map(|p| {
-        if Path::new(p).is_absolute() {
-            PathBuf::from(p)
-        } else {
-            dir.join(p)
-        }
-    })
-}
 
 /// b-values: `data.b_values`, else `data.b_values_file`, else the DWI's JSON
 /// sidecar (`b_values` or `bvals` array), else a `.bval` / `bvals.txt` /
