@@ -393,8 +393,12 @@ pub fn fit_saved_ivim(root: &Path) -> Result<()> {
     let n: usize = signal.shape()[..3].iter().product();
     let flat = signal.into_shape_with_order((n, b.len()))?;
     let device = Device::auto()?;
-        let only_segmented = std::env::args().any(|a| a == "--segmented");
-    let strategies: &[IvimStrategy] = if only_segmented { &[IvimStrategy::Segmented] } else { &[IvimStrategy::Segmented, IvimStrategy::Full] };
+    let only_segmented = std::env::args().any(|a| a == "--segmented");
+    let strategies: &[IvimStrategy] = if only_segmented {
+        &[IvimStrategy::Segmented]
+    } else {
+        &[IvimStrategy::Segmented, IvimStrategy::Full]
+    };
     for &strategy in strategies {
         let opts = IvimFitOptions {
             strategy,
