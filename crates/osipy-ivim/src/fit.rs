@@ -283,6 +283,7 @@ pub fn fit_ivim(
 
     // Step 2: D* (and optionally f) with D and S0 held, from a D* grid.
     let bi = Biexponential::new(&prep.b)?;
+    let mono_full = MonoExponentialAdc::new(&prep.b)?;
     let step2_mask: Vec<bool> = (0..n_vox)
         .map(|v| fit_mask[v] && s1.status[v].is_valid())
         .collect();
@@ -296,15 +297,18 @@ pub fn fit_ivim(
         .iter()
         .flat_map(|ds| prep.b.iter().map(move |b| (-b * ds).exp()))
         .collect();
-    let mut ds_start = vec![f64::NAN; n_vox];
+    // Record per voxel: the D* start, then the perfusion-only signal
+    // y' = (y - S0 (1-f) e^{-bD}) / (S0 f) used when f is held (see below).
+    let rec = 1 + nb;
+    let mut pass = vec![f64::NAN; n_vox * rec];
     osipy_backend::for_each_chunk(
         device,
-        &mut ds_start,
-        1,
+        &mut pass,
+        rec,
         1024,
         || vec![0.0; nb],
         |ed, first, chunk| {
-            for (k, out) in chunk.iter_mut().enumerate() {
+            for (k, out) in chunk.chunks_mut(rec).enumerate() {
                 let v = first + k;
                 if !step2_mask[v] {
                     continue;
@@ -322,28 +326,75 @@ pub fn fit_ivim(
                         best = (sse, *ds);
                     }
                 }
-                *out = best.1;
+                out[0] = best.1;
+                if c > 1e-12 {
+                    for i in 0..nb {
+                        out[1 + i] = (y[i] - a * ed[i]) / c;
+                    }
+                }
             }
         },
     )?;
-    let start = Array2::from_shape_fn((n_vox, 4), |(v, j)| match j {
-        0 => s0[v],
-        1 => f1[v],
-        2 => d1[v],
-        _ => ds_start[v],
-    });
-    let mut step2 = FitOptions {
-        bounds: Some(bounds.clone()),
-        initial: InitialGuess::PerVoxel(start),
-        ..lm_opts.clone()
-    }
-    .pin_by_name(&bi, "S0", PinValue::PerVoxel(s0.clone()))?
-    .pin_by_name(&bi, "D", PinValue::PerVoxel(d1.clone()))?;
-    if !opts.segmented_fit_f {
-        step2 = step2.pin_by_name(&bi, "f", PinValue::PerVoxel(f1.clone()))?;
-    }
-    // Pinned values of excluded voxels may be NaN; they are masked out.
-    let s2 = fit_batch(&bi, prep.data.view(), Some(&step2_mask), &step2, device)?;
+    let ds_start: Vec<f64> = (0..n_vox).map(|v| pass[v * rec]).collect();
+    let s2 = if opts.segmented_fit_f {
+        let start = Array2::from_shape_fn((n_vox, 4), |(v, j)| match j {
+            0 => s0[v],
+            1 => f1[v],
+            2 => d1[v],
+            _ => ds_start[v],
+        });
+        let step2 = FitOptions {
+            bounds: Some(bounds.clone()),
+            initial: InitialGuess::PerVoxel(start),
+            ..lm_opts.clone()
+        }
+        .pin_by_name(&bi, "S0", PinValue::PerVoxel(s0.clone()))?
+        .pin_by_name(&bi, "D", PinValue::PerVoxel(d1.clone()))?;
+        // Pinned values of excluded voxels may be NaN; they are masked out.
+        fit_batch(&bi, prep.data.view(), Some(&step2_mask), &step2, device)?
+    } else {
+        // With S0, f and D held, least squares on y is least squares on
+        // y' = (y - S0 (1-f) e^{-bD}) / (S0 f) against e^{-b D*}: residuals
+        // and Jacobian scale by the same constant, so the minimiser and the
+        // covariance-based standard error are unchanged, at half the
+        // exponentials. Where step 1 puts f on 0 there is no D* to find: D
+        // and f stay valid, D* is reported on its lower bound (`at_bound`).
+        let yp = Array2::from_shape_fn((n_vox, nb), |(v, i)| pass[v * rec + 1 + i]);
+        let mask2: Vec<bool> = (0..n_vox)
+            .map(|v| step2_mask[v] && yp[[v, 0]].is_finite())
+            .collect();
+        let start = Array2::from_shape_fn((n_vox, 2), |(v, j)| if j == 0 { 1.0 } else { ds_start[v] });
+        let opts2 = FitOptions {
+            bounds: Some(vec![(0.0, f64::INFINITY), bounds[3]]),
+            initial: InitialGuess::PerVoxel(start),
+            ..lm_opts.clone()
+        }
+        .pin_by_name(&mono_full, "S0", PinValue::Constant(1.0))?;
+        let r = fit_batch(&mono_full, yp.view(), Some(&mask2), &opts2, device)?;
+        let mut params = Array2::from_elem((n_vox, 4), f64::NAN);
+        let mut se = Array2::from_elem((n_vox, 4), f64::NAN);
+        let mut status = r.status.to_vec();
+        for v in 0..n_vox {
+            let mut ds = r.params[[v, 1]];
+            if step2_mask[v] && !mask2[v] {
+                status[v] = QualityCode::AtBound;
+                ds = bounds[3].0;
+            }
+            params
+                .row_mut(v)
+                .assign(&ndarray::arr1(&[s0[v], f1[v], d1[v], ds]));
+            se[[v, 3]] = r.std_errors[[v, 1]];
+        }
+        osipy_fitting::BatchFit {
+            param_names: vec![],
+            params,
+            std_errors: se,
+            r2: r.r2,
+            rms: r.rms,
+            iterations: r.iterations,
+            status: ndarray::Array1::from(status),
+        }
+    };
 
     let mut params = s2.params.clone();
     let mut se = s2.std_errors.clone();

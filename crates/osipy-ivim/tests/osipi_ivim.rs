@@ -232,3 +232,42 @@ fn bad_b_values_are_clear_errors() {
     };
     assert!(e(&[0.0, 100.0, 500.0, 800.0], &bad).contains("Dstar"));
 }
+
+#[test]
+fn segmented_step_two_equals_a_direct_biexponential_fit_with_s0_f_d_held() {
+    // The segmented second step fits e^{-b D*} to the perfusion-only signal;
+    // a bi-exponential fit of the raw signal with S0, f and D pinned to the
+    // segmented values must land on the same D* (same least-squares problem).
+    use osipy_fitting::{fit_batch, FitOptions, InitialGuess, PinValue};
+    let (b, tissues) = load("generic.json");
+    let data = Array2::from_shape_fn((tissues.len(), b.len()), |(v, i)| tissues[v].4[i]);
+    let opts = IvimFitOptions {
+        normalize: false,
+        ..Default::default()
+    };
+    let seg = fit_ivim(data.view(), &b, None, &opts, &CPU).unwrap();
+    let bi = Biexponential::new(&b).unwrap();
+    let col = |j: usize| seg.params.column(j).to_vec();
+    let direct = FitOptions {
+        initial: InitialGuess::PerVoxel(seg.params.clone()),
+        bounds: Some(BIEXP_BOUNDS.to_vec()),
+        ..Default::default()
+    }
+    .pin_by_name(&bi, "S0", PinValue::PerVoxel(col(0)))
+    .unwrap()
+    .pin_by_name(&bi, "f", PinValue::PerVoxel(col(1)))
+    .unwrap()
+    .pin_by_name(&bi, "D", PinValue::PerVoxel(col(2)))
+    .unwrap();
+    let r = fit_batch(&bi, data.view(), None, &direct, &CPU).unwrap();
+    for v in 0..tissues.len() {
+        let (a, c) = (seg.params[[v, 3]], r.params[[v, 3]]);
+        assert!((a - c).abs() <= 1e-5 * c.abs(), "{}: {a} vs {c}", tissues[v].0);
+        let (sa, sc) = (seg.std_errors[[v, 3]], r.std_errors[[v, 3]]);
+        assert!(
+            sa.is_nan() && sc.is_nan() || (sa - sc).abs() <= 1e-3 * sc.abs(),
+            "{}: SE {sa} vs {sc}",
+            tissues[v].0
+        );
+    }
+}
