@@ -43,6 +43,28 @@ mask = "mask.nii.gz"
     )
 }
 
+/// Prints the command that reproduces the run, its time and quality counts,
+/// and the table header.
+fn print_run_header(
+    config: &Path,
+    data: &Path,
+    maps: &Path,
+    seconds: f64,
+    quality: &std::collections::BTreeMap<String, usize>,
+) {
+    println!(
+        "run:  osipy run {} {} -o {}",
+        config.display(),
+        data.display(),
+        maps.display()
+    );
+    println!("      {seconds:.2} s, quality {quality:?}\n");
+    println!(
+        "{:<8} {:>10} {:>16} {:>14}",
+        "param", "true", "median fitted", "median |err|"
+    );
+}
+
 /// Prints, per distinct true value of `name`, the median fitted value read
 /// back from `maps/<name>.nii.gz` and the median |relative error|.
 fn table_rows(maps: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usize) -> Result<()> {
@@ -138,17 +160,7 @@ pub fn run(out: &Path, quiet: bool) -> Result<()> {
         "data: {}  (signal SNR ~250, VFA T1 {T10} s, Parker AIF at 30 s)",
         data.display()
     );
-    println!(
-        "run:  osipy run {} {} -o {}",
-        config_path.display(),
-        data.display(),
-        maps.display()
-    );
-    println!("      {:.2} s, quality {:?}\n", elapsed, summary.quality_counts);
-    println!(
-        "{:<8} {:>10} {:>16} {:>14}",
-        "param", "true", "median fitted", "median |err|"
-    );
+    print_run_header(&config_path, &data, &maps, elapsed, &summary.quality_counts);
     for name in ["Ktrans", "ve", "vp"] {
         table_rows(&maps, name, ph.truth(name).context("phantom truth")?, 4)?;
     }
@@ -198,17 +210,7 @@ pub fn run_ivim(out: &Path, quiet: bool) -> Result<()> {
         spec.b_values.len()
     );
     println!("data: {}  (b-values in dwi.bval)", data.display());
-    println!(
-        "run:  osipy run {} {} -o {}",
-        config_path.display(),
-        data.display(),
-        maps.display()
-    );
-    println!("      {:.2} s, quality {:?}\n", elapsed, summary.quality_counts);
-    println!(
-        "{:<8} {:>10} {:>16} {:>14}",
-        "param", "true", "median fitted", "median |err|"
-    );
+    print_run_header(&config_path, &data, &maps, elapsed, &summary.quality_counts);
     for name in ["D", "f", "Dstar"] {
         table_rows(&maps, name, ph.truth(name).context("phantom truth")?, 5)?;
     }

@@ -13,22 +13,14 @@ use std::hint::black_box;
 const N_VOXELS: usize = 100_000;
 
 fn noisy(model: &dyn Model, truth: impl Fn(usize) -> Vec<f64>, sigma: f64) -> Array2<f64> {
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = osipy_fitting::rng::Rng::new(0x1234_5678_9abc_def0);
     let n = model.n_samples();
     let mut data = Array2::zeros((N_VOXELS, n));
     let mut y = vec![0.0; n];
     for v in 0..N_VOXELS {
         model.predict(&truth(v), &mut y);
         for i in 0..n {
-            // Sum of 4 uniforms: near-Gaussian, unit variance after scaling.
-            let g = (uniform() + uniform() + uniform() + uniform() - 2.0) * 3f64.sqrt();
-            data[[v, i]] = y[i] + sigma * g;
+            data[[v, i]] = y[i] + sigma * rng.normal();
         }
     }
     data

@@ -4,31 +4,15 @@ use ndarray::Array2;
 use osipy_backend::Device;
 use osipy_core::{QualityCode, Unit};
 use osipy_fitting::models::{BiExponential, MonoExponential};
+use osipy_fitting::rng::Rng;
 use osipy_fitting::{fit_batch, fit_curve, FitOptions, InitialGuess, Model, PinValue};
-
-/// SplitMix64 + Box-Muller: a small seeded Gaussian source for test noise.
-struct Rng(u64);
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
 
 fn times() -> Vec<f64> {
     (0..12).map(|i| i as f64 * 0.25).collect()
 }
 
 fn synth(model: &dyn Model, truth: &[f64], n_vox: usize, sigma: f64, seed: u64) -> Array2<f64> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut y = vec![0.0; model.n_samples()];
     model.predict(truth, &mut y);
     Array2::from_shape_fn((n_vox, y.len()), |(_, i)| y[i] + sigma * rng.normal())
@@ -225,7 +209,7 @@ fn r2_threshold_marks_poor_fits_invalid() {
     let mono = MonoExponential::new(&t);
     // Voxel 0: clean decay. Voxel 1: flat signal plus noise (R^2 ~ 0).
     let mut data = synth(&mono, &[100.0, 0.8], 2, 0.5, 5);
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     for i in 0..12 {
         data[[1, i]] = 50.0 + 5.0 * rng.normal();
     }

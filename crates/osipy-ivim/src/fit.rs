@@ -478,11 +478,13 @@ pub fn fit_ivim(
                     }
                     let start = [params[[v, 0]], params[[v, 1]], params[[v, 2]], params[[v, 3]]];
                     let sigma = rms[v] * (nbf / (nbf - 4.0)).sqrt();
-                    let y = prep.data.row(v);
-                    let y: Vec<f64> = y.iter().copied().collect();
+                    // prep.data is a standard-layout array: rows are contiguous.
+                    let Some(y) = prep.data.row(v).to_slice() else {
+                        continue;
+                    };
                     if let Some(p) = crate::bayes::sample_voxel(
                         &bi,
-                        &y,
+                        y,
                         start,
                         sigma,
                         [bounds[1], bounds[2], bounds[3]],

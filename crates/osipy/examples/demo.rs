@@ -114,19 +114,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ve_levels = [0.1, 0.2, 0.3, 0.5];
     let truth = |x: usize, y: usize| (ktrans_levels[x * 4 / nx], ve_levels[y * 4 / ny]);
     let sigma = 0.01; // mM
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut gauss = move || {
-        // Sum of 12 uniforms minus 6: unit-variance, near-Gaussian noise.
-        (0..12)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                (rng >> 11) as f64 / (1u64 << 53) as f64
-            })
-            .sum::<f64>()
-            - 6.0
-    };
+    let mut rng = osipy::fitting::rng::Rng::new(0x9E37_79B9_7F4A_7C15);
+    let mut gauss = move || rng.normal();
     let n_vox = nx * ny * nz;
     let mut data = Array2::zeros((n_vox, t.len()));
     let mut curve = vec![0.0; t.len()];
