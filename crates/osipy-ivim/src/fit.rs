@@ -13,11 +13,11 @@
 //! Signals are first averaged over repeated b-values and, by default,
 //! normalised to the mean b = 0 signal (then S0 is ~1).
 
-use crate::models::{Biexponential, MonoExponentialAdc, BIEXP_BOUNDS};
+use crate::models::{Biexponential, BIEXP_BOUNDS};
 use ndarray::{Array1, Array2, ArrayView2};
 use osipy_backend::Device;
 use osipy_core::{OsipyError, QualityCode, Result};
-use osipy_fitting::{fit_batch, FitOptions, InitialGuess, LmSettings, Model, PinValue};
+use osipy_fitting::{fit_batch, FitOptions, InitialGuess, LmSettings, Model};
 
 /// How to fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl Default for IvimFitOptions {
             strategy: IvimStrategy::Segmented,
             b_threshold: 200.0,
             normalize: true,
-            segmented_fit_f: false,
+            segmented_fit_f: true,
             bounds: Vec::new(),
             lm: LmSettings {
                 max_iterations: 500,
@@ -259,171 +259,79 @@ pub fn fit_ivim(
     let fit_mask: Vec<bool> = (0..n_vox)
         .map(|v| mask.is_none_or(|m| m[v]) && prep.bad[v].is_none())
         .collect();
-    let lm_opts = FitOptions {
-        lm: opts.lm,
-        ..FitOptions::default()
-    };
-
-    // Step 1: mono-exponential on the high b-values -> D and the intercept.
-    let hb: Vec<f64> = high.iter().map(|&k| prep.b[k]).collect();
-    let mono = MonoExponentialAdc::new(&hb)?;
-    let hdata = Array2::from_shape_fn((n_vox, hb.len()), |(v, j)| prep.data[[v, high[j]]]);
-    let step1_opts = FitOptions {
-        bounds: Some(vec![(0.0, f64::INFINITY), bounds[2]]),
-        ..lm_opts.clone()
-    };
-    let s1 = fit_batch(&mono, hdata.view(), Some(&fit_mask), &step1_opts, device)?;
-
-    // S0 and f from step 1.
-    let s0: Vec<f64> = (0..n_vox).map(|v| prep.data[[v, 0]]).collect();
-    let f1: Vec<f64> = (0..n_vox)
-        .map(|v| (1.0 - s1.params[[v, 0]] / s0[v]).clamp(bounds[1].0, bounds[1].1))
-        .collect();
-    let d1: Vec<f64> = s1.params.column(1).to_vec();
-
-    // Step 2: D* (and optionally f) with D and S0 held, from a D* grid.
-    let bi = Biexponential::new(&prep.b)?;
-    let mono_full = MonoExponentialAdc::new(&prep.b)?;
-    let step2_mask: Vec<bool> = (0..n_vox)
-        .map(|v| fit_mask[v] && s1.status[v].is_valid())
-        .collect();
-    // D* start per voxel: the best of a log grid. The grid's exponentials are
-    // shared by all voxels; each voxel only needs e^{-bD}. Parallel chunks.
-    let grid: Vec<f64> = (0..24)
-        .map(|i| bounds[3].0 * (bounds[3].1 / bounds[3].0).powf(i as f64 / 23.0))
-        .collect();
+    // Both segmented steps in one parallel pass (see `segmented`).
     let nb = prep.b.len();
-    let egrid: Vec<f64> = grid
-        .iter()
-        .flat_map(|ds| prep.b.iter().map(move |b| (-b * ds).exp()))
+    let ds_b = bounds[3];
+    let grid: Vec<f64> = (0..24)
+        .map(|i| ds_b.0 * (ds_b.1 / ds_b.0).powf(i as f64 / 23.0))
         .collect();
-    // Record per voxel: the D* start, then the perfusion-only signal
-    // y' = (y - S0 (1-f) e^{-bD}) / (S0 f) used when f is held (see below).
-    let rec = 1 + nb;
-    let mut pass = vec![f64::NAN; n_vox * rec];
+    let ng = grid.len();
+    let egrid_t: Vec<f64> = prep
+        .b
+        .iter()
+        .flat_map(|b| grid.iter().map(move |ds| (-b * ds).exp()))
+        .collect();
+    let a22grid = (0..ng)
+        .map(|g| (0..nb).map(|i| egrid_t[i * ng + g].powi(2)).sum())
+        .collect();
+    let solver = crate::segmented::Segmented {
+        b: &prep.b,
+        high: &high,
+        bounds: [bounds[0], bounds[1], bounds[2], bounds[3]],
+        fit_f: opts.segmented_fit_f,
+        lm: opts.lm,
+        grid,
+        egrid_t,
+        a22grid,
+    };
+    const REC: usize = crate::segmented::REC;
+    let mut rec = vec![f64::NAN; n_vox * REC];
     osipy_backend::for_each_chunk(
         device,
-        &mut pass,
-        rec,
+        &mut rec,
+        REC,
         1024,
-        || vec![0.0; nb],
-        |ed, first, chunk| {
-            for (k, out) in chunk.chunks_mut(rec).enumerate() {
+        || crate::segmented::Scratch::new(nb, ng),
+        |scratch, first, chunk| {
+            for (k, out) in chunk.chunks_mut(REC).enumerate() {
                 let v = first + k;
-                if !step2_mask[v] {
-                    continue;
-                }
-                for (e, b) in ed.iter_mut().zip(&prep.b) {
-                    *e = (-b * d1[v]).exp();
-                }
-                let (a, c) = (s0[v] * (1.0 - f1[v]), s0[v] * f1[v]);
-                let y = prep.data.row(v);
-                let mut best = (f64::INFINITY, grid[0]);
-                for (g, ds) in grid.iter().enumerate() {
-                    let eg = &egrid[g * nb..(g + 1) * nb];
-                    let sse: f64 = (0..nb).map(|i| (a * ed[i] + c * eg[i] - y[i]).powi(2)).sum();
-                    if sse < best.0 {
-                        best = (sse, *ds);
-                    }
-                }
-                out[0] = best.1;
-                if c > 1e-12 {
-                    for i in 0..nb {
-                        out[1 + i] = (y[i] - a * ed[i]) / c;
+                if fit_mask[v] {
+                    // `prep.data` is standard layout: rows are contiguous.
+                    if let Some(y) = prep.data.row(v).to_slice() {
+                        solver.voxel(y, scratch, out);
                     }
                 }
             }
         },
     )?;
-    let ds_start: Vec<f64> = (0..n_vox).map(|v| pass[v * rec]).collect();
-    let s2 = if opts.segmented_fit_f {
-        let start = Array2::from_shape_fn((n_vox, 4), |(v, j)| match j {
-            0 => s0[v],
-            1 => f1[v],
-            2 => d1[v],
-            _ => ds_start[v],
-        });
-        let step2 = FitOptions {
-            bounds: Some(bounds.clone()),
-            initial: InitialGuess::PerVoxel(start),
-            ..lm_opts.clone()
-        }
-        .pin_by_name(&bi, "S0", PinValue::PerVoxel(s0.clone()))?
-        .pin_by_name(&bi, "D", PinValue::PerVoxel(d1.clone()))?;
-        // Pinned values of excluded voxels may be NaN; they are masked out.
-        fit_batch(&bi, prep.data.view(), Some(&step2_mask), &step2, device)?
-    } else {
-        // With S0, f and D held, least squares on y is least squares on
-        // y' = (y - S0 (1-f) e^{-bD}) / (S0 f) against e^{-b D*}: residuals
-        // and Jacobian scale by the same constant, so the minimiser and the
-        // covariance-based standard error are unchanged, at half the
-        // exponentials. Where step 1 puts f on 0 there is no D* to find: D
-        // and f stay valid, D* is reported on its lower bound (`at_bound`).
-        let yp = Array2::from_shape_fn((n_vox, nb), |(v, i)| pass[v * rec + 1 + i]);
-        let mask2: Vec<bool> = (0..n_vox)
-            .map(|v| step2_mask[v] && yp[[v, 0]].is_finite())
-            .collect();
-        let start = Array2::from_shape_fn((n_vox, 2), |(v, j)| if j == 0 { 1.0 } else { ds_start[v] });
-        let opts2 = FitOptions {
-            bounds: Some(vec![(0.0, f64::INFINITY), bounds[3]]),
-            initial: InitialGuess::PerVoxel(start),
-            ..lm_opts.clone()
-        }
-        .pin_by_name(&mono_full, "S0", PinValue::Constant(1.0))?;
-        let r = fit_batch(&mono_full, yp.view(), Some(&mask2), &opts2, device)?;
-        let mut params = Array2::from_elem((n_vox, 4), f64::NAN);
-        let mut se = Array2::from_elem((n_vox, 4), f64::NAN);
-        let mut status = r.status.to_vec();
-        for v in 0..n_vox {
-            let mut ds = r.params[[v, 1]];
-            if step2_mask[v] && !mask2[v] {
-                status[v] = QualityCode::AtBound;
-                ds = bounds[3].0;
-            }
-            params
-                .row_mut(v)
-                .assign(&ndarray::arr1(&[s0[v], f1[v], d1[v], ds]));
-            se[[v, 3]] = r.std_errors[[v, 1]];
-        }
-        osipy_fitting::BatchFit {
-            param_names: vec![],
-            params,
-            std_errors: se,
-            r2: r.r2,
-            rms: r.rms,
-            iterations: r.iterations,
-            status: ndarray::Array1::from(status),
-        }
-    };
-
-    let mut params = s2.params.clone();
-    let mut se = s2.std_errors.clone();
+    let mut params = Array2::from_elem((n_vox, 4), f64::NAN);
+    let mut se = Array2::from_elem((n_vox, 4), f64::NAN);
+    let mut r2 = Array1::from_elem(n_vox, f64::NAN);
     let mut status: Vec<QualityCode> = (0..n_vox)
         .map(|v| {
             if let Some(q) = prep.bad[v].filter(|_| mask.is_none_or(|m| m[v])) {
                 q
             } else if !fit_mask[v] {
                 QualityCode::NotFitted
-            } else if !s1.status[v].is_valid() {
-                s1.status[v]
-            } else if s1.status[v] == QualityCode::AtBound && s2.status[v] == QualityCode::Converged {
-                QualityCode::AtBound
             } else {
-                s2.status[v]
+                let r = &rec[v * REC..(v + 1) * REC];
+                QualityCode::from_code(r[9] as u8).unwrap_or(QualityCode::ModelFailure)
             }
         })
         .collect();
-    for v in 0..n_vox {
-        se[[v, 2]] = s1.std_errors[[v, 1]];
-        if !opts.segmented_fit_f {
-            // f = 1 - A/S0: its standard error is that of A over S0.
-            se[[v, 1]] = s1.std_errors[[v, 0]] / s0[v];
+    for v in (0..n_vox).filter(|&v| status[v].is_valid()) {
+        let r = &rec[v * REC..(v + 1) * REC];
+        for j in 0..4 {
+            params[[v, j]] = r[j];
+            se[[v, j]] = r[4 + j];
         }
-        if !status[v].is_valid() {
-            params.row_mut(v).fill(f64::NAN);
-            se.row_mut(v).fill(f64::NAN);
-        }
+        r2[v] = r[8];
     }
+    let lm_opts = FitOptions {
+        lm: opts.lm,
+        ..FitOptions::default()
+    };
+    let bi = Biexponential::new(&prep.b)?;
 
     let mut full_rms: Option<Array1<f64>> = None;
     if opts.strategy != IvimStrategy::Segmented {
@@ -522,31 +430,33 @@ pub fn fit_ivim(
         posterior_interval = Some(iv);
     }
 
-    // R^2 of the final curves (parallel chunks).
-    let mut r2v = vec![f64::NAN; n_vox];
-    osipy_backend::for_each_chunk(
-        device,
-        &mut r2v,
-        1,
-        1024,
-        || vec![0.0; nb],
-        |pred, first, chunk| {
-            for (k, out) in chunk.iter_mut().enumerate() {
-                let v = first + k;
-                if !status[v].is_valid() {
-                    continue;
+    // R^2 of the final curves (parallel chunks); the segmented pass has it.
+    if opts.strategy != IvimStrategy::Segmented {
+        let mut r2v = vec![f64::NAN; n_vox];
+        osipy_backend::for_each_chunk(
+            device,
+            &mut r2v,
+            1,
+            1024,
+            || vec![0.0; nb],
+            |pred, first, chunk| {
+                for (k, out) in chunk.iter_mut().enumerate() {
+                    let v = first + k;
+                    if !status[v].is_valid() {
+                        continue;
+                    }
+                    let p = [params[[v, 0]], params[[v, 1]], params[[v, 2]], params[[v, 3]]];
+                    bi.predict(&p, pred);
+                    let y = prep.data.row(v);
+                    let mean = y.mean().unwrap_or(0.0);
+                    let sst: f64 = y.iter().map(|x| (x - mean) * (x - mean)).sum();
+                    let ssr: f64 = pred.iter().zip(y).map(|(p, x)| (p - x) * (p - x)).sum();
+                    *out = if sst > 0.0 { 1.0 - ssr / sst } else { 1.0 };
                 }
-                let p = [params[[v, 0]], params[[v, 1]], params[[v, 2]], params[[v, 3]]];
-                bi.predict(&p, pred);
-                let y = prep.data.row(v);
-                let mean = y.mean().unwrap_or(0.0);
-                let sst: f64 = y.iter().map(|x| (x - mean) * (x - mean)).sum();
-                let ssr: f64 = pred.iter().zip(y).map(|(p, x)| (p - x) * (p - x)).sum();
-                *out = if sst > 0.0 { 1.0 - ssr / sst } else { 1.0 };
-            }
-        },
-    )?;
-    let r2 = Array1::from(r2v);
+            },
+        )?;
+        r2 = Array1::from(r2v);
+    }
     // S0 back to signal units.
     for v in 0..n_vox {
         params[[v, 0]] *= prep.scale[v];

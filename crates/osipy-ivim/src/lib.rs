@@ -17,6 +17,7 @@ pub mod bayes;
 mod fit;
 pub mod models;
 pub mod phantom;
+mod segmented;
 
 pub use fit::{fit_ivim, prepare, IvimFit, IvimFitOptions, IvimStrategy, Prepared};
 pub use models::{model, Biexponential, MonoExponentialAdc, Simplified, BIEXP_BOUNDS};
