@@ -3,10 +3,11 @@
 //! * `segmented` (two steps, e.g. Gurney-Champion et al., PLoS One 2018):
 //!   1. a mono-exponential `A e^{-bD}` on the b-values at or above
 //!      `b_threshold` gives D (the perfusion compartment has decayed there)
-//!      and the intercept A, hence `f = 1 - A / S0` with S0 the b = 0 signal;
-//!   2. with D (and S0) held fixed, D* (and, with `segmented_fit_f`, f) is
-//!      fitted to all b-values, started from the best of a logarithmic grid of
-//!      D* values.
+//!      and the intercept A;
+//!   2. with D held, S0, f and D* are fitted to all b-values (default,
+//!      `segmented_fit_f`), or only D* with `f = 1 - A / S0` and S0 the b = 0
+//!      signal; started from the best of a logarithmic grid of D* values.
+//!   Both steps run per voxel in one pass ([`crate::segmented`]).
 //! * `full`: all four parameters by bounded LM, started from the segmented
 //!   result.
 //!
@@ -55,7 +56,8 @@ pub struct IvimFitOptions {
     pub b_threshold: f64,
     /// Normalise each voxel to its mean b = 0 signal.
     pub normalize: bool,
-    /// In the segmented second step, fit f too (else f comes from step 1).
+    /// In the segmented second step, fit S0 and f with D* (D held); if
+    /// false, f comes from the step-1 intercept and S0 from the b = 0 signal.
     pub segmented_fit_f: bool,
     /// Bounds by parameter name (S0, f, D, Dstar); defaults in
     /// [`BIEXP_BOUNDS`].

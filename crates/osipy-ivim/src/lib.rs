@@ -47,7 +47,7 @@ pub fn register(reg: &mut Registry) -> Result<()> {
     reg.register(
         Kind::IvimFitter,
         "segmented",
-        "two steps: D and f from b >= threshold, then D* (optionally f) with D fixed",
+        "two steps: D from b >= threshold, then S0, f, D* (or D* alone) with D fixed",
         IvimStrategy::Segmented,
     )?;
     reg.register(

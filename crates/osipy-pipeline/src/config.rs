@@ -72,7 +72,8 @@ pub struct IvimPipelineConfig {
     pub b_threshold: f64,
     /// Normalise each voxel to its mean b = 0 signal.
     pub normalize_signal: bool,
-    /// Fit f in the segmented second step too (else f comes from step 1).
+    /// Segmented step 2 fits S0 and f with D* (D held); false takes f from
+    /// the step-1 intercept and S0 from the b = 0 signal.
     pub segmented_fit_f: bool,
     /// Model fitting.
     pub fitting: IvimFittingConfig,
@@ -84,7 +85,7 @@ impl Default for IvimPipelineConfig {
             fitting_method: "segmented".into(),
             b_threshold: 200.0,
             normalize_signal: true,
-            segmented_fit_f: false,
+            segmented_fit_f: true,
             fitting: IvimFittingConfig::default(),
         }
     }
@@ -408,7 +409,7 @@ modality = "ivim"
 fitting_method = "segmented"      # segmented | full | bayesian
 b_threshold = 200.0               # s/mm^2, perfusion taken as decayed at and above
 normalize_signal = true           # divide each voxel by its mean b = 0 signal
-segmented_fit_f = false           # segmented step 2 fits f too (else f from step 1)
+segmented_fit_f = true            # segmented step 2 fits S0, f, D* (false: f from step-1 intercept)
 
 [pipeline.fitting]
 max_iterations = 500              # per voxel and step
