@@ -7,7 +7,7 @@
 //!   2. with D held, S0, f and D* are fitted to all b-values (default,
 //!      `segmented_fit_f`), or only D* with `f = 1 - A / S0` and S0 the b = 0
 //!      signal; started from the best of a logarithmic grid of D* values.
-//!   Both steps run per voxel in one pass ([`crate::segmented`]).
+//!      Both steps run per voxel in one pass ([`crate::segmented`]).
 //! * `full`: all four parameters by bounded LM, started from the segmented
 //!   result.
 //!
@@ -156,32 +156,34 @@ pub fn prepare(signal: ArrayView2<'_, f64>, b: &[f64], normalize: bool) -> Resul
         .iter()
         .map(|u| (0..n_vol).filter(|&i| b[i] == *u).collect())
         .collect();
-    let mut data = Array2::zeros((n_vox, uniq.len()));
+    let nu = uniq.len();
+    let mut data = vec![0.0; n_vox * nu];
     let mut bad = vec![None; n_vox];
     let mut scale = vec![1.0; n_vox];
-    for v in 0..n_vox {
-        let row = signal.row(v);
+    for ((v, out), row) in data.chunks_mut(nu).enumerate().zip(signal.rows()) {
         if row.iter().any(|x| !x.is_finite()) {
             bad[v] = Some(QualityCode::NonFiniteInput);
             continue;
         }
-        for (k, g) in groups.iter().enumerate() {
-            data[[v, k]] = g.iter().map(|&i| row[i]).sum::<f64>() / g.len() as f64;
+        for (o, g) in out.iter_mut().zip(&groups) {
+            *o = g.iter().map(|&i| row[i]).sum::<f64>() / g.len() as f64;
         }
         let s0 = if uniq[0] == 0.0 {
-            data[[v, 0]]
+            out[0]
         } else {
-            data.row(v).iter().cloned().fold(f64::MIN, f64::max)
+            out.iter().cloned().fold(f64::MIN, f64::max)
         };
         if !(s0 > 0.0) {
             bad[v] = Some(QualityCode::InvalidSignal);
             continue;
         }
         if normalize {
-            data.row_mut(v).mapv_inplace(|x| x / s0);
+            out.iter_mut().for_each(|x| *x /= s0);
             scale[v] = s0;
         }
     }
+    let data = Array2::from_shape_vec((n_vox, nu), data)
+        .map_err(|e| OsipyError::data("prepared signal", e.to_string(), "voxels x b-values"))?;
     Ok(Prepared {
         b: uniq,
         data,
@@ -263,16 +265,19 @@ pub fn fit_ivim(
         .collect();
     // Both segmented steps in one parallel pass (see `segmented`).
     let nb = prep.b.len();
+    let hb: Vec<f64> = high.iter().map(|&k| prep.b[k]).collect();
     let ds_b = bounds[3];
     let grid: Vec<f64> = (0..24)
         .map(|i| ds_b.0 * (ds_b.1 / ds_b.0).powf(i as f64 / 23.0))
         .collect();
-    let ng = grid.len();
-    let egrid_t: Vec<f64> = prep
-        .b
-        .iter()
-        .flat_map(|b| grid.iter().map(move |ds| (-b * ds).exp()))
-        .collect();
+    // b-major, each row padded with zeros to a multiple of 4 grid points.
+    let ng = grid.len().div_ceil(4) * 4;
+    let mut egrid_t = vec![0.0; nb * ng];
+    for (i, b) in prep.b.iter().enumerate() {
+        for (g, ds) in grid.iter().enumerate() {
+            egrid_t[i * ng + g] = (-b * ds).exp();
+        }
+    }
     let a22grid = (0..ng)
         .map(|g| (0..nb).map(|i| egrid_t[i * ng + g].powi(2)).sum())
         .collect();
@@ -285,6 +290,8 @@ pub fn fit_ivim(
         grid,
         egrid_t,
         a22grid,
+        plan_all: crate::segmented::ExpPlan::new(&prep.b),
+        plan_high: crate::segmented::ExpPlan::new(&hb),
     };
     const REC: usize = crate::segmented::REC;
     let mut rec = vec![f64::NAN; n_vox * REC];

@@ -45,14 +45,66 @@ pub(crate) struct Segmented<'a> {
     pub lm: LmSettings,
     /// D* start grid (mm^2/s).
     pub grid: Vec<f64>,
-    /// `e^{-b_i D*_g}` at index `i * grid.len() + g` (b-major).
+    /// `e^{-b_i D*_g}` at index `i * stride + g` (b-major), `stride` being
+    /// the grid length rounded up to a multiple of 4 (padding is zero).
     pub egrid_t: Vec<f64>,
-    /// `sum_i e^{-2 b_i D*_g}` per grid point.
+    /// `sum_i e^{-2 b_i D*_g}` per grid point (`stride` long).
     pub a22grid: Vec<f64>,
+    /// Exponentials over all b-values and over the high ones.
+    pub plan_all: ExpPlan,
+    pub plan_high: ExpPlan,
+}
+
+/// Evaluates `e^{-b_i x}` for ascending b-values with one exponential per
+/// *distinct gap* between consecutive b-values, chaining
+/// `e^{-b_i x} = e^{-b_(i-1) x} e^{-(b_i - b_(i-1)) x}` (b-value schemes
+/// repeat their steps: 12 typical b-values have about 5 distinct gaps). Each
+/// product adds at most one rounding, so 12 terms stay within ~1e-15 relative.
+pub(crate) struct ExpPlan {
+    first: f64,
+    gaps: Vec<f64>,
+    step_gap: Vec<usize>,
+}
+
+impl ExpPlan {
+    /// Plan for ascending b-values.
+    pub fn new(b: &[f64]) -> ExpPlan {
+        let mut gaps: Vec<f64> = Vec::new();
+        let mut step_gap = Vec::new();
+        for w in b.windows(2) {
+            let g = w[1] - w[0];
+            let k = gaps.iter().position(|x| *x == g).unwrap_or_else(|| {
+                gaps.push(g);
+                gaps.len() - 1
+            });
+            step_gap.push(k);
+        }
+        ExpPlan {
+            first: b.first().copied().unwrap_or(0.0),
+            gaps,
+            step_gap,
+        }
+    }
+
+    /// Writes `e^{-b_i x}` to `out` (one per b-value); `q` is scratch with a
+    /// slot per distinct gap (the number of b-values is always enough).
+    #[inline]
+    pub fn eval(&self, x: f64, q: &mut [f64], out: &mut [f64]) {
+        for (qk, g) in q.iter_mut().zip(&self.gaps) {
+            *qk = (-g * x).exp();
+        }
+        let mut e = (-self.first * x).exp();
+        out[0] = e;
+        for (o, k) in out[1..].iter_mut().zip(&self.step_gap) {
+            e *= q[*k];
+            *o = e;
+        }
+    }
 }
 
 /// Per-worker scratch memory.
 pub(crate) struct Scratch {
+    q: Vec<f64>,
     e1: Vec<f64>,
     e2: Vec<f64>,
     g12: Vec<f64>,
@@ -60,9 +112,10 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    /// Scratch for `nb` b-values and a grid of `ng` points.
+    /// Scratch for `nb` distinct b-values and a grid stride of `ng`.
     pub fn new(nb: usize, ng: usize) -> Scratch {
         Scratch {
+            q: vec![0.0; nb],
             e1: vec![0.0; nb],
             e2: vec![0.0; nb],
             g12: vec![0.0; ng],
@@ -199,13 +252,11 @@ impl Segmented<'_> {
         let (b, nb) = (self.b, self.b.len());
         let [s0b, fb, _, dsb] = self.bounds;
         // ---- Step 1: A e^{-bD} on the high b-values.
-        let (a1, d, st1, se_a1, se_d) = match self.step1(y, &mut s.e1) {
+        let (a1, d, st1, se_a1, se_d) = match self.step1(y, &mut s.e1, &mut s.q) {
             Ok(x) => x,
             Err(q) => return q,
         };
-        for i in 0..nb {
-            s.e1[i] = (-b[i] * d).exp();
-        }
+        self.plan_all.eval(d, &mut s.q, &mut s.e1);
         // ---- Step 2: amplitudes and D* with D held.
         let y0 = y[0];
         let (fixed_a, fixed_c) = {
@@ -241,18 +292,22 @@ impl Segmented<'_> {
         // unconstrained one); only if there is none are the constrained
         // amplitudes solved at every point.
         let yy = dot(y, y);
-        // e1 . e_g and y . e_g for every grid row g at once: the grid is
-        // stored b-major so the inner loop runs over independent grid points.
+        // e1 . e_g and y . e_g for blocks of four grid points at once, kept
+        // in registers: the grid is stored b-major, padded to a multiple of 4.
         let ng = self.grid.len();
-        s.g12.fill(0.0);
-        s.gr2.fill(0.0);
-        for i in 0..nb {
-            let row = &self.egrid_t[i * ng..(i + 1) * ng];
-            let (e, yi) = (s.e1[i], y[i]);
-            for ((a, r), eg) in s.g12.iter_mut().zip(s.gr2.iter_mut()).zip(row) {
-                *a += e * eg;
-                *r += yi * eg;
+        let stride = self.a22grid.len();
+        for g0 in (0..stride).step_by(4) {
+            let (mut a4, mut r4) = ([0.0; 4], [0.0; 4]);
+            for i in 0..nb {
+                let row = &self.egrid_t[i * stride + g0..i * stride + g0 + 4];
+                let (e, yi) = (s.e1[i], y[i]);
+                for k in 0..4 {
+                    a4[k] += e * row[k];
+                    r4[k] += yi * row[k];
+                }
             }
+            s.g12[g0..g0 + 4].copy_from_slice(&a4);
+            s.gr2[g0..g0 + 4].copy_from_slice(&r4);
         }
         let mut best = (f64::INFINITY, 0usize);
         for constrained in [false, true] {
@@ -283,16 +338,15 @@ impl Segmented<'_> {
         // last evaluated D*; `at` is that D*.
         let e1 = &s.e1;
         let e2 = &mut s.e2;
-        let profile = |ds: f64, e2: &mut [f64]| -> Option<(f64, f64, f64, bool)> {
-            for i in 0..nb {
-                e2[i] = (-b[i] * ds).exp();
-            }
+        let q = &mut s.q;
+        let profile = |ds: f64, e2: &mut [f64], q: &mut [f64]| -> Option<(f64, f64, f64, bool)> {
+            self.plan_all.eval(ds, q, e2);
             let (a, c, active) = amps(dot(e1, e2), dot(e2, e2), dot(y, e2))?;
             let cost: f64 = (0..nb).map(|i| (y[i] - a * e1[i] - c * e2[i]).powi(2)).sum();
             Some((cost, a, c, active))
         };
         let mut ds = self.grid[best.1];
-        let Some(mut cur) = profile(ds, e2) else {
+        let Some(mut cur) = profile(ds, e2, q) else {
             return QualityCode::ModelFailure;
         };
         let mut at = ds;
@@ -301,7 +355,7 @@ impl Segmented<'_> {
             // No perfusion signal: D* is not identifiable; report its lower bound.
             ds = dsb.0;
             at = ds;
-            cur = match profile(ds, e2) {
+            cur = match profile(ds, e2, q) {
                 Some(p) => p,
                 None => return QualityCode::ModelFailure,
             };
@@ -338,7 +392,7 @@ impl Segmented<'_> {
                 }
                 let mut last = None;
                 let r = self.descend(ds, cost, full, dsb, |x| {
-                    let p = profile(x, &mut *e2);
+                    let p = profile(x, &mut *e2, &mut *q);
                     at = x;
                     last = p;
                     p.map(|p| p.0)
@@ -350,7 +404,7 @@ impl Segmented<'_> {
                     }
                 } else {
                     at = ds;
-                    cur = match profile(ds, e2) {
+                    cur = match profile(ds, e2, q) {
                         Some(p) => p,
                         None => return QualityCode::ModelFailure,
                     };
@@ -415,7 +469,12 @@ impl Segmented<'_> {
     }
 
     /// Step 1: returns `(A, D, status, SE of A, SE of D)` or the failure code.
-    fn step1(&self, y: &[f64], e: &mut [f64]) -> Result<(f64, f64, QualityCode, f64, f64), QualityCode> {
+    fn step1(
+        &self,
+        y: &[f64],
+        e: &mut [f64],
+        q: &mut [f64],
+    ) -> Result<(f64, f64, QualityCode, f64, f64), QualityCode> {
         let b = self.b;
         let db = self.bounds[2];
         let hi = self.high;
@@ -443,10 +502,10 @@ impl Segmented<'_> {
         d = d.clamp(db.0, db.1);
         // Profile: optimal A >= 0 for a given D and the cost there; fills
         // `e` with e^{-bD} on the high b-values.
-        let profile = |d: f64, e: &mut [f64]| -> (f64, f64) {
+        let profile = |d: f64, e: &mut [f64], q: &mut [f64]| -> (f64, f64) {
+            self.plan_high.eval(d, q, e);
             let (mut see, mut sye) = (0.0, 0.0);
             for (j, &k) in hi.iter().enumerate() {
-                e[j] = (-b[k] * d).exp();
                 see += e[j] * e[j];
                 sye += y[k] * e[j];
             }
@@ -458,7 +517,7 @@ impl Segmented<'_> {
                 .sum();
             (a, cost)
         };
-        let (mut a, mut cost) = profile(d, e);
+        let (mut a, mut cost) = profile(d, e, q);
         if !(a > 0.0) {
             // No positive decay to fit above the threshold.
             return Err(QualityCode::InvalidSignal);
@@ -492,12 +551,12 @@ impl Segmented<'_> {
             }
             let (mut at, mut last) = (d, (a, cost));
             let r = self.descend(d, cost, full, db, |x| {
-                last = profile(x, &mut *e);
+                last = profile(x, &mut *e, &mut *q);
                 at = x;
                 (last.0 > 0.0).then_some(last.1)
             });
             d = r.rate;
-            (a, cost) = if at == d { last } else { profile(d, e) };
+            (a, cost) = if at == d { last } else { profile(d, e, q) };
             if r.status != QualityCode::MaxIterations {
                 status = r.status;
                 break;
@@ -621,6 +680,26 @@ mod tests {
             assert!(cons.iter().all(|(p, s, beta)| p * x + s * y <= beta + 1e-9));
             assert!(q(x, y) <= best + 1e-12, "{r:?}: {} vs grid {best}", q(x, y));
         }
+    }
+
+    #[test]
+    fn exp_plan_matches_direct_exponentials() {
+        let b = [
+            0.0, 10.0, 20.0, 30.0, 50.0, 80.0, 100.0, 200.0, 400.0, 600.0, 800.0, 1000.0,
+        ];
+        let plan = ExpPlan::new(&b);
+        assert_eq!(plan.gaps.len(), 5);
+        let (mut q, mut out) = (vec![0.0; b.len()], vec![0.0; b.len()]);
+        for x in [0.0, 1e-4, 1.3e-3, 0.05, 0.2] {
+            plan.eval(x, &mut q, &mut out);
+            for (o, bi) in out.iter().zip(&b) {
+                let want = (-bi * x).exp();
+                assert!((o - want).abs() <= 1e-14 * want, "b {bi} x {x}: {o} vs {want}");
+            }
+        }
+        let high = ExpPlan::new(&[200.0, 500.0, 800.0]);
+        high.eval(2e-3, &mut q, &mut out);
+        assert!((out[2] - (-1.6f64).exp()).abs() < 1e-15);
     }
 
     #[test]
