@@ -286,13 +286,7 @@ impl Segmented<'_> {
                 Some((fixed_a, fixed_c, false))
             }
         };
-        // Grid start: the quadratic form gives each grid cost without
-        // residuals. Ranking uses grid points whose unconstrained amplitudes
-        // are feasible (the constrained cost is never lower than the
-        // unconstrained one); only if there is none are the constrained
-        // amplitudes solved at every point.
-        let yy = dot(y, y);
-        // e1 . e_g and y . e_g for blocks of four grid points at once, kept
+        // Grid start. e1 . e_g and y . e_g for blocks of four grid points at once, kept
         // in registers: the grid is stored b-major, padded to a multiple of 4.
         let ng = self.grid.len();
         let stride = self.a22grid.len();
@@ -309,6 +303,11 @@ impl Segmented<'_> {
             s.g12[g0..g0 + 4].copy_from_slice(&a4);
             s.gr2[g0..g0 + 4].copy_from_slice(&r4);
         }
+        // The quadratic form gives each grid cost without residuals. Ranking
+        // uses grid points whose unconstrained amplitudes are feasible (the
+        // constrained cost is never lower than the unconstrained one); only
+        // if there is none are the constrained amplitudes solved everywhere.
+        let yy = dot(y, y);
         let mut best = (f64::INFINITY, 0usize);
         for constrained in [false, true] {
             for g in 0..ng {
