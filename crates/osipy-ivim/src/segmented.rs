@@ -422,6 +422,9 @@ impl Segmented<'_> {
         let mut se = [f64::NAN; 4];
         se[2] = se_d;
         let (s0, f) = (a + c, c / (a + c));
+        if !(s0 > 0.0 && f.is_finite() && ssr.is_finite()) {
+            return QualityCode::ModelFailure;
+        }
         let inside = |x: f64, bd: (f64, f64)| x > bd.0 && x < bd.1;
         let free = [
             self.fit_f && inside(s0, s0b),
@@ -442,7 +445,8 @@ impl Segmented<'_> {
             }
         }
         let n_fit = if self.fit_f { 3.0 } else { 1.0 };
-        let s2 = ssr / (nb as f64 - n_fit);
+        let dof = nb as f64 - n_fit;
+        let s2 = if dof > 0.0 { ssr / dof } else { f64::NAN };
         let var = inverse_diagonal(jtj, free);
         se[0] = (s2 * var[0]).sqrt();
         se[1] = (s2 * var[1]).sqrt();

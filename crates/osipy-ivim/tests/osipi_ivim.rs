@@ -346,3 +346,45 @@ fn segmented_steps_are_the_least_squares_fits_they_claim_to_be() {
         assert!(checked > n * 8 / 10, "fit_f={fit_f}: only {checked} compared");
     }
 }
+
+#[test]
+fn segmented_edge_cases_minimal_b_values_and_no_perfusion() {
+    // Three b-values: step 2 has no residual degrees of freedom, so standard
+    // errors are NaN (never infinite) while the fit itself is exact.
+    let b = [0.0, 200.0, 800.0];
+    let m = Biexponential::new(&b).unwrap();
+    let mut s = vec![0.0; 3];
+    use osipy_fitting::Model;
+    m.predict(&[1.0, 0.1, 1e-3, 0.05], &mut s);
+    // A pure mono-exponential (f = 0) over a richer scheme: D* cannot be
+    // identified, so it sits on its lower bound, flagged, without an SE.
+    let b2 = [0.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0];
+    let mono: Vec<f64> = b2.iter().map(|x: &f64| (-x * 1.2e-3).exp()).collect();
+    let fit = fit_ivim(
+        Array2::from_shape_vec((1, 3), s).unwrap().view(),
+        &b,
+        None,
+        &IvimFitOptions::default(),
+        &CPU,
+    )
+    .unwrap();
+    assert!(fit.status[0].is_valid(), "{:?}", fit.status[0]);
+    assert!(fit.std_errors.row(0).iter().all(|x| !x.is_infinite()));
+    let fit = fit_ivim(
+        Array2::from_shape_vec((1, 7), mono).unwrap().view(),
+        &b2,
+        None,
+        &IvimFitOptions::default(),
+        &CPU,
+    )
+    .unwrap();
+    assert_eq!(fit.status[0], QualityCode::AtBound);
+    assert!(
+        (fit.params[[0, 2]] / 1.2e-3 - 1.0).abs() < 1e-6,
+        "D {}",
+        fit.params[[0, 2]]
+    );
+    assert!(fit.params[[0, 1]].abs() < 1e-6, "f {}", fit.params[[0, 1]]);
+    assert_eq!(fit.params[[0, 3]], BIEXP_BOUNDS[3].0);
+    assert!(fit.std_errors[[0, 3]].is_nan());
+}
