@@ -108,6 +108,7 @@ pub(crate) struct Scratch {
     e1: Vec<f64>,
     e2: Vec<f64>,
     g12: Vec<f64>,
+    gcost: Vec<f64>,
     gr2: Vec<f64>,
 }
 
@@ -120,6 +121,7 @@ impl Scratch {
             e2: vec![0.0; nb],
             g12: vec![0.0; ng],
             gr2: vec![0.0; ng],
+            gcost: vec![0.0; ng],
         }
     }
 }
@@ -311,6 +313,7 @@ impl Segmented<'_> {
         let mut best = (f64::INFINITY, 0usize);
         for constrained in [false, true] {
             for g in 0..ng {
+                s.gcost[g] = f64::INFINITY;
                 let (a12, a22, r2) = (s.g12[g], self.a22grid[g], s.gr2[g]);
                 let sol = if !self.fit_f {
                     Some((fixed_a, fixed_c))
@@ -321,6 +324,7 @@ impl Segmented<'_> {
                 };
                 if let Some((a, c)) = sol {
                     let cost = yy - 2.0 * (a * r1 + c * r2) + a * a * a11 + 2.0 * a * c * a12 + c * c * a22;
+                    s.gcost[g] = cost;
                     if cost < best.0 {
                         best = (cost, g);
                     }
@@ -344,7 +348,19 @@ impl Segmented<'_> {
             let cost: f64 = (0..nb).map(|i| (y[i] - a * e1[i] - c * e2[i]).powi(2)).sum();
             Some((cost, a, c, active))
         };
-        let mut ds = self.grid[best.1];
+        // Start at the vertex of the parabola through the best grid point and
+        // its neighbours (in log D*, where the grid is uniform), kept between
+        // the neighbours: the refinement then needs fewer steps.
+        let g = best.1;
+        let mut ds = self.grid[g];
+        if g > 0 && g + 1 < ng {
+            let (cm, cp) = (s.gcost[g - 1], s.gcost[g + 1]);
+            let den = cm - 2.0 * best.0 + cp;
+            if cm.is_finite() && cp.is_finite() && den > 0.0 {
+                let t = (0.5 * (cm - cp) / den).clamp(-1.0, 1.0);
+                ds = (ds * (self.grid[g + 1] / ds).powf(t)).clamp(dsb.0, dsb.1);
+            }
+        }
         let Some(mut cur) = profile(ds, e2, q) else {
             return QualityCode::ModelFailure;
         };
