@@ -18,7 +18,7 @@ use crate::models::{Biexponential, BIEXP_BOUNDS};
 use ndarray::{Array1, Array2, ArrayView2};
 use osipy_backend::Device;
 use osipy_core::{OsipyError, QualityCode, Result};
-use osipy_fitting::{fit_batch, FitOptions, InitialGuess, LmSettings, Model};
+use osipy_fitting::{fit_batch, param_index, FitOptions, InitialGuess, LmSettings, Model};
 
 /// How to fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,23 +192,25 @@ pub fn prepare(signal: ArrayView2<'_, f64>, b: &[f64], normalize: bool) -> Resul
     })
 }
 
-fn bounds_with(opts: &IvimFitOptions) -> Result<Vec<(f64, f64)>> {
-    let names = ["S0", "f", "D", "Dstar"];
+fn bounds_with(model: &Biexponential, opts: &IvimFitOptions) -> Result<Vec<(f64, f64)>> {
     let mut b = BIEXP_BOUNDS.to_vec();
     for (name, lo, hi) in &opts.bounds {
-        let j = names
-            .iter()
-            .position(|n| n == name)
-            .ok_or_else(|| OsipyError::UnknownName {
-                kind: "IVIM parameter".into(),
-                name: name.clone(),
-                valid: names.iter().map(|s| s.to_string()).collect(),
-            })?;
+        let j = param_index(model, name)?;
         if !(lo <= hi) {
             return Err(OsipyError::data(
                 format!("bounds of {name}"),
                 format!("[{lo}, {hi}]"),
                 "lower <= upper",
+            ));
+        }
+        // The rates need finite ranges: the segmented solver searches D* on a
+        // grid between its bounds.
+        let rate = name == "D" || name == "Dstar";
+        if rate && !(*lo >= 0.0 && hi.is_finite() && (name == "D" || *hi > 0.0)) {
+            return Err(OsipyError::data(
+                format!("bounds of {name}"),
+                format!("[{lo}, {hi}]"),
+                "finite, non-negative mm^2/s (Dstar upper > 0), e.g. D [0, 0.005], Dstar [0.005, 0.2]",
             ));
         }
         b[j] = (*lo, *hi);
@@ -235,7 +237,14 @@ pub fn fit_ivim(
             ));
         }
     }
-    let bounds = bounds_with(opts)?;
+    let bi = Biexponential::new(&prep.b)?;
+    let bounds = bounds_with(&bi, opts)?;
+    // Starting values of the full fit by parameter index, checked up front.
+    let initial_guess = opts
+        .initial_guess
+        .iter()
+        .map(|(name, value)| Ok((param_index(&bi, name)?, *value)))
+        .collect::<Result<Vec<_>>>()?;
     let high: Vec<usize> = (0..prep.b.len())
         .filter(|&k| prep.b[k] >= opts.b_threshold)
         .collect();
@@ -265,34 +274,18 @@ pub fn fit_ivim(
         .collect();
     // Both segmented steps in one parallel pass (see `segmented`).
     let nb = prep.b.len();
-    let hb: Vec<f64> = high.iter().map(|&k| prep.b[k]).collect();
-    let ds_b = bounds[3];
-    let grid: Vec<f64> = (0..24)
-        .map(|i| ds_b.0 * (ds_b.1 / ds_b.0).powf(i as f64 / 23.0))
-        .collect();
-    // b-major, each row padded with zeros to a multiple of 4 grid points.
-    let ng = grid.len().div_ceil(4) * 4;
-    let mut egrid_t = vec![0.0; nb * ng];
-    for (i, b) in prep.b.iter().enumerate() {
-        for (g, ds) in grid.iter().enumerate() {
-            egrid_t[i * ng + g] = (-b * ds).exp();
-        }
-    }
-    let a22grid = (0..ng)
-        .map(|g| (0..nb).map(|i| egrid_t[i * ng + g].powi(2)).sum())
-        .collect();
-    let solver = crate::segmented::Segmented {
-        b: &prep.b,
-        high: &high,
-        bounds: [bounds[0], bounds[1], bounds[2], bounds[3]],
-        fit_f: opts.segmented_fit_f,
-        lm: opts.lm,
-        grid,
-        egrid_t,
-        a22grid,
-        plan_all: crate::segmented::ExpPlan::new(&prep.b),
-        plan_high: crate::segmented::ExpPlan::new(&hb),
-    };
+    let solver = crate::segmented::Segmented::new(
+        &prep.b,
+        &high,
+        [bounds[0], bounds[1], bounds[2], bounds[3]],
+        opts.segmented_fit_f,
+        opts.lm,
+    );
+    // Standard layout by construction: voxel v is `flat[v * nb..(v + 1) * nb]`.
+    let flat = prep
+        .data
+        .as_slice()
+        .ok_or_else(|| OsipyError::data("prepared signal layout", "strided", "contiguous rows"))?;
     const REC: usize = crate::segmented::REC;
     let mut rec = vec![f64::NAN; n_vox * REC];
     osipy_backend::for_each_chunk(
@@ -300,15 +293,12 @@ pub fn fit_ivim(
         &mut rec,
         REC,
         1024,
-        || crate::segmented::Scratch::new(nb, ng),
+        || solver.scratch(),
         |scratch, first, chunk| {
             for (k, out) in chunk.chunks_mut(REC).enumerate() {
                 let v = first + k;
                 if fit_mask[v] {
-                    // `prep.data` is standard layout: rows are contiguous.
-                    if let Some(y) = prep.data.row(v).to_slice() {
-                        solver.voxel(y, scratch, out);
-                    }
+                    solver.voxel(&flat[v * nb..(v + 1) * nb], scratch, out);
                 }
             }
         },
@@ -340,25 +330,14 @@ pub fn fit_ivim(
         lm: opts.lm,
         ..FitOptions::default()
     };
-    let bi = Biexponential::new(&prep.b)?;
-
     let mut full_rms: Option<Array1<f64>> = None;
     if opts.strategy != IvimStrategy::Segmented {
-        let names = ["S0", "f", "D", "Dstar"];
-        for (name, value) in &opts.initial_guess {
-            let j = names
-                .iter()
-                .position(|n| n == name)
-                .ok_or_else(|| OsipyError::UnknownName {
-                    kind: "IVIM parameter".into(),
-                    name: name.clone(),
-                    valid: names.iter().map(|s| s.to_string()).collect(),
-                })?;
+        for &(j, value) in &initial_guess {
             params
                 .column_mut(j)
                 .iter_mut()
                 .filter(|x| x.is_finite())
-                .for_each(|x| *x = *value);
+                .for_each(|x| *x = value);
         }
         let valid: Vec<bool> = status.iter().map(|q| q.is_valid()).collect();
         let full_opts = FitOptions {

@@ -34,25 +34,25 @@ pub(crate) const REC: usize = 10;
 /// Problem set-up shared by all voxels.
 pub(crate) struct Segmented<'a> {
     /// Distinct b-values (s/mm^2), ascending, b[0] = 0.
-    pub b: &'a [f64],
+    b: &'a [f64],
     /// Indices of the b-values at or above the threshold.
-    pub high: &'a [usize],
+    high: &'a [usize],
     /// Bounds of S0, f, D, D* (same order as the bi-exponential model).
-    pub bounds: [(f64, f64); 4],
+    bounds: [(f64, f64); 4],
     /// Fit S0 and f in step 2 (else from step 1 and the b = 0 signal).
-    pub fit_f: bool,
+    fit_f: bool,
     /// Iteration limit and tolerances.
-    pub lm: LmSettings,
+    lm: LmSettings,
     /// D* start grid (mm^2/s).
-    pub grid: Vec<f64>,
+    grid: Vec<f64>,
     /// `e^{-b_i D*_g}` at index `i * stride + g` (b-major), `stride` being
     /// the grid length rounded up to a multiple of 4 (padding is zero).
-    pub egrid_t: Vec<f64>,
+    egrid_t: Vec<f64>,
     /// `sum_i e^{-2 b_i D*_g}` per grid point (`stride` long).
-    pub a22grid: Vec<f64>,
+    a22grid: Vec<f64>,
     /// Exponentials over all b-values and over the high ones.
-    pub plan_all: ExpPlan,
-    pub plan_high: ExpPlan,
+    plan_all: ExpPlan,
+    plan_high: ExpPlan,
 }
 
 /// Evaluates `e^{-b_i x}` for ascending b-values with one exponential per
@@ -114,7 +114,7 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     /// Scratch for `nb` distinct b-values and a grid stride of `ng`.
-    pub fn new(nb: usize, ng: usize) -> Scratch {
+    fn new(nb: usize, ng: usize) -> Scratch {
         Scratch {
             q: vec![0.0; nb],
             e1: vec![0.0; nb],
@@ -238,7 +238,52 @@ struct Refined {
     status: QualityCode,
 }
 
-impl Segmented<'_> {
+impl<'a> Segmented<'a> {
+    /// Set-up for distinct ascending b-values `b` (b[0] = 0), the indices
+    /// `high` of those at or above the threshold, finite D and D* bounds.
+    pub fn new(
+        b: &'a [f64],
+        high: &'a [usize],
+        bounds: [(f64, f64); 4],
+        fit_f: bool,
+        lm: LmSettings,
+    ) -> Self {
+        // 24 log-spaced D* values across the bounds (from 1/1000 of the
+        // upper bound when the lower one is 0).
+        let (hi, lo) = (bounds[3].1, bounds[3].0);
+        let lo = if lo > 0.0 { lo } else { (hi * 1e-3).min(hi) };
+        let grid: Vec<f64> = (0..24).map(|i| lo * (hi / lo).powf(i as f64 / 23.0)).collect();
+        let nb = b.len();
+        let stride = grid.len().div_ceil(4) * 4;
+        let mut egrid_t = vec![0.0; nb * stride];
+        for (i, bi) in b.iter().enumerate() {
+            for (g, ds) in grid.iter().enumerate() {
+                egrid_t[i * stride + g] = (-bi * ds).exp();
+            }
+        }
+        let a22grid = (0..stride)
+            .map(|g| (0..nb).map(|i| egrid_t[i * stride + g].powi(2)).sum())
+            .collect();
+        let hb: Vec<f64> = high.iter().map(|&k| b[k]).collect();
+        Segmented {
+            b,
+            high,
+            bounds,
+            fit_f,
+            lm,
+            grid,
+            egrid_t,
+            a22grid,
+            plan_all: ExpPlan::new(b),
+            plan_high: ExpPlan::new(&hb),
+        }
+    }
+
+    /// Scratch memory for one worker.
+    pub fn scratch(&self) -> Scratch {
+        Scratch::new(self.b.len(), self.a22grid.len())
+    }
+
     /// Fits one voxel's prepared samples `y` (one per distinct b-value) and
     /// writes the [`REC`] record to `out`.
     pub fn voxel(&self, y: &[f64], s: &mut Scratch, out: &mut [f64]) {

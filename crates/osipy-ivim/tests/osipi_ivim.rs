@@ -387,4 +387,29 @@ fn segmented_edge_cases_minimal_b_values_and_no_perfusion() {
     assert!(fit.params[[0, 1]].abs() < 1e-6, "f {}", fit.params[[0, 1]]);
     assert_eq!(fit.params[[0, 3]], BIEXP_BOUNDS[3].0);
     assert!(fit.std_errors[[0, 3]].is_nan());
+
+    // A D* range starting at 0 still gives a usable start grid.
+    let (data, b) = noisy_phantom();
+    let opts = IvimFitOptions {
+        bounds: vec![("Dstar".into(), 0.0, 0.2)],
+        ..Default::default()
+    };
+    let fit = fit_ivim(data.view(), &b, None, &opts, &CPU).unwrap();
+    let valid = fit.status.iter().filter(|q| q.is_valid()).count();
+    assert!(valid > data.nrows() * 9 / 10, "{valid} of {}", data.nrows());
+    // Unbounded rates are refused with the valid form.
+    for bad in [
+        ("D", 0.0, f64::INFINITY),
+        ("Dstar", 0.005, f64::INFINITY),
+        ("Dstar", 0.0, 0.0),
+    ] {
+        let opts = IvimFitOptions {
+            bounds: vec![(bad.0.into(), bad.1, bad.2)],
+            ..Default::default()
+        };
+        let e = fit_ivim(data.view(), &b, None, &opts, &CPU)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("finite, non-negative"), "{e}");
+    }
 }
