@@ -202,3 +202,48 @@ fn bayesian_ivim_from_files_writes_posterior_maps() {
     let again = run(dir.path(), &config).unwrap();
     assert_eq!(read_3d(again.join("D.nii.gz")).unwrap().0, d);
 }
+
+#[test]
+fn iteration_settings_and_segmented_fit_f_reach_the_fitter() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = IvimPhantomSpec {
+        shape: [8, 8, 2],
+        snr: Some(50.0),
+        ..Default::default()
+    };
+    write(dir.path(), &spec);
+    let b = format!("{:?}", spec.b_values);
+    let qmask = |out: &Path| read_3d(out.join("quality_mask.nii.gz")).unwrap().0;
+    let count = |q: &Array3<f64>, code: QualityCode| q.iter().filter(|x| **x == code.code() as f64).count();
+    let base = format!("modality = \"ivim\"\n[data]\nb_values = {b}\n");
+    let out = run(dir.path(), &base).unwrap();
+    let ok = qmask(&out);
+    assert_eq!(count(&ok, QualityCode::MaxIterations), 0);
+    let f_default = read_3d(out.join("f.nii.gz")).unwrap().0;
+    // One iteration per step is too few for the segmented refinement.
+    let out = run(
+        dir.path(),
+        &format!("modality = \"ivim\"\n[pipeline.fitting]\nmax_iterations = 1\n[data]\nb_values = {b}\n"),
+    )
+    .unwrap();
+    assert!(
+        count(&qmask(&out), QualityCode::MaxIterations) > 64,
+        "max_iterations = 1 did not reach the fit"
+    );
+    // segmented_fit_f = false takes f from the step-1 intercept: other maps.
+    let out = run(
+        dir.path(),
+        &format!("modality = \"ivim\"\n[pipeline]\nsegmented_fit_f = false\n[data]\nb_values = {b}\n"),
+    )
+    .unwrap();
+    let f_classic = read_3d(out.join("f.nii.gz")).unwrap().0;
+    let differ = f_default
+        .iter()
+        .zip(&f_classic)
+        .filter(|(a, c)| (*a - *c).abs() > 1e-4)
+        .count();
+    assert!(
+        differ > 64,
+        "segmented_fit_f did not reach the fit ({differ} voxels differ)"
+    );
+}
