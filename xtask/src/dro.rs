@@ -337,11 +337,7 @@ fn run_ivim_phantoms(rows: &mut Vec<Row>) -> Result<()> {
             ..IvimPhantomSpec::default()
         };
         let ph = generate(&spec)?;
-        let n: usize = spec.shape.iter().product();
-        let data = ph
-            .signal
-            .clone()
-            .into_shape_with_order((n, spec.b_values.len()))?;
+        let data = ph.voxels();
         for strategy in [IvimStrategy::Segmented, IvimStrategy::Full] {
             let fit = fit_ivim(
                 data.view(),

@@ -17,10 +17,7 @@ fn bench(c: &mut Criterion) {
     };
     let ph = generate(&spec).expect("phantom");
     let n: usize = spec.shape.iter().product();
-    let data = ph
-        .signal
-        .into_shape_with_order((n, spec.b_values.len()))
-        .expect("voxels x b-values");
+    let data = ph.voxels();
     let device = Device::Cpu { threads: 2 };
     let mut g = c.benchmark_group("ivim_16k_voxels");
     g.sample_size(10);

@@ -6,7 +6,7 @@
 //! 1995), with SD = S0 / SNR, seeded.
 
 use crate::models::Biexponential;
-use ndarray::{Array3, Array4};
+use ndarray::{Array2, Array3, Array4};
 use osipy_core::{OsipyError, Result};
 use osipy_fitting::rng::Rng;
 use osipy_fitting::Model;
@@ -74,6 +74,17 @@ impl IvimPhantom {
     /// The true map called `name`.
     pub fn truth(&self, name: &str) -> Option<&Array3<f64>> {
         self.truth.iter().find(|(n, _)| n == name).map(|(_, a)| a)
+    }
+
+    /// The signals as voxels (C order over x, y, z) x b-values, the layout
+    /// [`crate::fit_ivim`] takes.
+    pub fn voxels(&self) -> Array2<f64> {
+        let s = self.signal.shape();
+        let n = s[0] * s[1] * s[2];
+        Array2::from_shape_fn((n, s[3]), |(v, k)| {
+            let (x, y, z) = (v / (s[1] * s[2]), (v / s[2]) % s[1], v % s[2]);
+            self.signal[[x, y, z, k]]
+        })
     }
 }
 

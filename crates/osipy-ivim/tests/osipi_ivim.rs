@@ -242,10 +242,7 @@ fn noisy_phantom() -> (Array2<f64>, Vec<f64>) {
         seed: 11,
         ..Default::default()
     };
-    let ph = generate(&spec).unwrap();
-    let n = 16 * 16 * 2;
-    let data = ph.signal.into_shape_with_order((n, spec.b_values.len())).unwrap();
-    (data, spec.b_values)
+    (generate(&spec).unwrap().voxels(), spec.b_values)
 }
 
 #[test]

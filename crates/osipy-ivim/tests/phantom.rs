@@ -23,12 +23,7 @@ fn noise_free_full_fit_is_exact_and_noisy_fits_are_close() {
         ..Default::default()
     };
     let ph = generate(&spec).unwrap();
-    let n = 8 * 8 * 4;
-    let data = ph
-        .signal
-        .clone()
-        .into_shape_with_order((n, spec.b_values.len()))
-        .unwrap();
+    let data = ph.voxels();
     let fit = fit_ivim(
         data.view(),
         &spec.b_values,
@@ -56,11 +51,7 @@ fn noise_free_full_fit_is_exact_and_noisy_fits_are_close() {
         ..Default::default()
     };
     let ph = generate(&spec).unwrap();
-    let data = ph
-        .signal
-        .clone()
-        .into_shape_with_order((n, spec.b_values.len()))
-        .unwrap();
+    let data = ph.voxels();
     for strategy in [IvimStrategy::Segmented, IvimStrategy::Full] {
         let fit = fit_ivim(
             data.view(),
