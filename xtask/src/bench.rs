@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use ndarray::{Array1, Array3, Array4};
 use ndarray_npy::read_npy;
 use osipy_backend::Device;
-use osipy_dce::{fit_model, DceFitOptions};
+use osipy_dce::{fit_model, DceFitOptions, DceModelEntry};
 use osipy_fitting::{FitOptions, LmSettings};
 use osipy_pipeline::dro::compare;
 use std::path::Path;
@@ -99,6 +99,12 @@ fn run_python_bench(
     Ok((dir, summary))
 }
 
+/// The Python comparison of each modality of the table, by id.
+pub type BenchFn = fn(&Path, &[String]) -> Result<()>;
+
+/// One entry per modality in `osipy_pipeline::MODALITIES` (tested).
+pub const BENCHES: &[(&str, BenchFn)] = &[("dce", dce), ("ivim", ivim)];
+
 /// Runs the DCE comparison.
 pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
     let (dir, summary) = run_python_bench(root, "bench_dce.py", "dce", extra)?;
@@ -130,7 +136,7 @@ pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
     for _ in 0..3 {
         let start = std::time::Instant::now();
         fit = Some(fit_model(
-            "extended_tofts",
+            &DceModelEntry::builtin("extended_tofts")?,
             conc.view(),
             &aif,
             &t,
@@ -268,7 +274,7 @@ pub fn fit_saved(root: &Path) -> Result<()> {
     for _ in 0..3 {
         let start = std::time::Instant::now();
         fit_model(
-            "extended_tofts",
+            &DceModelEntry::builtin("extended_tofts")?,
             conc.view(),
             &aif.to_vec(),
             &t.to_vec(),

@@ -1,39 +1,21 @@
 //! `cargo xtask dro-validate`: every modality against its reference objects.
 //!
-//! DCE: the OSIPI DCE-DSC-MRI CodeCollection model cases (testdata/, with and
-//! without delay, the manifest's tolerances) and extended-Tofts phantoms
-//! across noise levels. Writes `target/dro-validate/report.md` and
+//! The OSIPI DCE-DSC-MRI CodeCollection model cases (testdata/, with and
+//! without delay, the manifest's tolerances), then every modality's phantom
+//! checks from the modality table ([`osipy_pipeline::MODALITIES`]). Writes `target/dro-validate/report.md` and
 //! `report.json`; any failed check fails the task.
 
 use anyhow::{Context, Result};
 use ndarray::Array2;
 use osipy_backend::Device;
-use osipy_dce::phantom::{generate, PhantomSpec};
-use osipy_dce::{fit_model, model, model_with_delay, DceFitOptions, PkInput};
+use osipy_core::Registry;
+use osipy_dce::{DceModelEntry, PkInput};
 use osipy_fitting::{fit_batch, FitOptions};
-use osipy_pipeline::dro::{compare, read_osipi_cases, OsipiCase};
-use serde::Serialize;
+use osipy_pipeline::dro::{percentile, read_osipi_cases, OsipiCase};
 use std::path::{Path, PathBuf};
 
 /// One line of the report.
-#[derive(Debug, Serialize)]
-pub struct Row {
-    suite: String,
-    case: String,
-    parameter: String,
-    n: usize,
-    /// Median of the error measure (absolute for OSIPI cases, relative for phantoms).
-    median_error: f64,
-    /// 90th percentile of the error measure.
-    p90_error: f64,
-    /// Bias: mean signed error (same measure).
-    bias: f64,
-    /// Cases outside the tolerance.
-    n_fail: usize,
-    /// The tolerance applied and where it comes from.
-    tolerance: String,
-    pass: bool,
-}
+pub type Row = osipy_io::DroRow;
 
 /// (parameter column in the CSV, fitted index, atol, rtol).
 type Check = (&'static str, usize, f64, f64);
@@ -160,15 +142,13 @@ const SUITES: &[OsipiSuite] = &[
     },
 ];
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
-}
-
-fn run_suite(root: &Path, s: &OsipiSuite, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
+fn run_suite(
+    root: &Path,
+    registry: &Registry,
+    s: &OsipiSuite,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
     let path = root
         .join("testdata/osipi-dce-dsc-codecollection/DCEmodels")
         .join(s.file);
@@ -196,10 +176,11 @@ fn run_suite(root: &Path, s: &OsipiSuite, rows: &mut Vec<Row>, notes: &mut Vec<S
     let mut fails = vec![0usize; checks.len()];
     for case in &cases {
         let input = PkInput::new(&case.t, &case.ca)?;
+        let entry = registry.get::<DceModelEntry>(s.model)?;
         let m = if s.delay.is_some() {
-            model_with_delay(s.model, input)?
+            entry.build_delayed(input)?
         } else {
-            model(s.model, input)?
+            entry.build(input)
         };
         let data = Array2::from_shape_vec((1, case.c.len()), case.c.clone())?;
         let fit = fit_batch(
@@ -236,14 +217,15 @@ fn run_suite(root: &Path, s: &OsipiSuite, rows: &mut Vec<Row>, notes: &mut Vec<S
     }
     for (k, (col, _, atol, rtol)) in checks.iter().enumerate() {
         let mut abs: Vec<f64> = errs[k].iter().map(|e| e.abs()).collect();
+        abs.sort_by(|a, b| a.total_cmp(b));
         let bias = errs[k].iter().sum::<f64>() / errs[k].len().max(1) as f64;
         rows.push(Row {
             suite: "osipi-dce".into(),
             case: s.name.into(),
             parameter: (*col).into(),
             n: errs[k].len(),
-            median_error: percentile(&mut abs, 0.5),
-            p90_error: percentile(&mut abs, 0.9),
+            median_error: percentile(&abs, 0.5),
+            p90_error: percentile(&abs, 0.9),
             bias,
             n_fail: fails[k],
             tolerance: format!("OSIPI manifest: |err| <= {atol} + {rtol}|ref| per case"),
@@ -253,162 +235,21 @@ fn run_suite(root: &Path, s: &OsipiSuite, rows: &mut Vec<Row>, notes: &mut Vec<S
     Ok(())
 }
 
-/// Extended-Tofts phantoms: noise-free (the forward model is the fitted one,
-/// so only convergence limits recovery) and at SNR 50 and 20 (noise SD = voxel
-/// peak / SNR, as Python osipy's benchmark). Tolerances: noise-free, median
-/// |relative error| < 1e-4; noisy, medians no worse than Python osipy 0.1.4's
-/// on its SNR-20 benchmark (Ktrans 0.033, ve 0.022, vp 0.088) and |bias|
-/// (median signed relative error) of vp below 2 % (the target).
-fn run_phantoms(rows: &mut Vec<Row>) -> Result<()> {
-    let py = [("Ktrans", 0.033), ("ve", 0.022), ("vp", 0.088)];
-    for snr in [None, Some(50.0), Some(20.0)] {
-        let spec = PhantomSpec {
-            shape: [16, 16, 8],
-            snr,
-            seed: 11,
-            ..PhantomSpec::extended_tofts()
-        };
-        let ph = generate(&spec)?;
-        let fit = fit_model(
-            "extended_tofts",
-            ph.concentration.view(),
-            &ph.aif,
-            &ph.time,
-            None,
-            &DceFitOptions::default(),
-            &Device::cpu(None),
-        )?;
-        let label = snr.map_or("noise-free".to_string(), |s| format!("SNR {s}"));
-        for (name, py_median) in py {
-            let est = &fit.map(name).context("fitted map")?.values;
-            let s = compare(name, est, ph.truth(name).context("truth")?, None)?;
-            let (limit, tol) = match snr {
-                None => (1e-4, "median |rel err| < 1e-4 (same forward model)".to_string()),
-                Some(_) => (
-                    py_median,
-                    format!("median |rel err| <= {py_median} (Python osipy 0.1.4, SNR 20)"),
-                ),
-            };
-            let bias_ok = name != "vp" || snr.is_none() || s.median_signed_rel_error.abs() <= 0.02;
-            let tol = if name == "vp" && snr.is_some() {
-                format!("{tol}; |median signed rel err| <= 0.02")
-            } else {
-                tol
-            };
-            rows.push(Row {
-                suite: "dce-phantom".into(),
-                case: format!("extended_tofts {label}, {} voxels", s.n),
-                parameter: name.into(),
-                n: s.n,
-                median_error: s.median_abs_rel_error,
-                p90_error: s.p90_abs_rel_error,
-                bias: s.median_signed_rel_error,
-                n_fail: s.n_invalid,
-                tolerance: tol,
-                pass: s.median_abs_rel_error <= limit && bias_ok && s.n_invalid == 0,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// IVIM phantoms (Gaussian noise, SD = S0 / SNR, as the task force
-/// simulates) at SNR 10 to 200, both strategies. Spread and bias are
-/// reported over all voxels; the pass criterion applies to the median
-/// estimate of each phantom block (one D, f, D* combination, 32 voxels):
-/// the OSIPI TF2.4 unit-test tolerance (|x - truth| <= atol + rtol |truth|:
-/// f 0.2 + 0.1, D 5e-4 + 0.1, D* 0.1 + 0.1) at SNR >= 100, and the task
-/// force's synthetic-test tolerance (rtol = atol = 1) below.
-fn run_ivim_phantoms(rows: &mut Vec<Row>) -> Result<()> {
-    use osipy_ivim::phantom::{generate, IvimPhantomSpec, Noise};
-    use osipy_ivim::{fit_ivim, IvimFitOptions, IvimStrategy};
-    let tol = [
-        ("f", 1usize, 0.2, 0.1),
-        ("D", 2, 5e-4, 0.1),
-        ("Dstar", 3, 0.1, 0.1),
-    ];
-    for snr in [10.0, 30.0, 50.0, 100.0, 200.0] {
-        let spec = IvimPhantomSpec {
-            shape: [16, 16, 8],
-            snr: Some(snr),
-            noise: Noise::Gaussian,
-            s0: 1.0,
-            seed: 7,
-            ..IvimPhantomSpec::default()
-        };
-        let ph = generate(&spec)?;
-        let data = ph.voxels();
-        for strategy in [IvimStrategy::Segmented, IvimStrategy::Full] {
-            let fit = fit_ivim(
-                data.view(),
-                &spec.b_values,
-                None,
-                &IvimFitOptions {
-                    strategy,
-                    ..Default::default()
-                },
-                &Device::cpu(None),
-            )?;
-            for (name, j, atol, rtol) in tol {
-                let truth = ph.truth(name).context("truth")?;
-                let est = ndarray::Array3::from_shape_vec(truth.dim(), fit.params.column(j).to_vec())?;
-                let s = compare(name, &est, truth, None)?;
-                // Blocks: voxels sharing (D, f, D*).
-                let mut blocks: std::collections::BTreeMap<[u64; 3], (Vec<f64>, f64)> = Default::default();
-                for (idx, e) in est.indexed_iter() {
-                    let key = ["D", "f", "Dstar"].map(|k| ph.truth(k).map_or(0, |a| a[idx].to_bits()));
-                    let entry = blocks.entry(key).or_insert((Vec::new(), truth[idx]));
-                    if e.is_finite() {
-                        entry.0.push(*e);
-                    }
-                }
-                // The unit-test tolerance was set for SNR 2000; it is applied
-                // at SNR >= 100. Below, the task force's own synthetic test
-                // (test_ivim_synthetic) uses rtol = atol = 1.
-                let (atol, rtol) = if snr < 100.0 { (1.0, 1.0) } else { (atol, rtol) };
-                let n_fail = blocks
-                    .values_mut()
-                    .map(|(v, t)| {
-                        let m = percentile(v, 0.5);
-                        !((m - *t).abs() <= atol + rtol * t.abs())
-                    })
-                    .filter(|failed| *failed)
-                    .count();
-                rows.push(Row {
-                    suite: "ivim-phantom".into(),
-                    case: format!("{strategy:?} SNR {snr}, {} voxels ({} invalid)", s.n, s.n_invalid)
-                        .to_lowercase(),
-                    parameter: name.into(),
-                    n: blocks.len(),
-                    median_error: s.median_abs_rel_error,
-                    p90_error: s.p90_abs_rel_error,
-                    bias: s.median_signed_rel_error,
-                    n_fail,
-                    tolerance: format!(
-                        "OSIPI TF2.4 {}: |block median - truth| <= {atol} + {rtol}|truth|",
-                        if snr < 100.0 {
-                            "test_ivim_synthetic"
-                        } else {
-                            "unit test"
-                        }
-                    ),
-                    pass: n_fail == 0,
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Runs everything and writes the reports; returns whether all passed.
 pub fn run(root: &Path) -> Result<bool> {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
+    let registry = osipy_pipeline::builtin_registry()?;
     for s in SUITES {
-        run_suite(root, s, &mut rows, &mut notes).with_context(|| format!("suite {}", s.name))?;
+        run_suite(root, &registry, s, &mut rows, &mut notes).with_context(|| format!("suite {}", s.name))?;
     }
-    run_phantoms(&mut rows)?;
-    run_ivim_phantoms(&mut rows)?;
+    // Every modality's phantom checks, from the modality table.
+    for m in osipy_pipeline::MODALITIES {
+        rows.extend(
+            m.phantom_checks(&registry)
+                .with_context(|| format!("{} phantom checks", m.id()))?,
+        );
+    }
     let out: PathBuf = root.join("target/dro-validate");
     std::fs::create_dir_all(&out)?;
     let all_pass = rows.iter().all(|r| r.pass);

@@ -41,21 +41,27 @@ fn main() -> Result<()> {
                 bail!("dro-validate: some checks failed (see target/dro-validate/report.md)")
             }
         }
-        Some("bench-compare") => match args.get(1).map(String::as_str) {
-            Some("dce") => bench::dce(&workspace_root(), &args[2..]),
-            Some("ivim") => bench::ivim(&workspace_root(), &args[2..]),
-            other => bail!("bench-compare needs a modality: available: dce, ivim (got {other:?})"),
-        },
+        Some("bench-compare") => {
+            let id = args.get(1).map(String::as_str).unwrap_or_default();
+            // The modality table says which modalities exist; each has its
+            // Python comparison here (`bench::BENCHES`, one per modality, tested).
+            let m = osipy_pipeline::modality::modality(id)
+                .with_context(|| "usage: cargo xtask bench-compare <modality>")?;
+            match bench::BENCHES.iter().find(|(b, _)| *b == m.id()) {
+                Some((_, run)) => run(&workspace_root(), &args[2..]),
+                None => bail!("no Python comparison for modality {} yet", m.id()),
+            }
+        }
         // Fits the arrays a previous bench-compare saved, without Python: for profiling.
         Some("fit-npy") => match args.get(1).map(String::as_str) {
             Some("ivim") => bench::fit_saved_ivim(&workspace_root()),
             _ => bench::fit_saved(&workspace_root()),
         },
         Some(other) => {
-            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare dce|ivim")
+            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality>, fit-npy")
         }
         None => {
-            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare dce|ivim")
+            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality>, fit-npy")
         }
     }
 }

@@ -213,19 +213,6 @@ impl Aif {
         }
     }
 
-    /// The population AIF called `name`; the error lists the valid names.
-    pub fn population(name: &str) -> Result<Aif> {
-        POPULATION
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, _, f)| f())
-            .ok_or_else(|| OsipyError::UnknownName {
-                kind: "population AIF".into(),
-                name: name.into(),
-                valid: POPULATION.iter().map(|(n, _, _)| n.to_string()).collect(),
-            })
-    }
-
     /// A measured AIF from arrays: times (s, strictly increasing, finite) and
     /// concentrations (mM, finite).
     pub fn measured(time: &[f64], conc: &[f64], compartment: Compartment) -> Result<Aif> {

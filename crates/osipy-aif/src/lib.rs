@@ -2,7 +2,8 @@
 //!
 //! Arterial input functions for tracer-kinetic analysis.
 //!
-//! * Population AIFs with their published parameters ([`Aif::population`]):
+//! * Population AIFs with their published parameters (constructors such as
+//!   [`Aif::parker`], and the registry table `population_aifs`, [`PopulationAif`]):
 //!   `parker` (2006), `georgiou` (2019), `fritz_hansen` (1996), `weinmann`
 //!   (1984), `mcgrath` (2009, preclinical). Time in seconds, concentration in
 //!   mM; each knows whether it is blood or plasma, and [`Aif::plasma`] /
@@ -25,28 +26,24 @@ pub use aif::{
 };
 pub use detect::{detect_aif, AifVoxel, DetectOptions, DetectedAif};
 
-use osipy_core::{Kind, Registry, Result};
+use osipy_core::{Extension, KindInfo, Registry, Result};
 
-/// Payload of a population-AIF registry entry.
-pub type PopulationAifFn = fn() -> Aif;
+/// Registry entry of a population AIF: builds it.
+#[derive(Debug, Clone, Copy)]
+pub struct PopulationAif(pub fn() -> Aif);
 
-/// Payload of an AIF-detector registry entry.
-pub type DetectorFn = for<'a> fn(
-    ndarray::ArrayView4<'a, f64>,
-    &[f64],
-    Option<ndarray::ArrayView3<'a, bool>>,
-    &DetectOptions,
-) -> Result<DetectedAif>;
+impl Extension for PopulationAif {
+    const KIND: KindInfo = KindInfo {
+        id: "population_aifs",
+        label: "population AIF",
+        config_key: "dce: pipeline.population_aif",
+    };
+}
 
-/// Registers the population AIFs and the detector in `reg`.
+/// Registers the population AIFs in `reg`.
 pub fn register(reg: &mut Registry) -> Result<()> {
     for (name, description, ctor) in aif::POPULATION {
-        reg.register::<PopulationAifFn>(Kind::PopulationAif, name, description, ctor)?;
+        reg.register(name, description, PopulationAif(ctor))?;
     }
-    reg.register::<DetectorFn>(
-        Kind::AifDetector,
-        "peak_score",
-        "candidates above a peak-height percentile, scored on peak, arrival and width",
-        detect_aif,
-    )
+    Ok(())
 }

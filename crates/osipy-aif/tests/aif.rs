@@ -234,25 +234,22 @@ fn measured_aif_interpolates_and_shifts() {
 }
 
 #[test]
-fn population_lookup_and_registry() {
-    let e = Aif::population("parkerr").unwrap_err().to_string();
-    assert!(
-        e.contains("\"parkerr\"") && e.contains("parker, georgiou, fritz_hansen, weinmann, mcgrath"),
-        "{e}"
-    );
+fn population_registry() {
     let mut reg = osipy_core::Registry::new();
     register(&mut reg).unwrap();
     assert_eq!(
-        reg.names(osipy_core::Kind::PopulationAif),
+        reg.names::<PopulationAif>(),
         ["fritz_hansen", "georgiou", "mcgrath", "parker", "weinmann"]
     );
-    let f = reg
-        .get(osipy_core::Kind::PopulationAif, "georgiou")
-        .unwrap()
-        .payload::<PopulationAifFn>()
-        .unwrap();
-    assert_eq!(f().name, "georgiou");
-    assert_eq!(reg.names(osipy_core::Kind::AifDetector), ["peak_score"]);
+    let e = reg.get::<PopulationAif>("parkerr").unwrap_err().to_string();
+    assert!(
+        e.contains("\"parkerr\"") && e.contains("fritz_hansen, georgiou, mcgrath, parker, weinmann"),
+        "{e}"
+    );
+    assert_eq!(
+        (reg.get::<PopulationAif>("georgiou").unwrap().0)().name,
+        "georgiou"
+    );
 }
 
 #[test]

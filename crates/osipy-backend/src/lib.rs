@@ -161,19 +161,38 @@ where
         }
         return Ok(());
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| BackendError::ThreadPool {
-            threads,
-            message: e.to_string(),
-        })?;
-    pool.install(|| {
+    pool(threads)?.install(|| {
         out.par_chunks_mut(chunk_len)
             .enumerate()
             .for_each_init(&init, |ws, (i, chunk)| f(ws, i * chunk_items, chunk));
     });
     Ok(())
+}
+
+/// The worker pool of `threads` threads: built on first use and kept for the
+/// process, so a run (or a test binary) builds each pool once, not per call.
+fn pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>, BackendError> {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(p) = pools.get(&threads) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| BackendError::ThreadPool {
+                threads,
+                message: e.to_string(),
+            })?,
+    );
+    pools.insert(threads, p.clone());
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -205,6 +224,8 @@ mod tests {
         let c = run(8);
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
         assert!(a.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()));
+        // The pool of a thread count is built once and reused.
+        assert!(std::sync::Arc::ptr_eq(&pool(2).unwrap(), &pool(2).unwrap()));
         // Every item was visited: item 0 has sum of sin(j) for j < 50, non-zero.
         assert!(a[0] != 0.0 && a[2 * (n - 1)] != 0.0);
     }

@@ -13,11 +13,12 @@ mod demo;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use osipy_core::{Kind, Modality};
-use osipy_pipeline::{builtin_registry, config::dump_defaults, run_analysis, Config, RunOptions};
+use osipy_pipeline::config::LogLevel;
+use osipy_pipeline::modality::{ids, modality};
+use osipy_pipeline::{builtin_registry, config::dump_defaults, run_analysis, Config, Progress, RunOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Quantitative perfusion MRI (DCE, DSC, ASL, IVIM) following OSIPI conventions.
@@ -51,7 +52,7 @@ enum Command {
     },
     /// Print the commented default configuration of a modality.
     DumpDefaults {
-        /// dce | dsc | asl | ivim.
+        /// The modality (see `osipy list modalities`).
         modality: String,
     },
     /// Check a configuration without running it.
@@ -59,9 +60,10 @@ enum Command {
         /// TOML configuration.
         config: PathBuf,
     },
-    /// List the registered methods, all kinds or one (e.g. `dce_models`).
+    /// List the modalities and registered methods with the config key that
+    /// selects each; all kinds or one (e.g. `dce_models`).
     List {
-        /// Registry kind.
+        /// `modalities` or a registry kind.
         kind: Option<String>,
     },
     /// Generate a phantom, run the real pipeline on it from files, and print
@@ -76,16 +78,16 @@ enum Command {
     },
 }
 
-fn init_logging(verbose: u8, quiet: bool, config_level: Option<&str>) {
+fn init_logging(verbose: u8, quiet: bool, config_level: Option<LogLevel>) {
     let level = if quiet {
         tracing::Level::ERROR
     } else {
         match verbose {
             0 => match config_level {
-                Some("error") => tracing::Level::ERROR,
-                Some("warn") => tracing::Level::WARN,
-                Some("debug") => tracing::Level::DEBUG,
-                Some("trace") => tracing::Level::TRACE,
+                Some(LogLevel::Error) => tracing::Level::ERROR,
+                Some(LogLevel::Warn) => tracing::Level::WARN,
+                Some(LogLevel::Debug) => tracing::Level::DEBUG,
+                Some(LogLevel::Trace) => tracing::Level::TRACE,
                 _ => tracing::Level::INFO,
             },
             1 => tracing::Level::DEBUG,
@@ -109,11 +111,10 @@ pub(crate) fn run_with_progress(
     threads: Option<usize>,
     quiet: bool,
 ) -> Result<osipy_pipeline::RunSummary> {
-    let done = Arc::new(AtomicUsize::new(0));
-    let total = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bar_thread = {
-        let (done, total, stop) = (done.clone(), total.clone(), stop.clone());
+        let (progress, stop) = (progress.clone(), stop.clone());
         std::thread::spawn(move || {
             let bar = indicatif::ProgressBar::with_draw_target(
                 None,
@@ -129,10 +130,10 @@ pub(crate) fn run_with_progress(
             );
             bar.set_message("fitting");
             while !stop.load(Ordering::Relaxed) {
-                let t = total.load(Ordering::Relaxed);
-                if t > 0 {
-                    bar.set_length(t as u64);
-                    bar.set_position(done.load(Ordering::Relaxed) as u64);
+                let (done, total) = progress.get();
+                if total > 0 {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
@@ -143,8 +144,7 @@ pub(crate) fn run_with_progress(
         data_dir: data_path.into(),
         out_dir: out.into(),
         threads,
-        progress: Some(done),
-        progress_total: Some(total),
+        progress: Some(progress),
     };
     let result = run_analysis(config, &opts);
     stop.store(true, Ordering::Relaxed);
@@ -161,7 +161,7 @@ fn real_main(cli: Cli) -> Result<()> {
             threads,
         } => {
             let cfg = Config::from_file(&config)?;
-            init_logging(cli.verbose, cli.quiet, Some(&cfg.logging.level));
+            init_logging(cli.verbose, cli.quiet, Some(cfg.logging.level));
             if !data_path.is_dir() {
                 anyhow::bail!("data path {} is not a folder", data_path.display());
             }
@@ -174,16 +174,11 @@ fn real_main(cli: Cli) -> Result<()> {
             }
         }
         Command::DumpDefaults { modality } => {
-            let m: Modality = modality.parse()?;
-            print!("{}", dump_defaults(m)?);
+            print!("{}", dump_defaults(&modality)?);
         }
         Command::Validate { config } => {
             let cfg = Config::from_file(&config)?;
-            let what = match (cfg.dce(), cfg.ivim()) {
-                (Ok(p), _) => format!("model {}", p.model),
-                (_, Ok(p)) => format!("fitting_method {}", p.fitting_method),
-                _ => String::new(),
-            };
+            let what = cfg.modality_def()?.describe(&cfg.pipeline)?;
             println!(
                 "{}: valid {} configuration ({what})",
                 config.display(),
@@ -192,29 +187,39 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::List { kind } => {
             let reg = builtin_registry()?;
-            let kinds = match kind {
-                Some(k) => vec![Kind::from_id(&k)?],
-                None => Kind::ALL.to_vec(),
-            };
-            for k in kinds {
-                let entries = reg.list(k);
-                if entries.is_empty() {
-                    continue;
+            let mut tables = reg.tables();
+            if kind.as_deref() != Some("modalities") {
+                if let Some(k) = &kind {
+                    tables = vec![reg
+                        .table(k)
+                        .map_err(|e| anyhow::anyhow!("{e}; or `modalities`"))?];
                 }
-                println!("{}:", k.id());
+            }
+            if kind.is_none() || kind.as_deref() == Some("modalities") {
+                println!("modalities:  (config key: modality)");
+                for m in osipy_pipeline::MODALITIES {
+                    println!("  {:<18} {}", m.id(), m.name());
+                }
+                if kind.is_some() {
+                    return Ok(());
+                }
+            }
+            for (info, entries) in tables {
+                println!("{}:  (config key: {})", info.id, info.config_key);
                 for e in entries {
                     println!("  {:<18} {}", e.name, e.description);
                 }
             }
         }
-        Command::Demo { modality, output } => {
-            let m: Modality = modality.parse()?;
+        Command::Demo { modality: id, output } => {
+            let m = modality(&id).map_err(|_| {
+                anyhow::anyhow!(
+                    "no demo for {id:?} in this build; available: {}",
+                    ids().join(", ")
+                )
+            })?;
             init_logging(cli.verbose, true, None);
-            match m {
-                Modality::Dce => demo::run(&output, cli.quiet).context("demo failed")?,
-                Modality::Ivim => demo::run_ivim(&output, cli.quiet).context("demo failed")?,
-                other => anyhow::bail!("no demo for {other} in this build yet; available: dce, ivim"),
-            }
+            demo::run(m, &output, cli.quiet).context("demo failed")?;
         }
     }
     Ok(())

@@ -20,7 +20,7 @@
 //! | (none) | | |
 
 use ndarray::Array2;
-use osipy_core::{check_increasing, Kind, OsipyError, Registry, Result};
+use osipy_core::{check_increasing, OsipyError, Result};
 
 mod exponential;
 pub use exponential::{biexp_conv, exp_conv, exp_conv_with_derivative, exponential};
@@ -255,10 +255,9 @@ pub fn tikhonov_inverse(m: &Array2<f64>, lambda: f64) -> Result<Array2<f64>> {
     })
 }
 
-/// Signature of a registered convolution method: `(t, a, b) -> a * b` on `t`.
-pub type ConvolveFn = fn(&[f64], &[f64], &[f64]) -> Result<Vec<f64>>;
-
-fn fft_on_grid(t: &[f64], a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
+/// [`fft_convolve`] on a time grid `t`, checked to be uniform (the error
+/// points to [`piecewise_linear`] for other grids).
+pub fn fft_on_grid(t: &[f64], a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
     check_grid(t, "first function", a)?;
     check_grid(t, "second function", b)?;
     let dt = t[1] - t[0];
@@ -273,20 +272,4 @@ fn fft_on_grid(t: &[f64], a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
         ));
     }
     fft_convolve(a, b, dt)
-}
-
-/// Registers this crate's convolution methods in `reg`.
-pub fn register(reg: &mut Registry) -> Result<()> {
-    reg.register::<ConvolveFn>(
-        Kind::ConvolutionMethod,
-        "piecewise_linear",
-        "exact convolution of piecewise-linear functions on any increasing grid",
-        piecewise_linear,
-    )?;
-    reg.register::<ConvolveFn>(
-        Kind::ConvolutionMethod,
-        "fft",
-        "rectangle-rule discrete convolution by zero-padded FFT (uniform grids)",
-        fft_on_grid,
-    )
 }

@@ -1,34 +1,51 @@
 //! # osipy-core
 //!
-//! The shared vocabulary of osipy: the error type, units, modalities,
-//! per-voxel quality codes, [`ParameterMap`], [`PerfusionDataset`] with typed
-//! acquisition parameters, [`Provenance`], and the typed [`Registry`] that
-//! every extension point (models, fitters, AIFs, ...) is listed in.
+//! The shared vocabulary of osipy: the error type, units, per-voxel quality
+//! codes, [`ParameterMap`] and [`MapSet`] (the result of every analysis),
+//! [`Provenance`], and the typed [`Registry`] that every extension point
+//! (models, fitters, AIFs, ...) is listed in.
 //!
-//! This crate does no numerics and reads no files.
+//! This crate does no numerics and reads no files (a tidy test checks both).
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | (none) | | |
 
-mod dataset;
 mod error;
-mod modality;
+mod mapset;
 mod parameter_map;
 mod provenance;
 mod quality;
 pub mod registry;
 pub mod units;
 
-pub use dataset::{
-    check_increasing, AcquisitionParams, AslAcquisition, DceAcquisition, DscAcquisition, IvimAcquisition,
-    PerfusionDataset, IDENTITY_AFFINE,
-};
 pub use error::{OsipyError, Result};
-pub use modality::Modality;
+pub use mapset::MapSet;
 pub use parameter_map::ParameterMap;
 pub use provenance::Provenance;
 pub use quality::QualityCode;
-pub use registry::{Entry, Kind, Registry};
+pub use registry::{Extension, KindInfo, Listing, Registry};
 pub use units::Unit;
+
+/// Errors unless `values` is strictly increasing; `what` names them.
+pub fn check_increasing(what: &str, values: &[f64]) -> Result<()> {
+    for (i, w) in values.windows(2).enumerate() {
+        if !(w[1] > w[0]) {
+            return Err(OsipyError::data(
+                what,
+                format!("{} at index {} followed by {} at index {}", w[0], i, w[1], i + 1),
+                "strictly increasing values",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The identity affine (1 mm isotropic voxels at the origin).
+pub const IDENTITY_AFFINE: [[f64; 4]; 4] = [
+    [1.0, 0.0, 0.0, 0.0],
+    [0.0, 1.0, 0.0, 0.0],
+    [0.0, 0.0, 1.0, 0.0],
+    [0.0, 0.0, 0.0, 1.0],
+];

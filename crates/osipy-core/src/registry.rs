@@ -1,168 +1,69 @@
-//! Typed registries: one table per extension point.
+//! Typed registries: one table per extension point, keyed by the entry type.
 //!
-//! Each table maps a snake_case name to an [`Entry`] whose payload is set by
-//! the crate that owns the extension point (a model factory, a function...).
-//! Tables are separate per [`Kind`], so a DCE config cannot name a DSC
-//! deconvolver as its fitter. Crates add entries with their own
-//! `register(&mut Registry)`; `osipy-pipeline` assembles the built-in set.
+//! The crate that owns an extension point defines its entry type (a model
+//! builder, a fitter function...) and implements [`Extension`] for it, which
+//! names the table (`id`), how to call one entry in messages (`label`) and the
+//! config key that selects an entry (`config_key`). [`Registry::register`] and
+//! [`Registry::get`] are generic over that type, so a payload can only ever be
+//! filed under, and found in, its own table: a kind and its payload type
+//! cannot disagree, and there is no run-time downcast a caller could get
+//! wrong. Crates add entries with their own `register(&mut Registry)`;
+//! `osipy-pipeline` assembles the built-in set, and a library user can add
+//! entries of their own the same way.
 
 use crate::{OsipyError, Result};
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The extension points of osipy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Kind {
-    /// DCE pharmacokinetic models.
-    DceModel,
-    /// T1 mapping methods.
-    T1Method,
-    /// Signal-to-concentration models.
-    ConcentrationModel,
-    /// Population arterial input functions.
-    PopulationAif,
-    /// Automatic AIF detectors.
-    AifDetector,
-    /// Convolution methods.
-    ConvolutionMethod,
-    /// Non-linear least-squares fitters.
-    Fitter,
-    /// DSC deconvolution methods.
-    DscDeconvolver,
-    /// DSC leakage correctors.
-    LeakageCorrector,
-    /// Bolus arrival detectors.
-    ArrivalDetector,
-    /// Signal normalisers.
-    Normaliser,
-    /// ASL quantification models.
-    AslQuantification,
-    /// ASL arrival-time models.
-    AslAtt,
-    /// ASL label/control difference methods.
-    AslDifference,
-    /// ASL M0 calibration methods.
-    AslM0,
-    /// IVIM signal models.
-    IvimModel,
-    /// IVIM fitting strategies.
-    IvimFitter,
+/// Describes the table of one extension point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// snake_case table id, as used by `osipy list KIND` (e.g. `dce_models`).
+    pub id: &'static str,
+    /// Singular human-readable name, used in error messages (`DCE model`).
+    pub label: &'static str,
+    /// The config key whose value selects an entry (e.g. `dce: pipeline.model`).
+    pub config_key: &'static str,
 }
 
-impl Kind {
-    /// Every kind, in listing order.
-    pub const ALL: [Kind; 17] = [
-        Kind::DceModel,
-        Kind::T1Method,
-        Kind::ConcentrationModel,
-        Kind::PopulationAif,
-        Kind::AifDetector,
-        Kind::ConvolutionMethod,
-        Kind::Fitter,
-        Kind::DscDeconvolver,
-        Kind::LeakageCorrector,
-        Kind::ArrivalDetector,
-        Kind::Normaliser,
-        Kind::AslQuantification,
-        Kind::AslAtt,
-        Kind::AslDifference,
-        Kind::AslM0,
-        Kind::IvimModel,
-        Kind::IvimFitter,
-    ];
-
-    /// snake_case id, as used by `osipy list KIND`.
-    pub fn id(&self) -> &'static str {
-        match self {
-            Kind::DceModel => "dce_models",
-            Kind::T1Method => "t1_methods",
-            Kind::ConcentrationModel => "concentration_models",
-            Kind::PopulationAif => "population_aifs",
-            Kind::AifDetector => "aif_detectors",
-            Kind::ConvolutionMethod => "convolution_methods",
-            Kind::Fitter => "fitters",
-            Kind::DscDeconvolver => "dsc_deconvolvers",
-            Kind::LeakageCorrector => "leakage_correctors",
-            Kind::ArrivalDetector => "arrival_detectors",
-            Kind::Normaliser => "normalisers",
-            Kind::AslQuantification => "asl_quantification",
-            Kind::AslAtt => "asl_att",
-            Kind::AslDifference => "asl_difference",
-            Kind::AslM0 => "asl_m0",
-            Kind::IvimModel => "ivim_models",
-            Kind::IvimFitter => "ivim_fitters",
-        }
-    }
-
-    /// Human-readable singular name, used in error messages.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Kind::DceModel => "DCE model",
-            Kind::T1Method => "T1 method",
-            Kind::ConcentrationModel => "concentration model",
-            Kind::PopulationAif => "population AIF",
-            Kind::AifDetector => "AIF detector",
-            Kind::ConvolutionMethod => "convolution method",
-            Kind::Fitter => "fitter",
-            Kind::DscDeconvolver => "DSC deconvolver",
-            Kind::LeakageCorrector => "leakage corrector",
-            Kind::ArrivalDetector => "arrival detector",
-            Kind::Normaliser => "normaliser",
-            Kind::AslQuantification => "ASL quantification model",
-            Kind::AslAtt => "ASL arrival-time model",
-            Kind::AslDifference => "ASL difference method",
-            Kind::AslM0 => "ASL M0 calibration",
-            Kind::IvimModel => "IVIM model",
-            Kind::IvimFitter => "IVIM fitting strategy",
-        }
-    }
-
-    /// The kind with this id, or an error listing the valid ids.
-    pub fn from_id(id: &str) -> Result<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.id() == id)
-            .ok_or_else(|| OsipyError::UnknownName {
-                kind: "registry kind".into(),
-                name: id.to_string(),
-                valid: Kind::ALL.iter().map(|k| k.id().to_string()).collect(),
-            })
-    }
+/// An entry type of an extension point. Implemented by the crate that owns
+/// the extension point, once per table.
+pub trait Extension: Any + Send + Sync {
+    /// The table this type's entries live in.
+    const KIND: KindInfo;
 }
 
-/// One registered method.
-#[derive(Clone)]
-pub struct Entry {
-    /// snake_case name.
+/// One registered method, as listed: its name and one-line description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// snake_case name, the value a config uses.
     pub name: String,
     /// One-line description with the reference it follows.
     pub description: String,
-    payload: Arc<dyn Any + Send + Sync>,
 }
 
-impl std::fmt::Debug for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry")
-            .field("name", &self.name)
-            .field("description", &self.description)
-            .finish_non_exhaustive()
-    }
+#[derive(Clone)]
+struct Table {
+    info: KindInfo,
+    // Every payload in `entries` has the table's `TypeId` (checked on insert).
+    entries: BTreeMap<String, (String, Arc<dyn Any + Send + Sync>)>,
 }
 
-impl Entry {
-    /// The payload as its concrete type, if it is one. The crate owning the
-    /// extension point knows the type (e.g. `fn(&[f64]) -> Box<dyn Model>`).
-    pub fn payload<T: Any>(&self) -> Option<&T> {
-        self.payload.downcast_ref::<T>()
-    }
-}
-
-/// All registries, one table per [`Kind`].
-#[derive(Debug, Clone, Default)]
+/// All registries, one table per [`Extension`] type.
+#[derive(Clone, Default)]
 pub struct Registry {
-    tables: BTreeMap<Kind, BTreeMap<String, Entry>>,
+    tables: BTreeMap<TypeId, Table>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for t in self.tables.values() {
+            m.entry(&t.info.id, &t.entries.keys().collect::<Vec<_>>());
+        }
+        m.finish()
+    }
 }
 
 impl Registry {
@@ -171,56 +72,92 @@ impl Registry {
         Registry::default()
     }
 
-    /// Registers `payload` under `name` in the `kind` table. A name already
-    /// present in that table is an error (names are unique per kind).
-    pub fn register<T: Any + Send + Sync>(
-        &mut self,
-        kind: Kind,
-        name: &str,
-        description: &str,
-        payload: T,
-    ) -> Result<()> {
-        let table = self.tables.entry(kind).or_default();
-        if table.contains_key(name) {
+    /// Registers `payload` under `name` in the table of `T`. A name already
+    /// present in that table, or a second entry type claiming the same table
+    /// id, is an error.
+    pub fn register<T: Extension>(&mut self, name: &str, description: &str, payload: T) -> Result<()> {
+        if let Some(other) = self
+            .tables
+            .iter()
+            .find(|(id, t)| **id != TypeId::of::<T>() && t.info.id == T::KIND.id)
+        {
             return Err(OsipyError::DuplicateName {
-                kind: kind.label().into(),
+                kind: "registry table".into(),
+                name: other.1.info.id.into(),
+            });
+        }
+        let table = self.tables.entry(TypeId::of::<T>()).or_insert_with(|| Table {
+            info: T::KIND,
+            entries: BTreeMap::new(),
+        });
+        if table.entries.contains_key(name) {
+            return Err(OsipyError::DuplicateName {
+                kind: T::KIND.label.into(),
                 name: name.into(),
             });
         }
-        table.insert(
-            name.to_string(),
-            Entry {
-                name: name.to_string(),
-                description: description.to_string(),
-                payload: Arc::new(payload),
-            },
-        );
+        table
+            .entries
+            .insert(name.to_string(), (description.to_string(), Arc::new(payload)));
         Ok(())
     }
 
-    /// The entry `name` of `kind`, or an error listing the valid names.
-    pub fn get(&self, kind: Kind, name: &str) -> Result<&Entry> {
-        self.tables
-            .get(&kind)
-            .and_then(|t| t.get(name))
-            .ok_or_else(|| OsipyError::UnknownName {
-                kind: kind.label().into(),
-                name: name.into(),
-                valid: self.list(kind).iter().map(|e| e.name.clone()).collect(),
-            })
+    /// The entry `name` of `T`'s table, or an error naming the config key
+    /// and listing the valid names.
+    pub fn get<T: Extension>(&self, name: &str) -> Result<&T> {
+        let found = self
+            .tables
+            .get(&TypeId::of::<T>())
+            .and_then(|t| t.entries.get(name))
+            .and_then(|(_, p)| p.downcast_ref::<T>());
+        found.ok_or_else(|| OsipyError::UnknownName {
+            kind: format!("{} ({})", T::KIND.label, T::KIND.config_key),
+            name: name.into(),
+            valid: self.names::<T>(),
+        })
     }
 
-    /// The entries of `kind`, sorted by name.
-    pub fn list(&self, kind: Kind) -> Vec<&Entry> {
+    /// The names in `T`'s table, sorted.
+    pub fn names<T: Extension>(&self) -> Vec<String> {
         self.tables
-            .get(&kind)
-            .map(|t| t.values().collect())
+            .get(&TypeId::of::<T>())
+            .map(|t| t.entries.keys().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// The names of `kind`, sorted.
-    pub fn names(&self, kind: Kind) -> Vec<&str> {
-        self.list(kind).into_iter().map(|e| e.name.as_str()).collect()
+    /// Every non-empty table, sorted by id, with its entries sorted by name.
+    pub fn tables(&self) -> Vec<(KindInfo, Vec<Listing>)> {
+        let mut v: Vec<(KindInfo, Vec<Listing>)> = self
+            .tables
+            .values()
+            .filter(|t| !t.entries.is_empty())
+            .map(|t| {
+                let entries = t
+                    .entries
+                    .iter()
+                    .map(|(name, (description, _))| Listing {
+                        name: name.clone(),
+                        description: description.clone(),
+                    })
+                    .collect();
+                (t.info, entries)
+            })
+            .collect();
+        v.sort_by_key(|(info, _)| info.id);
+        v
+    }
+
+    /// The table with id `id`, or an error listing the ids.
+    pub fn table(&self, id: &str) -> Result<(KindInfo, Vec<Listing>)> {
+        let all = self.tables();
+        let ids: Vec<String> = all.iter().map(|(i, _)| i.id.to_string()).collect();
+        all.into_iter()
+            .find(|(i, _)| i.id == id)
+            .ok_or_else(|| OsipyError::UnknownName {
+                kind: "registry kind".into(),
+                name: id.into(),
+                valid: ids,
+            })
     }
 }
 
@@ -228,59 +165,65 @@ impl Registry {
 mod tests {
     use super::*;
 
-    type Factory = fn(f64) -> f64;
+    #[derive(Debug)]
+    struct Double(fn(f64) -> f64);
+    impl Extension for Double {
+        const KIND: KindInfo = KindInfo {
+            id: "doublers",
+            label: "doubler",
+            config_key: "test.doubler",
+        };
+    }
+    struct Other;
+    impl Extension for Other {
+        const KIND: KindInfo = KindInfo {
+            id: "others",
+            label: "other",
+            config_key: "test.other",
+        };
+    }
+    struct Impostor;
+    impl Extension for Impostor {
+        const KIND: KindInfo = Double::KIND;
+    }
 
     #[test]
     fn register_get_list_and_errors() {
         let mut reg = Registry::new();
-        reg.register::<Factory>(Kind::DceModel, "tofts", "Tofts 1991", |x| x * 2.0)
+        reg.register("tofts", "Tofts 1991", Double(|x| x * 2.0)).unwrap();
+        reg.register("patlak", "Patlak 1983", Double(|x| x + 1.0))
             .unwrap();
-        reg.register::<Factory>(Kind::DceModel, "patlak", "Patlak 1983", |x| x + 1.0)
-            .unwrap();
-        assert_eq!(reg.names(Kind::DceModel), ["patlak", "tofts"]);
-        let f = reg
-            .get(Kind::DceModel, "tofts")
-            .unwrap()
-            .payload::<Factory>()
-            .unwrap();
-        assert_eq!(f(2.0), 4.0);
-        // Wrong payload type is None, not a panic.
-        assert!(reg
-            .get(Kind::DceModel, "tofts")
-            .unwrap()
-            .payload::<String>()
-            .is_none());
+        assert_eq!(reg.names::<Double>(), ["patlak", "tofts"]);
+        assert_eq!((reg.get::<Double>("tofts").unwrap().0)(2.0), 4.0);
 
         let dup = reg
-            .register::<Factory>(Kind::DceModel, "tofts", "again", |x| x)
+            .register("tofts", "again", Double(|x| x))
             .unwrap_err()
             .to_string();
-        assert!(dup.contains("DCE model \"tofts\" is already registered"), "{dup}");
-
-        let unknown = reg.get(Kind::DceModel, "toftz").unwrap_err().to_string();
+        assert!(dup.contains("doubler \"tofts\" is already registered"), "{dup}");
+        let unknown = reg.get::<Double>("toftz").unwrap_err().to_string();
         assert!(
-            unknown.contains("\"toftz\"") && unknown.contains("patlak, tofts"),
+            unknown.contains("\"toftz\"")
+                && unknown.contains("patlak, tofts")
+                && unknown.contains("test.doubler"),
             "{unknown}"
         );
-        // Tables are separate: a DCE name is not a DSC deconvolver.
-        assert!(reg.get(Kind::DscDeconvolver, "tofts").is_err());
-        // The same name may exist in two kinds.
-        reg.register::<Factory>(Kind::Fitter, "tofts", "other kind", |x| x)
-            .unwrap();
-    }
-
-    #[test]
-    fn kind_ids_are_unique_and_parse() {
-        let mut ids: Vec<_> = Kind::ALL.iter().map(|k| k.id()).collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), Kind::ALL.len());
-        for k in Kind::ALL {
-            assert_eq!(Kind::from_id(k.id()).unwrap(), k);
-        }
-        assert!(Kind::from_id("models")
+        // Tables are separate: the same name in another table is another entry.
+        assert!(reg.get::<Other>("tofts").is_err());
+        reg.register("tofts", "other kind", Other).unwrap();
+        // A second type cannot claim an existing table id.
+        let e = reg.register("x", "impostor", Impostor).unwrap_err().to_string();
+        assert!(e.contains("doublers"), "{e}");
+        let tables = reg.tables();
+        assert_eq!(
+            tables.iter().map(|(i, _)| i.id).collect::<Vec<_>>(),
+            ["doublers", "others"]
+        );
+        assert_eq!(reg.table("others").unwrap().1[0].name, "tofts");
+        assert!(reg
+            .table("models")
             .unwrap_err()
             .to_string()
-            .contains("dce_models"));
+            .contains("doublers, others"));
     }
 }

@@ -22,21 +22,6 @@ pub enum ConcentrationMethod {
     Linear,
 }
 
-impl ConcentrationMethod {
-    /// The method called `name` (`spgr` or `linear`).
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "spgr" => Ok(ConcentrationMethod::Spgr),
-            "linear" => Ok(ConcentrationMethod::Linear),
-            other => Err(OsipyError::UnknownName {
-                kind: "concentration model".into(),
-                name: other.into(),
-                valid: vec!["linear".into(), "spgr".into()],
-            }),
-        }
-    }
-}
-
 /// Acquisition settings of the conversion (SI units).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpgrParams {
@@ -263,9 +248,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("within the 10 frames"));
-        assert!(ConcentrationMethod::from_name("spgrr")
-            .unwrap_err()
-            .to_string()
-            .contains("linear, spgr"));
     }
 }

@@ -1,15 +1,18 @@
 //! `fit_model`: a DCE model over a 4D concentration series, to maps.
 
-use crate::models::{model, model_with_delay, PkInput};
-use ndarray::{Array3, ArrayView3, ArrayView4};
+use crate::models::{DceModelEntry, PkInput};
+use ndarray::{ArrayView3, ArrayView4};
 use osipy_backend::Device;
-use osipy_core::{OsipyError, ParameterMap, Provenance, QualityCode, Result, Unit};
-use osipy_fitting::{fit_batch, param_index, FitOptions, Model};
+use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, Result, Unit};
+use osipy_fitting::{fit_batch, param_index, FitOptions, FitterFn, Model};
 
 /// Options of [`fit_model`]. `Default` fits without delay with the engine's
-/// defaults.
-#[derive(Debug, Clone, Default)]
+/// defaults and the `lm` fitter.
+#[derive(Debug, Clone)]
 pub struct DceFitOptions {
+    /// The least-squares fitter (a registry `fitters` entry; `lm` by default)
+    /// and its name, for provenance.
+    pub fitter: (FitterFn, String),
     /// Engine settings (iterations, tolerances, R^2 threshold, chunking).
     /// Its `bounds`, `pinned` and `initial` are replaced by the named
     /// settings below when those are given.
@@ -23,24 +26,22 @@ pub struct DceFitOptions {
     pub initial_guess: Vec<(String, f64)>,
 }
 
-/// Result of [`fit_model`].
-#[derive(Debug, Clone)]
-pub struct DceFit {
-    /// One map per model parameter (with standard errors), then derived maps
-    /// (`kep` for the Tofts models; no standard error).
-    pub maps: Vec<ParameterMap>,
-    /// R^2 per voxel (NaN outside the mask).
-    pub r_squared: Array3<f64>,
-    /// Quality code per voxel.
-    pub quality: Array3<QualityCode>,
-}
-
-impl DceFit {
-    /// The map called `name`, if present.
-    pub fn map(&self, name: &str) -> Option<&ParameterMap> {
-        self.maps.iter().find(|m| m.name == name)
+impl Default for DceFitOptions {
+    fn default() -> Self {
+        DceFitOptions {
+            fitter: (fit_batch, "lm".into()),
+            fit: FitOptions::default(),
+            fit_delay: false,
+            bounds: Vec::new(),
+            initial_guess: Vec::new(),
+        }
     }
 }
+
+/// Result of [`fit_model`]: one map per model parameter (with standard
+/// errors), then derived maps (`kep` for the Tofts models; no standard
+/// error), R^2 (NaN outside the mask) and quality codes.
+pub type DceFit = MapSet;
 
 /// Overrides some starting values of a model, keeping the rest of its guess.
 struct WithStart<'a> {
@@ -78,14 +79,15 @@ impl Model for WithStart<'_> {
     }
 }
 
-/// Fits the DCE model `name` to `concentration` (x, y, z, t; mM) with the
+/// Fits the DCE model `entry` (a registry entry, or
+/// [`DceModelEntry::builtin`]) to `concentration` (x, y, z, t; mM) with the
 /// plasma AIF `aif` (mM) at frame times `time` (s), inside `mask`.
 ///
 /// Whole-call errors for inconsistent inputs (unknown model or parameter
 /// names, shape mismatches, bad bounds); per-voxel failures are quality codes
 /// with NaN values.
 pub fn fit_model(
-    name: &str,
+    entry: &DceModelEntry,
     concentration: ArrayView4<'_, f64>,
     aif: &[f64],
     time: &[f64],
@@ -113,10 +115,11 @@ pub fn fit_model(
     }
     let input = PkInput::new(time, aif)?;
     let base = if options.fit_delay {
-        model_with_delay(name, input)?
+        entry.build_delayed(input)?
     } else {
-        model(name, input)?
+        entry.build(input)
     };
+    let name = base.name().to_string();
     let mut fit_opts = options.fit.clone();
     for (p, lo, hi) in &options.bounds {
         fit_opts = fit_opts.bound_by_name(base.as_ref(), p, *lo, *hi)?;
@@ -139,11 +142,11 @@ pub fn fit_model(
         .into_shape_with_order((n_vox, s[3]))
         .map_err(|e| OsipyError::data("concentration array", e.to_string(), "a 4D array"))?;
     let flat_mask: Option<Vec<bool>> = mask.map(|m| m.as_standard_layout().iter().copied().collect());
-    let fit = fit_batch(&m, data.view(), flat_mask.as_deref(), &fit_opts, device)?;
+    let fit = (options.fitter.0)(&m, data.view(), flat_mask.as_deref(), &fit_opts, device)?;
 
     let provenance = Provenance::default()
-        .with_method("model", name)
-        .with_method("fitter", "lm")
+        .with_method("model", &name)
+        .with_method("fitter", &options.fitter.1)
         .with_setting("fit_delay", options.fit_delay)
         .with_setting("max_iterations", fit_opts.lm.max_iterations)
         .with_setting("r2_threshold", fit_opts.r2_threshold);
@@ -165,7 +168,7 @@ pub fn fit_model(
         )?;
         maps.push(kep);
     }
-    Ok(DceFit {
+    Ok(MapSet {
         r_squared: fit.r2_map(shape)?,
         quality: fit.quality_map(shape)?,
         maps,

@@ -20,6 +20,7 @@ mod fit;
 mod lls;
 pub mod models;
 pub mod phantom;
+mod pipeline;
 pub mod t1;
 
 pub use concentration::{
@@ -27,44 +28,17 @@ pub use concentration::{
 };
 pub use fit::{fit_model, DceFit, DceFitOptions};
 pub use models::{model, model_with_delay, DceModelEntry, DelayedPkModel, PkInput, PkModel, DELAY_BOUNDS};
+pub use pipeline::{AifSource, Dce, DceAcquisitionConfig, DceConfig, DceFittingConfig, SignalConversion};
 pub use t1::{
     look_locker_t1, vfa_signal, vfa_t1, LookLockerModel, T1Fit, T1Mapping, VfaMethod, VfaModel, VfaParams,
 };
 
-use osipy_core::{Kind, Registry, Result};
+use osipy_core::{Registry, Result};
 
 /// Registers the DCE models in `reg`.
 pub fn register(reg: &mut Registry) -> Result<()> {
     for spec in &models::SPECS {
-        reg.register(
-            Kind::DceModel,
-            spec.name,
-            spec.description,
-            DceModelEntry::new(spec),
-        )?;
+        reg.register(spec.name, spec.description, DceModelEntry::from_spec(spec))?;
     }
-    reg.register(
-        Kind::T1Method,
-        "vfa",
-        "variable flip angle SPGR (DESPOT1 start, non-linear fit, optional B1 map)",
-        T1Mapping::Vfa,
-    )?;
-    reg.register(
-        Kind::T1Method,
-        "look_locker",
-        "inversion recovery |A - B exp(-TI/T1*)|, Deichmann-Haase correction T1 = T1* (B/A - 1)",
-        T1Mapping::LookLocker,
-    )?;
-    reg.register(
-        Kind::ConcentrationModel,
-        "spgr",
-        "exact SPGR signal inversion, linear relaxivity",
-        ConcentrationMethod::Spgr,
-    )?;
-    reg.register(
-        Kind::ConcentrationModel,
-        "linear",
-        "linear approximation dR1 = R10 (S - S0) / S0 (small changes only)",
-        ConcentrationMethod::Linear,
-    )
+    Ok(())
 }

@@ -18,7 +18,7 @@
 
 use crate::lls::Normal;
 use osipy_convolution::{check_grid, exp_conv, exp_conv_with_derivative};
-use osipy_core::{OsipyError, Result, Unit};
+use osipy_core::{Extension, KindInfo, OsipyError, Result, Unit};
 use osipy_fitting::Model;
 
 /// 1/min to 1/s.
@@ -462,47 +462,74 @@ impl Model for PkModel {
     }
 }
 
-/// The registry payload of a DCE model: builds it and describes its parameters.
+/// The registry entry of a DCE model: what builds it for a given time grid
+/// and AIF. Built-in models come from [`SPECS`]; a library user registers a
+/// model of their own with [`DceModelEntry::new`].
 #[derive(Debug, Clone, Copy)]
 pub struct DceModelEntry {
-    spec: &'static Spec,
+    build: Builder,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Builder {
+    Spec(&'static Spec),
+    Custom(fn(PkInput) -> Box<dyn Model>),
+}
+
+impl Extension for DceModelEntry {
+    const KIND: KindInfo = KindInfo {
+        id: "dce_models",
+        label: "DCE model",
+        config_key: "dce: pipeline.model",
+    };
 }
 
 impl DceModelEntry {
-    pub(crate) fn new(spec: &'static Spec) -> Self {
-        DceModelEntry { spec }
+    pub(crate) fn from_spec(spec: &'static Spec) -> Self {
+        DceModelEntry {
+            build: Builder::Spec(spec),
+        }
+    }
+
+    /// An entry for a model of your own: `build` binds it to the frame times
+    /// and plasma AIF of a run. Such models fit without an arterial delay.
+    pub fn new(build: fn(PkInput) -> Box<dyn Model>) -> Self {
+        DceModelEntry {
+            build: Builder::Custom(build),
+        }
+    }
+
+    /// The built-in model called `name` (for callers without a registry);
+    /// the error lists the built-in names.
+    pub fn builtin(name: &str) -> Result<Self> {
+        spec(name).map(DceModelEntry::from_spec)
     }
 
     /// The model bound to `input`.
     pub fn build(&self, input: PkInput) -> Box<dyn Model> {
-        Box::new(PkModel {
-            spec: self.spec,
-            input,
-        })
+        match self.build {
+            Builder::Spec(spec) => Box::new(PkModel { spec, input }),
+            Builder::Custom(f) => f(input),
+        }
     }
 
-    /// The model bound to `input` with a fitted arterial delay (s).
-    pub fn build_delayed(&self, input: PkInput) -> Box<dyn Model> {
-        Box::new(DelayedPkModel::new(self.spec, input))
-    }
-
-    /// Parameter names (CAPLEX).
-    pub fn param_names(&self) -> &'static [&'static str] {
-        self.spec.names
-    }
-
-    /// Parameter units.
-    pub fn param_units(&self) -> &'static [Unit] {
-        self.spec.units
+    /// The model bound to `input` with a fitted arterial delay (s); an error
+    /// for custom models, whose kernels cannot take a shifted AIF.
+    pub fn build_delayed(&self, input: PkInput) -> Result<Box<dyn Model>> {
+        match self.build {
+            Builder::Spec(spec) => Ok(Box::new(DelayedPkModel::new(spec, input))),
+            Builder::Custom(f) => Err(OsipyError::Validation(format!(
+                "model {} is a custom model: fit_delay needs one of the built-in models",
+                f(input).name()
+            ))),
+        }
     }
 }
 
-/// Builds the model called `name` bound to `input`; the error lists the names.
+/// Builds the built-in model called `name` bound to `input`; the error lists
+/// the names.
 pub fn model(name: &str, input: PkInput) -> Result<Box<dyn Model>> {
-    Ok(Box::new(PkModel {
-        spec: spec(name)?,
-        input,
-    }))
+    Ok(DceModelEntry::builtin(name)?.build(input))
 }
 
 /// Default bounds of the fitted arterial delay (s), as in the OSIPI DCE tests.
@@ -654,7 +681,7 @@ impl Model for DelayedPkModel {
     }
 }
 
-/// Builds the model called `name` with a fitted arterial delay.
+/// Builds the built-in model called `name` with a fitted arterial delay.
 pub fn model_with_delay(name: &str, input: PkInput) -> Result<Box<dyn Model>> {
-    Ok(Box::new(DelayedPkModel::new(spec(name)?, input)))
+    DceModelEntry::builtin(name)?.build_delayed(input)
 }

@@ -23,8 +23,9 @@ pub struct VfaParams {
     pub flip_angles: Vec<f64>,
 }
 
-/// T1 mapping methods, as registered under `Kind::T1Method`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// T1 mapping methods (`pipeline.t1_mapping_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum T1Mapping {
     /// Variable flip angle ([`vfa_t1`]).
     Vfa,

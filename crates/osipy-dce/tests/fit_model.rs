@@ -4,7 +4,7 @@ use ndarray::Array3;
 use osipy_backend::Device;
 use osipy_core::QualityCode;
 use osipy_dce::phantom::{generate, PhantomSpec};
-use osipy_dce::{fit_model, DceFitOptions};
+use osipy_dce::{fit_model, DceFitOptions, DceModelEntry};
 use osipy_fitting::FitOptions;
 
 const CPU: Device = Device::Cpu { threads: 2 };
@@ -36,7 +36,7 @@ fn noise_free_phantoms_are_recovered_exactly() {
         };
         let ph = generate(&spec).unwrap();
         let fit = fit_model(
-            name,
+            &DceModelEntry::builtin(name).unwrap(),
             ph.concentration.view(),
             &ph.aif,
             &ph.time,
@@ -67,7 +67,7 @@ fn noisy_extended_tofts_has_small_median_error_and_derived_kep() {
     };
     let ph = generate(&spec).unwrap();
     let fit = fit_model(
-        "extended_tofts",
+        &DceModelEntry::builtin("extended_tofts").unwrap(),
         ph.concentration.view(),
         &ph.aif,
         &ph.time,
@@ -124,7 +124,7 @@ fn mask_threshold_and_named_settings() {
         ..Default::default()
     };
     let fit = fit_model(
-        "extended_tofts",
+        &DceModelEntry::builtin("extended_tofts").unwrap(),
         ph.concentration.view(),
         &ph.aif,
         &ph.time,
@@ -146,7 +146,7 @@ fn mask_threshold_and_named_settings() {
         ..Default::default()
     };
     let e = fit_model(
-        "extended_tofts",
+        &DceModelEntry::builtin("extended_tofts").unwrap(),
         ph.concentration.view(),
         &ph.aif,
         &ph.time,
@@ -157,20 +157,10 @@ fn mask_threshold_and_named_settings() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("\"Vp\"") && e.contains("Ktrans, ve, vp"), "{e}");
-    let e = fit_model(
-        "etofts",
-        ph.concentration.view(),
-        &ph.aif,
-        &ph.time,
-        None,
-        &DceFitOptions::default(),
-        &CPU,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = DceModelEntry::builtin("etofts").unwrap_err().to_string();
     assert!(e.contains("extended_tofts"), "{e}");
     let e = fit_model(
-        "tofts",
+        &DceModelEntry::builtin("tofts").unwrap(),
         ph.concentration.view(),
         &ph.aif,
         &ph.time[1..],
@@ -183,7 +173,7 @@ fn mask_threshold_and_named_settings() {
     assert!(e.contains("79") && e.contains("80"), "{e}");
     let small = Array3::from_elem((2, 2, 1), true);
     let e = fit_model(
-        "tofts",
+        &DceModelEntry::builtin("tofts").unwrap(),
         ph.concentration.view(),
         &ph.aif,
         &ph.time,
@@ -218,7 +208,7 @@ fn delay_is_fitted_from_a_phantom() {
         ..Default::default()
     };
     let fit = fit_model(
-        "extended_tofts",
+        &DceModelEntry::builtin("extended_tofts").unwrap(),
         ph.concentration.view(),
         &aif_early,
         &ph.time,

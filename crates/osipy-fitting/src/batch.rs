@@ -1,10 +1,11 @@
 //! The batched entry point: many voxels, one model, parallel and deterministic.
 
+use crate::exec::map_voxels;
 use crate::lm::{fit_one, LmSettings, Workspace};
 use crate::model::Model;
 use ndarray::Array3;
 use ndarray::{Array1, Array2, ArrayView2};
-use osipy_backend::{for_each_chunk, Device};
+use osipy_backend::Device;
 use osipy_core::{OsipyError, ParameterMap, Provenance, QualityCode, Result, Unit};
 
 /// The value of a pinned (held fixed) parameter.
@@ -329,22 +330,22 @@ pub fn fit_batch(
         ws
     };
     let n_free = p - (0..p).filter(|j| opts.pinned.iter().any(|(i, _)| i == j)).count();
-    for_each_chunk(
+    map_voxels(
         device,
         &mut out,
         rec,
         opts.chunk_voxels,
+        opts.progress.as_deref(),
         init,
-        |ws, first, chunk| {
-            for (k, r) in chunk.chunks_mut(rec).enumerate() {
-                let v = first + k;
+        |ws, v, r| {
+            {
                 let (pr, rest) = r.split_at_mut(p);
                 let (se, tail) = rest.split_at_mut(p);
                 if mask.is_some_and(|m| !m[v]) {
                     pr.fill(f64::NAN);
                     se.fill(f64::NAN);
                     tail.copy_from_slice(&[f64::NAN, f64::NAN, 0.0, QualityCode::NotFitted.code() as f64]);
-                    continue;
+                    return;
                 }
                 for (d, s) in ws.data.iter_mut().zip(data.row(v)) {
                     *d = *s;
@@ -426,9 +427,6 @@ pub fn fit_batch(
                 tail[1] = (outcome.ssr / n as f64).sqrt();
                 tail[2] = outcome.iterations as f64;
                 tail[3] = status.code() as f64;
-            }
-            if let Some(p) = &opts.progress {
-                p.fetch_add(chunk.len() / rec, std::sync::atomic::Ordering::Relaxed);
             }
         },
     )?;

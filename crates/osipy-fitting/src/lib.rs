@@ -20,29 +20,42 @@
 //! | (none) | | |
 
 mod batch;
+mod exec;
 pub mod lm;
 mod model;
 pub mod models;
 pub mod rng;
 
 pub use batch::{fit_batch, fit_curve, param_index, BatchFit, FitOptions, InitialGuess, PinValue, VoxelFit};
+pub use exec::{built_devices, map_voxels};
 pub use lm::LmSettings;
 pub use model::{check_jacobian, finite_difference_jacobian, Model};
 
 use ndarray::ArrayView2;
 use osipy_backend::Device;
-use osipy_core::{Kind, Registry, Result};
+use osipy_core::{Extension, KindInfo, Registry, Result};
 
-/// Signature of a registered fitter.
+/// Signature of a batched least-squares fitter.
 pub type FitterFn =
     fn(&dyn Model, ArrayView2<'_, f64>, Option<&[bool]>, &FitOptions, &Device) -> Result<BatchFit>;
 
+/// Registry entry of a least-squares fitter: the function that runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Fitter(pub FitterFn);
+
+impl Extension for Fitter {
+    const KIND: KindInfo = KindInfo {
+        id: "fitters",
+        label: "fitter",
+        config_key: "dce: pipeline.fitting.fitter",
+    };
+}
+
 /// Registers this crate's fitters (`lm`) in `reg`.
 pub fn register(reg: &mut Registry) -> Result<()> {
-    reg.register::<FitterFn>(
-        Kind::Fitter,
+    reg.register(
         "lm",
         "bounded Levenberg-Marquardt (projected, active set; Marquardt 1963, Kanzow et al. 2004)",
-        fit_batch,
+        Fitter(fit_batch),
     )
 }

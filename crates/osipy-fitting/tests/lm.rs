@@ -324,12 +324,8 @@ fn whole_call_errors_name_the_problem() {
 fn fitter_registry_lists_lm() {
     let mut reg = osipy_core::Registry::new();
     osipy_fitting::register(&mut reg).unwrap();
-    assert_eq!(reg.names(osipy_core::Kind::Fitter), ["lm"]);
-    let f = reg
-        .get(osipy_core::Kind::Fitter, "lm")
-        .unwrap()
-        .payload::<osipy_fitting::FitterFn>()
-        .unwrap();
+    assert_eq!(reg.names::<osipy_fitting::Fitter>(), ["lm"]);
+    let f = reg.get::<osipy_fitting::Fitter>("lm").unwrap().0;
     let mono = MonoExponential::new(&times());
     let data = synth(&mono, &[10.0, 0.5], 1, 0.0, 1);
     let r = f(&mono, data.view(), None, &FitOptions::default(), &CPU1).unwrap();

@@ -12,6 +12,13 @@
 //!
 //! Malformed files (missing, truncated, corrupt, wrong dimensionality) give an
 //! [`osipy_core::OsipyError::Io`] naming the file and the problem.
+//! * [`Inputs`]: a modality's input roles resolved from the `[data]` table
+//!   or discovered in the data folder, with readers for series, volumes,
+//!   numeric tables, value lists and JSON sidecars; [`Dataset`] is the one
+//!   input model (4D data, geometry, dynamic axis with unit, mask, typed
+//!   acquisition parameters with their sources).
+//! * [`modality`]: the modality seam ([`ModalityDef`]) and the run context.
+//!
 //! DICOM and BIDS support come with their own issue.
 //!
 //! ## Cargo features
@@ -20,7 +27,19 @@
 //! | (none) | | |
 
 mod atomic;
+mod dataset;
+pub mod dro;
+mod inputs;
+pub mod modality;
 mod nifti_io;
+
+pub use dataset::{Acquisition, AxisUnit, Dataset, DynamicAxis, Sourced};
+pub use dro::DroRow;
+pub use inputs::{
+    check_grid, is_nifti, read_numbers, read_value_list, DataValue, InputKind, InputSpec, Inputs, Series,
+    MASK,
+};
+pub use modality::{DemoCase, DemoFile, ModalityDef, Outputs, Progress, RunContext, Volume};
 
 pub use atomic::{atomic_write, write_json};
 pub use nifti_io::{

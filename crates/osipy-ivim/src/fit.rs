@@ -18,9 +18,9 @@ use crate::models::{Biexponential, BIEXP_BOUNDS};
 use ndarray::{Array1, Array2, ArrayView2};
 use osipy_backend::Device;
 use osipy_core::{OsipyError, QualityCode, Result};
-use osipy_fitting::{fit_batch, param_index, FitOptions, InitialGuess, LmSettings, Model};
+use osipy_fitting::{fit_batch, map_voxels, param_index, FitOptions, InitialGuess, LmSettings, Model};
 
-/// How to fit.
+/// How to fit (registry entries [`crate::IvimFitter`] carry one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IvimStrategy {
     /// Two-step segmented fit.
@@ -29,22 +29,6 @@ pub enum IvimStrategy {
     Full,
     /// Posterior sampling (NUTS) started from the full fit; see [`crate::bayes`].
     Bayesian,
-}
-
-impl IvimStrategy {
-    /// The strategy called `name` (`segmented`, `full`).
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "segmented" => Ok(IvimStrategy::Segmented),
-            "full" => Ok(IvimStrategy::Full),
-            "bayesian" => Ok(IvimStrategy::Bayesian),
-            other => Err(OsipyError::UnknownName {
-                kind: "IVIM fitting strategy".into(),
-                name: other.into(),
-                valid: vec!["bayesian".into(), "full".into(), "segmented".into()],
-            }),
-        }
-    }
 }
 
 /// Options of [`fit_ivim`].
@@ -69,6 +53,9 @@ pub struct IvimFitOptions {
     pub initial_guess: Vec<(String, f64)>,
     /// Sampler settings of the `bayesian` strategy.
     pub bayes: crate::bayes::BayesSettings,
+    /// Progress counter: gains the voxels of each finished chunk of the
+    /// final pass (segmented, full or bayesian).
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Default for IvimFitOptions {
@@ -87,6 +74,7 @@ impl Default for IvimFitOptions {
             },
             initial_guess: Vec::new(),
             bayes: crate::bayes::BayesSettings::default(),
+            progress: None,
         }
     }
 }
@@ -288,18 +276,23 @@ pub fn fit_ivim(
         .ok_or_else(|| OsipyError::data("prepared signal layout", "strided", "contiguous rows"))?;
     const REC: usize = crate::segmented::REC;
     let mut rec = vec![f64::NAN; n_vox * REC];
-    osipy_backend::for_each_chunk(
+    let last_pass = |s: IvimStrategy| {
+        if opts.strategy == s {
+            opts.progress.as_deref()
+        } else {
+            None
+        }
+    };
+    map_voxels(
         device,
         &mut rec,
         REC,
         1024,
+        last_pass(IvimStrategy::Segmented),
         || solver.scratch(),
-        |scratch, first, chunk| {
-            for (k, out) in chunk.chunks_mut(REC).enumerate() {
-                let v = first + k;
-                if fit_mask[v] {
-                    solver.voxel(&flat[v * nb..(v + 1) * nb], scratch, out);
-                }
+        |scratch, v, out| {
+            if fit_mask[v] {
+                solver.voxel(&flat[v * nb..(v + 1) * nb], scratch, out);
             }
         },
     )?;
@@ -343,6 +336,9 @@ pub fn fit_ivim(
         let full_opts = FitOptions {
             bounds: Some(bounds.clone()),
             initial: InitialGuess::PerVoxel(params.clone()),
+            progress: last_pass(IvimStrategy::Full)
+                .map(|_| opts.progress.clone())
+                .unwrap_or_default(),
             ..lm_opts
         };
         let full_mask: Vec<bool> = (0..n_vox).map(|v| fit_mask[v] && valid[v]).collect();
@@ -360,23 +356,23 @@ pub fn fit_ivim(
         let nbf = nb as f64;
         // Record per voxel: 4 means, 4 SDs, 6 interval bounds, 1 ok flag.
         let mut out = vec![f64::NAN; n_vox * 15];
-        osipy_backend::for_each_chunk(
+        map_voxels(
             device,
             &mut out,
             15,
             16,
+            last_pass(IvimStrategy::Bayesian),
             || (),
-            |_, first, chunk| {
-                for (k, rec) in chunk.chunks_mut(15).enumerate() {
-                    let v = first + k;
+            |_, v, rec| {
+                {
                     if !status[v].is_valid() {
-                        continue;
+                        return;
                     }
                     let start = [params[[v, 0]], params[[v, 1]], params[[v, 2]], params[[v, 3]]];
                     let sigma = rms[v] * (nbf / (nbf - 4.0)).sqrt();
                     // prep.data is a standard-layout array: rows are contiguous.
                     let Some(y) = prep.data.row(v).to_slice() else {
-                        continue;
+                        return;
                     };
                     if let Some(p) = crate::bayes::sample_voxel(
                         &bi,
@@ -421,26 +417,25 @@ pub fn fit_ivim(
     // R^2 of the final curves (parallel chunks); the segmented pass has it.
     if opts.strategy != IvimStrategy::Segmented {
         let mut r2v = vec![f64::NAN; n_vox];
-        osipy_backend::for_each_chunk(
+        map_voxels(
             device,
             &mut r2v,
             1,
             1024,
+            None,
             || vec![0.0; nb],
-            |pred, first, chunk| {
-                for (k, out) in chunk.iter_mut().enumerate() {
-                    let v = first + k;
-                    if !status[v].is_valid() {
-                        continue;
-                    }
-                    let p = [params[[v, 0]], params[[v, 1]], params[[v, 2]], params[[v, 3]]];
-                    bi.predict(&p, pred);
-                    let y = prep.data.row(v);
-                    let mean = y.mean().unwrap_or(0.0);
-                    let sst: f64 = y.iter().map(|x| (x - mean) * (x - mean)).sum();
-                    let ssr: f64 = pred.iter().zip(y).map(|(p, x)| (p - x) * (p - x)).sum();
-                    *out = if sst > 0.0 { 1.0 - ssr / sst } else { 1.0 };
+            |pred, v, out| {
+                let out = &mut out[0];
+                if !status[v].is_valid() {
+                    return;
                 }
+                let p = [params[[v, 0]], params[[v, 1]], params[[v, 2]], params[[v, 3]]];
+                bi.predict(&p, pred);
+                let y = prep.data.row(v);
+                let mean = y.mean().unwrap_or(0.0);
+                let sst: f64 = y.iter().map(|x| (x - mean) * (x - mean)).sum();
+                let ssr: f64 = pred.iter().zip(y).map(|(p, x)| (p - x) * (p - x)).sum();
+                *out = if sst > 0.0 { 1.0 - ssr / sst } else { 1.0 };
             },
         )?;
         r2 = Array1::from(r2v);

@@ -6,54 +6,47 @@
 //! ms for `tr` and `t1_assumed`), and a value that looks like milliseconds is
 //! rejected with a hint; unknown or misspelled keys are errors that suggest the
 //! nearest valid key (Python silently accepts them).
+//!
+//! The `[pipeline]` section and the `[data]` keys belong to the modality
+//! (see [`crate::modality`]); the commented template of `dump-defaults` is
+//! generated from the modality's structs, example and key comments, so it
+//! cannot drift from them.
 
-use osipy_core::{Modality, OsipyError, Result};
+use crate::modality::{data_roles, modality, role_example, Modality};
+use osipy_core::{OsipyError, Registry, Result};
+use osipy_io::DataValue;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A whole run configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
-    /// Which modality the pipeline analyses.
-    pub modality: Modality,
-    /// Modality-specific pipeline settings (`[pipeline]`).
-    pub pipeline: PipelineConfig,
-    /// Input files.
-    #[serde(default)]
-    pub data: DataConfig,
+    /// Which modality the pipeline analyses (an id of [`crate::MODALITIES`]).
+    pub modality: String,
+    /// The modality's `[pipeline]` section, defaults filled in (read it typed
+    /// with [`Config::section`]).
+    pub pipeline: serde_json::Value,
+    /// Input files (or inline values) by role, relative to DATA_PATH or absolute.
+    pub data: BTreeMap<String, DataValue>,
     /// Outputs.
-    #[serde(default)]
     pub output: OutputConfig,
     /// Compute backend.
-    #[serde(default)]
     pub backend: BackendConfig,
     /// Logging.
-    #[serde(default)]
     pub logging: LoggingConfig,
-}
-
-/// The `[pipeline]` table, typed by the modality.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-#[non_exhaustive]
-// One config per run: the size difference between variants does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum PipelineConfig {
-    /// DCE-MRI.
-    Dce(DcePipelineConfig),
-    /// IVIM.
-    Ivim(IvimPipelineConfig),
 }
 
 /// The file as written: `[pipeline]` stays raw until the modality is known.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    modality: Modality,
+    // Resolved before the typed parse; kept so the key is not "unknown".
+    #[serde(rename = "modality")]
+    _modality: String,
     #[serde(default)]
     pipeline: Option<toml::Value>,
     #[serde(default)]
-    data: DataConfig,
+    data: BTreeMap<String, DataValue>,
     #[serde(default)]
     output: OutputConfig,
     #[serde(default)]
@@ -62,245 +55,46 @@ struct RawConfig {
     logging: LoggingConfig,
 }
 
-/// IVIM pipeline settings (`[pipeline]` with `modality = "ivim"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IvimPipelineConfig {
-    /// Fitting strategy: segmented | full.
-    pub fitting_method: String,
-    /// b-value (s/mm^2) at and above which perfusion is taken as decayed.
-    pub b_threshold: f64,
-    /// Normalise each voxel to its mean b = 0 signal.
-    pub normalize_signal: bool,
-    /// Segmented step 2 fits S0 and f with D* (D held); false takes f from
-    /// the step-1 intercept and S0 from the b = 0 signal.
-    pub segmented_fit_f: bool,
-    /// Model fitting.
-    pub fitting: IvimFittingConfig,
-}
-
-impl Default for IvimPipelineConfig {
-    fn default() -> Self {
-        IvimPipelineConfig {
-            fitting_method: "segmented".into(),
-            b_threshold: 200.0,
-            normalize_signal: true,
-            segmented_fit_f: true,
-            fitting: IvimFittingConfig::default(),
-        }
-    }
-}
-
-/// IVIM fitting (`[pipeline.fitting]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IvimFittingConfig {
-    /// Maximum LM iterations per voxel and step.
-    pub max_iterations: usize,
-    /// Relative convergence tolerance (cost change and step).
-    pub tolerance: f64,
-    /// Per-parameter bounds `{ name = [lower, upper] }` for S0, f, D, Dstar.
-    pub bounds: BTreeMap<String, [f64; 2]>,
-    /// Starting values of the `full` fit, `{ name = value }`.
-    pub initial_guess: BTreeMap<String, f64>,
-    /// Sampler settings of `fitting_method = "bayesian"`.
-    pub bayesian: BayesianConfig,
-}
-
-/// Bayesian IVIM sampler (`[pipeline.fitting.bayesian]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BayesianConfig {
-    /// Warm-up iterations per voxel (discarded).
-    pub tune: u64,
-    /// Posterior draws per voxel.
-    pub draws: u64,
-    /// Random seed (results are reproducible for a given seed).
-    pub seed: u64,
-}
-
-impl Default for BayesianConfig {
-    fn default() -> Self {
-        BayesianConfig {
-            tune: 300,
-            draws: 500,
-            seed: 42,
-        }
-    }
-}
-
-impl Default for IvimFittingConfig {
-    fn default() -> Self {
-        IvimFittingConfig {
-            max_iterations: 500,
-            tolerance: 1e-6,
-            bounds: BTreeMap::new(),
-            initial_guess: BTreeMap::new(),
-            bayesian: BayesianConfig::default(),
-        }
-    }
-}
-
-/// DCE pipeline settings (`[pipeline]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DcePipelineConfig {
-    /// PK model: tofts | extended_tofts | patlak | 2cxm | 2cum.
-    pub model: String,
-    /// T1 mapping method: vfa | look_locker.
-    pub t1_mapping_method: String,
-    /// Signal-to-concentration model: spgr | linear | none (data already in mM).
-    pub concentration: String,
-    /// AIF source: population | detect | manual.
-    pub aif_source: String,
-    /// Population AIF: parker | georgiou | fritz_hansen | weinmann | mcgrath.
-    pub population_aif: String,
-    /// Bolus arrival of a population AIF (s); default: the first frame after
-    /// the baseline.
-    pub aif_delay: Option<f64>,
-    /// Hematocrit for blood-to-plasma conversion of blood AIFs (fraction).
-    pub hematocrit: f64,
-    /// Also write T1, R1 and concentration.
-    pub save_intermediate: bool,
-    /// Acquisition parameters.
-    pub acquisition: DceAcquisitionConfig,
-    /// Model fitting.
-    pub fitting: DceFittingConfig,
-}
-
-impl Default for DcePipelineConfig {
-    fn default() -> Self {
-        DcePipelineConfig {
-            model: "extended_tofts".into(),
-            t1_mapping_method: "vfa".into(),
-            concentration: "spgr".into(),
-            aif_source: "population".into(),
-            population_aif: "parker".into(),
-            aif_delay: None,
-            hematocrit: 0.42,
-            save_intermediate: false,
-            acquisition: DceAcquisitionConfig::default(),
-            fitting: DceFittingConfig::default(),
-        }
-    }
-}
-
-/// DCE acquisition (`[pipeline.acquisition]`), SI units.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DceAcquisitionConfig {
-    /// Number of pre-contrast frames.
-    pub baseline_frames: usize,
-    /// Relaxivity r1 (1/s/mM).
-    pub relaxivity: f64,
-    /// Repetition time (s) of the dynamic and VFA series.
-    pub tr: Option<f64>,
-    /// Flip angle of the dynamic series (degrees).
-    pub flip_angle: Option<f64>,
-    /// Flip angles of the VFA series (degrees), one per volume.
-    pub flip_angles: Option<Vec<f64>>,
-    /// Pre-contrast T1 (s) used when no T1 map or VFA series is given.
-    pub t1_assumed: Option<f64>,
-    /// Inversion times (s) of a Look-Locker series, one per volume.
-    pub inversion_times: Option<Vec<f64>>,
-}
-
-impl Default for DceAcquisitionConfig {
-    fn default() -> Self {
-        DceAcquisitionConfig {
-            baseline_frames: 5,
-            relaxivity: 4.5,
-            tr: None,
-            flip_angle: None,
-            flip_angles: None,
-            t1_assumed: None,
-            inversion_times: None,
-        }
-    }
-}
-
-/// DCE fitting (`[pipeline.fitting]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DceFittingConfig {
-    /// Fitter: lm.
-    pub fitter: String,
-    /// Maximum LM iterations per voxel.
-    pub max_iterations: usize,
-    /// Relative convergence tolerance (cost change and step).
-    pub tolerance: f64,
-    /// Voxels with R^2 below this are invalid (NaN, flagged `low_r2`).
-    pub r2_threshold: f64,
-    /// Fit an arterial delay (s) per voxel.
-    pub fit_delay: bool,
-    /// Per-parameter bounds, `{ name = [lower, upper] }`.
-    pub bounds: BTreeMap<String, [f64; 2]>,
-    /// Per-parameter starting values, `{ name = value }`.
-    pub initial_guess: BTreeMap<String, f64>,
-}
-
-impl Default for DceFittingConfig {
-    fn default() -> Self {
-        DceFittingConfig {
-            fitter: "lm".into(),
-            max_iterations: 100,
-            tolerance: 1e-6,
-            r2_threshold: 0.5,
-            fit_delay: false,
-            bounds: BTreeMap::new(),
-            initial_guess: BTreeMap::new(),
-        }
-    }
-}
-
-/// Input files (`[data]`), relative to DATA_PATH or absolute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    /// 4D dynamic series (NIfTI).
-    pub dynamic: Option<String>,
-    /// 4D VFA series, one volume per flip angle (NIfTI).
-    pub vfa: Option<String>,
-    /// 4D Look-Locker series, one volume per inversion time (NIfTI).
-    pub look_locker: Option<String>,
-    /// Pre-contrast T1 map in seconds (NIfTI).
-    pub t1_map: Option<String>,
-    /// Analysis mask (NIfTI; non-zero = analysed).
-    pub mask: Option<String>,
-    /// AIF as text: columns time (s) and plasma concentration (mM).
-    pub aif_file: Option<String>,
-    /// Frame times in seconds, one per line (else from the NIfTI pixdim).
-    pub time_file: Option<String>,
-    /// 4D diffusion-weighted series (IVIM).
-    pub dwi: Option<String>,
-    /// b-values (s/mm^2), one per DWI volume.
-    pub b_values: Option<Vec<f64>>,
-    /// b-values file: FSL `.bval` (one line) or one value per line.
-    pub b_values_file: Option<String>,
-}
-
 /// Outputs (`[output]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// Output format: nifti.
-    pub format: String,
+    /// Output format.
+    pub format: OutputFormat,
+}
+
+/// Output formats (`output.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// `.nii.gz` maps with JSON sidecars.
+    #[default]
+    Nifti,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
-            format: "nifti".into(),
+            format: OutputFormat::Nifti,
         }
     }
+}
+
+/// Compute devices (`backend.device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// The CPU (rayon worker threads).
+    #[default]
+    Cpu,
 }
 
 /// Compute backend (`[backend]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
-    /// Device: cpu.
-    pub device: String,
+    /// Device.
+    pub device: DeviceChoice,
     /// Worker threads; 0 = `OSIPY_NUM_THREADS` or all cores.
     pub threads: usize,
 }
@@ -308,137 +102,178 @@ pub struct BackendConfig {
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
-            device: "cpu".into(),
+            device: DeviceChoice::Cpu,
             threads: 0,
         }
     }
 }
 
+/// Log levels (`logging.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Progress messages.
+    #[default]
+    Info,
+    /// Details.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
 /// Logging (`[logging]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
-    /// Level: error | warn | info | debug | trace.
-    pub level: String,
+    /// Level.
+    pub level: LogLevel,
 }
 
-impl Default for LoggingConfig {
-    fn default() -> Self {
-        LoggingConfig { level: "info".into() }
+/// Comments of the shared sections, by dotted path.
+const COMMON_DOCS: &[(&str, &str)] = &[
+    ("output.format", "nifti (.nii.gz + JSON sidecars)"),
+    ("backend.device", "cpu"),
+    ("backend.threads", "0 = OSIPY_NUM_THREADS or all cores"),
+    ("logging.level", "error | warn | info | debug | trace"),
+];
+
+/// The commented default configuration of modality `id` (every key, its
+/// unit), generated from the modality's config struct, example and comments.
+pub fn dump_defaults(id: &str) -> Result<String> {
+    let m = modality(id)?;
+    template(m, &crate::builtin_registry()?)
+}
+
+const COMMENT_COLUMN: usize = 34;
+
+fn line(out: &mut String, text: &str, comment: &str) {
+    let pad = COMMENT_COLUMN.saturating_sub(text.len() + 1).max(1);
+    if comment.is_empty() {
+        out.push_str(text);
+    } else {
+        out.push_str(&format!("{text}{}# {comment}", " ".repeat(pad)));
+    }
+    out.push('\n');
+}
+
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Table(t) if t.is_empty() => "{}".into(),
+        // Small tolerances read better as 1e-6 than 0.000001.
+        toml::Value::Float(f) if *f != 0.0 && f.abs() < 1e-3 => format!("{f:e}"),
+        other => other.to_string(),
     }
 }
 
-/// Modalities with a pipeline in this build.
-pub const AVAILABLE_MODALITIES: [Modality; 2] = [Modality::Dce, Modality::Ivim];
-
-/// The commented default configuration of `modality` (every key, its unit).
-pub fn dump_defaults(modality: Modality) -> Result<&'static str> {
-    match modality {
-        Modality::Dce => Ok(DCE_DEFAULTS),
-        Modality::Ivim => Ok(IVIM_DEFAULTS),
-        other => Err(unavailable(other)),
+/// Renders `[header]` from the example table: keys present in the defaults
+/// as they are, the others commented out with their example value;
+/// sub-tables (not free-form parameter tables) as `[header.key]` after.
+fn render(
+    out: &mut String,
+    header: &str,
+    defaults: &toml::Value,
+    example: &toml::Value,
+    doc: &dyn Fn(&str) -> Result<String>,
+) -> Result<()> {
+    let (Some(ex), d) = (example.as_table(), defaults.as_table()) else {
+        return Ok(());
+    };
+    let section_doc = if header.contains('.') || header == "pipeline" {
+        let key = header.trim_start_matches("pipeline").trim_start_matches('.');
+        if key.is_empty() {
+            String::new()
+        } else {
+            doc(&format!("pipeline.{key}"))?
+        }
+    } else {
+        String::new()
+    };
+    line(out, &format!("[{header}]"), &section_doc);
+    let mut subtables = Vec::new();
+    for (key, value) in ex {
+        let path = format!("{header}.{key}");
+        if value.is_table() && !FREE_TABLES.contains(&path.as_str()) {
+            subtables.push((path, key));
+            continue;
+        }
+        let comment = doc(&path)?;
+        match d.and_then(|d| d.get(key)) {
+            Some(dv) => line(out, &format!("{key} = {}", value_text(dv)), &comment),
+            None => line(out, &format!("# {key} = {}", value_text(value)), &comment),
+        }
     }
+    for (path, key) in subtables {
+        out.push('\n');
+        let dsub = defaults
+            .get(key)
+            .cloned()
+            .unwrap_or(toml::Value::Table(Default::default()));
+        render(out, &path, &dsub, &ex[key.as_str()], doc)?;
+    }
+    Ok(())
 }
 
-fn unavailable(m: Modality) -> OsipyError {
-    OsipyError::UnknownName {
-        kind: "modality with a pipeline in this build".into(),
-        name: m.as_str().into(),
-        valid: AVAILABLE_MODALITIES
+/// The commented template of `m`.
+pub fn template(m: &dyn Modality, registry: &Registry) -> Result<String> {
+    let (defaults, example) = m.defaults_and_example()?;
+    let names: BTreeMap<String, String> = registry
+        .tables()
+        .into_iter()
+        .map(|(info, entries)| {
+            let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+            (format!("{{{}}}", info.id), names.join(" | "))
+        })
+        .collect();
+    let doc = |path: &str| -> Result<String> {
+        let found = m
+            .docs()
             .iter()
-            .map(|m| m.as_str().to_string())
-            .collect(),
+            .find(|(k, _)| path.strip_prefix("pipeline.") == Some(*k))
+            .or_else(|| COMMON_DOCS.iter().find(|(k, _)| *k == path))
+            .map(|(_, c)| c.to_string());
+        let mut c = found.ok_or_else(|| {
+            OsipyError::Validation(format!("modality {}: config key `{path}` has no comment", m.id()))
+        })?;
+        for (placeholder, list) in &names {
+            c = c.replace(placeholder, list);
+        }
+        Ok(c)
+    };
+    let mut out = format!(
+        "# osipy configuration: {}. {}.\nmodality = \"{}\"\n\n",
+        m.name(),
+        m.units(),
+        m.id()
+    );
+    render(&mut out, "pipeline", &defaults, &example, &doc)?;
+    out.push('\n');
+    line(
+        &mut out,
+        "[data]",
+        "relative to DATA_PATH or absolute; unset roles are discovered",
+    );
+    for spec in data_roles(m) {
+        line(
+            &mut out,
+            &format!("# {} = {}", spec.role, spec.example),
+            spec.description,
+        );
     }
+    for (name, value) in [
+        ("output", toml::Value::try_from(OutputConfig::default())),
+        ("backend", toml::Value::try_from(BackendConfig::default())),
+        ("logging", toml::Value::try_from(LoggingConfig::default())),
+    ] {
+        let value = value.map_err(|e| OsipyError::Validation(e.to_string()))?;
+        out.push('\n');
+        render(&mut out, name, &value, &value, &doc)?;
+    }
+    Ok(out)
 }
-
-const DCE_DEFAULTS: &str = r#"# osipy configuration: DCE-MRI. Values are SI units as in BIDS (seconds, degrees).
-modality = "dce"
-
-[pipeline]
-model = "extended_tofts"          # tofts | extended_tofts | patlak | 2cxm | 2cum
-t1_mapping_method = "vfa"         # vfa (data.vfa + flip_angles) | look_locker (data.look_locker + inversion_times)
-concentration = "spgr"            # spgr | linear | none (dynamic data already in mM)
-aif_source = "population"         # population | detect | manual (needs data.aif_file)
-population_aif = "parker"         # parker | georgiou | fritz_hansen | weinmann | mcgrath
-# aif_delay = 17.5                # s, bolus arrival of a population AIF (default: first frame after the baseline)
-hematocrit = 0.42                 # fraction, converts blood AIFs to plasma
-save_intermediate = false         # also write T1, R1 and concentration
-
-[pipeline.acquisition]
-baseline_frames = 5               # frames before contrast arrival
-relaxivity = 4.5                  # r1, 1/s/mM
-# tr = 0.005                      # s, repetition time (dynamic and VFA)
-# flip_angle = 15.0               # degrees, dynamic series
-# flip_angles = [2.0, 5.0, 10.0, 15.0]  # degrees, one per VFA volume
-# t1_assumed = 1.4                # s, pre-contrast T1 when there is no T1 map, VFA or Look-Locker series
-# inversion_times = [0.1, 0.3, 0.5]  # s, one per Look-Locker volume
-
-[pipeline.fitting]
-fitter = "lm"                     # lm
-max_iterations = 100              # per voxel
-tolerance = 1e-6                  # relative change of cost and step
-r2_threshold = 0.5                # voxels below are invalid (NaN, quality code low_r2)
-fit_delay = false                 # fit an arterial delay per voxel (s, bounds [-10, 10])
-bounds = {}                       # e.g. { vp = [0.0, 0.2] }; units as the maps (Ktrans 1/min)
-initial_guess = {}                # e.g. { ve = 0.2 }; others from the data
-
-[data]                            # relative to DATA_PATH or absolute; see docs for auto-discovery
-# dynamic = "dce.nii.gz"          # 4D series
-# vfa = "vfa.nii.gz"              # 4D, one volume per flip angle
-# look_locker = "ll.nii.gz"       # 4D, one volume per inversion time
-# t1_map = "t1.nii.gz"            # s
-# mask = "mask.nii.gz"            # non-zero = analysed
-# aif_file = "aif.csv"            # columns: time (s), plasma concentration (mM)
-# time_file = "times.txt"         # frame times (s), else from the NIfTI header
-
-[output]
-format = "nifti"                  # nifti (.nii.gz + JSON sidecars)
-
-[backend]
-device = "cpu"                    # cpu
-threads = 0                       # 0 = OSIPY_NUM_THREADS or all cores
-
-[logging]
-level = "info"                    # error | warn | info | debug | trace
-"#;
-
-const IVIM_DEFAULTS: &str = r#"# osipy configuration: IVIM. b-values in s/mm^2, diffusivities in mm^2/s.
-modality = "ivim"
-
-[pipeline]
-fitting_method = "segmented"      # segmented | full | bayesian
-b_threshold = 200.0               # s/mm^2, perfusion taken as decayed at and above
-normalize_signal = true           # divide each voxel by its mean b = 0 signal
-segmented_fit_f = true            # segmented step 2 fits S0, f, D* (false: f from step-1 intercept)
-
-[pipeline.fitting]
-max_iterations = 500              # per voxel and step
-tolerance = 1e-6                  # relative change of cost and step
-bounds = {}                       # e.g. { Dstar = [0.005, 0.2] }; S0, f, D, Dstar
-initial_guess = {}                # full fit start, e.g. { Dstar = 0.02 }; others from segmented
-
-[pipeline.fitting.bayesian]       # fitting_method = "bayesian": NUTS per voxel
-tune = 300                        # warm-up iterations per voxel
-draws = 500                       # posterior draws per voxel
-seed = 42                         # same seed, same maps
-
-
-[data]                            # relative to DATA_PATH or absolute; see docs for auto-discovery
-# dwi = "dwi.nii.gz"              # 4D, one volume per b-value
-# b_values = [0, 10, 20, 50, 100, 200, 400, 800]  # s/mm^2
-# b_values_file = "dwi.bval"      # FSL .bval or one value per line
-# mask = "mask.nii.gz"            # non-zero = analysed
-
-[output]
-format = "nifti"                  # nifti (.nii.gz + JSON sidecars)
-
-[backend]
-device = "cpu"                    # cpu
-threads = 0                       # 0 = OSIPY_NUM_THREADS or all cores
-
-[logging]
-level = "info"                    # error | warn | info | debug | trace
-"#;
 
 /// Levenshtein distance, for key suggestions.
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -456,42 +291,34 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The valid key tree of `modality`: the defaults with every optional key
-/// filled in.
-fn schema(modality: Modality) -> toml::Value {
-    let mut dce = DcePipelineConfig {
-        aif_delay: Some(0.0),
-        ..Default::default()
+/// The valid key tree of modality `m`: its example section (every optional
+/// key set), its data roles and the shared sections.
+fn schema(m: &dyn Modality) -> Result<toml::Value> {
+    let (_, example) = m.defaults_and_example()?;
+    let mut root = toml::map::Map::new();
+    root.insert("modality".into(), toml::Value::String(String::new()));
+    root.insert("pipeline".into(), example);
+    let data: toml::map::Map<String, toml::Value> = data_roles(m)
+        .iter()
+        .map(|s| (s.role.to_string(), role_example(s)))
+        .collect();
+    root.insert("data".into(), toml::Value::Table(data));
+    let shared = |v: std::result::Result<toml::Value, toml::ser::Error>| {
+        v.map_err(|e| OsipyError::Validation(e.to_string()))
     };
-    let a = &mut dce.acquisition;
-    a.tr = Some(0.0);
-    a.flip_angle = Some(0.0);
-    a.flip_angles = Some(vec![]);
-    a.t1_assumed = Some(0.0);
-    a.inversion_times = Some(vec![]);
-    let c = Config {
-        modality,
-        pipeline: match modality {
-            Modality::Ivim => PipelineConfig::Ivim(IvimPipelineConfig::default()),
-            _ => PipelineConfig::Dce(dce),
-        },
-        data: DataConfig {
-            dynamic: Some(String::new()),
-            vfa: Some(String::new()),
-            look_locker: Some(String::new()),
-            t1_map: Some(String::new()),
-            mask: Some(String::new()),
-            aif_file: Some(String::new()),
-            time_file: Some(String::new()),
-            dwi: Some(String::new()),
-            b_values: Some(vec![]),
-            b_values_file: Some(String::new()),
-        },
-        output: OutputConfig::default(),
-        backend: BackendConfig::default(),
-        logging: LoggingConfig::default(),
-    };
-    toml::Value::try_from(&c).expect("the config serialises to TOML")
+    root.insert(
+        "output".into(),
+        shared(toml::Value::try_from(OutputConfig::default()))?,
+    );
+    root.insert(
+        "backend".into(),
+        shared(toml::Value::try_from(BackendConfig::default()))?,
+    );
+    root.insert(
+        "logging".into(),
+        shared(toml::Value::try_from(LoggingConfig::default()))?,
+    );
+    Ok(toml::Value::Table(root))
 }
 
 /// Tables whose keys are parameter names (checked later against the model).
@@ -544,28 +371,23 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config> {
         let value: toml::Value = toml::from_str(text)
             .map_err(|e| OsipyError::Validation(format!("config is not valid TOML: {e}")))?;
-        let mut modality = Modality::Dce;
-        if let Some(m) = value.get("modality").and_then(|m| m.as_str()) {
-            modality = m.parse()?;
-            if !AVAILABLE_MODALITIES.contains(&modality) {
-                return Err(unavailable(modality));
-            }
-        }
-        check_keys(&value, &schema(modality), "")?;
+        let id = value.get("modality").and_then(|m| m.as_str()).ok_or_else(|| {
+            OsipyError::Validation(format!(
+                "config: missing key `modality`; valid: {}",
+                crate::modality::ids().join(", ")
+            ))
+        })?;
+        let m = modality(id)?;
+        check_keys(&value, &schema(m)?, "")?;
         let raw: RawConfig = value
             .try_into()
             .map_err(|e: toml::de::Error| OsipyError::Validation(format!("config: {}", e.message())))?;
         let table = raw
             .pipeline
             .unwrap_or_else(|| toml::Value::Table(Default::default()));
-        let bad = |e: toml::de::Error| OsipyError::Validation(format!("config: [pipeline]: {}", e.message()));
-        let pipeline = match raw.modality {
-            Modality::Ivim => PipelineConfig::Ivim(table.try_into().map_err(bad)?),
-            _ => PipelineConfig::Dce(table.try_into().map_err(bad)?),
-        };
         let config = Config {
-            modality: raw.modality,
-            pipeline,
+            modality: m.id().to_string(),
+            pipeline: m.parse(table)?,
             data: raw.data,
             output: raw.output,
             backend: raw.backend,
@@ -588,195 +410,26 @@ impl Config {
         })
     }
 
-    /// The DCE settings, or an error naming the configured modality.
-    pub fn dce(&self) -> Result<&DcePipelineConfig> {
-        match &self.pipeline {
-            PipelineConfig::Dce(p) => Ok(p),
-            _ => Err(OsipyError::Validation(format!(
-                "this is a {} configuration, not a DCE one",
-                self.modality
-            ))),
-        }
+    /// The modality's table entry.
+    pub fn modality_def(&self) -> Result<&'static dyn Modality> {
+        modality(&self.modality)
     }
 
-    /// The IVIM settings, or an error naming the configured modality.
-    pub fn ivim(&self) -> Result<&IvimPipelineConfig> {
-        match &self.pipeline {
-            PipelineConfig::Ivim(p) => Ok(p),
-            _ => Err(OsipyError::Validation(format!(
-                "this is a {} configuration, not an IVIM one",
+    /// The `[pipeline]` section as the modality's config type (e.g.
+    /// `osipy_dce::DceConfig`); an error when it is another modality's.
+    pub fn section<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.pipeline.clone()).map_err(|e| {
+            OsipyError::Validation(format!(
+                "the [pipeline] section of this {} configuration does not fit the type asked for: {e}",
                 self.modality
-            ))),
-        }
+            ))
+        })
     }
 
     /// Checks names against the registries and values against their units.
     pub fn validate(&self) -> Result<()> {
-        one_of("output.format", &self.output.format, &["nifti"])?;
-        one_of("backend.device", &self.backend.device, &["cpu"])?;
-        one_of(
-            "logging.level",
-            &self.logging.level,
-            &["debug", "error", "info", "trace", "warn"],
-        )?;
-        let reg = crate::builtin_registry()?;
-        use osipy_core::Kind;
-        if let PipelineConfig::Ivim(p) = &self.pipeline {
-            reg.get(Kind::IvimFitter, &p.fitting_method)?;
-            if !(p.b_threshold > 0.0 && p.b_threshold.is_finite()) {
-                return Err(meta(
-                    "pipeline.b_threshold (s/mm^2)",
-                    &p.b_threshold,
-                    "a positive value, e.g. 200",
-                ));
-            }
-            if p.fitting.max_iterations == 0 || !(p.fitting.tolerance > 0.0 && p.fitting.tolerance < 1.0) {
-                let found = format!(
-                    "max_iterations {}, tolerance {}",
-                    p.fitting.max_iterations, p.fitting.tolerance
-                );
-                return Err(meta(
-                    "pipeline.fitting",
-                    &found,
-                    "max_iterations >= 1 and a tolerance in (0, 1)",
-                ));
-            }
-            for name in p.fitting.bounds.keys().chain(p.fitting.initial_guess.keys()) {
-                one_of(
-                    "IVIM parameter in pipeline.fitting",
-                    name,
-                    &["D", "Dstar", "S0", "f"],
-                )?;
-            }
-            for (name, [lo, hi]) in &p.fitting.bounds {
-                if !(lo <= hi) {
-                    let found = format!("[{lo}, {hi}]");
-                    return Err(meta(
-                        &format!("pipeline.fitting.bounds.{name}"),
-                        &found,
-                        "[lower, upper] with lower <= upper",
-                    ));
-                }
-            }
-            if let Some(b) = self
-                .data
-                .b_values
-                .iter()
-                .flatten()
-                .find(|b| !(**b >= 0.0 && b.is_finite()))
-            {
-                return Err(meta("data.b_values (s/mm^2)", b, "finite, non-negative b-values"));
-            }
-            return Ok(());
-        }
-        let p = self.dce()?;
-        reg.get(Kind::DceModel, &p.model)?;
-        reg.get(Kind::T1Method, &p.t1_mapping_method)?;
-        if p.concentration != "none" {
-            reg.get(Kind::ConcentrationModel, &p.concentration)
-                .map_err(|_| OsipyError::UnknownName {
-                    kind: "concentration model".into(),
-                    name: p.concentration.clone(),
-                    valid: vec!["linear".into(), "none".into(), "spgr".into()],
-                })?;
-        }
-        reg.get(Kind::PopulationAif, &p.population_aif)?;
-        reg.get(Kind::Fitter, &p.fitting.fitter)?;
-        one_of(
-            "pipeline.aif_source",
-            &p.aif_source,
-            &["detect", "manual", "population"],
-        )?;
-        let a = &p.acquisition;
-        seconds("pipeline.acquisition.tr", a.tr, 1.0, "0.005")?;
-        seconds("pipeline.acquisition.t1_assumed", a.t1_assumed, 20.0, "1.4")?;
-        seconds("pipeline.aif_delay", p.aif_delay.map(f64::abs), 600.0, "17.5")?;
-        for fa in a.flip_angle.iter().chain(a.flip_angles.iter().flatten()) {
-            if !(*fa > 0.0 && *fa < 180.0) {
-                return Err(meta("flip angle (degrees)", fa, "a value in (0, 180) degrees"));
-            }
-        }
-        if !(a.relaxivity > 0.0 && a.relaxivity.is_finite()) {
-            return Err(meta(
-                "pipeline.acquisition.relaxivity (1/s/mM)",
-                &a.relaxivity,
-                "a positive value, e.g. 4.5",
-            ));
-        }
-        if !(0.0..1.0).contains(&p.hematocrit) {
-            return Err(meta(
-                "pipeline.hematocrit",
-                &p.hematocrit,
-                "a fraction in [0, 1), e.g. 0.42 (not a percentage)",
-            ));
-        }
-        let f = &p.fitting;
-        if f.max_iterations == 0 {
-            return Err(meta("pipeline.fitting.max_iterations", &0, "at least 1"));
-        }
-        if !(f.tolerance > 0.0 && f.tolerance < 1.0) {
-            return Err(meta(
-                "pipeline.fitting.tolerance",
-                &f.tolerance,
-                "a value in (0, 1), e.g. 1e-6",
-            ));
-        }
-        if !(f.r2_threshold <= 1.0) {
-            return Err(meta(
-                "pipeline.fitting.r2_threshold",
-                &f.r2_threshold,
-                "at most 1 (0.5 by default; -inf keeps every fit)",
-            ));
-        }
-        for (name, [lo, hi]) in &f.bounds {
-            if !(lo <= hi) {
-                return Err(meta(
-                    &format!("pipeline.fitting.bounds.{name}"),
-                    &format!("[{lo}, {hi}]"),
-                    "[lower, upper] with lower <= upper",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn meta(field: &str, found: &dyn std::fmt::Display, expected: &str) -> OsipyError {
-    OsipyError::Metadata {
-        field: field.into(),
-        found: found.to_string(),
-        expected: expected.into(),
-    }
-}
-
-fn one_of(field: &str, value: &str, valid: &[&str]) -> Result<()> {
-    if valid.contains(&value) {
-        Ok(())
-    } else {
-        Err(OsipyError::UnknownName {
-            kind: field.into(),
-            name: value.into(),
-            valid: valid.iter().map(|s| s.to_string()).collect(),
-        })
-    }
-}
-
-/// A time in seconds: positive, below `max`; larger values look like ms.
-fn seconds(field: &str, v: Option<f64>, max: f64, example: &str) -> Result<()> {
-    match v {
-        Some(v) if !((v > 0.0 && v < max) || (field == "pipeline.aif_delay" && v == 0.0)) => {
-            let hint = if v >= max {
-                " (it looks like milliseconds: give seconds)"
-            } else {
-                ""
-            };
-            Err(meta(
-                &format!("{field} (s)"),
-                &v,
-                &format!("a positive value in seconds below {max}, e.g. {example}{hint}"),
-            ))
-        }
-        _ => Ok(()),
+        self.modality_def()?
+            .validate(&self.pipeline, &crate::builtin_registry()?)
     }
 }
 
@@ -784,14 +437,65 @@ fn seconds(field: &str, v: Option<f64>, max: f64, example: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Dotted paths of every key below `[pipeline]` in `v`.
+    fn paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        if let Some(t) = v.as_table() {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if !FREE_TABLES.contains(&format!("pipeline.{p}").as_str()) {
+                    paths(v, &p, out);
+                }
+                out.push(p);
+            }
+        }
+    }
+
     #[test]
-    fn the_commented_defaults_parse_to_the_defaults() {
-        let c = Config::from_toml(DCE_DEFAULTS).unwrap();
-        assert_eq!(c.modality, Modality::Dce);
-        assert_eq!(c.dce().unwrap(), &DcePipelineConfig::default());
-        let c = Config::from_toml(IVIM_DEFAULTS).unwrap();
-        assert_eq!(c.ivim().unwrap(), &IvimPipelineConfig::default());
-        assert!(c.dce().is_err());
+    fn every_template_parses_to_its_defaults_and_documents_every_key() {
+        let reg = crate::builtin_registry().unwrap();
+        for m in crate::MODALITIES {
+            let text = template(*m, &reg).unwrap();
+            let c = Config::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", m.id()));
+            assert_eq!(c.modality, m.id());
+            let (defaults, example) = m.defaults_and_example().unwrap();
+            let empty = m.parse(toml::Value::Table(Default::default())).unwrap();
+            assert_eq!(c.pipeline, empty, "{}", m.id());
+            assert_eq!(m.parse(defaults).unwrap(), empty, "{}", m.id());
+            assert!(c.data.is_empty() && c.backend == BackendConfig::default());
+            // One comment per key, and no comment for a key that does not exist.
+            let mut keys = Vec::new();
+            paths(&example, "", &mut keys);
+            for (doc_key, _) in m.docs() {
+                assert!(
+                    keys.iter().any(|k| k == doc_key),
+                    "{}: comment for unknown key {doc_key}",
+                    m.id()
+                );
+            }
+            for k in &keys {
+                assert!(
+                    m.docs().iter().any(|(d, _)| d == k),
+                    "{}: key {k} has no comment",
+                    m.id()
+                );
+            }
+            // Registry-backed keys list the registered names.
+            if m.id() == "dce" {
+                assert!(
+                    text.contains("2cum | 2cxm | extended_tofts | patlak | tofts"),
+                    "{text}"
+                );
+            }
+        }
+        let c = Config::from_toml(&dump_defaults("ivim").unwrap()).unwrap();
+        assert_eq!(
+            c.section::<osipy_ivim::IvimConfig>().unwrap(),
+            osipy_ivim::IvimConfig::default()
+        );
         // Keys of one modality are unknown in the other, with a suggestion.
         let e = Config::from_toml("modality = \"ivim\"\n[pipeline]\nb_treshold = 150.0\n")
             .unwrap_err()
@@ -805,8 +509,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bayesian, full, segmented"), "{e}");
-        assert_eq!(c.data, DataConfig::default());
-        assert_eq!(c.backend, BackendConfig::default());
+        let e = Config::from_toml("modality = \"ivim\"\n[data]\ndynamic = \"x.nii\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown config key `data.dynamic`"), "{e}");
+        let e = Config::from_toml("[pipeline]\n").unwrap_err().to_string();
+        assert!(
+            e.contains("missing key `modality`") && e.contains("dce, ivim"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -868,6 +579,8 @@ mod tests {
         assert!(e.contains("\"asl\"") && e.contains("dce, ivim"), "{e}");
         let e = Config::from_toml("modality = \"pet\"\n").unwrap_err().to_string();
         assert!(e.contains("\"pet\""), "{e}");
-        assert!(dump_defaults(Modality::Asl).is_err());
+        assert!(dump_defaults("asl").is_err());
+        let e = bad("[pipeline]\nconcentration = \"spgrr\"\n");
+        assert!(e.contains("spgrr") && e.contains("linear"), "{e}");
     }
 }

@@ -1,9 +1,11 @@
 //! # osipy-pipeline
 //!
-//! From files to maps: the run [`config`] (TOML), data discovery, the DCE
-//! pipeline ([`run_analysis`]), the built-in registry assembled from every
-//! crate's `register` ([`builtin_registry`]) and DRO comparison statistics
-//! ([`dro`]).
+//! From files to maps for every modality: the table of modalities
+//! ([`MODALITIES`], the one place that lists them), the run [`config`]
+//! (TOML, `[pipeline]` typed by the modality), [`run_analysis`] (the shared
+//! run machinery: device, progress, timed stages, staged outputs, summary),
+//! the built-in registry assembled from every crate's `register`
+//! ([`builtin_registry`]) and DRO comparison statistics ([`dro`]).
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -11,41 +13,100 @@
 //! | (none) | | |
 
 pub mod config;
-mod dce;
-pub mod dro;
-mod ivim;
+pub mod modality;
 mod output;
 
 pub use config::Config;
-pub use dce::{resolve_inputs, Inputs, RunOptions, RunSummary};
+pub use modality::{Modality, MODALITIES};
+pub use osipy_io::dro;
+pub use osipy_io::Progress;
 
-use osipy_core::{Modality, OsipyError, Registry, Result};
-
-/// Runs the analysis `config` describes on the files in `opts.data_dir`,
-/// writing into `opts.out_dir`.
-pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
-    config.validate()?;
-    match config.modality {
-        Modality::Dce => dce::run_dce(config, opts),
-        Modality::Ivim => ivim::run_ivim(config, opts),
-        other => Err(OsipyError::UnknownName {
-            kind: "modality with a pipeline in this build".into(),
-            name: other.as_str().into(),
-            valid: config::AVAILABLE_MODALITIES
-                .iter()
-                .map(|m| m.as_str().to_string())
-                .collect(),
-        }),
-    }
-}
+use osipy_backend::Device;
+use osipy_core::{Registry, Result};
+use osipy_io::{Inputs, RunContext};
+use output::{quality_counts, Staging};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Every method built into this version, from each crate's `register`.
 pub fn builtin_registry() -> Result<Registry> {
     let mut reg = Registry::new();
     osipy_fitting::register(&mut reg)?;
     osipy_aif::register(&mut reg)?;
-    osipy_convolution::register(&mut reg)?;
     osipy_dce::register(&mut reg)?;
     osipy_ivim::register(&mut reg)?;
     Ok(reg)
+}
+
+/// Where to read, where to write, and how to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Folder the `[data]` paths are relative to (and auto-discovery searches).
+    pub data_dir: PathBuf,
+    /// Output folder (created if missing).
+    pub out_dir: PathBuf,
+    /// Worker threads (overrides `backend.threads`).
+    pub threads: Option<usize>,
+    /// Fit progress, for a progress bar polled from another thread.
+    pub progress: Option<Progress>,
+}
+
+/// What a run did, also written as `osipy_run.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Software name and version.
+    pub software: String,
+    /// Resolved input files (and inline values) by role.
+    pub inputs: BTreeMap<String, String>,
+    /// Grid (x, y, z) and number of volumes.
+    pub shape: [usize; 4],
+    /// Seconds spent per stage, in order.
+    pub timings: Vec<(String, f64)>,
+    /// Voxels in the grid.
+    pub voxels_total: usize,
+    /// Voxels analysed (in the mask).
+    pub voxels_in_mask: usize,
+    /// Voxels per quality status (in the mask).
+    pub quality_counts: BTreeMap<String, usize>,
+    /// Files written (final paths).
+    pub outputs: Vec<PathBuf>,
+    /// The configuration that ran.
+    pub config: Config,
+}
+
+/// Runs the analysis `config` describes on the files in `opts.data_dir`,
+/// writing into `opts.out_dir`: resolve inputs, run the modality, stage the
+/// outputs and move them into place when all are complete.
+pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
+    config.validate()?;
+    let registry = builtin_registry()?;
+    let m = config.modality_def()?;
+    let threads = opts
+        .threads
+        .or((config.backend.threads > 0).then_some(config.backend.threads))
+        .or(osipy_backend::threads_from_env()?);
+    let mut ctx = RunContext::new(Device::cpu(threads), opts.progress.clone().unwrap_or_default());
+    let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
+    let out = m.run(&config.pipeline, &inputs, &mut ctx, &registry)?;
+
+    let mut stage = Staging::new(&opts.out_dir)?;
+    stage.maps(&out.maps, &out.geometry, config)?;
+    for (name, volume) in &out.volumes {
+        stage.volume(name, volume, &out.geometry)?;
+    }
+    ctx.lap("write");
+    let summary = RunSummary {
+        software: format!("osipy {}", env!("CARGO_PKG_VERSION")),
+        inputs: out.inputs,
+        shape: out.shape,
+        timings: ctx.stages().to_vec(),
+        voxels_total: out.mask.len(),
+        voxels_in_mask: out.mask.iter().filter(|m| **m).count(),
+        quality_counts: quality_counts(&out.maps.quality, &out.mask),
+        outputs: stage.final_paths(),
+        config: config.clone(),
+    };
+    stage.commit(&summary)?;
+    Ok(summary)
 }

@@ -5,8 +5,8 @@
 use crate::config::Config;
 use crate::RunSummary;
 use ndarray::Array3;
-use osipy_core::{OsipyError, ParameterMap, QualityCode, Result};
-use osipy_io::{write_json, write_map, write_mask, write_parameter_map, Geometry};
+use osipy_core::{MapSet, OsipyError, QualityCode, Result};
+use osipy_io::{write_4d, write_json, write_map, write_mask, write_parameter_map, Geometry, Volume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -53,46 +53,30 @@ impl Staging {
 
     /// Writes parameter maps (with `_se` maps and sidecars carrying the
     /// config), `r_squared.nii.gz` and `quality_mask.nii.gz`.
-    pub(crate) fn maps(
-        &mut self,
-        maps: &[ParameterMap],
-        r2: &Array3<f64>,
-        quality: &Array3<QualityCode>,
-        geometry: &Geometry,
-        config: &Config,
-    ) -> Result<()> {
-        for map in maps {
+    pub(crate) fn maps(&mut self, set: &MapSet, geometry: &Geometry, config: &Config) -> Result<()> {
+        let config = serde_json::to_value(config).map_err(|e| OsipyError::Validation(e.to_string()))?;
+        for map in &set.maps {
             let mut map = map.clone();
-            map.provenance = map
-                .provenance
-                .with_setting("config", serde_json::to_value(config).unwrap_or_default());
+            map.provenance = map.provenance.with_setting("config", config.clone());
             let files = write_parameter_map(self.tmp(), &map, geometry)?;
             self.written.extend(files);
         }
-        self.map("r_squared.nii.gz", r2, geometry)?;
+        self.volume("r_squared.nii.gz", &Volume::Map(set.r_squared.clone()), geometry)?;
         let p = self.tmp().join("quality_mask.nii.gz");
-        write_mask(&p, &quality.mapv(|q| q.code()), geometry)?;
+        write_mask(&p, &set.quality.mapv(|q| q.code()), geometry)?;
         self.written.push(p);
         Ok(())
     }
 
-    /// Writes one more 3D map.
-    pub(crate) fn map(&mut self, name: &str, values: &Array3<f64>, geometry: &Geometry) -> Result<()> {
+    /// Writes one more volume (a 3D map or a 4D series).
+    pub(crate) fn volume(&mut self, name: &str, volume: &Volume, geometry: &Geometry) -> Result<()> {
         let p = self.tmp().join(name);
-        write_map(&p, values, geometry)?;
+        match volume {
+            Volume::Map(v) => write_map(&p, v, geometry)?,
+            Volume::Series(v, dt) => write_4d(&p, v, geometry, *dt)?,
+        }
         self.written.push(p);
         Ok(())
-    }
-
-    /// Registers a file written directly into [`Staging::dir`].
-    pub(crate) fn add(&mut self, name: &str) {
-        let p = self.tmp().join(name);
-        self.written.push(p);
-    }
-
-    /// The temporary folder, for writers not covered here.
-    pub(crate) fn dir(&self) -> PathBuf {
-        self.tmp().to_path_buf()
     }
 
     /// Final paths of everything staged, plus `osipy_run.json`.

@@ -217,7 +217,7 @@ fn bad_inputs_give_clear_errors_and_leave_nothing() {
         ),
     );
     assert!(
-        e.contains("T1 map") && e.contains("[4, 4, 2]") && e.contains("[8, 8, 2]"),
+        e.contains("data.t1_map") && e.contains("[4, 4, 2]") && e.contains("[8, 8, 2]"),
         "{e}"
     );
     // Wrong number of flip angles.
@@ -226,7 +226,7 @@ fn bad_inputs_give_clear_errors_and_leave_nothing() {
         &config_text("").replace("[2.0, 5.0, 10.0, 15.0]", "[2.0, 5.0, 10.0]"),
     );
     assert!(
-        e.contains("VFA series") && e.contains("4") && e.contains("[2.0, 5.0, 10.0]"),
+        e.contains("data.vfa") && e.contains("4") && e.contains("[2.0, 5.0, 10.0]"),
         "{e}"
     );
     // Missing TR.
@@ -333,5 +333,5 @@ fn look_locker_t1_from_files() {
     // One inversion time too many.
     let bad = text.replace(&tis, &format!("{:?}", [ti.clone(), vec![4.0]].concat()));
     let e = run_err(dir.path(), &bad);
-    assert!(e.contains("Look-Locker series") && e.contains("13"), "{e}");
+    assert!(e.contains("data.look_locker") && e.contains("13"), "{e}");
 }

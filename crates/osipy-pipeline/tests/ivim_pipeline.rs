@@ -107,7 +107,7 @@ fn ivim_bad_inputs() {
     // Count not matching the volumes.
     let e = run(dir.path(), &cfg("[0, 100, 500]")).unwrap_err();
     assert!(
-        e.contains("number of b-values") && e.contains("12, the volumes"),
+        e.contains("number of b-values") && e.contains("12, one per volume"),
         "{e}"
     );
     // Negative b-value.

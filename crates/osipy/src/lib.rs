@@ -57,8 +57,6 @@ pub fn registry() -> core::Result<core::Registry> {
     fitting::register(&mut reg)?;
     #[cfg(feature = "aif")]
     aif::register(&mut reg)?;
-    #[cfg(feature = "convolution")]
-    convolution::register(&mut reg)?;
     #[cfg(feature = "dce")]
     dce::register(&mut reg)?;
     #[cfg(feature = "ivim")]
@@ -81,6 +79,8 @@ mod docs {
     struct Nifti;
     #[doc = include_str!("../../../docs/threads.md")]
     struct Threads;
+    #[doc = include_str!("../../../docs/development.md")]
+    struct Development;
 }
 
 #[cfg(test)]
@@ -88,28 +88,17 @@ mod tests {
     #[test]
     fn registry_collects_every_enabled_crate() {
         let reg = super::registry().unwrap();
-        assert_eq!(reg.names(crate::core::Kind::Fitter), ["lm"]);
-        assert_eq!(reg.names(crate::core::Kind::PopulationAif).len(), 5);
+        assert_eq!(reg.names::<crate::fitting::Fitter>(), ["lm"]);
+        assert_eq!(reg.names::<crate::aif::PopulationAif>().len(), 5);
         assert_eq!(
-            reg.names(crate::core::Kind::DceModel),
+            reg.names::<crate::dce::DceModelEntry>(),
             ["2cum", "2cxm", "extended_tofts", "patlak", "tofts"]
         );
         assert_eq!(
-            reg.names(crate::core::Kind::ConcentrationModel),
-            ["linear", "spgr"]
-        );
-        assert_eq!(reg.names(crate::core::Kind::T1Method), ["look_locker", "vfa"]);
-        assert_eq!(
-            reg.names(crate::core::Kind::IvimModel),
-            ["biexponential", "mono_exponential", "simplified"]
-        );
-        assert_eq!(
-            reg.names(crate::core::Kind::IvimFitter),
+            reg.names::<crate::ivim::IvimFitter>(),
             ["bayesian", "full", "segmented"]
         );
-        assert_eq!(
-            reg.names(crate::core::Kind::ConvolutionMethod),
-            ["fft", "piecewise_linear"]
-        );
+        // Only what a config can select is registered: four tables.
+        assert_eq!(reg.tables().len(), 4);
     }
 }

@@ -4,6 +4,31 @@ use ndarray::Array3;
 use osipy_core::{OsipyError, Result};
 use serde::Serialize;
 
+/// One row of a validation report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DroRow {
+    /// Suite, e.g. `ivim-phantom`.
+    pub suite: String,
+    /// Case within the suite.
+    pub case: String,
+    /// Parameter.
+    pub parameter: String,
+    /// Voxels or cases compared.
+    pub n: usize,
+    /// Median of the error measure.
+    pub median_error: f64,
+    /// 90th percentile of the error measure.
+    pub p90_error: f64,
+    /// Bias (signed error measure).
+    pub bias: f64,
+    /// Cases outside the tolerance (or invalid voxels).
+    pub n_fail: usize,
+    /// The tolerance applied and where it comes from.
+    pub tolerance: String,
+    /// Whether the row passes.
+    pub pass: bool,
+}
+
 /// Error statistics of one parameter map against its truth.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorStats {
@@ -25,7 +50,8 @@ pub struct ErrorStats {
     pub median_abs_error: f64,
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// Nearest-rank percentile `q` in [0, 1] of sorted values; NaN when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -1,0 +1,58 @@
+//! Where per-voxel work runs: the device dispatch of the fitting engine.
+//!
+//! [`map_voxels`] is the one entry point modality crates use for per-voxel
+//! kernels of their own (a segmented solver, a sampler, R^2 of final curves);
+//! [`crate::fit_batch`] runs on it too. It dispatches on the [`Device`]: the
+//! CPU path hands fixed chunks of voxels to the backend's thread pool (built
+//! once per process and thread count), so results are bit-identical for any
+//! thread count. A GPU device will get its own arm here, not in the callers.
+
+use osipy_backend::{for_each_chunk, Device};
+use osipy_core::{OsipyError, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Runs `kernel(workspace, voxel, record)` for every voxel on `device`.
+///
+/// * `out` holds `record_len` values per voxel (voxel-major); the kernel
+///   writes only its own record.
+/// * `init` makes one scratch workspace per worker (never per voxel).
+/// * `chunk_voxels` fixes the work items, independent of the thread count.
+/// * `progress`, when given, gains the number of voxels of each finished chunk.
+pub fn map_voxels<W, I, F>(
+    device: &Device,
+    out: &mut [f64],
+    record_len: usize,
+    chunk_voxels: usize,
+    progress: Option<&AtomicUsize>,
+    init: I,
+    kernel: F,
+) -> Result<()>
+where
+    I: Fn() -> W + Sync + Send,
+    F: Fn(&mut W, usize, &mut [f64]) + Sync + Send,
+{
+    let record_len = record_len.max(1);
+    match device {
+        Device::Cpu { .. } => {
+            for_each_chunk(device, out, record_len, chunk_voxels, init, |ws, first, chunk| {
+                for (k, rec) in chunk.chunks_mut(record_len).enumerate() {
+                    kernel(ws, first + k, rec);
+                }
+                if let Some(p) = progress {
+                    p.fetch_add(chunk.len() / record_len, Ordering::Relaxed);
+                }
+            })
+            .map_err(OsipyError::from)
+        }
+        other => Err(OsipyError::Fitting(format!(
+            "device {} has no fitting backend in this build",
+            other.describe()
+        ))),
+    }
+}
+
+/// Every device this build can run fits on, for the shared test suite
+/// (`tests/devices.rs`): the CPU with 1 and 2 threads today.
+pub fn built_devices() -> Vec<Device> {
+    vec![Device::Cpu { threads: 1 }, Device::Cpu { threads: 2 }]
+}

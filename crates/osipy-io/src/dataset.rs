@@ -1,0 +1,211 @@
+//! The one input model: a 4D series with its geometry, dynamic axis (with
+//! unit), mask and typed acquisition parameters, each value recording where it
+//! came from. NIfTI inputs produce it today; DICOM and BIDS readers will
+//! produce the same type.
+
+use crate::inputs::{Inputs, Series};
+use crate::Geometry;
+use ndarray::{Array3, Array4, ArrayView2};
+use osipy_core::{check_increasing, OsipyError, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A value and where it came from (`data.time_file`, a sidecar path, a
+/// config key, a header field).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sourced<T> {
+    /// The value.
+    pub value: T,
+    /// Where it came from, in words a user can find.
+    pub source: String,
+}
+
+impl<T> Sourced<T> {
+    /// `value` from `source`.
+    pub fn new(value: T, source: impl Into<String>) -> Self {
+        Sourced {
+            value,
+            source: source.into(),
+        }
+    }
+}
+
+/// Unit of the dynamic (last) axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AxisUnit {
+    /// Frame times, seconds.
+    Seconds,
+    /// Diffusion weighting b, s/mm^2.
+    SecondsPerMm2,
+}
+
+impl AxisUnit {
+    /// What the values are, in words (`frame times`, `b-values`).
+    pub fn quantity(&self) -> &'static str {
+        match self {
+            AxisUnit::Seconds => "frame times",
+            AxisUnit::SecondsPerMm2 => "b-values",
+        }
+    }
+
+    /// The unit as written in messages.
+    pub fn symbol(&self) -> &'static str {
+        match self {
+            AxisUnit::Seconds => "s",
+            AxisUnit::SecondsPerMm2 => "s/mm^2",
+        }
+    }
+}
+
+/// The values of the last axis with their unit and source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DynamicAxis {
+    /// One value per volume.
+    pub values: Vec<f64>,
+    /// Their unit.
+    pub unit: AxisUnit,
+    /// Where they came from.
+    pub source: String,
+}
+
+/// Acquisition parameters shared by the modalities, in SI units (as BIDS).
+/// Each is optional and records its source; a modality overlays its config
+/// values (which win) and asks for what it needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Acquisition {
+    /// Repetition time (s); BIDS `RepetitionTime`.
+    pub repetition_time: Option<Sourced<f64>>,
+    /// Echo time (s); BIDS `EchoTime`.
+    pub echo_time: Option<Sourced<f64>>,
+    /// Flip angle of the series (degrees); BIDS `FlipAngle`.
+    pub flip_angle: Option<Sourced<f64>>,
+    /// Main field (T); BIDS `MagneticFieldStrength`.
+    pub field_strength: Option<Sourced<f64>>,
+}
+
+/// A 4D dataset: data in standard (C) layout so each voxel's series is
+/// contiguous, its geometry, the dynamic axis, mask and acquisition.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Values (x, y, z, volumes), standard layout.
+    pub data: Array4<f64>,
+    /// Voxel-to-world geometry of the primary series (outputs use it).
+    pub geometry: Geometry,
+    /// Values of the last axis; `None` until known (the header's time step
+    /// gives frame times in seconds when set).
+    pub axis: Option<DynamicAxis>,
+    /// Analysed voxels (x, y, z).
+    pub mask: Array3<bool>,
+    /// Acquisition parameters.
+    pub acquisition: Acquisition,
+    /// The files read, by role.
+    pub files: BTreeMap<String, String>,
+}
+
+impl Dataset {
+    /// Reads the primary series of `role` and the mask from `inputs`, with
+    /// the acquisition parameters of its JSON sidecar (BIDS names) and frame
+    /// times from the header's time step. `needed_for` and `hint` word the
+    /// error when the series is missing.
+    pub fn load(inputs: &Inputs, role: &str, needed_for: &str, hint: &str) -> Result<Dataset> {
+        inputs.require(role, needed_for, hint)?;
+        let Some(series) = inputs.series(role)? else {
+            return Err(OsipyError::Validation(format!("data.{role} could not be read")));
+        };
+        let Series {
+            data,
+            geometry,
+            time_step,
+            path,
+        } = series;
+        let data = if data.is_standard_layout() {
+            data
+        } else {
+            data.as_standard_layout().into_owned()
+        };
+        let s = data.shape();
+        let grid = [s[0], s[1], s[2]];
+        let n = s[3];
+        let mask = inputs.mask(grid)?;
+        let axis = time_step.map(|dt| DynamicAxis {
+            values: (0..n).map(|i| i as f64 * dt).collect(),
+            unit: AxisUnit::Seconds,
+            source: format!("{} (pixdim[4] = {dt} s)", path.display()),
+        });
+        let mut acquisition = Acquisition::default();
+        if let Some((sidecar, json)) = inputs.sidecar(role)? {
+            let src = sidecar.display().to_string();
+            let get = |key: &str| {
+                json.get(key)
+                    .and_then(|v| v.as_f64())
+                    .map(|v| Sourced::new(v, format!("{src} ({key})")))
+            };
+            acquisition.repetition_time = get("RepetitionTime");
+            acquisition.echo_time = get("EchoTime");
+            acquisition.flip_angle = get("FlipAngle");
+            acquisition.field_strength = get("MagneticFieldStrength");
+        }
+        Ok(Dataset {
+            data,
+            geometry,
+            axis,
+            mask,
+            acquisition,
+            files: inputs.record(),
+        })
+    }
+
+    /// Spatial grid (x, y, z).
+    pub fn grid(&self) -> [usize; 3] {
+        let s = self.data.shape();
+        [s[0], s[1], s[2]]
+    }
+
+    /// Number of volumes (frames, b-values).
+    pub fn n_volumes(&self) -> usize {
+        self.data.shape()[3]
+    }
+
+    /// Number of voxels in the grid.
+    pub fn n_voxels(&self) -> usize {
+        self.grid().iter().product()
+    }
+
+    /// The data as `voxels x volumes` rows (a view, no copy).
+    pub fn voxels(&self) -> Result<ArrayView2<'_, f64>> {
+        let (v, n) = (self.n_voxels(), self.n_volumes());
+        self.data
+            .view()
+            .into_shape_with_order((v, n))
+            .map_err(|e| OsipyError::data("dataset layout", e.to_string(), "a standard-layout 4D array"))
+    }
+
+    /// The mask as one flag per voxel (row-major over x, y, z).
+    pub fn flat_mask(&self) -> Vec<bool> {
+        self.mask.iter().copied().collect()
+    }
+
+    /// Sets the dynamic axis, checking one finite value per volume.
+    pub fn set_axis(&mut self, values: Vec<f64>, unit: AxisUnit, source: impl Into<String>) -> Result<()> {
+        let source = source.into();
+        if values.len() != self.n_volumes() {
+            return Err(OsipyError::data(
+                format!("number of {} ({}) from {source}", unit.quantity(), unit.symbol()),
+                values.len().to_string(),
+                format!("{}, one per volume of the series", self.n_volumes()),
+            ));
+        }
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(OsipyError::data(
+                format!("a value from {source}"),
+                bad.to_string(),
+                "finite numbers",
+            ));
+        }
+        if unit == AxisUnit::Seconds {
+            check_increasing(&format!("frame times (s) from {source}"), &values)?;
+        }
+        self.axis = Some(DynamicAxis { values, unit, source });
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! Input files by role: resolution, auto-discovery and the readers a modality
+//! needs (4D series, 3D volumes, numeric tables, value lists, JSON sidecars).
+//!
+//! A modality declares its roles as [`InputSpec`]s; the `[data]` table of a
+//! config names files (or inline values) per role, and roles it leaves unset
+//! are discovered in the data folder by the role's file-name rule. Modality
+//! crates read through [`Inputs`], never through `std::fs`.
+
+use crate::{read_3d, read_4d, Geometry};
+use ndarray::{Array3, Array4};
+use osipy_core::{OsipyError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What a role holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// A file (NIfTI image or text table), named by a path.
+    File,
+    /// Inline numbers in the config (e.g. `b_values = [0, 50, 800]`).
+    Values,
+}
+
+/// One input role of a modality.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    /// The `[data]` key, e.g. `dynamic`.
+    pub role: &'static str,
+    /// What the file holds, with its unit; shown in `dump-defaults`.
+    pub description: &'static str,
+    /// An example value for the commented template (`"dce.nii.gz"`, `[0.0, 50.0]`).
+    pub example: &'static str,
+    /// File or inline values.
+    pub kind: InputKind,
+    /// Discovery rule on the lower-cased file name; `None`: never discovered.
+    pub discover: Option<fn(&str) -> bool>,
+}
+
+/// The mask role every modality shares.
+pub const MASK: InputSpec = InputSpec {
+    role: "mask",
+    description: "analysis mask (NIfTI; non-zero = analysed)",
+    example: "\"mask.nii.gz\"",
+    kind: InputKind::File,
+    discover: Some(|n| is_nifti(n) && n.contains("mask")),
+};
+
+/// Whether a (lower-cased) file name is a NIfTI image.
+pub fn is_nifti(name: &str) -> bool {
+    name.ends_with(".nii") || name.ends_with(".nii.gz")
+}
+
+/// A `[data]` value: a path, or inline numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DataValue {
+    /// A file path, relative to the data folder or absolute.
+    Path(String),
+    /// Inline values.
+    Values(Vec<f64>),
+}
+
+/// A 4D series as read: data, geometry and the time step of its header.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Values (x, y, z, volumes).
+    pub data: Array4<f64>,
+    /// Voxel-to-world geometry.
+    pub geometry: Geometry,
+    /// pixdim[4] in seconds, when the header has one.
+    pub time_step: Option<f64>,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// The resolved inputs of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    dir: PathBuf,
+    files: BTreeMap<&'static str, PathBuf>,
+    values: BTreeMap<&'static str, Vec<f64>>,
+}
+
+impl Inputs {
+    /// Resolves `data` against `specs` (plus [`MASK`]): given paths are taken
+    /// as they are (relative to `dir`), unset file roles are discovered in
+    /// `dir`. A key that is no role is an error listing the roles; two
+    /// candidates for one role is an error naming both.
+    pub fn resolve(dir: &Path, specs: &[InputSpec], data: &BTreeMap<String, DataValue>) -> Result<Inputs> {
+        let all: Vec<&InputSpec> = specs.iter().chain(std::iter::once(&MASK)).collect();
+        for key in data.keys() {
+            if !all.iter().any(|s| s.role == key) {
+                return Err(OsipyError::UnknownName {
+                    kind: "[data] key".into(),
+                    name: key.clone(),
+                    valid: all.iter().map(|s| s.role.to_string()).collect(),
+                });
+            }
+        }
+        let mut inputs = Inputs {
+            dir: dir.to_path_buf(),
+            ..Inputs::default()
+        };
+        for spec in all {
+            match (data.get(spec.role), spec.kind) {
+                (Some(DataValue::Path(p)), InputKind::File) => {
+                    inputs.files.insert(spec.role, resolve_path(dir, p));
+                }
+                (Some(DataValue::Values(v)), InputKind::Values) => {
+                    inputs.values.insert(spec.role, v.clone());
+                }
+                (Some(_), kind) => {
+                    return Err(OsipyError::Validation(format!(
+                        "data.{} must be {}",
+                        spec.role,
+                        match kind {
+                            InputKind::File => "a file path (a string)",
+                            InputKind::Values => "a list of numbers",
+                        }
+                    )))
+                }
+                (None, _) => {
+                    if let Some(rule) = spec.discover {
+                        if let Some(p) = find_file(dir, spec.role, rule)? {
+                            inputs.files.insert(spec.role, p);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(inputs)
+    }
+
+    /// The data folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of `role`, if given or discovered.
+    pub fn path(&self, role: &str) -> Option<&Path> {
+        self.files.get(role).map(PathBuf::as_path)
+    }
+
+    /// The inline values of `role`, if given.
+    pub fn values(&self, role: &str) -> Option<&[f64]> {
+        self.values.get(role).map(Vec::as_slice)
+    }
+
+    /// The file of `role`, or a missing-parameter error saying what needs it.
+    pub fn require(&self, role: &str, needed_for: &str, hint: &str) -> Result<&Path> {
+        self.path(role).ok_or_else(|| OsipyError::MissingParameter {
+            name: format!("data.{role}"),
+            needed_for: needed_for.into(),
+            hint: format!("{hint} (searched {})", self.dir.display()),
+        })
+    }
+
+    /// Reads the 4D series of `role`, if there is one.
+    pub fn series(&self, role: &str) -> Result<Option<Series>> {
+        let Some(p) = self.path(role) else {
+            return Ok(None);
+        };
+        let (data, geometry, time_step) = read_4d(p)?;
+        Ok(Some(Series {
+            data,
+            geometry,
+            time_step,
+            path: p.to_path_buf(),
+        }))
+    }
+
+    /// Reads the 3D volume of `role`, if there is one, checking that it lies
+    /// on the `grid` (x, y, z) of the primary series.
+    pub fn volume(&self, role: &str, grid: [usize; 3]) -> Result<Option<Array3<f64>>> {
+        let Some(p) = self.path(role) else {
+            return Ok(None);
+        };
+        let (v, _) = read_3d(p)?;
+        check_grid(role, p, v.shape(), grid)?;
+        Ok(Some(v))
+    }
+
+    /// The analysis mask on `grid` (non-zero, finite = analysed); every voxel
+    /// when no mask is given.
+    pub fn mask(&self, grid: [usize; 3]) -> Result<Array3<bool>> {
+        Ok(match self.volume(MASK.role, grid)? {
+            Some(m) => m.mapv(|v| v.is_finite() && v != 0.0),
+            None => Array3::from_elem(grid, true),
+        })
+    }
+
+    /// Rows of `columns` numbers from the text file of `role`, if there is one.
+    pub fn table(&self, role: &str, columns: usize) -> Result<Option<Vec<Vec<f64>>>> {
+        self.path(role).map(|p| read_numbers(p, columns)).transpose()
+    }
+
+    /// A list of numbers from the text file of `role`: one line of values
+    /// (FSL `.bval`) or one value per line.
+    pub fn value_list(&self, role: &str) -> Result<Option<Vec<f64>>> {
+        self.path(role).map(read_value_list).transpose()
+    }
+
+    /// The JSON sidecar of `role`'s image (`name.json` beside `name.nii[.gz]`),
+    /// if there is one.
+    pub fn sidecar(&self, role: &str) -> Result<Option<(PathBuf, serde_json::Value)>> {
+        let Some(p) = self.path(role) else {
+            return Ok(None);
+        };
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
+        let sidecar = p.with_file_name(format!("{stem}.json"));
+        if !sidecar.is_file() {
+            return Ok(None);
+        }
+        let text = read_text(&sidecar)?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| OsipyError::io(&sidecar, format!("not valid JSON: {e}")))?;
+        Ok(Some((sidecar, v)))
+    }
+
+    /// Every resolved file and inline value by role, for the run summary.
+    pub fn record(&self) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = self
+            .files
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.display().to_string()))
+            .collect();
+        for (k, v) in &self.values {
+            m.insert(k.to_string(), format!("data.{k} ({} values)", v.len()));
+        }
+        m
+    }
+}
+
+/// Errors unless `shape` is the primary series' grid.
+pub fn check_grid(role: &str, path: &Path, shape: &[usize], grid: [usize; 3]) -> Result<()> {
+    if shape.get(..3) != Some(&grid[..]) {
+        return Err(OsipyError::data(
+            format!("spatial shape of data.{role} {}", path.display()),
+            format!("{:?}", &shape[..shape.len().min(3)]),
+            format!("{grid:?}, the grid of the primary series"),
+        ));
+    }
+    Ok(())
+}
+
+/// A `[data]` path as given: absolute, or relative to `dir`.
+fn resolve_path(dir: &Path, p: &str) -> PathBuf {
+    if Path::new(p).is_absolute() {
+        PathBuf::from(p)
+    } else {
+        dir.join(p)
+    }
+}
+
+/// The one file in `dir` whose lower-cased name satisfies `rule`, if any;
+/// two or more candidates are an error naming them and `data.<role>`.
+fn find_file(dir: &Path, role: &str, rule: fn(&str) -> bool) -> Result<Option<PathBuf>> {
+    let mut hits: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| OsipyError::Io {
+            path: dir.into(),
+            message: "cannot list the data folder".into(),
+            source: Some(e),
+        })?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| rule(&n.to_lowercase()))
+        .collect();
+    hits.sort();
+    match hits.len() {
+        0 => Ok(None),
+        1 => Ok(Some(dir.join(&hits[0]))),
+        _ => Err(OsipyError::Validation(format!(
+            "several files in {} could be data.{role}: {}; name one explicitly as data.{role}",
+            dir.display(),
+            hits.join(", ")
+        ))),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| OsipyError::Io {
+        path: path.into(),
+        message: "cannot read".into(),
+        source: Some(e),
+    })
+}
+
+/// Numbers in a text file (comma, semicolon, tab or whitespace separated),
+/// `columns` per row; lines that do not parse (a header) are skipped only
+/// before the first numeric row.
+pub fn read_numbers(path: &Path, columns: usize) -> Result<Vec<Vec<f64>>> {
+    let text = read_text(path)?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed: std::result::Result<Vec<f64>, _> = line
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<f64>)
+            .collect();
+        match parsed {
+            Ok(v) if v.len() == columns => rows.push(v),
+            Ok(v) => {
+                return Err(OsipyError::io(
+                    path,
+                    format!("line {} has {} values; expected {columns}", i + 1, v.len()),
+                ));
+            }
+            Err(_) if rows.is_empty() => continue,
+            Err(_) => {
+                return Err(OsipyError::io(
+                    path,
+                    format!("line {} is not numeric: \"{line}\"", i + 1),
+                ))
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Err(OsipyError::io(path, "no numeric rows found"));
+    }
+    Ok(rows)
+}
+
+/// A list of numbers: one line of values (FSL `.bval`) or one per line.
+pub fn read_value_list(path: &Path) -> Result<Vec<f64>> {
+    let text = read_text(path)?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() == 1 {
+        lines[0]
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(|x| {
+                x.parse::<f64>()
+                    .map_err(|_| OsipyError::io(path, format!("not a number: \"{x}\"")))
+            })
+            .collect()
+    } else {
+        Ok(read_numbers(path, 1)?.into_iter().map(|r| r[0]).collect())
+    }
+}

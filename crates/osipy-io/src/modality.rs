@@ -1,0 +1,191 @@
+//! The modality seam: everything one modality owns, behind one trait.
+//!
+//! A modality crate implements [`ModalityDef`] once: its `[pipeline]` config
+//! section (a serde struct with defaults, an example with every optional key
+//! set, and one comment per key, from which `dump-defaults` generates the
+//! commented template), validation against the registry, its input roles, the
+//! analysis itself (reading through [`Inputs`], returning [`Outputs`]), its
+//! demo case and its phantom checks for `xtask dro-validate`. `osipy-pipeline`
+//! lists the modalities in one table and drives config parsing, runs,
+//! `dump-defaults`, `validate`, `list`, `demo` and xtask from it.
+//!
+//! The shared run machinery a modality gets is the [`RunContext`]: the
+//! device, a progress counter, and timed stages.
+
+use crate::dro::DroRow;
+use crate::inputs::{InputSpec, Inputs};
+use crate::Geometry;
+use ndarray::{Array3, Array4};
+use osipy_backend::Device;
+use osipy_core::{MapSet, Registry, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Voxels done / voxels to do, polled by a progress bar on another thread.
+/// Every modality reports through it the same way: set the total, then hand
+/// [`Progress::counter`] to the fitting engine, which adds finished voxels.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    done: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
+
+impl Progress {
+    /// A fresh counter pair.
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// Starts a stage of `total` voxels (resets the done count).
+    pub fn start(&self, total: usize) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    /// The counter the fitting engine adds finished voxels to.
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        self.done.clone()
+    }
+
+    /// (done, total) now.
+    pub fn get(&self) -> (usize, usize) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The shared machinery of one run: device, progress and timed stages.
+#[derive(Debug)]
+pub struct RunContext {
+    /// Where the numerics run.
+    pub device: Device,
+    /// Fit progress.
+    pub progress: Progress,
+    stages: Vec<(String, f64)>,
+    clock: Instant,
+}
+
+impl RunContext {
+    /// A context on `device` reporting to `progress`.
+    pub fn new(device: Device, progress: Progress) -> RunContext {
+        RunContext {
+            device,
+            progress,
+            stages: Vec::new(),
+            clock: Instant::now(),
+        }
+    }
+
+    /// Ends the current stage, recording its wall time under `name`.
+    pub fn lap(&mut self, name: &str) {
+        self.stages
+            .push((name.to_string(), self.clock.elapsed().as_secs_f64()));
+        self.clock = Instant::now();
+    }
+
+    /// Stage times (s), in order.
+    pub fn stages(&self) -> &[(String, f64)] {
+        &self.stages
+    }
+}
+
+/// An extra output besides the parameter maps.
+#[derive(Debug, Clone)]
+pub enum Volume {
+    /// A 3D map (written as float32).
+    Map(Array3<f64>),
+    /// A 4D series with its time step (s).
+    Series(Array4<f64>, f64),
+}
+
+/// What an analysis produced, for the pipeline to write.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// Parameter maps, R^2 and quality.
+    pub maps: MapSet,
+    /// Extra volumes by file name (e.g. `T1.nii.gz`).
+    pub volumes: Vec<(String, Volume)>,
+    /// Geometry of the primary series.
+    pub geometry: Geometry,
+    /// Grid and number of volumes of the primary series.
+    pub shape: [usize; 4],
+    /// The analysis mask, one flag per voxel.
+    pub mask: Vec<bool>,
+    /// Files read and inline values, by role.
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// A file of a demo case.
+#[derive(Debug, Clone)]
+pub enum DemoFile {
+    /// A 4D series with its time step (s).
+    Series(Array4<f64>, f64),
+    /// A u8 mask.
+    Mask(Array3<u8>),
+    /// A text file.
+    Text(String),
+}
+
+/// A synthetic case with known truth: files, a config, and the true maps.
+#[derive(Debug, Clone)]
+pub struct DemoCase {
+    /// First line of the demo's report.
+    pub title: String,
+    /// What the data are (noise, AIF...), one line.
+    pub about: String,
+    /// Files to write into the data folder, by name.
+    pub files: Vec<(String, DemoFile)>,
+    /// The config (TOML text) written as `osipy.toml`.
+    pub config: String,
+    /// (map name, true values, decimals to print) per reported parameter.
+    pub truth: Vec<(String, Array3<f64>, usize)>,
+}
+
+/// Everything one modality owns. See the module doc.
+pub trait ModalityDef: 'static {
+    /// The `[pipeline]` section, `#[serde(deny_unknown_fields, default)]`.
+    type Config: Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + PartialEq;
+
+    /// Config and command-line id (`dce`).
+    const ID: &'static str;
+    /// Human name (`DCE-MRI`).
+    const NAME: &'static str;
+    /// The units of the section, in words, for the template's first line.
+    const UNITS: &'static str;
+    /// Input roles (`[data]` keys) besides the shared `mask`.
+    const INPUTS: &'static [InputSpec];
+
+    /// Comment per key of the section, by dotted path below `[pipeline]`
+    /// (`model`, `fitting.max_iterations`); one for every key (tested).
+    fn config_docs() -> &'static [(&'static str, &'static str)];
+
+    /// The section with every optional key set to an example value, shown
+    /// commented out in the template.
+    fn config_example() -> Self::Config;
+
+    /// Checks names against the registry and values against their units.
+    fn validate(config: &Self::Config, registry: &Registry) -> Result<()>;
+
+    /// One phrase naming the main choice, for `osipy validate` (`model tofts`).
+    fn describe(config: &Self::Config) -> String;
+
+    /// Runs the analysis on `inputs`.
+    fn run(
+        config: &Self::Config,
+        inputs: &Inputs,
+        ctx: &mut RunContext,
+        registry: &Registry,
+    ) -> Result<Outputs>;
+
+    /// The demo case of `osipy demo <ID>`.
+    fn demo() -> Result<DemoCase>;
+
+    /// Phantom checks for `xtask dro-validate` (in-memory, known truth).
+    fn phantom_checks(registry: &Registry) -> Result<Vec<DroRow>>;
+}

@@ -1,0 +1,519 @@
+//! The IVIM modality on the seam ([`osipy_io::ModalityDef`]): a DWI series
+//! and its b-values to D, D*, f and S0 maps.
+
+use crate::bayes::BayesSettings;
+use crate::phantom::{generate, IvimPhantomSpec, Noise};
+use crate::{fit_ivim, IvimFit, IvimFitOptions, IvimStrategy};
+use ndarray::Array3;
+use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, QualityCode, Registry, Result, Unit};
+use osipy_fitting::LmSettings;
+use osipy_io::dro::{compare, percentile, DroRow};
+use osipy_io::{
+    is_nifti, AxisUnit, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, Outputs,
+    RunContext,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The IVIM modality.
+#[derive(Debug, Clone, Copy)]
+pub struct Ivim;
+
+/// Registry entry of an IVIM fitting strategy.
+#[derive(Debug, Clone, Copy)]
+pub struct IvimFitter(pub IvimStrategy);
+
+impl osipy_core::Extension for IvimFitter {
+    const KIND: osipy_core::KindInfo = osipy_core::KindInfo {
+        id: "ivim_fitters",
+        label: "IVIM fitting strategy",
+        config_key: "ivim: pipeline.fitting_method",
+    };
+}
+
+/// IVIM pipeline settings (`[pipeline]` with `modality = "ivim"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvimConfig {
+    /// Fitting strategy (registry `ivim_fitters`).
+    pub fitting_method: String,
+    /// b-value (s/mm^2) at and above which perfusion is taken as decayed.
+    pub b_threshold: f64,
+    /// Normalise each voxel to its mean b = 0 signal.
+    pub normalize_signal: bool,
+    /// Segmented step 2 fits S0 and f with D* (D held); false takes f from
+    /// the step-1 intercept and S0 from the b = 0 signal.
+    pub segmented_fit_f: bool,
+    /// Model fitting.
+    pub fitting: IvimFittingConfig,
+}
+
+impl Default for IvimConfig {
+    fn default() -> Self {
+        IvimConfig {
+            fitting_method: "segmented".into(),
+            b_threshold: 200.0,
+            normalize_signal: true,
+            segmented_fit_f: true,
+            fitting: IvimFittingConfig::default(),
+        }
+    }
+}
+
+/// IVIM fitting (`[pipeline.fitting]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvimFittingConfig {
+    /// Maximum LM iterations per voxel and step.
+    pub max_iterations: usize,
+    /// Relative convergence tolerance (cost change and step).
+    pub tolerance: f64,
+    /// Per-parameter bounds `{ name = [lower, upper] }` for S0, f, D, Dstar.
+    pub bounds: BTreeMap<String, [f64; 2]>,
+    /// Starting values of the `full` fit, `{ name = value }`.
+    pub initial_guess: BTreeMap<String, f64>,
+    /// Sampler settings of `fitting_method = "bayesian"`.
+    pub bayesian: BayesianConfig,
+}
+
+impl Default for IvimFittingConfig {
+    fn default() -> Self {
+        IvimFittingConfig {
+            max_iterations: 500,
+            tolerance: 1e-6,
+            bounds: BTreeMap::new(),
+            initial_guess: BTreeMap::new(),
+            bayesian: BayesianConfig::default(),
+        }
+    }
+}
+
+/// Bayesian IVIM sampler (`[pipeline.fitting.bayesian]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BayesianConfig {
+    /// Warm-up iterations per voxel (discarded).
+    pub tune: u64,
+    /// Posterior draws per voxel.
+    pub draws: u64,
+    /// Random seed (results are reproducible for a given seed).
+    pub seed: u64,
+}
+
+impl Default for BayesianConfig {
+    fn default() -> Self {
+        BayesianConfig {
+            tune: 300,
+            draws: 500,
+            seed: 42,
+        }
+    }
+}
+
+const DOCS: &[(&str, &str)] = &[
+    ("fitting_method", "{ivim_fitters}"),
+    ("b_threshold", "s/mm^2, perfusion taken as decayed at and above"),
+    ("normalize_signal", "divide each voxel by its mean b = 0 signal"),
+    (
+        "segmented_fit_f",
+        "segmented step 2 fits S0, f, D* (false: f from step-1 intercept)",
+    ),
+    ("fitting", "model fitting"),
+    ("fitting.max_iterations", "per voxel and step"),
+    ("fitting.tolerance", "relative change of cost and step"),
+    ("fitting.bounds", "e.g. { Dstar = [0.005, 0.2] }; S0, f, D, Dstar"),
+    (
+        "fitting.initial_guess",
+        "full fit start, e.g. { Dstar = 0.02 }; others from segmented",
+    ),
+    (
+        "fitting.bayesian",
+        "fitting_method = \"bayesian\": NUTS per voxel",
+    ),
+    ("fitting.bayesian.tune", "warm-up iterations per voxel"),
+    ("fitting.bayesian.draws", "posterior draws per voxel"),
+    ("fitting.bayesian.seed", "same seed, same maps"),
+];
+
+const INPUTS: &[InputSpec] = &[
+    InputSpec {
+        role: "dwi",
+        description: "4D, one volume per b-value; discovered: a NIfTI named *dwi* or *ivim*",
+        example: "\"dwi.nii.gz\"",
+        kind: InputKind::File,
+        discover: Some(|n| is_nifti(n) && (n.contains("dwi") || n.contains("ivim")) && !n.contains("mask")),
+    },
+    InputSpec {
+        role: "b_values",
+        description:
+            "s/mm^2, one per volume (else b_values_file, the DWI's JSON sidecar b_values, or a .bval)",
+        example: "[0, 10, 20, 50, 100, 200, 400, 800]",
+        kind: InputKind::Values,
+        discover: None,
+    },
+    InputSpec {
+        role: "b_values_file",
+        description: "FSL .bval or one value per line; discovered: *.bval, bvals.txt, bvalues.txt",
+        example: "\"dwi.bval\"",
+        kind: InputKind::File,
+        discover: Some(|n| n.ends_with(".bval") || n == "bvals.txt" || n == "bvalues.txt"),
+    },
+];
+
+/// Parameter columns of [`IvimFit::params`] as maps: (column, name, symbol, unit).
+const MAPS: [(usize, &str, &str, Unit); 4] = [
+    (2, "D", "D", Unit::Mm2PerSecond),
+    (3, "Dstar", "D*", Unit::Mm2PerSecond),
+    (1, "f", "f", Unit::Dimensionless),
+    (0, "S0", "S_0", Unit::Arbitrary),
+];
+
+impl ModalityDef for Ivim {
+    type Config = IvimConfig;
+    const ID: &'static str = "ivim";
+    const NAME: &'static str = "IVIM";
+    const UNITS: &'static str = "b-values in s/mm^2, diffusivities in mm^2/s";
+    const INPUTS: &'static [InputSpec] = INPUTS;
+
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        DOCS
+    }
+
+    fn config_example() -> IvimConfig {
+        IvimConfig::default()
+    }
+
+    fn validate(p: &IvimConfig, reg: &Registry) -> Result<()> {
+        let strategy = reg.get::<IvimFitter>(&p.fitting_method)?.0;
+        if !(p.b_threshold > 0.0 && p.b_threshold.is_finite()) {
+            return Err(meta(
+                "pipeline.b_threshold (s/mm^2)",
+                &p.b_threshold,
+                "a positive value, e.g. 200",
+            ));
+        }
+        let f = &p.fitting;
+        if f.max_iterations == 0 || !(f.tolerance > 0.0 && f.tolerance < 1.0) {
+            let found = format!("max_iterations {}, tolerance {}", f.max_iterations, f.tolerance);
+            return Err(meta(
+                "pipeline.fitting",
+                &found,
+                "max_iterations >= 1 and a tolerance in (0, 1)",
+            ));
+        }
+        for name in f.bounds.keys().chain(f.initial_guess.keys()) {
+            if !["D", "Dstar", "S0", "f"].contains(&name.as_str()) {
+                return Err(OsipyError::UnknownName {
+                    kind: "IVIM parameter in pipeline.fitting".into(),
+                    name: name.clone(),
+                    valid: vec!["D".into(), "Dstar".into(), "S0".into(), "f".into()],
+                });
+            }
+        }
+        for (name, [lo, hi]) in &f.bounds {
+            if !(lo <= hi) {
+                return Err(meta(
+                    &format!("pipeline.fitting.bounds.{name}"),
+                    &format!("[{lo}, {hi}]"),
+                    "[lower, upper] with lower <= upper",
+                ));
+            }
+        }
+        if !f.initial_guess.is_empty() && strategy == IvimStrategy::Segmented {
+            return Err(OsipyError::Validation(
+                "pipeline.fitting.initial_guess applies to fitting_method = \"full\" or \"bayesian\" (segmented starts from the data)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn describe(p: &IvimConfig) -> String {
+        format!("fitting_method {}", p.fitting_method)
+    }
+
+    fn run(p: &IvimConfig, inputs: &Inputs, ctx: &mut RunContext, reg: &Registry) -> Result<Outputs> {
+        let mut ds = Dataset::load(
+            inputs,
+            "dwi",
+            "every IVIM run",
+            "no 4D NIfTI with 'dwi' or 'ivim' in its name was found; set data.dwi",
+        )?;
+        let (b, source) = b_values(inputs)?;
+        for v in &b {
+            if !(*v >= 0.0 && v.is_finite()) {
+                return Err(meta(
+                    &format!("b-value from {source} (s/mm^2)"),
+                    v,
+                    "finite, non-negative b-values",
+                ));
+            }
+        }
+        ds.set_axis(b.clone(), AxisUnit::SecondsPerMm2, source.clone())?;
+        ds.files.insert("b_values".into(), source);
+        let mask = ds.flat_mask();
+        ctx.lap("read");
+
+        let f = &p.fitting;
+        let strategy = reg.get::<IvimFitter>(&p.fitting_method)?.0;
+        let opts = IvimFitOptions {
+            strategy,
+            b_threshold: p.b_threshold,
+            normalize: p.normalize_signal,
+            segmented_fit_f: p.segmented_fit_f,
+            bounds: f
+                .bounds
+                .iter()
+                .map(|(k, [lo, hi])| (k.clone(), *lo, *hi))
+                .collect(),
+            lm: LmSettings {
+                max_iterations: f.max_iterations,
+                ftol: f.tolerance,
+                xtol: f.tolerance,
+                ..LmSettings::default()
+            },
+            initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            bayes: BayesSettings {
+                tune: f.bayesian.tune,
+                draws: f.bayesian.draws,
+                seed: f.bayesian.seed,
+            },
+            progress: Some(ctx.progress.counter()),
+        };
+        ctx.progress.start(ds.n_voxels());
+        tracing::info!(strategy = %p.fitting_method, voxels = mask.iter().filter(|m| **m).count(), "fitting IVIM");
+        let fit = fit_ivim(ds.voxels()?, &b, Some(&mask), &opts, &ctx.device)?;
+        ctx.lap("fit");
+        let provenance = Provenance::default()
+            .with_method("model", "biexponential")
+            .with_method("fitter", &p.fitting_method)
+            .with_setting("b_threshold", p.b_threshold)
+            .with_setting("b_values", b)
+            .with_setting(
+                "uncertainty",
+                if strategy == IvimStrategy::Bayesian {
+                    "posterior SD (values are posterior means)"
+                } else {
+                    "standard error from the fit covariance"
+                },
+            );
+        let grid = ds.grid();
+        Ok(Outputs {
+            maps: fit.to_maps(grid, &provenance)?,
+            volumes: Vec::new(),
+            shape: [grid[0], grid[1], grid[2], ds.n_volumes()],
+            mask,
+            inputs: ds.files.clone(),
+            geometry: ds.geometry,
+        })
+    }
+
+    fn demo() -> Result<DemoCase> {
+        let spec = IvimPhantomSpec {
+            snr: Some(100.0),
+            noise: Noise::Rician,
+            seed: 2026,
+            ..IvimPhantomSpec::default()
+        };
+        let ph = generate(&spec)?;
+        let [nx, ny, nz] = spec.shape;
+        let bval: Vec<String> = spec.b_values.iter().map(|b| format!("{b}")).collect();
+        let truth = [("D", 5), ("f", 5), ("Dstar", 5)]
+            .iter()
+            .map(|(n, d)| {
+                ph.truth(n)
+                    .map(|t| (n.to_string(), t.clone(), *d))
+                    .ok_or_else(|| OsipyError::Validation(format!("the IVIM phantom has no truth for {n}")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(DemoCase {
+            title: format!(
+                "IVIM demo: phantom {nx}x{ny}x{nz} voxels x {} b-values, Rician noise SNR 100",
+                spec.b_values.len()
+            ),
+            about: "b-values in dwi.bval, segmented fit".into(),
+            files: vec![
+                ("dwi.nii.gz".into(), DemoFile::Series(ph.signal.clone(), 1.0)),
+                ("dwi.bval".into(), DemoFile::Text(bval.join(" ") + "\n")),
+            ],
+            config: "# Written by `osipy demo ivim`.\nmodality = \"ivim\"\n\n[pipeline]\nfitting_method = \"segmented\"\nb_threshold = 200.0\n\n[data]\ndwi = \"dwi.nii.gz\"\nb_values_file = \"dwi.bval\"\n".into(),
+            truth,
+        })
+    }
+
+    fn phantom_checks(reg: &Registry) -> Result<Vec<DroRow>> {
+        phantom_rows(reg)
+    }
+}
+
+impl IvimFit {
+    /// The fit as maps on `grid` (x, y, z): D, Dstar, f, S0 with their
+    /// standard errors (posterior SDs for `bayesian`), R^2 and quality.
+    pub fn to_maps(&self, grid: [usize; 3], provenance: &Provenance) -> Result<MapSet> {
+        let n = grid.iter().product::<usize>();
+        if self.status.len() != n {
+            return Err(OsipyError::data(
+                "fitted voxels",
+                self.status.len().to_string(),
+                format!("{n}, the voxels of the grid {grid:?}"),
+            ));
+        }
+        let at = |col: &dyn Fn(usize) -> f64| {
+            Array3::from_shape_fn(grid, |(x, y, z)| col((x * grid[1] + y) * grid[2] + z))
+        };
+        let quality: Array3<QualityCode> =
+            Array3::from_shape_fn(grid, |(x, y, z)| self.status[(x * grid[1] + y) * grid[2] + z]);
+        let maps = MAPS
+            .iter()
+            .map(|(j, name, symbol, unit)| {
+                ParameterMap::new(
+                    name,
+                    symbol,
+                    *unit,
+                    at(&|v| self.params[[v, *j]]),
+                    quality.clone(),
+                    Some(at(&|v| self.std_errors[[v, *j]])),
+                    provenance.clone(),
+                )
+            })
+            .collect::<Result<_>>()?;
+        Ok(MapSet {
+            maps,
+            r_squared: at(&|v| self.r2[v]),
+            quality,
+        })
+    }
+}
+
+/// b-values: `data.b_values`, else `data.b_values_file`, else the DWI's JSON
+/// sidecar (`b_values` or `bvals` array), else a discovered `.bval` /
+/// `bvals.txt` / `bvalues.txt`. Returns them with their source.
+fn b_values(inputs: &Inputs) -> Result<(Vec<f64>, String)> {
+    if let Some(b) = inputs.values("b_values") {
+        return Ok((b.to_vec(), "data.b_values".into()));
+    }
+    let explicit_file = inputs.path("b_values_file").map(|p| p.display().to_string());
+    if let Some((sidecar, json)) = inputs.sidecar("dwi")? {
+        if let Some(arr) = json
+            .get("b_values")
+            .or_else(|| json.get("bvals"))
+            .and_then(|a| a.as_array())
+        {
+            let b: Option<Vec<f64>> = arr.iter().map(|x| x.as_f64()).collect();
+            let b = b.ok_or_else(|| OsipyError::io(&sidecar, "b-values must be numbers"))?;
+            if explicit_file.is_none() {
+                return Ok((b, sidecar.display().to_string()));
+            }
+        }
+    }
+    match (inputs.value_list("b_values_file")?, explicit_file) {
+        (Some(b), Some(f)) => Ok((b, f)),
+        _ => Err(OsipyError::MissingParameter {
+            name: "data.b_values".into(),
+            needed_for: "IVIM fitting".into(),
+            hint: "give data.b_values = [...], data.b_values_file (FSL .bval or one per line), or a JSON sidecar with a b_values array".into(),
+        }),
+    }
+}
+
+fn meta(field: &str, found: &dyn std::fmt::Display, expected: &str) -> OsipyError {
+    OsipyError::Metadata {
+        field: field.into(),
+        found: found.to_string(),
+        expected: expected.into(),
+    }
+}
+
+/// IVIM phantoms (Gaussian noise, SD = S0 / SNR, as the task force
+/// simulates) at SNR 10 to 200, `segmented` and `full`. Spread and bias are
+/// reported over all voxels; the pass criterion applies to the median
+/// estimate of each phantom block (one D, f, D* combination): the OSIPI TF2.4
+/// unit-test tolerance (|x - truth| <= atol + rtol |truth|: f 0.2 + 0.1,
+/// D 5e-4 + 0.1, D* 0.1 + 0.1) at SNR >= 100, and the task force's
+/// synthetic-test tolerance (rtol = atol = 1) below.
+fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
+    let tol = [
+        ("f", 1usize, 0.2, 0.1),
+        ("D", 2, 5e-4, 0.1),
+        ("Dstar", 3, 0.1, 0.1),
+    ];
+    let mut rows = Vec::new();
+    for snr in [10.0, 30.0, 50.0, 100.0, 200.0] {
+        let spec = IvimPhantomSpec {
+            shape: [16, 16, 8],
+            snr: Some(snr),
+            noise: Noise::Gaussian,
+            s0: 1.0,
+            seed: 7,
+            ..IvimPhantomSpec::default()
+        };
+        let ph = generate(&spec)?;
+        let data = ph.voxels();
+        for name in ["segmented", "full"] {
+            let fit = fit_ivim(
+                data.view(),
+                &spec.b_values,
+                None,
+                &IvimFitOptions {
+                    strategy: reg.get::<IvimFitter>(name)?.0,
+                    ..Default::default()
+                },
+                &osipy_backend::Device::cpu(None),
+            )?;
+            for (param, j, atol, rtol) in tol {
+                let no_truth =
+                    || OsipyError::Validation(format!("the IVIM phantom has no truth for {param}"));
+                let truth = ph.truth(param).ok_or_else(no_truth)?;
+                let est = Array3::from_shape_vec(truth.dim(), fit.params.column(j).to_vec())
+                    .map_err(|e| OsipyError::data("phantom fit", e.to_string(), "the phantom grid"))?;
+                let s = compare(param, &est, truth, None)?;
+                // Blocks: voxels sharing (D, f, D*).
+                let mut blocks: BTreeMap<[u64; 3], (Vec<f64>, f64)> = BTreeMap::new();
+                for (idx, e) in est.indexed_iter() {
+                    let key = ["D", "f", "Dstar"].map(|k| ph.truth(k).map_or(0, |a| a[idx].to_bits()));
+                    let entry = blocks.entry(key).or_insert((Vec::new(), truth[idx]));
+                    if e.is_finite() {
+                        entry.0.push(*e);
+                    }
+                }
+                // The unit-test tolerance was set for SNR 2000; it is applied
+                // at SNR >= 100. Below, the task force's own synthetic test
+                // (test_ivim_synthetic) uses rtol = atol = 1.
+                let (atol, rtol) = if snr < 100.0 { (1.0, 1.0) } else { (atol, rtol) };
+                let n_fail = blocks
+                    .values_mut()
+                    .filter(|(v, t)| {
+                        let m = median(v);
+                        !((m - *t).abs() <= atol + rtol * t.abs())
+                    })
+                    .count();
+                rows.push(DroRow {
+                    suite: "ivim-phantom".into(),
+                    case: format!("{name} snr {snr}, {} voxels ({} invalid)", s.n, s.n_invalid),
+                    parameter: param.into(),
+                    n: blocks.len(),
+                    median_error: s.median_abs_rel_error,
+                    p90_error: s.p90_abs_rel_error,
+                    bias: s.median_signed_rel_error,
+                    n_fail,
+                    tolerance: format!(
+                        "OSIPI TF2.4 {}: |block median - truth| <= {atol} + {rtol}|truth|",
+                        if snr < 100.0 {
+                            "test_ivim_synthetic"
+                        } else {
+                            "unit test"
+                        }
+                    ),
+                    pass: n_fail == 0,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Nearest-rank median; NaN when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    percentile(&s, 0.5)
+}
