@@ -4,7 +4,7 @@ use crate::models::{DceModelEntry, PkInput};
 use ndarray::{ArrayView3, ArrayView4};
 use osipy_backend::Device;
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, Result, Unit};
-use osipy_fitting::{fit_batch, param_index, FitOptions, FitterFn, Model};
+use osipy_fitting::{fit_batch, param_index, FitOptions, FitterFn, Model, ParamSpec};
 
 /// Options of [`fit_model`]. `Default` fits without delay with the engine's
 /// defaults and the `lm` fitter.
@@ -53,14 +53,11 @@ impl Model for WithStart<'_> {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    fn param_names(&self) -> &[&'static str] {
-        self.inner.param_names()
+    fn params(&self) -> &[ParamSpec] {
+        self.inner.params()
     }
-    fn param_units(&self) -> &[Unit] {
-        self.inner.param_units()
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        self.inner.default_bounds()
+    fn scratch_len(&self) -> usize {
+        self.inner.scratch_len()
     }
     fn n_samples(&self) -> usize {
         self.inner.n_samples()
@@ -72,7 +69,22 @@ impl Model for WithStart<'_> {
         self.inner.predict_with_jacobian(p, out, jac)
     }
     fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
-        self.inner.initial_guess(data, out);
+        self.initial_guess_in(data, out, &mut vec![0.0; self.scratch_len()])
+    }
+    fn predict_in(&self, p: &[f64], out: &mut [f64], scratch: &mut [f64]) {
+        self.inner.predict_in(p, out, scratch)
+    }
+    fn predict_with_jacobian_in(
+        &self,
+        p: &[f64],
+        out: &mut [f64],
+        jac: &mut [f64],
+        scratch: &mut [f64],
+    ) -> bool {
+        self.inner.predict_with_jacobian_in(p, out, jac, scratch)
+    }
+    fn initial_guess_in(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
+        self.inner.initial_guess_in(data, out, scratch);
         for (j, v) in &self.start {
             out[*j] = *v;
         }
@@ -150,7 +162,7 @@ pub fn fit_model(
         .with_setting("fit_delay", options.fit_delay)
         .with_setting("max_iterations", fit_opts.lm.max_iterations)
         .with_setting("r2_threshold", fit_opts.r2_threshold);
-    let mut maps = fit.parameter_maps(m.param_units(), shape, &provenance)?;
+    let mut maps = fit.parameter_maps(m.params(), shape, &provenance)?;
     // Derived kep = Ktrans / ve (1/min) for the Tofts models.
     if let (Some(k), Some(v)) = (
         maps.iter().find(|p| p.name == "Ktrans"),

@@ -19,7 +19,7 @@
 use crate::lls::Normal;
 use osipy_convolution::{check_grid, exp_conv, exp_conv_with_derivative};
 use osipy_core::{Extension, KindInfo, OsipyError, Result, Unit};
-use osipy_fitting::Model;
+use osipy_fitting::{Model, ParamSpec};
 
 /// 1/min to 1/s.
 const PER_MIN: f64 = 1.0 / 60.0;
@@ -357,9 +357,7 @@ fn tcxm_guess(t: &[f64], cp: &[f64], c: &[f64], out: &mut [f64]) {
 pub(crate) struct Spec {
     pub(crate) name: &'static str,
     pub(crate) description: &'static str,
-    pub(crate) names: &'static [&'static str],
-    pub(crate) units: &'static [Unit],
-    pub(crate) bounds: &'static [(f64, f64)],
+    pub(crate) params: &'static [ParamSpec],
     pub(crate) kernel: Kernel,
     pub(crate) guess: Guess,
 }
@@ -367,51 +365,49 @@ pub(crate) struct Spec {
 const PM: Unit = Unit::PerMinute;
 const FR: Unit = Unit::Dimensionless;
 const FL: Unit = Unit::Ml100mlMin;
+const KTRANS: ParamSpec = ParamSpec::new("Ktrans", "K^{trans}", PM, (0.0, 5.0));
+const VE: ParamSpec = ParamSpec::new("ve", "v_e", FR, (1e-3, 1.0));
+const VP: ParamSpec = ParamSpec::new("vp", "v_p", FR, (0.0, 1.0));
+const FP: ParamSpec = ParamSpec::new("Fp", "F_p", FL, (1e-3, 200.0));
+const PS: ParamSpec = ParamSpec::new("PS", "PS", PM, (0.0, 5.0));
+// The two-compartment models keep ve and vp off zero (their kernels divide by them).
+const VE_2C: ParamSpec = ParamSpec::new("ve", "v_e", FR, (1e-4, 1.0));
+const VP_2C: ParamSpec = ParamSpec::new("vp", "v_p", FR, (1e-4, 1.0));
 
 /// Every DCE model, in registry order.
 pub(crate) const SPECS: [Spec; 5] = [
     Spec {
         name: "tofts",
         description: "standard Tofts (Ktrans, ve)",
-        names: &["Ktrans", "ve"],
-        units: &[PM, FR],
-        bounds: &[(0.0, 5.0), (1e-3, 1.0)],
+        params: &[KTRANS, VE],
         kernel: tofts_kernel,
         guess: tofts_guess,
     },
     Spec {
         name: "extended_tofts",
         description: "extended Tofts (Ktrans, ve, vp)",
-        names: &["Ktrans", "ve", "vp"],
-        units: &[PM, FR, FR],
-        bounds: &[(0.0, 5.0), (1e-3, 1.0), (0.0, 1.0)],
+        params: &[KTRANS, VE, VP],
         kernel: etofts_kernel,
         guess: etofts_guess,
     },
     Spec {
         name: "patlak",
         description: "Patlak (Ktrans, vp)",
-        names: &["Ktrans", "vp"],
-        units: &[PM, FR],
-        bounds: &[(0.0, 5.0), (0.0, 1.0)],
+        params: &[KTRANS, VP],
         kernel: patlak_kernel,
         guess: patlak_guess,
     },
     Spec {
         name: "2cxm",
         description: "two-compartment exchange (Fp, PS, ve, vp)",
-        names: &["Fp", "PS", "ve", "vp"],
-        units: &[FL, PM, FR, FR],
-        bounds: &[(1e-3, 200.0), (0.0, 5.0), (1e-4, 1.0), (1e-4, 1.0)],
+        params: &[FP, PS, VE_2C, VP_2C],
         kernel: tcxm_kernel,
         guess: tcxm_guess,
     },
     Spec {
         name: "2cum",
         description: "two-compartment uptake (Fp, PS, vp)",
-        names: &["Fp", "PS", "vp"],
-        units: &[FL, PM, FR],
-        bounds: &[(1e-3, 200.0), (0.0, 5.0), (1e-4, 1.0)],
+        params: &[FP, PS, VP_2C],
         kernel: tcum_kernel,
         guess: tcum_guess,
     },
@@ -439,14 +435,8 @@ impl Model for PkModel {
     fn name(&self) -> &str {
         self.spec.name
     }
-    fn param_names(&self) -> &[&'static str] {
-        self.spec.names
-    }
-    fn param_units(&self) -> &[Unit] {
-        self.spec.units
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        self.spec.bounds
+    fn params(&self) -> &[ParamSpec] {
+        self.spec.params
     }
     fn n_samples(&self) -> usize {
         self.input.t.len()
@@ -535,12 +525,6 @@ pub fn model(name: &str, input: PkInput) -> Result<Box<dyn Model>> {
 /// Default bounds of the fitted arterial delay (s), as in the OSIPI DCE tests.
 pub const DELAY_BOUNDS: (f64, f64) = (-10.0, 10.0);
 
-thread_local! {
-    /// Per-thread scratch for delayed models: two shifted AIFs and a
-    /// prediction. Sized on first use, so evaluations do not allocate.
-    static SCRATCH: std::cell::RefCell<[Vec<f64>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
-}
-
 /// `out[i] = cp(t_i - tau)`, linear interpolation, zero before the first
 /// sample and held after the last.
 fn shift_into(t: &[f64], cp: &[f64], tau: f64, out: &mut [f64]) {
@@ -567,44 +551,32 @@ fn shift_into(t: &[f64], cp: &[f64], tau: f64, out: &mut [f64]) {
 /// A PK model with an extra fitted parameter `delay` (s): the AIF is used as
 /// `cp(t - delay)`. The delay column of the Jacobian is a forward difference
 /// (the shifted AIF is piecewise linear in the delay); the others are the
-/// model's own.
+/// model's own. The shifted AIFs and a trial prediction live in the scratch
+/// the fitter hands in ([`Model::scratch_len`]: three series).
 #[derive(Debug, Clone)]
 pub struct DelayedPkModel {
     spec: &'static Spec,
     input: PkInput,
-    names: Vec<&'static str>,
-    units: Vec<Unit>,
-    bounds: Vec<(f64, f64)>,
+    params: Vec<ParamSpec>,
 }
+
+/// The fitted arterial delay.
+const DELAY: ParamSpec = ParamSpec::new("delay", "delay", Unit::Seconds, DELAY_BOUNDS);
 
 impl DelayedPkModel {
     fn new(spec: &'static Spec, input: PkInput) -> Self {
-        let mut names = spec.names.to_vec();
-        names.push("delay");
-        let mut units = spec.units.to_vec();
-        units.push(Unit::Seconds);
-        let mut bounds = spec.bounds.to_vec();
-        bounds.push(DELAY_BOUNDS);
-        DelayedPkModel {
-            spec,
-            input,
-            names,
-            units,
-            bounds,
-        }
+        let mut params = spec.params.to_vec();
+        params.push(DELAY);
+        DelayedPkModel { spec, input, params }
     }
 
-    fn with_scratch<R>(&self, f: impl FnOnce(&mut [Vec<f64>; 3]) -> R) -> R {
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            let n = self.input.t.len();
-            for v in s.iter_mut() {
-                if v.len() != n {
-                    v.resize(n, 0.0);
-                }
-            }
-            f(&mut s)
-        })
+    /// Splits `scratch` into the three series (shifted AIF, shifted AIF at
+    /// delay + h, prediction).
+    fn split<'a>(&self, scratch: &'a mut [f64]) -> (&'a mut [f64], &'a mut [f64], &'a mut [f64]) {
+        let n = self.input.t.len();
+        let (a, rest) = scratch[..3 * n].split_at_mut(n);
+        let (b, c) = rest.split_at_mut(n);
+        (a, b, c)
     }
 }
 
@@ -612,72 +584,81 @@ impl Model for DelayedPkModel {
     fn name(&self) -> &str {
         self.spec.name
     }
-    fn param_names(&self) -> &[&'static str] {
-        &self.names
-    }
-    fn param_units(&self) -> &[Unit] {
-        &self.units
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &self.bounds
+    fn params(&self) -> &[ParamSpec] {
+        &self.params
     }
     fn n_samples(&self) -> usize {
         self.input.t.len()
     }
+    fn scratch_len(&self) -> usize {
+        3 * self.input.t.len()
+    }
     fn predict(&self, p: &[f64], out: &mut [f64]) {
-        let m = self.spec.names.len();
-        self.with_scratch(|[cp, _, _]| {
-            shift_into(&self.input.t, &self.input.cp, p[m], cp);
-            (self.spec.kernel)(&self.input.t, cp, &p[..m], out, None);
-        })
+        self.predict_in(p, out, &mut vec![0.0; self.scratch_len()])
     }
     fn predict_with_jacobian(&self, p: &[f64], out: &mut [f64], jac: &mut [f64]) -> bool {
-        let (m, n) = (self.spec.names.len(), out.len());
+        self.predict_with_jacobian_in(p, out, jac, &mut vec![0.0; self.scratch_len()])
+    }
+    fn initial_guess(&self, c: &[f64], out: &mut [f64]) {
+        self.initial_guess_in(c, out, &mut vec![0.0; self.scratch_len()])
+    }
+    fn predict_in(&self, p: &[f64], out: &mut [f64], scratch: &mut [f64]) {
+        let m = self.spec.params.len();
+        let (cp, _, _) = self.split(scratch);
+        shift_into(&self.input.t, &self.input.cp, p[m], cp);
+        (self.spec.kernel)(&self.input.t, cp, &p[..m], out, None);
+    }
+    fn predict_with_jacobian_in(
+        &self,
+        p: &[f64],
+        out: &mut [f64],
+        jac: &mut [f64],
+        scratch: &mut [f64],
+    ) -> bool {
+        let (m, n) = (self.spec.params.len(), out.len());
         let t = &self.input.t;
-        self.with_scratch(|[cp, cp_h, pred_h]| {
-            shift_into(t, &self.input.cp, p[m], cp);
-            let (inner, dtau) = jac.split_at_mut(m * n);
-            if !(self.spec.kernel)(t, cp, &p[..m], out, Some(inner)) {
-                return false;
-            }
-            let h = 1e-3;
-            shift_into(t, &self.input.cp, p[m] + h, cp_h);
-            (self.spec.kernel)(t, cp_h, &p[..m], pred_h, None);
-            for i in 0..n {
-                dtau[i] = (pred_h[i] - out[i]) / h;
-            }
-            true
-        })
+        let (cp, cp_h, pred_h) = self.split(scratch);
+        shift_into(t, &self.input.cp, p[m], cp);
+        let (inner, dtau) = jac.split_at_mut(m * n);
+        if !(self.spec.kernel)(t, cp, &p[..m], out, Some(inner)) {
+            return false;
+        }
+        let h = 1e-3;
+        shift_into(t, &self.input.cp, p[m] + h, cp_h);
+        (self.spec.kernel)(t, cp_h, &p[..m], pred_h, None);
+        for i in 0..n {
+            dtau[i] = (pred_h[i] - out[i]) / h;
+        }
+        true
     }
     /// The model's own guess at 11 delays across the bounds; keeps the
     /// delay (and guess) with the smallest residual.
-    fn initial_guess(&self, c: &[f64], out: &mut [f64]) {
-        let m = self.spec.names.len();
+    fn initial_guess_in(&self, c: &[f64], out: &mut [f64], scratch: &mut [f64]) {
+        let m = self.spec.params.len();
         let (lo, hi) = DELAY_BOUNDS;
         let t = &self.input.t;
-        self.with_scratch(|[cp, _, pred]| {
-            let mut best = f64::INFINITY;
-            let mut trial = [0.0; 8];
-            for k in 0..=10 {
-                let tau = lo + (hi - lo) * k as f64 / 10.0;
-                shift_into(t, &self.input.cp, tau, cp);
-                (self.spec.guess)(t, cp, c, &mut trial[..m]);
-                for (x, (l, u)) in trial[..m].iter_mut().zip(self.spec.bounds) {
-                    *x = x.clamp(*l, *u);
-                }
-                (self.spec.kernel)(t, cp, &trial[..m], pred, None);
-                let sse: f64 = pred.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
-                if sse < best {
-                    best = sse;
-                    out[..m].copy_from_slice(&trial[..m]);
-                    out[m] = tau;
-                }
+        let (cp, _, pred) = self.split(scratch);
+        let mut best = f64::INFINITY;
+        let mut trial = [0.0; 8];
+        for k in 0..=10 {
+            let tau = lo + (hi - lo) * k as f64 / 10.0;
+            shift_into(t, &self.input.cp, tau, cp);
+            (self.spec.guess)(t, cp, c, &mut trial[..m]);
+            for (x, spec) in trial[..m].iter_mut().zip(self.spec.params) {
+                *x = x.clamp(spec.bounds.0, spec.bounds.1);
             }
-            if !best.is_finite() {
-                (self.spec.guess)(t, &self.input.cp, c, &mut out[..m]);
-                out[m] = 0.0;
+            (self.spec.kernel)(t, cp, &trial[..m], pred, None);
+            let sse: f64 = pred.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
+            if sse < best {
+                best = sse;
+                out[..m].copy_from_slice(&trial[..m]);
+                out[m] = tau;
             }
-        })
+        }
+        if !best.is_finite() {
+            (self.spec.guess)(t, &self.input.cp, c, &mut out[..m]);
+            out[m] = 0.0;
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 use ndarray::ArrayView2;
 use osipy_backend::Device;
 use osipy_core::{OsipyError, QualityCode, Result, Unit};
-use osipy_fitting::{fit_batch, FitOptions, Model, PinValue};
+use osipy_fitting::{fit_batch, FitOptions, Model, ParamSpec, PinValue};
 
 /// VFA acquisition settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,9 +62,11 @@ pub struct VfaModel {
     angles: Vec<f64>,
 }
 
-const NAMES: [&str; 3] = ["M0", "T1", "B1"];
-const UNITS: [Unit; 3] = [Unit::Arbitrary, Unit::Seconds, Unit::Dimensionless];
-const BOUNDS: [(f64, f64); 3] = [(0.0, f64::INFINITY), (1e-3, 20.0), (0.1, 3.0)];
+const VFA: [ParamSpec; 3] = [
+    ParamSpec::new("M0", "M_0", Unit::Arbitrary, (0.0, f64::INFINITY)),
+    ParamSpec::new("T1", "T_1", Unit::Seconds, (1e-3, 20.0)),
+    ParamSpec::new("B1", "B_1", Unit::Dimensionless, (0.1, 3.0)),
+];
 
 impl VfaModel {
     /// Binds TR (s) and nominal flip angles (degrees).
@@ -114,14 +116,8 @@ impl Model for VfaModel {
     fn name(&self) -> &str {
         "vfa"
     }
-    fn param_names(&self) -> &[&'static str] {
-        &NAMES
-    }
-    fn param_units(&self) -> &[Unit] {
-        &UNITS
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &BOUNDS
+    fn params(&self) -> &[ParamSpec] {
+        &VFA
     }
     fn n_samples(&self) -> usize {
         self.angles.len()
@@ -156,7 +152,7 @@ impl Model for VfaModel {
     fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
         let (m0, t1) = despot1(self.tr, &self.angles, data, 1.0)
             .unwrap_or((data.iter().cloned().fold(0.0, f64::max) * 5.0, 1.0));
-        out.copy_from_slice(&[m0, t1.clamp(BOUNDS[1].0, BOUNDS[1].1), 1.0]);
+        out.copy_from_slice(&[m0, t1.clamp(VFA[1].bounds.0, VFA[1].bounds.1), 1.0]);
     }
 }
 
@@ -293,9 +289,11 @@ pub struct LookLockerModel {
     ti: Vec<f64>,
 }
 
-const LL_NAMES: [&str; 3] = ["A", "B", "T1star"];
-const LL_UNITS: [Unit; 3] = [Unit::Arbitrary, Unit::Arbitrary, Unit::Seconds];
-const LL_BOUNDS: [(f64, f64); 3] = [(0.0, f64::INFINITY), (0.0, f64::INFINITY), (1e-3, 20.0)];
+const LL: [ParamSpec; 3] = [
+    ParamSpec::new("A", "A", Unit::Arbitrary, (0.0, f64::INFINITY)),
+    ParamSpec::new("B", "B", Unit::Arbitrary, (0.0, f64::INFINITY)),
+    ParamSpec::new("T1star", "T_1^*", Unit::Seconds, (1e-3, 20.0)),
+];
 
 impl LookLockerModel {
     /// Binds the inversion times (s, strictly increasing, non-negative).
@@ -330,14 +328,8 @@ impl Model for LookLockerModel {
     fn name(&self) -> &str {
         "look_locker"
     }
-    fn param_names(&self) -> &[&'static str] {
-        &LL_NAMES
-    }
-    fn param_units(&self) -> &[Unit] {
-        &LL_UNITS
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &LL_BOUNDS
+    fn params(&self) -> &[ParamSpec] {
+        &LL
     }
     fn n_samples(&self) -> usize {
         self.ti.len()

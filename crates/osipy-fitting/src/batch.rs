@@ -2,11 +2,11 @@
 
 use crate::exec::map_voxels;
 use crate::lm::{fit_one, LmSettings, Workspace};
-use crate::model::Model;
+use crate::model::{Model, ParamSpec};
 use ndarray::Array3;
 use ndarray::{Array1, Array2, ArrayView2};
 use osipy_backend::Device;
-use osipy_core::{OsipyError, ParameterMap, Provenance, QualityCode, Result, Unit};
+use osipy_core::{OsipyError, ParameterMap, Provenance, QualityCode, Result};
 
 /// The value of a pinned (held fixed) parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,31 +158,31 @@ impl BatchFit {
         )
     }
 
-    /// One [`ParameterMap`] per model parameter, with standard errors and the
-    /// quality mask, on the (x, y, z) grid. Symbols default to the names.
+    /// One [`ParameterMap`] per model parameter (name, symbol and unit from
+    /// the model's `params`), with standard errors and the quality mask, on
+    /// the (x, y, z) grid.
     pub fn parameter_maps(
         &self,
-        units: &[Unit],
+        params: &[ParamSpec],
         shape: [usize; 3],
         provenance: &Provenance,
     ) -> Result<Vec<ParameterMap>> {
-        if units.len() != self.param_names.len() {
+        if params.len() != self.param_names.len() {
             return Err(OsipyError::data(
-                "number of units",
-                units.len().to_string(),
+                "number of parameter specs",
+                params.len().to_string(),
                 format!("{}, one per parameter", self.param_names.len()),
             ));
         }
         let quality = self.quality_map(shape)?;
-        self.param_names
+        params
             .iter()
-            .zip(units)
             .enumerate()
-            .map(|(j, (name, unit))| {
+            .map(|(j, spec)| {
                 ParameterMap::new(
-                    name,
-                    name,
-                    *unit,
+                    spec.name,
+                    spec.symbol,
+                    spec.unit,
                     Self::to_grid(self.params.column(j).iter().copied(), shape)?,
                     quality.clone(),
                     Some(Self::to_grid(self.std_errors.column(j).iter().copied(), shape)?),
@@ -319,13 +319,13 @@ pub fn fit_batch(
     let rec = 2 * p + 4;
     let mut out = vec![0.0f64; n_vox * rec];
     let init = || {
-        let mut ws = Workspace::new(n, p);
+        let mut ws = Workspace::new(model);
         for (j, (lo, hi)) in bounds.iter().enumerate() {
-            ws.lower[j] = *lo;
-            ws.upper[j] = *hi;
+            ws.bounds.lower[j] = *lo;
+            ws.bounds.upper[j] = *hi;
         }
         for (j, _) in &opts.pinned {
-            ws.free[*j] = false;
+            ws.bounds.free[*j] = false;
         }
         ws
     };
@@ -369,8 +369,7 @@ pub fn fit_batch(
                     InitialGuess::Model => {}
                 }
                 if use_model {
-                    let (x, data_buf) = (&mut ws.x, &ws.data);
-                    model.initial_guess(data_buf, x);
+                    ws.initial_guess(model);
                 }
                 for (j, pin) in &opts.pinned {
                     ws.x[*j] = match pin {
@@ -381,7 +380,7 @@ pub fn fit_batch(
                 let pinned_bad = opts.pinned.iter().any(|(j, _)| !ws.x[*j].is_finite());
                 for j in 0..p {
                     if !ws.x[j].is_finite() {
-                        let (lo, hi) = (ws.lower[j], ws.upper[j]);
+                        let (lo, hi) = (ws.bounds.lower[j], ws.bounds.upper[j]);
                         ws.x[j] = if lo.is_finite() && hi.is_finite() {
                             0.5 * (lo + hi)
                         } else {

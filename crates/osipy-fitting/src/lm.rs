@@ -68,55 +68,95 @@ pub struct LmOutcome {
     pub ssr: f64,
 }
 
+/// Box constraints of one fit: bounds and which parameters are fitted.
+#[derive(Debug, Clone)]
+pub(crate) struct Bounds {
+    pub(crate) lower: Vec<f64>,
+    pub(crate) upper: Vec<f64>,
+    /// False for pinned parameters (held at their starting value).
+    pub(crate) free: Vec<bool>,
+}
+
+/// A model evaluation: prediction and column-major Jacobian.
+#[derive(Debug, Clone)]
+struct Evaluation {
+    pred: Vec<f64>,
+    jac: Vec<f64>,
+}
+
+/// The damped normal equations on the inactive free set: the parameter
+/// index of each row, the gradient `J'r`, `J'J`, its factor and the step.
+#[derive(Debug, Clone)]
+struct NormalEquations {
+    idx: Vec<usize>,
+    g: Vec<f64>,
+    a: Vec<f64>,
+    chol: Vec<f64>,
+    step: Vec<f64>,
+}
+
+/// Evaluation scratch: the residual, a finite-difference column and the
+/// model's own scratch ([`Model::scratch_len`]).
+#[derive(Debug, Clone)]
+struct Scratch {
+    resid: Vec<f64>,
+    fd: Vec<f64>,
+    model: Vec<f64>,
+}
+
 /// Scratch memory for fitting one voxel; sized once, reused for every voxel
-/// a worker handles so the iteration loop never allocates.
+/// a worker handles so the iteration loop never allocates. Named parts:
+/// the iterate and trial point, [`Bounds`], the current and trial
+/// evaluations, the normal equations and the evaluation scratch.
 #[derive(Debug, Clone)]
 pub struct Workspace {
     n: usize,
     p: usize,
     pub(crate) x: Vec<f64>,
     x_trial: Vec<f64>,
-    pub(crate) lower: Vec<f64>,
-    pub(crate) upper: Vec<f64>,
-    pub(crate) free: Vec<bool>,
-    pred: Vec<f64>,
-    pred_trial: Vec<f64>,
-    resid: Vec<f64>,
-    jac: Vec<f64>,
-    jac_trial: Vec<f64>,
-    fd: Vec<f64>,
-    idx: Vec<usize>,
-    a: Vec<f64>,
-    chol: Vec<f64>,
-    g: Vec<f64>,
-    step: Vec<f64>,
+    pub(crate) bounds: Bounds,
+    current: Evaluation,
+    trial: Evaluation,
+    normal: NormalEquations,
+    scratch: Scratch,
     pub(crate) cov_diag: Vec<f64>,
     pub(crate) data: Vec<f64>,
 }
 
 impl Workspace {
-    /// A workspace for `n_samples` samples and `n_params` parameters.
-    pub fn new(n_samples: usize, n_params: usize) -> Workspace {
-        let (n, p) = (n_samples, n_params);
+    /// A workspace for `model` (its samples, parameters and scratch), with
+    /// the model's default bounds and every parameter free.
+    pub fn new(model: &dyn Model) -> Workspace {
+        let (n, p) = (model.n_samples(), model.n_params());
+        let evaluation = || Evaluation {
+            pred: vec![0.0; n],
+            jac: vec![0.0; n * p],
+        };
+        let (lower, upper) = model.params().iter().map(|s| s.bounds).unzip();
         Workspace {
             n,
             p,
             x: vec![0.0; p],
             x_trial: vec![0.0; p],
-            lower: vec![f64::NEG_INFINITY; p],
-            upper: vec![f64::INFINITY; p],
-            free: vec![true; p],
-            pred: vec![0.0; n],
-            pred_trial: vec![0.0; n],
-            resid: vec![0.0; n],
-            jac: vec![0.0; n * p],
-            jac_trial: vec![0.0; n * p],
-            fd: vec![0.0; n],
-            idx: vec![0; p],
-            a: vec![0.0; p * p],
-            chol: vec![0.0; p * p],
-            g: vec![0.0; p],
-            step: vec![0.0; p],
+            bounds: Bounds {
+                lower,
+                upper,
+                free: vec![true; p],
+            },
+            current: evaluation(),
+            trial: evaluation(),
+            normal: NormalEquations {
+                idx: vec![0; p],
+                g: vec![0.0; p],
+                a: vec![0.0; p * p],
+                chol: vec![0.0; p * p],
+                step: vec![0.0; p],
+            },
+            scratch: Scratch {
+                resid: vec![0.0; n],
+                fd: vec![0.0; n],
+                model: vec![0.0; model.scratch_len()],
+            },
             cov_diag: vec![f64::NAN; p],
             data: vec![0.0; n],
         }
@@ -129,51 +169,53 @@ impl Workspace {
 
     /// Model prediction at the current parameters.
     pub fn prediction(&self) -> &[f64] {
-        &self.pred
+        &self.current.pred
+    }
+
+    /// The model's initial guess for the data in the workspace, into `x`.
+    pub(crate) fn initial_guess(&mut self, model: &dyn Model) {
+        model.initial_guess_in(&self.data, &mut self.x, &mut self.scratch.model);
     }
 }
 
-/// Evaluates prediction and Jacobian at `x`; falls back to forward finite
-/// differences (stepping inward at an upper bound) when the model has no
-/// analytic Jacobian. Returns false if anything is non-finite.
-#[allow(clippy::too_many_arguments)]
+/// Evaluates prediction and Jacobian at `x` into `eval`; falls back to
+/// forward finite differences (stepping inward at an upper bound) when the
+/// model has no analytic Jacobian. Returns (all finite, analytic).
 fn evaluate(
     model: &dyn Model,
     x: &mut [f64],
-    lower: &[f64],
-    upper: &[f64],
-    free: &[bool],
-    pred: &mut [f64],
-    jac: &mut [f64],
-    fd: &mut [f64],
+    bounds: &Bounds,
+    eval: &mut Evaluation,
+    scratch: &mut Scratch,
     with_jac: bool,
 ) -> (bool, bool) {
+    let Evaluation { pred, jac } = eval;
     let n = pred.len();
     if !with_jac {
-        model.predict(x, pred);
+        model.predict_in(x, pred, &mut scratch.model);
         return (all_finite(pred), false);
     }
-    let analytic = model.predict_with_jacobian(x, pred, jac);
+    let analytic = model.predict_with_jacobian_in(x, pred, jac, &mut scratch.model);
     if !analytic {
         for j in 0..x.len() {
             let col = &mut jac[j * n..(j + 1) * n];
-            if !free[j] {
+            if !bounds.free[j] {
                 col.fill(0.0);
                 continue;
             }
             let xj = x[j];
             let mut h = 1.5e-8 * xj.abs().max(1e-6);
-            if xj + h > upper[j] {
+            if xj + h > bounds.upper[j] {
                 h = -h;
             }
-            if xj + h < lower[j] {
-                h = 0.5 * (upper[j] - lower[j]).min(h.abs());
+            if xj + h < bounds.lower[j] {
+                h = 0.5 * (bounds.upper[j] - bounds.lower[j]).min(h.abs());
             }
             x[j] = xj + h;
-            model.predict(x, fd);
+            model.predict_in(x, &mut scratch.fd, &mut scratch.model);
             x[j] = xj;
             for i in 0..n {
-                col[i] = (fd[i] - pred[i]) / h;
+                col[i] = (scratch.fd[i] - pred[i]) / h;
             }
         }
     }
@@ -296,46 +338,245 @@ fn ssr(data: &[f64], pred: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// Fits one voxel. On entry `ws.data` holds the samples, `ws.x` the starting
-/// point, `ws.lower`/`ws.upper` the bounds and `ws.free` which parameters are
-/// fitted (pinned ones keep their `ws.x` value). On return `ws.x` holds the
-/// solution and `ws.cov_diag` the diagonal of `(J'J)^-1` for free parameters
-/// (NaN for pinned ones).
-pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> LmOutcome {
+/// Fills `normal.a` (row-major `m x m`, both triangles) with `J'J` over the
+/// columns `normal.idx[..m]`; returns its largest diagonal entry.
+fn gram(jac: &[f64], n: usize, m: usize, normal: &mut NormalEquations) -> f64 {
+    let mut max_diag: f64 = 0.0;
+    for a in 0..m {
+        let ca = &jac[normal.idx[a] * n..(normal.idx[a] + 1) * n];
+        for b in 0..=a {
+            let cb = &jac[normal.idx[b] * n..(normal.idx[b] + 1) * n];
+            let s = dot(ca, cb);
+            normal.a[a * m + b] = s;
+            normal.a[b * m + a] = s;
+        }
+        max_diag = max_diag.max(normal.a[a * m + a]);
+    }
+    max_diag
+}
+
+/// The gradient `g = J'r` on the free parameters that are not held by the
+/// active set (on a bound with the descent direction pointing out), into
+/// `normal.idx` / `normal.g`. Returns their number and the scaled gradient
+/// `max_j |g_j| / (|J_j| |r|)` (MINPACK's test).
+fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64) {
     let n = ws.n;
-    let p = ws.p;
+    let rnorm = cost.sqrt();
+    residual(&ws.data, &ws.current.pred, &mut ws.scratch.resid);
+    let mut m = 0;
+    let mut gscaled: f64 = 0.0;
+    for j in 0..ws.p {
+        if !ws.bounds.free[j] {
+            continue;
+        }
+        let col = &ws.current.jac[j * n..(j + 1) * n];
+        let gj = dot(col, &ws.scratch.resid);
+        let cn = dot(col, col);
+        let at_lo = ws.x[j] <= ws.bounds.lower[j] && gj < 0.0;
+        let at_hi = ws.x[j] >= ws.bounds.upper[j] && gj > 0.0;
+        if at_lo || at_hi {
+            continue;
+        }
+        if cn > 0.0 {
+            gscaled = gscaled.max(gj.abs() / (cn.sqrt() * rnorm));
+        }
+        ws.normal.idx[m] = j;
+        ws.normal.g[m] = gj;
+        m += 1;
+    }
+    (m, gscaled)
+}
+
+/// Damping state (Nielsen 1999).
+struct Damping {
+    lambda: f64,
+    nu: f64,
+}
+
+impl Damping {
+    /// A rejected step: `lambda *= nu, nu *= 2`; false once damping is exhausted.
+    fn reject(&mut self) -> bool {
+        self.lambda *= self.nu;
+        self.nu *= 2.0;
+        self.lambda <= 1e16
+    }
+}
+
+/// What the inner loop of one iteration found.
+struct StepResult {
+    /// A step lowered the cost (the trial became the current point).
+    accepted: bool,
+    /// The step (or its relative cost reduction) is below tolerance.
+    tiny: bool,
+}
+
+/// The inner loop of one iteration: raises the damping until a projected
+/// step on the `m` inactive free parameters lowers `cost`, and moves there.
+#[allow(clippy::too_many_arguments)]
+fn damped_step(
+    model: &dyn Model,
+    ws: &mut Workspace,
+    m: usize,
+    floor: f64,
+    analytic: bool,
+    cost: &mut f64,
+    damping: &mut Damping,
+    settings: &LmSettings,
+) -> StepResult {
+    let nm = &mut ws.normal;
+    loop {
+        nm.chol[..m * m].copy_from_slice(&nm.a[..m * m]);
+        for a in 0..m {
+            nm.chol[a * m + a] += damping.lambda * nm.a[a * m + a].max(floor);
+            nm.step[a] = nm.g[a];
+        }
+        if !cholesky_solve(&mut nm.chol[..m * m], m, &mut nm.step[..m]) {
+            if !damping.reject() {
+                return StepResult {
+                    accepted: false,
+                    tiny: false,
+                };
+            }
+            continue;
+        }
+        ws.x_trial.copy_from_slice(&ws.x);
+        for a in 0..m {
+            let j = nm.idx[a];
+            ws.x_trial[j] = (ws.x[j] + nm.step[a]).clamp(ws.bounds.lower[j], ws.bounds.upper[j]);
+        }
+        // Actual (projected) step and its predicted reduction.
+        let mut step_norm = 0.0;
+        let mut x_norm = 0.0;
+        let mut pred_red = 0.0;
+        for a in 0..m {
+            let j = nm.idx[a];
+            let d = ws.x_trial[j] - ws.x[j];
+            nm.step[a] = d;
+            step_norm += d * d;
+            x_norm += ws.x[j] * ws.x[j];
+            pred_red += 2.0 * d * nm.g[a];
+        }
+        for a in 0..m {
+            let mut s = 0.0;
+            for b in 0..m {
+                s += nm.a[a * m + b] * nm.step[b];
+            }
+            pred_red -= nm.step[a] * s;
+        }
+        if step_norm.sqrt() <= settings.xtol * (x_norm.sqrt() + settings.xtol) {
+            return StepResult {
+                accepted: false,
+                tiny: true,
+            };
+        }
+        // Analytic models get their Jacobian with the prediction almost for
+        // free, so it is computed here and kept if the step is accepted.
+        let (ok, _) = evaluate(
+            model,
+            &mut ws.x_trial,
+            &ws.bounds,
+            &mut ws.trial,
+            &mut ws.scratch,
+            analytic,
+        );
+        let cost_trial = if ok {
+            ssr(&ws.data, &ws.trial.pred)
+        } else {
+            f64::INFINITY
+        };
+        if cost_trial < *cost {
+            let rho = if pred_red > 0.0 {
+                (*cost - cost_trial) / pred_red
+            } else {
+                0.5
+            };
+            damping.lambda *= (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0);
+            damping.nu = 2.0;
+            let rel = (*cost - cost_trial) / *cost;
+            std::mem::swap(&mut ws.x, &mut ws.x_trial);
+            std::mem::swap(&mut ws.current.pred, &mut ws.trial.pred);
+            if analytic {
+                std::mem::swap(&mut ws.current.jac, &mut ws.trial.jac);
+            }
+            *cost = cost_trial;
+            return StepResult {
+                accepted: true,
+                tiny: rel <= settings.ftol,
+            };
+        }
+        if !damping.reject() {
+            return StepResult {
+                accepted: false,
+                tiny: false,
+            };
+        }
+    }
+}
+
+/// Diagonal of `(J'J)^-1` over the free parameters that are not on a bound
+/// into `ws.cov_diag`: a parameter on a bound is held there (as by the active
+/// set), so it has no standard error, and its column must not make the
+/// others unidentifiable (e.g. D* is undefined when f sits at 0). Returns
+/// false when `J'J` is singular.
+fn covariance(ws: &mut Workspace) -> bool {
+    let mut m = 0;
+    for j in 0..ws.p {
+        if ws.bounds.free[j] && ws.x[j] > ws.bounds.lower[j] && ws.x[j] < ws.bounds.upper[j] {
+            ws.normal.idx[m] = j;
+            m += 1;
+        }
+    }
+    gram(&ws.current.jac, ws.n, m, &mut ws.normal);
+    // Factor once; column a of the inverse solves A x = e_a.
+    let nm = &mut ws.normal;
+    nm.chol[..m * m].copy_from_slice(&nm.a[..m * m]);
+    if !cholesky_factor(&mut nm.chol[..m * m], m) {
+        ws.cov_diag.fill(f64::NAN);
+        return false;
+    }
+    for a in 0..m {
+        nm.step[..m].fill(0.0);
+        nm.step[a] = 1.0;
+        cholesky_subst(&nm.chol[..m * m], m, &mut nm.step[..m]);
+        ws.cov_diag[nm.idx[a]] = nm.step[a];
+    }
+    true
+}
+
+/// Fits one voxel. On entry `ws.data` holds the samples, `ws.x` the starting
+/// point, `ws.bounds` the bounds and which parameters are fitted (pinned ones
+/// keep their `ws.x` value). On return `ws.x` holds the solution and
+/// `ws.cov_diag` the diagonal of `(J'J)^-1` for free parameters (NaN for
+/// pinned ones).
+pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> LmOutcome {
+    let failed = |status| LmOutcome {
+        iterations: 0,
+        status,
+        ssr: f64::NAN,
+    };
     ws.cov_diag.fill(f64::NAN);
     if !all_finite(&ws.data) {
-        return LmOutcome {
-            iterations: 0,
-            status: QualityCode::NonFiniteInput,
-            ssr: f64::NAN,
-        };
+        return failed(QualityCode::NonFiniteInput);
     }
-    for j in 0..p {
-        ws.x[j] = ws.x[j].clamp(ws.lower[j], ws.upper[j]);
+    for j in 0..ws.p {
+        ws.x[j] = ws.x[j].clamp(ws.bounds.lower[j], ws.bounds.upper[j]);
     }
     let (ok, analytic) = evaluate(
         model,
         &mut ws.x,
-        &ws.lower,
-        &ws.upper,
-        &ws.free,
-        &mut ws.pred,
-        &mut ws.jac,
-        &mut ws.fd,
+        &ws.bounds,
+        &mut ws.current,
+        &mut ws.scratch,
         true,
     );
     if !ok {
-        return LmOutcome {
-            iterations: 0,
-            status: QualityCode::ModelFailure,
-            ssr: f64::NAN,
-        };
+        return failed(QualityCode::ModelFailure);
     }
-    let mut cost = ssr(&ws.data, &ws.pred);
-    let mut lambda = 1e-3;
-    let mut nu = 2.0;
+    let mut cost = ssr(&ws.data, &ws.current.pred);
+    let mut damping = Damping {
+        lambda: 1e-3,
+        nu: 2.0,
+    };
     let mut status = QualityCode::MaxIterations;
     let mut iterations = 0;
 
@@ -345,149 +586,21 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
             status = QualityCode::Converged;
             break;
         }
-        // Gradient g = J'r over free parameters and the active set.
-        let rnorm = cost.sqrt();
-        residual(&ws.data, &ws.pred, &mut ws.resid);
-        let mut m = 0;
-        let mut gscaled: f64 = 0.0;
-        for j in 0..p {
-            if !ws.free[j] {
-                continue;
-            }
-            let col = &ws.jac[j * n..(j + 1) * n];
-            let gj = dot(col, &ws.resid);
-            let cn = dot(col, col);
-            // Active: on a bound with the descent direction pointing out.
-            let at_lo = ws.x[j] <= ws.lower[j] && gj < 0.0;
-            let at_hi = ws.x[j] >= ws.upper[j] && gj > 0.0;
-            if at_lo || at_hi {
-                continue;
-            }
-            if cn > 0.0 {
-                gscaled = gscaled.max(gj.abs() / (cn.sqrt() * rnorm));
-            }
-            ws.idx[m] = j;
-            ws.g[m] = gj;
-            m += 1;
-        }
+        let (m, gscaled) = gradient(ws, cost);
         if m == 0 || gscaled <= settings.gtol {
             status = QualityCode::Converged;
             break;
         }
-        // A = J'J on the inactive free set (row-major m x m, lower triangle).
-        let mut max_diag: f64 = 0.0;
-        for a in 0..m {
-            let ca = &ws.jac[ws.idx[a] * n..(ws.idx[a] + 1) * n];
-            for b in 0..=a {
-                let cb = &ws.jac[ws.idx[b] * n..(ws.idx[b] + 1) * n];
-                let s = dot(ca, cb);
-                ws.a[a * m + b] = s;
-                ws.a[b * m + a] = s;
-            }
-            max_diag = max_diag.max(ws.a[a * m + a]);
-        }
-        let floor = max_diag * 1e-12;
-        // Inner loop: raise damping until a step lowers the cost.
-        let mut accepted = false;
-        let mut tiny_step = false;
-        loop {
-            ws.chol[..m * m].copy_from_slice(&ws.a[..m * m]);
-            for a in 0..m {
-                ws.chol[a * m + a] += lambda * ws.a[a * m + a].max(floor);
-                ws.step[a] = ws.g[a];
-            }
-            if !cholesky_solve(&mut ws.chol[..m * m], m, &mut ws.step[..m]) {
-                lambda *= nu;
-                nu *= 2.0;
-                if lambda > 1e16 {
-                    break;
-                }
-                continue;
-            }
-            ws.x_trial.copy_from_slice(&ws.x);
-            for a in 0..m {
-                let j = ws.idx[a];
-                ws.x_trial[j] = (ws.x[j] + ws.step[a]).clamp(ws.lower[j], ws.upper[j]);
-            }
-            // Actual (projected) step and its predicted reduction.
-            let mut step_norm = 0.0;
-            let mut x_norm = 0.0;
-            let mut pred_red = 0.0;
-            for a in 0..m {
-                let j = ws.idx[a];
-                let d = ws.x_trial[j] - ws.x[j];
-                ws.step[a] = d;
-                step_norm += d * d;
-                x_norm += ws.x[j] * ws.x[j];
-                pred_red += 2.0 * d * ws.g[a];
-            }
-            for a in 0..m {
-                let mut s = 0.0;
-                for b in 0..m {
-                    s += ws.a[a * m + b] * ws.step[b];
-                }
-                pred_red -= ws.step[a] * s;
-            }
-            if step_norm.sqrt() <= settings.xtol * (x_norm.sqrt() + settings.xtol) {
-                tiny_step = true;
-                break;
-            }
-            // Analytic models get their Jacobian with the prediction almost for
-            // free, so it is computed here and kept if the step is accepted.
-            let (ok, _) = evaluate(
-                model,
-                &mut ws.x_trial,
-                &ws.lower,
-                &ws.upper,
-                &ws.free,
-                &mut ws.pred_trial,
-                &mut ws.jac_trial,
-                &mut ws.fd,
-                analytic,
-            );
-            let cost_trial = if ok {
-                ssr(&ws.data, &ws.pred_trial)
-            } else {
-                f64::INFINITY
-            };
-            if cost_trial < cost {
-                let rho = if pred_red > 0.0 {
-                    (cost - cost_trial) / pred_red
-                } else {
-                    0.5
-                };
-                lambda *= (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0);
-                nu = 2.0;
-                let rel = (cost - cost_trial) / cost;
-                std::mem::swap(&mut ws.x, &mut ws.x_trial);
-                std::mem::swap(&mut ws.pred, &mut ws.pred_trial);
-                if analytic {
-                    std::mem::swap(&mut ws.jac, &mut ws.jac_trial);
-                }
-                cost = cost_trial;
-                accepted = true;
-                if rel <= settings.ftol {
-                    tiny_step = true;
-                }
-                break;
-            }
-            lambda *= nu;
-            nu *= 2.0;
-            if lambda > 1e16 {
-                break;
-            }
-        }
-        if accepted {
+        let floor = gram(&ws.current.jac, ws.n, m, &mut ws.normal) * 1e-12;
+        let step = damped_step(model, ws, m, floor, analytic, &mut cost, &mut damping, settings);
+        if step.accepted {
             if !analytic
                 && !evaluate(
                     model,
                     &mut ws.x,
-                    &ws.lower,
-                    &ws.upper,
-                    &ws.free,
-                    &mut ws.pred,
-                    &mut ws.jac,
-                    &mut ws.fd,
+                    &ws.bounds,
+                    &mut ws.current,
+                    &mut ws.scratch,
                     true,
                 )
                 .0
@@ -495,11 +608,11 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
                 status = QualityCode::ModelFailure;
                 break;
             }
-            if tiny_step {
+            if step.tiny {
                 status = QualityCode::Converged;
                 break;
             }
-        } else if tiny_step {
+        } else if step.tiny {
             status = QualityCode::Converged;
             break;
         } else {
@@ -515,48 +628,14 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
         }
     }
 
-    // Covariance diagonal (J'J)^-1 over the free parameters that are not on
-    // a bound: a parameter on a bound is held there (as by the active set), so
-    // it has no standard error, and its column must not make the others
-    // unidentifiable (e.g. D* is undefined when f sits at 0).
     if status == QualityCode::Converged || status == QualityCode::MaxIterations {
-        let mut m = 0;
-        for j in 0..p {
-            if ws.free[j] && ws.x[j] > ws.lower[j] && ws.x[j] < ws.upper[j] {
-                ws.idx[m] = j;
-                m += 1;
-            }
-        }
-        for a in 0..m {
-            let ca = &ws.jac[ws.idx[a] * n..(ws.idx[a] + 1) * n];
-            for b in 0..=a {
-                let cb = &ws.jac[ws.idx[b] * n..(ws.idx[b] + 1) * n];
-                let s = dot(ca, cb);
-                ws.a[a * m + b] = s;
-                ws.a[b * m + a] = s;
-            }
-        }
-        // Factor once; column a of the inverse solves A x = e_a.
-        ws.chol[..m * m].copy_from_slice(&ws.a[..m * m]);
-        let ok = cholesky_factor(&mut ws.chol[..m * m], m);
-        if ok {
-            for a in 0..m {
-                ws.step[..m].fill(0.0);
-                ws.step[a] = 1.0;
-                cholesky_subst(&ws.chol[..m * m], m, &mut ws.step[..m]);
-                ws.cov_diag[ws.idx[a]] = ws.step[a];
-            }
-        }
-        if !ok {
-            ws.cov_diag.fill(f64::NAN);
-            if status == QualityCode::Converged {
-                status = QualityCode::Singular;
-            }
+        let identifiable = covariance(ws);
+        if !identifiable && status == QualityCode::Converged {
+            status = QualityCode::Singular;
         }
     }
-    if status == QualityCode::Converged
-        && (0..p).any(|j| ws.free[j] && (ws.x[j] <= ws.lower[j] || ws.x[j] >= ws.upper[j]))
-    {
+    let on_bound = |j: usize| ws.x[j] <= ws.bounds.lower[j] || ws.x[j] >= ws.bounds.upper[j];
+    if status == QualityCode::Converged && (0..ws.p).any(|j| ws.bounds.free[j] && on_bound(j)) {
         status = QualityCode::AtBound;
     }
     LmOutcome {

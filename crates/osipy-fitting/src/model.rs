@@ -2,6 +2,32 @@
 
 use osipy_core::Unit;
 
+/// One parameter of a model: what a GPU backend, a map writer or a config
+/// check needs to know about it, in one place.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamSpec {
+    /// OSIPI/CAPLEX name, as in configs and file names (`Ktrans`).
+    pub name: &'static str,
+    /// Symbol for display (`K^trans`).
+    pub symbol: &'static str,
+    /// Unit of the value.
+    pub unit: Unit,
+    /// Default (lower, upper) bounds; infinities for none.
+    pub bounds: (f64, f64),
+}
+
+impl ParamSpec {
+    /// A parameter called `name` (shown as `symbol`) in `unit` within `bounds`.
+    pub const fn new(name: &'static str, symbol: &'static str, unit: Unit, bounds: (f64, f64)) -> Self {
+        ParamSpec {
+            name,
+            symbol,
+            unit,
+            bounds,
+        }
+    }
+}
+
 /// A signal model bound to its fixed inputs (time + AIF, b-values, PLDs...).
 ///
 /// Binding happens at construction: a model value already knows its sample
@@ -13,21 +39,37 @@ pub trait Model: Send + Sync {
     /// Registry-style name of the model.
     fn name(&self) -> &str;
 
-    /// Parameter names in order (OSIPI/CAPLEX names).
-    fn param_names(&self) -> &[&'static str];
+    /// One spec per parameter, in order: name, symbol, unit, default bounds.
+    fn params(&self) -> &[ParamSpec];
 
-    /// Unit of each parameter, in the same order.
-    fn param_units(&self) -> &[Unit];
+    /// Parameter names in order (set-up helper; allocates).
+    fn param_names(&self) -> Vec<&'static str> {
+        self.params().iter().map(|p| p.name).collect()
+    }
 
-    /// Default (lower, upper) bounds per parameter; use infinities for none.
-    fn default_bounds(&self) -> &[(f64, f64)];
+    /// Unit of each parameter (set-up helper; allocates).
+    fn param_units(&self) -> Vec<Unit> {
+        self.params().iter().map(|p| p.unit).collect()
+    }
+
+    /// Default bounds of each parameter (set-up helper; allocates).
+    fn default_bounds(&self) -> Vec<(f64, f64)> {
+        self.params().iter().map(|p| p.bounds).collect()
+    }
 
     /// Number of samples `predict` produces.
     fn n_samples(&self) -> usize;
 
     /// Number of parameters.
     fn n_params(&self) -> usize {
-        self.param_names().len()
+        self.params().len()
+    }
+
+    /// Scratch values the model needs per evaluation (e.g. a shifted AIF).
+    /// The fitter allocates them once per worker and passes them to the
+    /// `*_in` methods, so models keep no thread-local or shared state.
+    fn scratch_len(&self) -> usize {
+        0
     }
 
     /// Writes the model prediction for `params` into `out` (`n_samples` long).
@@ -51,6 +93,31 @@ pub trait Model: Send + Sync {
     /// Writes a data-driven starting point into `out` (`n_params` long).
     /// It need not be inside the bounds: the fitter clamps it.
     fn initial_guess(&self, data: &[f64], out: &mut [f64]);
+
+    /// [`Model::predict_with_jacobian`] with `scratch_len` scratch values;
+    /// what the fitter calls. Models with scratch override it.
+    fn predict_with_jacobian_in(
+        &self,
+        params: &[f64],
+        out: &mut [f64],
+        jac: &mut [f64],
+        scratch: &mut [f64],
+    ) -> bool {
+        let _ = scratch;
+        self.predict_with_jacobian(params, out, jac)
+    }
+
+    /// [`Model::predict`] with scratch; what the fitter calls.
+    fn predict_in(&self, params: &[f64], out: &mut [f64], scratch: &mut [f64]) {
+        let _ = scratch;
+        self.predict(params, out)
+    }
+
+    /// [`Model::initial_guess`] with scratch; what the fitter calls.
+    fn initial_guess_in(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
+        let _ = scratch;
+        self.initial_guess(data, out)
+    }
 }
 
 /// Finite-difference Jacobian (central differences), column-major, used to

@@ -1,7 +1,7 @@
 //! Generic exponential-decay models, used for tests, benchmarks and as the
 //! simplest examples of the [`Model`] trait. Modality crates bring their own.
 
-use crate::model::Model;
+use crate::model::{Model, ParamSpec};
 use osipy_core::Unit;
 
 /// Mono-exponential decay `S(t) = S0 * exp(-k t)`.
@@ -19,9 +19,10 @@ impl MonoExponential {
     }
 }
 
-const MONO_NAMES: [&str; 2] = ["S0", "k"];
-const MONO_UNITS: [Unit; 2] = [Unit::Arbitrary, Unit::PerSecond];
-const MONO_BOUNDS: [(f64, f64); 2] = [(0.0, f64::INFINITY), (0.0, f64::INFINITY)];
+const MONO: [ParamSpec; 2] = [
+    ParamSpec::new("S0", "S_0", Unit::Arbitrary, (0.0, f64::INFINITY)),
+    ParamSpec::new("k", "k", Unit::PerSecond, (0.0, f64::INFINITY)),
+];
 
 /// Least-squares line through (x_i, y_i) weighted by w_i; returns (slope, intercept).
 fn weighted_line(x: impl Iterator<Item = (f64, f64, f64)>) -> Option<(f64, f64)> {
@@ -45,14 +46,8 @@ impl Model for MonoExponential {
     fn name(&self) -> &str {
         "mono_exponential"
     }
-    fn param_names(&self) -> &[&'static str] {
-        &MONO_NAMES
-    }
-    fn param_units(&self) -> &[Unit] {
-        &MONO_UNITS
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &MONO_BOUNDS
+    fn params(&self) -> &[ParamSpec] {
+        &MONO
     }
     fn n_samples(&self) -> usize {
         self.t.len()
@@ -121,27 +116,19 @@ impl BiExponential {
     }
 }
 
-const BI_NAMES: [&str; 4] = ["A1", "k1", "A2", "k2"];
-const BI_UNITS: [Unit; 4] = [Unit::Arbitrary, Unit::PerSecond, Unit::Arbitrary, Unit::PerSecond];
-const BI_BOUNDS: [(f64, f64); 4] = [
-    (0.0, f64::INFINITY),
-    (0.0, f64::INFINITY),
-    (0.0, f64::INFINITY),
-    (0.0, f64::INFINITY),
+const BI: [ParamSpec; 4] = [
+    ParamSpec::new("A1", "A_1", Unit::Arbitrary, (0.0, f64::INFINITY)),
+    ParamSpec::new("k1", "k_1", Unit::PerSecond, (0.0, f64::INFINITY)),
+    ParamSpec::new("A2", "A_2", Unit::Arbitrary, (0.0, f64::INFINITY)),
+    ParamSpec::new("k2", "k_2", Unit::PerSecond, (0.0, f64::INFINITY)),
 ];
 
 impl Model for BiExponential {
     fn name(&self) -> &str {
         "bi_exponential"
     }
-    fn param_names(&self) -> &[&'static str] {
-        &BI_NAMES
-    }
-    fn param_units(&self) -> &[Unit] {
-        &BI_UNITS
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &BI_BOUNDS
+    fn params(&self) -> &[ParamSpec] {
+        &BI
     }
     fn n_samples(&self) -> usize {
         self.t.len()

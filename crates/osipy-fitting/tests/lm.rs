@@ -2,7 +2,7 @@
 
 use ndarray::Array2;
 use osipy_backend::Device;
-use osipy_core::{QualityCode, Unit};
+use osipy_core::QualityCode;
 use osipy_fitting::models::{BiExponential, MonoExponential};
 use osipy_fitting::rng::Rng;
 use osipy_fitting::{fit_batch, fit_curve, FitOptions, InitialGuess, Model, PinValue};
@@ -250,14 +250,8 @@ impl Model for NoJacobian {
     fn name(&self) -> &str {
         "mono_fd"
     }
-    fn param_names(&self) -> &[&'static str] {
-        self.0.param_names()
-    }
-    fn param_units(&self) -> &[Unit] {
-        self.0.param_units()
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        self.0.default_bounds()
+    fn params(&self) -> &[osipy_fitting::ParamSpec] {
+        self.0.params()
     }
     fn n_samples(&self) -> usize {
         self.0.n_samples()
@@ -344,7 +338,7 @@ fn batch_results_map_back_onto_the_grid() {
     mask[masked] = false;
     let fit = fit_batch(&mono, data.view(), Some(&mask), &FitOptions::default(), &CPU1).unwrap();
     let prov = osipy_core::Provenance::default().with_method("model", "mono_exponential");
-    let maps = fit.parameter_maps(mono.param_units(), shape, &prov).unwrap();
+    let maps = fit.parameter_maps(mono.params(), shape, &prov).unwrap();
     assert_eq!(maps.len(), 2);
     assert_eq!(maps[0].name, "S0");
     // S0 at (x, y, z) is 10 + row-major index.
@@ -354,7 +348,7 @@ fn batch_results_map_back_onto_the_grid() {
     assert!(fit.r2_map(shape).unwrap()[[1, 2, 0]].is_nan());
     assert!(fit.r2_map(shape).unwrap()[[0, 0, 0]] > 0.999_999);
     let e = fit
-        .parameter_maps(mono.param_units(), [2, 2, 2], &prov)
+        .parameter_maps(mono.params(), [2, 2, 2], &prov)
         .unwrap_err()
         .to_string();
     assert!(e.contains("[2, 2, 2]") && e.contains("12 voxels"), "{e}");

@@ -8,12 +8,25 @@
 //! | `mono_exponential` | S0, ADC | `S0 e^{-b ADC}` |
 
 use osipy_core::{OsipyError, Result, Unit};
-use osipy_fitting::Model;
+use osipy_fitting::{Model, ParamSpec};
 
 const MM2: Unit = Unit::Mm2PerSecond;
 
 /// Default bounds (OSIPI IVIM task force test bounds, S0 open).
 pub const BIEXP_BOUNDS: [(f64, f64); 4] = [(0.0, f64::INFINITY), (0.0, 1.0), (0.0, 0.005), (0.005, 0.2)];
+
+/// S0, f, D, D* with [`BIEXP_BOUNDS`].
+const BIEXP: [ParamSpec; 4] = [
+    ParamSpec::new("S0", "S_0", Unit::Arbitrary, BIEXP_BOUNDS[0]),
+    ParamSpec::new("f", "f", Unit::Dimensionless, BIEXP_BOUNDS[1]),
+    ParamSpec::new("D", "D", MM2, BIEXP_BOUNDS[2]),
+    ParamSpec::new("Dstar", "D*", MM2, BIEXP_BOUNDS[3]),
+];
+
+const MONO: [ParamSpec; 2] = [
+    ParamSpec::new("S0", "S_0", Unit::Arbitrary, (0.0, f64::INFINITY)),
+    ParamSpec::new("ADC", "ADC", MM2, (0.0, 0.01)),
+];
 
 fn check_b(b: &[f64]) -> Result<()> {
     if b.is_empty() {
@@ -51,14 +64,8 @@ impl Model for Biexponential {
     fn name(&self) -> &str {
         "biexponential"
     }
-    fn param_names(&self) -> &[&'static str] {
-        &["S0", "f", "D", "Dstar"]
-    }
-    fn param_units(&self) -> &[Unit] {
-        &[Unit::Arbitrary, Unit::Dimensionless, MM2, MM2]
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &BIEXP_BOUNDS
+    fn params(&self) -> &[ParamSpec] {
+        &BIEXP
     }
     fn n_samples(&self) -> usize {
         self.b.len()
@@ -145,14 +152,8 @@ impl Model for Simplified {
     fn name(&self) -> &str {
         "simplified"
     }
-    fn param_names(&self) -> &[&'static str] {
-        &["S0", "f", "D"]
-    }
-    fn param_units(&self) -> &[Unit] {
-        &[Unit::Arbitrary, Unit::Dimensionless, MM2]
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &BIEXP_BOUNDS[..3]
+    fn params(&self) -> &[ParamSpec] {
+        &BIEXP[..3]
     }
     fn n_samples(&self) -> usize {
         self.b.len()
@@ -223,14 +224,8 @@ impl Model for MonoExponentialAdc {
     fn name(&self) -> &str {
         "mono_exponential"
     }
-    fn param_names(&self) -> &[&'static str] {
-        &["S0", "ADC"]
-    }
-    fn param_units(&self) -> &[Unit] {
-        &[Unit::Arbitrary, MM2]
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &[(0.0, f64::INFINITY), (0.0, 0.01)]
+    fn params(&self) -> &[ParamSpec] {
+        &MONO
     }
     fn n_samples(&self) -> usize {
         self.b.len()

@@ -14,7 +14,7 @@ use osipy::aif::Aif;
 use osipy::backend::Device;
 use osipy::convolution::{exp_conv, exp_conv_with_derivative};
 use osipy::core::{Provenance, Unit};
-use osipy::fitting::{fit_batch, FitOptions, Model};
+use osipy::fitting::{fit_batch, FitOptions, Model, ParamSpec};
 use osipy::io::{write_parameter_map, Geometry};
 
 /// Standard Tofts model `C(t) = Ktrans int Cp(s) e^{-kep (t-s)} ds`,
@@ -24,22 +24,17 @@ struct Tofts {
     cp: Vec<f64>,
 }
 
-const NAMES: [&str; 2] = ["Ktrans", "ve"];
-const UNITS: [Unit; 2] = [Unit::PerMinute, Unit::Dimensionless];
-const BOUNDS: [(f64, f64); 2] = [(0.0, 5.0), (1e-3, 1.0)];
+const PARAMS: [ParamSpec; 2] = [
+    ParamSpec::new("Ktrans", "K^{trans}", Unit::PerMinute, (0.0, 5.0)),
+    ParamSpec::new("ve", "v_e", Unit::Dimensionless, (1e-3, 1.0)),
+];
 
 impl Model for Tofts {
     fn name(&self) -> &str {
         "tofts"
     }
-    fn param_names(&self) -> &[&'static str] {
-        &NAMES
-    }
-    fn param_units(&self) -> &[Unit] {
-        &UNITS
-    }
-    fn default_bounds(&self) -> &[(f64, f64)] {
-        &BOUNDS
+    fn params(&self) -> &[ParamSpec] {
+        &PARAMS
     }
     fn n_samples(&self) -> usize {
         self.t.len()
@@ -191,7 +186,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_method("model", "tofts")
         .with_method("fitter", "lm")
         .with_method("aif", "parker");
-    for map in fit.parameter_maps(&UNITS, [nx, ny, nz], &provenance)? {
+    for map in fit.parameter_maps(&PARAMS, [nx, ny, nz], &provenance)? {
         write_parameter_map(&out_dir, &map, &geometry)?;
     }
     println!("\nmaps written to {out_dir}/ (Ktrans, ve, their _se maps and JSON sidecars)");
