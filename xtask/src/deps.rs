@@ -240,4 +240,133 @@ mod tidy {
             }
         }
     }
+
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    /// `(file, line)` of every line in `crate_name`'s `src/` containing one
+    /// of `needles` (comments included: a doc that shows the forbidden call
+    /// would teach it).
+    fn offending(crate_name: &str, needles: &[&str]) -> Vec<String> {
+        let mut files = Vec::new();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../crates")
+            .join(crate_name)
+            .join("src");
+        rust_files(&dir, &mut files);
+        files.sort();
+        let mut hits = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            hits.extend(
+                find(&text, needles)
+                    .into_iter()
+                    .map(|l| format!("{}: {l}", f.display())),
+            );
+        }
+        hits
+    }
+
+    fn find(text: &str, needles: &[&str]) -> Vec<String> {
+        text.lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)))
+            .map(|l| l.trim().to_string())
+            .collect()
+    }
+
+    /// Crates in the modality layer of `LAYERS`.
+    fn modality_crates() -> Vec<&'static str> {
+        let modality_layer = super::layer("osipy-dce").unwrap();
+        super::LAYERS
+            .iter()
+            .filter(|(_, l)| *l == modality_layer)
+            .map(|(n, _)| *n)
+            .filter(|n| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../crates")
+                    .join(n)
+                    .exists()
+            })
+            .collect()
+    }
+
+    /// Reading files, the chunk scheduler and thread-locals, as they would be written.
+    const MODALITY_FORBIDDEN: &[&str] = &[
+        "std::fs",
+        "File::open",
+        "for_each_chunk",
+        "thread_local!",
+        "nifti::",
+    ];
+    /// Numerics and file access, as they would be written in osipy-core.
+    const CORE_FORBIDDEN: &[&str] = &[
+        ".exp(", ".ln(", ".sqrt(", ".powi(", ".powf(", ".sin(", ".cos(", "faer", "rustfft", "std::fs",
+        "File::",
+    ];
+
+    #[test]
+    fn the_source_checks_catch_what_they_look_for() {
+        let bad = "let t = std::fs::read_to_string(p)?;\nlet e = x.exp();\nthread_local! { }";
+        assert_eq!(find(bad, MODALITY_FORBIDDEN).len(), 2);
+        assert_eq!(find(bad, CORE_FORBIDDEN).len(), 2);
+        assert!(find("let y = a * b;", CORE_FORBIDDEN).is_empty());
+        assert!(modality_crates().contains(&"osipy-dce") && modality_crates().contains(&"osipy-ivim"));
+    }
+
+    /// Invariant: modality crates read files only through osipy-io, run
+    /// per-voxel work only through osipy-fitting's device dispatch, and keep
+    /// no thread-local state.
+    #[test]
+    fn modality_crates_neither_read_files_nor_schedule_chunks() {
+        for c in modality_crates() {
+            let hits = offending(c, MODALITY_FORBIDDEN);
+            assert!(hits.is_empty(), "{c}:\n{}", hits.join("\n"));
+        }
+    }
+
+    /// Invariant: osipy-core does no numerics and reads no files.
+    #[test]
+    fn core_does_no_numerics_and_reads_no_files() {
+        let hits = offending("osipy-core", CORE_FORBIDDEN);
+        assert!(hits.is_empty(), "{}", hits.join("\n"));
+    }
+
+    /// Invariant: every modality of the table reaches every consumer that is
+    /// not driven by the table itself: its crate in the layering, its cargo
+    /// feature in the umbrella crate, its tutorial page, its Python bench.
+    #[test]
+    fn every_modality_reaches_every_consumer() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let umbrella = std::fs::read_to_string(root.join("crates/osipy/Cargo.toml")).unwrap();
+        let registry = osipy_pipeline::builtin_registry().unwrap();
+        for m in osipy_pipeline::MODALITIES {
+            let id = m.id();
+            let krate = format!("osipy-{id}");
+            assert!(
+                modality_crates().contains(&krate.as_str()),
+                "{krate} is not in the modality layer"
+            );
+            assert!(
+                umbrella.contains(&format!("\n{id} = [\"dep:{krate}\"]")),
+                "the umbrella crate has no feature {id}"
+            );
+            assert!(
+                root.join(format!("docs/{id}.md")).is_file(),
+                "docs/{id}.md is missing"
+            );
+            assert!(
+                crate::bench::BENCHES.iter().any(|(b, _)| *b == id),
+                "xtask bench-compare has no entry for {id}"
+            );
+            osipy_pipeline::config::template(*m, &registry).unwrap();
+        }
+    }
 }

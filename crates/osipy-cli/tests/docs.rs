@@ -30,8 +30,14 @@ fn documented_commands_and_configs_work() {
     let scratch = tempfile::tempdir().unwrap();
     let mut commands = 0;
     let mut configs = 0;
-    // dce.md first: it creates the demo folder the other pages use.
-    for page in ["dce.md", "config.md", "ivim.md"] {
+    // One tutorial per modality of the table (dce.md first: it creates the
+    // demo folder the other pages use), then the shared config page.
+    let mut pages: Vec<String> = osipy_pipeline::MODALITIES
+        .iter()
+        .map(|m| format!("{}.md", m.id()))
+        .collect();
+    pages.insert(1, "config.md".into());
+    for page in &pages {
         let text = std::fs::read_to_string(docs.join(page)).unwrap();
         for block in blocks(&text, "toml") {
             osipy_pipeline::Config::from_toml(&block)
