@@ -369,6 +369,12 @@ impl Config {
     /// Parses TOML text: unknown keys (with a suggestion), wrong types and
     /// invalid values are errors; see [`Config::validate`].
     pub fn from_toml(text: &str) -> Result<Config> {
+        Config::parse(text, &crate::builtin_registry()?)
+    }
+
+    /// [`Config::from_toml`] with names checked against `registry` (the
+    /// built-in one plus entries of your own).
+    pub fn parse(text: &str, registry: &Registry) -> Result<Config> {
         let value: toml::Value = toml::from_str(text)
             .map_err(|e| OsipyError::Validation(format!("config is not valid TOML: {e}")))?;
         let id = value.get("modality").and_then(|m| m.as_str()).ok_or_else(|| {
@@ -393,7 +399,7 @@ impl Config {
             backend: raw.backend,
             logging: raw.logging,
         };
-        config.validate()?;
+        config.validate_with(registry)?;
         Ok(config)
     }
 
@@ -426,10 +432,14 @@ impl Config {
         })
     }
 
-    /// Checks names against the registries and values against their units.
+    /// Checks names against the built-in registry and values against their units.
     pub fn validate(&self) -> Result<()> {
-        self.modality_def()?
-            .validate(&self.pipeline, &crate::builtin_registry()?)
+        self.validate_with(&crate::builtin_registry()?)
+    }
+
+    /// Checks names against `registry` and values against their units.
+    pub fn validate_with(&self, registry: &Registry) -> Result<()> {
+        self.modality_def()?.validate(&self.pipeline, registry)
     }
 }
 

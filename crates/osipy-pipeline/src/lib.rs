@@ -79,8 +79,13 @@ pub struct RunSummary {
 /// writing into `opts.out_dir`: resolve inputs, run the modality, stage the
 /// outputs and move them into place when all are complete.
 pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
-    config.validate()?;
-    let registry = builtin_registry()?;
+    run_analysis_with(config, opts, &builtin_registry()?)
+}
+
+/// [`run_analysis`] with the methods of `registry` (the built-in ones plus
+/// entries of your own, e.g. a DCE model registered from outside osipy).
+pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry) -> Result<RunSummary> {
+    config.validate_with(registry)?;
     let m = config.modality_def()?;
     let threads = opts
         .threads
@@ -88,7 +93,7 @@ pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
         .or(osipy_backend::threads_from_env()?);
     let mut ctx = RunContext::new(Device::cpu(threads), opts.progress.clone().unwrap_or_default());
     let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
-    let out = m.run(&config.pipeline, &inputs, &mut ctx, &registry)?;
+    let out = m.run(&config.pipeline, &inputs, &mut ctx, registry)?;
 
     let mut stage = Staging::new(&opts.out_dir)?;
     stage.maps(&out.maps, &out.geometry, config)?;

@@ -335,3 +335,47 @@ fn look_locker_t1_from_files() {
     let e = run_err(dir.path(), &bad);
     assert!(e.contains("data.look_locker") && e.contains("13"), "{e}");
 }
+
+/// A model registered from outside the crates runs through the whole
+/// pipeline by its config name: the registry entry is what runs.
+#[test]
+fn a_model_registered_by_the_user_runs_from_files() {
+    fn build(input: osipy_dce::PkInput) -> Box<dyn osipy_fitting::Model> {
+        osipy_dce::DceModelEntry::builtin("patlak")
+            .expect("patlak is built in")
+            .build(input)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &small_spec());
+    let mut registry = osipy_pipeline::builtin_registry().unwrap();
+    registry
+        .register(
+            "my_patlak",
+            "Patlak under another name",
+            osipy_dce::DceModelEntry::new(build),
+        )
+        .unwrap();
+    let text = config_text("").replace("extended_tofts", "my_patlak");
+    // The built-in registry does not know the name; the user's does.
+    let e = Config::from_toml(&text).unwrap_err().to_string();
+    assert!(e.contains("\"my_patlak\""), "{e}");
+    let config = Config::parse(&text, &registry).unwrap();
+    let run = |config: &Config, out: &str| {
+        let opts = RunOptions {
+            data_dir: dir.path().into(),
+            out_dir: dir.path().join(out),
+            ..Default::default()
+        };
+        osipy_pipeline::run_analysis_with(config, &opts, &registry).unwrap();
+        read_3d(dir.path().join(out).join("Ktrans.nii.gz")).unwrap().0
+    };
+    let mine = run(&config, "mine");
+    assert!(!dir.path().join("mine/ve.nii.gz").exists(), "Patlak has no ve");
+    let builtin = run(
+        &Config::from_toml(&config_text("").replace("extended_tofts", "patlak")).unwrap(),
+        "builtin",
+    );
+    // Same maps, NaN where the fit failed included.
+    assert_eq!(mine.mapv(f64::to_bits), builtin.mapv(f64::to_bits));
+    assert!(mine.iter().any(|v| v.is_finite()));
+}
