@@ -105,6 +105,17 @@ pub type BenchFn = fn(&Path, &[String]) -> Result<()>;
 /// One entry per modality in `osipy_pipeline::MODALITIES` (tested).
 pub const BENCHES: &[(&str, BenchFn)] = &[("dce", dce), ("ivim", ivim)];
 
+/// Python osipy's default fit settings: LM, 100 iterations, tolerance 1e-6.
+fn python_like_options() -> Result<DceFitOptions> {
+    Ok(DceFitOptions {
+        fit: FitOptions {
+            lm: LmSettings::from_config(100, 1e-6)?,
+            ..FitOptions::default()
+        },
+        ..DceFitOptions::default()
+    })
+}
+
 /// Runs the DCE comparison.
 pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
     let (dir, summary) = run_python_bench(root, "bench_dce.py", "dce", extra)?;
@@ -117,19 +128,7 @@ pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
     let t: Array1<f64> = read_npy(dir.join("dce_exact_t.npy"))?;
     let aif: Array1<f64> = read_npy(dir.join("dce_exact_aif.npy"))?;
     let (t, aif) = (t.to_vec(), aif.to_vec());
-    // Same settings as Python osipy's default fit: LM, 100 iterations, tolerance 1e-6.
-    let opts = DceFitOptions {
-        fit: FitOptions {
-            lm: LmSettings {
-                max_iterations: 100,
-                ftol: 1e-6,
-                xtol: 1e-6,
-                ..LmSettings::default()
-            },
-            ..FitOptions::default()
-        },
-        ..DceFitOptions::default()
-    };
+    let opts = python_like_options()?;
     let device = Device::auto()?;
     let mut walls = Vec::new();
     let mut fit = None;
@@ -258,18 +257,7 @@ pub fn fit_saved(root: &Path) -> Result<()> {
         read_npy(dir.join("dce_exact_conc.npy")).context("run `cargo xtask bench-compare dce` first")?;
     let t: Array1<f64> = read_npy(dir.join("dce_exact_t.npy"))?;
     let aif: Array1<f64> = read_npy(dir.join("dce_exact_aif.npy"))?;
-    let opts = DceFitOptions {
-        fit: FitOptions {
-            lm: LmSettings {
-                max_iterations: 100,
-                ftol: 1e-6,
-                xtol: 1e-6,
-                ..LmSettings::default()
-            },
-            ..FitOptions::default()
-        },
-        ..DceFitOptions::default()
-    };
+    let opts = python_like_options()?;
     let device = Device::auto()?;
     for _ in 0..3 {
         let start = std::time::Instant::now();
@@ -309,12 +297,7 @@ pub fn ivim(root: &Path, extra: &[String]) -> Result<()> {
         // Python osipy's shared LM: 100 iterations, tolerance 1e-6.
         let opts = IvimFitOptions {
             strategy,
-            lm: LmSettings {
-                max_iterations: 100,
-                ftol: 1e-6,
-                xtol: 1e-6,
-                ..LmSettings::default()
-            },
+            lm: LmSettings::from_config(100, 1e-6)?,
             ..Default::default()
         };
         let mut walls = Vec::new();
@@ -408,12 +391,7 @@ pub fn fit_saved_ivim(root: &Path) -> Result<()> {
     for &strategy in strategies {
         let opts = IvimFitOptions {
             strategy,
-            lm: LmSettings {
-                max_iterations: 100,
-                ftol: 1e-6,
-                xtol: 1e-6,
-                ..LmSettings::default()
-            },
+            lm: LmSettings::from_config(100, 1e-6)?,
             ..Default::default()
         };
         for _ in 0..3 {

@@ -93,6 +93,19 @@ impl OsipyError {
         }
     }
 
+    /// Shorthand for [`OsipyError::Metadata`].
+    pub fn metadata(
+        field: impl Into<String>,
+        found: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        OsipyError::Metadata {
+            field: field.into(),
+            found: found.to_string(),
+            expected: expected.into(),
+        }
+    }
+
     /// Shorthand for [`OsipyError::Io`] without an underlying error.
     pub fn io(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         OsipyError::Io {

@@ -14,11 +14,11 @@ use crate::{fit_model, DceFitOptions, DceModelEntry};
 use ndarray::{Array3, Array4, ArrayView4};
 use osipy_aif::{detect_aif, Aif, Compartment, DetectOptions, PopulationAif};
 use osipy_core::{OsipyError, QualityCode, Registry, Result};
-use osipy_fitting::{FitOptions, Fitter, LmSettings};
+use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings};
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
-    is_nifti, AxisUnit, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, Outputs,
-    RunContext, Volume,
+    check_positive, check_seconds, is_nifti, AxisUnit, Dataset, DemoCase, DemoFile, InputKind, InputSpec,
+    Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -163,6 +163,10 @@ impl Default for DceFittingConfig {
     }
 }
 
+/// The units of the section, in words (first line of `dump-defaults`).
+const UNITS: &str = "Values are SI units as in BIDS (seconds, degrees)";
+
+/// One comment per key of [`DceConfig`], by dotted path.
 const DOCS: &[(&str, &str)] = &[
     ("model", "{dce_models}"),
     (
@@ -271,14 +275,7 @@ const INPUTS: &[InputSpec] = &[
 
 impl ModalityDef for Dce {
     type Config = DceConfig;
-    const ID: &'static str = "dce";
-    const NAME: &'static str = "DCE-MRI";
-    const UNITS: &'static str = "Values are SI units as in BIDS (seconds, degrees)";
-    const INPUTS: &'static [InputSpec] = INPUTS;
-
-    fn config_docs() -> &'static [(&'static str, &'static str)] {
-        DOCS
-    }
+    const INFO: ModalityInfo = ModalityInfo::new("dce", "DCE-MRI", UNITS, INPUTS, DOCS);
 
     fn config_example() -> DceConfig {
         DceConfig {
@@ -300,42 +297,41 @@ impl ModalityDef for Dce {
         reg.get::<PopulationAif>(&p.population_aif)?;
         reg.get::<Fitter>(&p.fitting.fitter)?;
         let a = &p.acquisition;
-        seconds("pipeline.acquisition.tr", a.tr, 1.0, "0.005")?;
-        seconds("pipeline.acquisition.t1_assumed", a.t1_assumed, 20.0, "1.4")?;
+        check_seconds("pipeline.acquisition.tr", a.tr, 1.0, "0.005")?;
+        check_seconds("pipeline.acquisition.t1_assumed", a.t1_assumed, 20.0, "1.4")?;
         if let Some(d) = p.aif_delay {
             if d != 0.0 {
-                seconds("pipeline.aif_delay", Some(d.abs()), 600.0, "17.5")?;
+                check_seconds("pipeline.aif_delay", Some(d.abs()), 600.0, "17.5")?;
             }
         }
         for fa in a.flip_angle.iter().chain(a.flip_angles.iter().flatten()) {
             if !(*fa > 0.0 && *fa < 180.0) {
-                return Err(meta("flip angle (degrees)", fa, "a value in (0, 180) degrees"));
+                return Err(OsipyError::metadata(
+                    "flip angle (degrees)",
+                    fa,
+                    "a value in (0, 180) degrees",
+                ));
             }
         }
-        if !(a.relaxivity > 0.0 && a.relaxivity.is_finite()) {
-            return Err(meta(
-                "pipeline.acquisition.relaxivity (1/s/mM)",
-                &a.relaxivity,
-                "a positive value, e.g. 4.5",
-            ));
-        }
+        check_positive("pipeline.acquisition.relaxivity (1/s/mM)", a.relaxivity, "4.5")?;
         if !(0.0..1.0).contains(&p.hematocrit) {
-            return Err(meta(
+            return Err(OsipyError::metadata(
                 "pipeline.hematocrit",
-                &p.hematocrit,
+                p.hematocrit,
                 "a fraction in [0, 1), e.g. 0.42 (not a percentage)",
             ));
         }
         let f = &p.fitting;
-        check_iterations(f.max_iterations, f.tolerance)?;
+        LmSettings::from_config(f.max_iterations, f.tolerance)?;
+        named_bounds(&f.bounds)?;
         if !(f.r2_threshold <= 1.0) {
-            return Err(meta(
+            return Err(OsipyError::metadata(
                 "pipeline.fitting.r2_threshold",
-                &f.r2_threshold,
+                f.r2_threshold,
                 "at most 1 (0.5 by default; -inf keeps every fit)",
             ));
         }
-        check_bounds(&f.bounds)
+        Ok(())
     }
 
     fn describe(p: &DceConfig) -> String {
@@ -343,12 +339,7 @@ impl ModalityDef for Dce {
     }
 
     fn run(p: &DceConfig, inputs: &Inputs, ctx: &mut RunContext, reg: &Registry) -> Result<Outputs> {
-        let mut ds = Dataset::load(
-            inputs,
-            "dynamic",
-            "every DCE run",
-            "no 4D NIfTI with 'dce' or 'dynamic' in its name was found; set data.dynamic",
-        )?;
+        let mut ds = Dataset::load(inputs, &INPUTS[0])?;
         if let Some(t) = inputs.table("time_file", 1)? {
             let src = format!(
                 "data.time_file {}",
@@ -460,12 +451,7 @@ impl ModalityDef for Dce {
         let options = DceFitOptions {
             fitter: (reg.get::<Fitter>(&f.fitter)?.0, f.fitter.clone()),
             fit: FitOptions {
-                lm: LmSettings {
-                    max_iterations: f.max_iterations,
-                    ftol: f.tolerance,
-                    xtol: f.tolerance,
-                    ..LmSettings::default()
-                },
+                lm: LmSettings::from_config(f.max_iterations, f.tolerance)?,
                 r2_threshold: Some(f.r2_threshold),
                 progress: Some(ctx.progress.counter()),
                 ..FitOptions::default()
@@ -679,62 +665,6 @@ fn missing(name: &str, needed_for: &str, hint: &str) -> OsipyError {
         needed_for: needed_for.into(),
         hint: hint.into(),
     }
-}
-
-pub(crate) fn meta(field: &str, found: &dyn std::fmt::Display, expected: &str) -> OsipyError {
-    OsipyError::Metadata {
-        field: field.into(),
-        found: found.to_string(),
-        expected: expected.into(),
-    }
-}
-
-/// A time in seconds: positive, below `max`; larger values look like ms.
-fn seconds(field: &str, v: Option<f64>, max: f64, example: &str) -> Result<()> {
-    match v {
-        Some(v) if !(v > 0.0 && v < max) => {
-            let hint = if v >= max {
-                " (it looks like milliseconds: give seconds)"
-            } else {
-                ""
-            };
-            Err(meta(
-                &format!("{field} (s)"),
-                &v,
-                &format!("a positive value in seconds below {max}, e.g. {example}{hint}"),
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// `max_iterations >= 1` and a tolerance in (0, 1).
-pub(crate) fn check_iterations(max_iterations: usize, tolerance: f64) -> Result<()> {
-    if max_iterations == 0 {
-        return Err(meta("pipeline.fitting.max_iterations", &0, "at least 1"));
-    }
-    if !(tolerance > 0.0 && tolerance < 1.0) {
-        return Err(meta(
-            "pipeline.fitting.tolerance",
-            &tolerance,
-            "a value in (0, 1), e.g. 1e-6",
-        ));
-    }
-    Ok(())
-}
-
-/// Every `[lower, upper]` has lower <= upper.
-pub(crate) fn check_bounds(bounds: &BTreeMap<String, [f64; 2]>) -> Result<()> {
-    for (name, [lo, hi]) in bounds {
-        if !(lo <= hi) {
-            return Err(meta(
-                &format!("pipeline.fitting.bounds.{name}"),
-                &format!("[{lo}, {hi}]"),
-                "[lower, upper] with lower <= upper",
-            ));
-        }
-    }
-    Ok(())
 }
 
 const DEMO_T10: f64 = 1.4;

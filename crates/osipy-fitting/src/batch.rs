@@ -88,6 +88,27 @@ impl FitOptions {
     }
 }
 
+/// Bounds by parameter name from a config's `[pipeline.fitting] bounds`
+/// table, checked (`lower <= upper`, neither NaN).
+pub fn named_bounds(
+    bounds: &std::collections::BTreeMap<String, [f64; 2]>,
+) -> Result<Vec<(String, f64, f64)>> {
+    bounds
+        .iter()
+        .map(|(name, [lo, hi])| {
+            if lo <= hi {
+                Ok((name.clone(), *lo, *hi))
+            } else {
+                Err(OsipyError::Metadata {
+                    field: format!("pipeline.fitting.bounds.{name}"),
+                    found: format!("[{lo}, {hi}]"),
+                    expected: "[lower, upper] with lower <= upper".into(),
+                })
+            }
+        })
+        .collect()
+}
+
 /// Index of parameter `name` in `model`, or an error listing the names.
 pub fn param_index(model: &dyn Model, name: &str) -> Result<usize> {
     model

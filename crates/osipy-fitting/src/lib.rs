@@ -26,7 +26,9 @@ mod model;
 pub mod models;
 pub mod rng;
 
-pub use batch::{fit_batch, fit_curve, param_index, BatchFit, FitOptions, InitialGuess, PinValue, VoxelFit};
+pub use batch::{
+    fit_batch, fit_curve, named_bounds, param_index, BatchFit, FitOptions, InitialGuess, PinValue, VoxelFit,
+};
 pub use exec::{built_devices, map_voxels};
 pub use lm::LmSettings;
 pub use model::{check_jacobian, finite_difference_jacobian, Model, ParamSpec};

@@ -46,6 +46,35 @@ pub struct LmSettings {
     pub gtol: f64,
 }
 
+impl LmSettings {
+    /// Settings from a config's `[pipeline.fitting]` `max_iterations` and
+    /// `tolerance` (used for both the cost and the step test), checked:
+    /// at least one iteration, a tolerance in (0, 1).
+    pub fn from_config(max_iterations: usize, tolerance: f64) -> osipy_core::Result<LmSettings> {
+        let bad = |field: &str, found: String, expected: &str| osipy_core::OsipyError::Metadata {
+            field: format!("pipeline.fitting.{field}"),
+            found,
+            expected: expected.into(),
+        };
+        if max_iterations == 0 {
+            return Err(bad("max_iterations", "0".into(), "at least 1"));
+        }
+        if !(tolerance > 0.0 && tolerance < 1.0) {
+            return Err(bad(
+                "tolerance",
+                tolerance.to_string(),
+                "a value in (0, 1), e.g. 1e-6",
+            ));
+        }
+        Ok(LmSettings {
+            max_iterations,
+            ftol: tolerance,
+            xtol: tolerance,
+            ..LmSettings::default()
+        })
+    }
+}
+
 impl Default for LmSettings {
     fn default() -> Self {
         LmSettings {
@@ -170,6 +199,18 @@ impl Workspace {
     /// Model prediction at the current parameters.
     pub fn prediction(&self) -> &[f64] {
         &self.current.pred
+    }
+
+    /// Prediction and Jacobian at the current point; (all finite, analytic).
+    fn evaluate_current(&mut self, model: &dyn Model) -> (bool, bool) {
+        evaluate(
+            model,
+            &mut self.x,
+            &self.bounds,
+            &mut self.current,
+            &mut self.scratch,
+            true,
+        )
     }
 
     /// The model's initial guess for the data in the workspace, into `x`.
@@ -561,14 +602,7 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
     for j in 0..ws.p {
         ws.x[j] = ws.x[j].clamp(ws.bounds.lower[j], ws.bounds.upper[j]);
     }
-    let (ok, analytic) = evaluate(
-        model,
-        &mut ws.x,
-        &ws.bounds,
-        &mut ws.current,
-        &mut ws.scratch,
-        true,
-    );
+    let (ok, analytic) = ws.evaluate_current(model);
     if !ok {
         return failed(QualityCode::ModelFailure);
     }
@@ -594,17 +628,7 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
         let floor = gram(&ws.current.jac, ws.n, m, &mut ws.normal) * 1e-12;
         let step = damped_step(model, ws, m, floor, analytic, &mut cost, &mut damping, settings);
         if step.accepted {
-            if !analytic
-                && !evaluate(
-                    model,
-                    &mut ws.x,
-                    &ws.bounds,
-                    &mut ws.current,
-                    &mut ws.scratch,
-                    true,
-                )
-                .0
-            {
+            if !analytic && !ws.evaluate_current(model).0 {
                 status = QualityCode::ModelFailure;
                 break;
             }

@@ -3,7 +3,7 @@
 //! came from. NIfTI inputs produce it today; DICOM and BIDS readers will
 //! produce the same type.
 
-use crate::inputs::{Inputs, Series};
+use crate::inputs::{InputSpec, Inputs, Series};
 use crate::Geometry;
 use ndarray::{Array3, Array4, ArrayView2};
 use osipy_core::{check_increasing, OsipyError, Result};
@@ -103,12 +103,17 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Reads the primary series of `role` and the mask from `inputs`, with
-    /// the acquisition parameters of its JSON sidecar (BIDS names) and frame
-    /// times from the header's time step. `needed_for` and `hint` word the
-    /// error when the series is missing.
-    pub fn load(inputs: &Inputs, role: &str, needed_for: &str, hint: &str) -> Result<Dataset> {
-        inputs.require(role, needed_for, hint)?;
+    /// Reads the primary series of `spec` (its role) and the mask from
+    /// `inputs`, with the acquisition parameters of its JSON sidecar (BIDS
+    /// names) and frame times from the header's time step. A missing series
+    /// is an error naming the role and what it holds.
+    pub fn load(inputs: &Inputs, spec: &InputSpec) -> Result<Dataset> {
+        let role = spec.role;
+        inputs.require(
+            role,
+            "every run of this modality",
+            &format!("set data.{role}: {}", spec.description),
+        )?;
         let Some(series) = inputs.series(role)? else {
             return Err(OsipyError::Validation(format!("data.{role} could not be read")));
         };

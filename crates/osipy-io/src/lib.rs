@@ -39,7 +39,10 @@ pub use inputs::{
     check_grid, is_nifti, read_numbers, read_value_list, DataValue, InputKind, InputSpec, Inputs, Series,
     MASK,
 };
-pub use modality::{DemoCase, DemoFile, ModalityDef, Outputs, Progress, RunContext, Volume};
+pub use modality::{
+    check_positive, check_seconds, DemoCase, DemoFile, ModalityDef, ModalityInfo, Outputs, Progress,
+    RunContext, Volume,
+};
 
 pub use atomic::{atomic_write, write_json};
 pub use nifti_io::{

@@ -17,7 +17,7 @@ use crate::inputs::{InputSpec, Inputs};
 use crate::Geometry;
 use ndarray::{Array3, Array4};
 use osipy_backend::Device;
-use osipy_core::{MapSet, Registry, Result};
+use osipy_core::{MapSet, OsipyError, Registry, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -147,23 +147,52 @@ pub struct DemoCase {
     pub truth: Vec<(String, Array3<f64>, usize)>,
 }
 
+/// The static description of a modality: its id, name, units, input roles
+/// and config comments.
+#[derive(Debug, Clone, Copy)]
+pub struct ModalityInfo {
+    /// Config and command-line id (`dce`).
+    pub id: &'static str,
+    /// Human name (`DCE-MRI`).
+    pub name: &'static str,
+    /// The units of the section, in words, for the template's first line.
+    pub units: &'static str,
+    /// Input roles (`[data]` keys) besides the shared `mask`; the first is
+    /// the primary series.
+    pub inputs: &'static [InputSpec],
+    /// Comment per key of the section, by dotted path below `[pipeline]`
+    /// (`model`, `fitting.max_iterations`); one for every key (tested).
+    /// `{table_id}` expands to the names registered in that table.
+    pub config_docs: &'static [(&'static str, &'static str)],
+}
+
+impl ModalityInfo {
+    /// The description of modality `id` (`name`, section `units` in words,
+    /// `inputs`, `config_docs`).
+    pub const fn new(
+        id: &'static str,
+        name: &'static str,
+        units: &'static str,
+        inputs: &'static [InputSpec],
+        config_docs: &'static [(&'static str, &'static str)],
+    ) -> Self {
+        ModalityInfo {
+            id,
+            name,
+            units,
+            inputs,
+            config_docs,
+        }
+    }
+}
+
 /// Everything one modality owns. See the module doc.
 pub trait ModalityDef: 'static {
     /// The `[pipeline]` section, `#[serde(deny_unknown_fields, default)]`.
     type Config: Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + PartialEq;
 
-    /// Config and command-line id (`dce`).
-    const ID: &'static str;
-    /// Human name (`DCE-MRI`).
-    const NAME: &'static str;
-    /// The units of the section, in words, for the template's first line.
-    const UNITS: &'static str;
-    /// Input roles (`[data]` keys) besides the shared `mask`.
-    const INPUTS: &'static [InputSpec];
-
-    /// Comment per key of the section, by dotted path below `[pipeline]`
-    /// (`model`, `fitting.max_iterations`); one for every key (tested).
-    fn config_docs() -> &'static [(&'static str, &'static str)];
+    /// Id, name, units, inputs and config comments.
+    const INFO: ModalityInfo;
 
     /// The section with every optional key set to an example value, shown
     /// commented out in the template.
@@ -188,4 +217,38 @@ pub trait ModalityDef: 'static {
 
     /// Phantom checks for `xtask dro-validate` (in-memory, known truth).
     fn phantom_checks(registry: &Registry) -> Result<Vec<DroRow>>;
+}
+
+/// Checks a config value that must be positive and finite; `field` names
+/// the key (with its unit), `example` a typical value.
+pub fn check_positive(field: &str, value: f64, example: &str) -> Result<()> {
+    if value > 0.0 && value.is_finite() {
+        Ok(())
+    } else {
+        Err(OsipyError::metadata(
+            field,
+            value,
+            format!("a positive value, e.g. {example}"),
+        ))
+    }
+}
+
+/// Checks an optional time in seconds: positive and below `max`; a larger
+/// value gets the hint that it looks like milliseconds.
+pub fn check_seconds(field: &str, value: Option<f64>, max: f64, example: &str) -> Result<()> {
+    match value {
+        Some(v) if !(v > 0.0 && v < max) => {
+            let hint = if v >= max {
+                " (it looks like milliseconds: give seconds)"
+            } else {
+                ""
+            };
+            Err(OsipyError::metadata(
+                format!("{field} (s)"),
+                v,
+                format!("a positive value in seconds below {max}, e.g. {example}{hint}"),
+            ))
+        }
+        _ => Ok(()),
+    }
 }

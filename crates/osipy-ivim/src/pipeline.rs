@@ -6,11 +6,11 @@ use crate::phantom::{generate, IvimPhantomSpec, Noise};
 use crate::{fit_ivim, IvimFit, IvimFitOptions, IvimStrategy};
 use ndarray::Array3;
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, QualityCode, Registry, Result, Unit};
-use osipy_fitting::LmSettings;
+use osipy_fitting::{named_bounds, LmSettings};
 use osipy_io::dro::{compare, percentile, DroRow};
 use osipy_io::{
-    is_nifti, AxisUnit, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, Outputs,
-    RunContext,
+    check_positive, is_nifti, AxisUnit, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs,
+    ModalityDef, ModalityInfo, Outputs, RunContext,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -110,6 +110,10 @@ impl Default for BayesianConfig {
     }
 }
 
+/// The units of the section, in words (first line of `dump-defaults`).
+const UNITS: &str = "b-values in s/mm^2, diffusivities in mm^2/s";
+
+/// One comment per key of [`IvimConfig`], by dotted path.
 const DOCS: &[(&str, &str)] = &[
     ("fitting_method", "{ivim_fitters}"),
     ("b_threshold", "s/mm^2, perfusion taken as decayed at and above"),
@@ -170,14 +174,7 @@ const MAPS: [(usize, &str, &str, Unit); 4] = [
 
 impl ModalityDef for Ivim {
     type Config = IvimConfig;
-    const ID: &'static str = "ivim";
-    const NAME: &'static str = "IVIM";
-    const UNITS: &'static str = "b-values in s/mm^2, diffusivities in mm^2/s";
-    const INPUTS: &'static [InputSpec] = INPUTS;
-
-    fn config_docs() -> &'static [(&'static str, &'static str)] {
-        DOCS
-    }
+    const INFO: ModalityInfo = ModalityInfo::new("ivim", "IVIM", UNITS, INPUTS, DOCS);
 
     fn config_example() -> IvimConfig {
         IvimConfig::default()
@@ -185,22 +182,10 @@ impl ModalityDef for Ivim {
 
     fn validate(p: &IvimConfig, reg: &Registry) -> Result<()> {
         let strategy = reg.get::<IvimFitter>(&p.fitting_method)?.0;
-        if !(p.b_threshold > 0.0 && p.b_threshold.is_finite()) {
-            return Err(meta(
-                "pipeline.b_threshold (s/mm^2)",
-                &p.b_threshold,
-                "a positive value, e.g. 200",
-            ));
-        }
+        check_positive("pipeline.b_threshold (s/mm^2)", p.b_threshold, "200")?;
         let f = &p.fitting;
-        if f.max_iterations == 0 || !(f.tolerance > 0.0 && f.tolerance < 1.0) {
-            let found = format!("max_iterations {}, tolerance {}", f.max_iterations, f.tolerance);
-            return Err(meta(
-                "pipeline.fitting",
-                &found,
-                "max_iterations >= 1 and a tolerance in (0, 1)",
-            ));
-        }
+        LmSettings::from_config(f.max_iterations, f.tolerance)?;
+        named_bounds(&f.bounds)?;
         for name in f.bounds.keys().chain(f.initial_guess.keys()) {
             if !["D", "Dstar", "S0", "f"].contains(&name.as_str()) {
                 return Err(OsipyError::UnknownName {
@@ -208,15 +193,6 @@ impl ModalityDef for Ivim {
                     name: name.clone(),
                     valid: vec!["D".into(), "Dstar".into(), "S0".into(), "f".into()],
                 });
-            }
-        }
-        for (name, [lo, hi]) in &f.bounds {
-            if !(lo <= hi) {
-                return Err(meta(
-                    &format!("pipeline.fitting.bounds.{name}"),
-                    &format!("[{lo}, {hi}]"),
-                    "[lower, upper] with lower <= upper",
-                ));
             }
         }
         if !f.initial_guess.is_empty() && strategy == IvimStrategy::Segmented {
@@ -232,17 +208,12 @@ impl ModalityDef for Ivim {
     }
 
     fn run(p: &IvimConfig, inputs: &Inputs, ctx: &mut RunContext, reg: &Registry) -> Result<Outputs> {
-        let mut ds = Dataset::load(
-            inputs,
-            "dwi",
-            "every IVIM run",
-            "no 4D NIfTI with 'dwi' or 'ivim' in its name was found; set data.dwi",
-        )?;
+        let mut ds = Dataset::load(inputs, &INPUTS[0])?;
         let (b, source) = b_values(inputs)?;
         for v in &b {
             if !(*v >= 0.0 && v.is_finite()) {
-                return Err(meta(
-                    &format!("b-value from {source} (s/mm^2)"),
+                return Err(OsipyError::metadata(
+                    format!("b-value from {source} (s/mm^2)"),
                     v,
                     "finite, non-negative b-values",
                 ));
@@ -412,14 +383,6 @@ fn b_values(inputs: &Inputs) -> Result<(Vec<f64>, String)> {
             needed_for: "IVIM fitting".into(),
             hint: "give data.b_values = [...], data.b_values_file (FSL .bval or one per line), or a JSON sidecar with a b_values array".into(),
         }),
-    }
-}
-
-fn meta(field: &str, found: &dyn std::fmt::Display, expected: &str) -> OsipyError {
-    OsipyError::Metadata {
-        field: field.into(),
-        found: found.to_string(),
-        expected: expected.into(),
     }
 }
 

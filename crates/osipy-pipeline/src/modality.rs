@@ -87,16 +87,16 @@ impl<M: ModalityDef> Seam<M> {
 
 impl<M: ModalityDef> Modality for Seam<M> {
     fn id(&self) -> &'static str {
-        M::ID
+        M::INFO.id
     }
     fn name(&self) -> &'static str {
-        M::NAME
+        M::INFO.name
     }
     fn units(&self) -> &'static str {
-        M::UNITS
+        M::INFO.units
     }
     fn inputs(&self) -> &'static [InputSpec] {
-        M::INPUTS
+        M::INFO.inputs
     }
     fn parse(&self, table: toml::Value) -> Result<serde_json::Value> {
         let typed: M::Config = table
@@ -110,7 +110,7 @@ impl<M: ModalityDef> Modality for Seam<M> {
         Ok((d, e))
     }
     fn docs(&self) -> &'static [(&'static str, &'static str)] {
-        M::config_docs()
+        M::INFO.config_docs
     }
     fn validate(&self, section: &serde_json::Value, registry: &Registry) -> Result<()> {
         M::validate(&Self::typed(section)?, registry)
