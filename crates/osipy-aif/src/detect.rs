@@ -122,22 +122,7 @@ pub fn detect_aif(
     opts: &DetectOptions,
 ) -> Result<DetectedAif> {
     let s = conc.shape();
-    if time.len() != s[3] {
-        return Err(OsipyError::data(
-            "number of frame times",
-            time.len().to_string(),
-            format!("{}, the frames of the series", s[3]),
-        ));
-    }
-    if let Some(m) = &mask {
-        if m.shape() != &s[..3] {
-            return Err(OsipyError::data(
-                "mask shape",
-                format!("{:?}", m.shape()),
-                format!("{:?}, the series' spatial shape", &s[..3]),
-            ));
-        }
-    }
+    osipy_core::check_series(s, time.len(), mask.as_ref().map(|m| m.shape()))?;
     if opts.n_voxels == 0 || !(0.0..=100.0).contains(&opts.peak_percentile) {
         return Err(OsipyError::Aif(format!(
             "detection settings n_voxels = {}, peak_percentile = {}; expected n_voxels >= 1 and a percentile in [0, 100]",

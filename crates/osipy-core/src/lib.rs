@@ -42,6 +42,26 @@ pub fn check_increasing(what: &str, values: &[f64]) -> Result<()> {
     Ok(())
 }
 
+/// Errors unless a 4D series of `shape` (x, y, z, frames) has `n_times`
+/// frame times and the mask (if any) its spatial shape.
+pub fn check_series(shape: &[usize], n_times: usize, mask: Option<&[usize]>) -> Result<()> {
+    if shape.len() != 4 || n_times != shape[3] {
+        return Err(OsipyError::data(
+            "number of frame times",
+            n_times.to_string(),
+            format!("{}, the frames of the series", shape.get(3).copied().unwrap_or(0)),
+        ));
+    }
+    match mask {
+        Some(m) if m != &shape[..3] => Err(OsipyError::data(
+            "mask shape",
+            format!("{m:?}"),
+            format!("{:?}, the series' spatial shape", &shape[..3]),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The identity affine (1 mm isotropic voxels at the origin).
 pub const IDENTITY_AFFINE: [[f64; 4]; 4] = [
     [1.0, 0.0, 0.0, 0.0],

@@ -49,6 +49,14 @@ struct WithStart<'a> {
     start: Vec<(usize, f64)>,
 }
 
+impl WithStart<'_> {
+    fn overwrite(&self, guess: &mut [f64]) {
+        for (j, v) in &self.start {
+            guess[*j] = *v;
+        }
+    }
+}
+
 impl Model for WithStart<'_> {
     fn name(&self) -> &str {
         self.inner.name()
@@ -69,7 +77,8 @@ impl Model for WithStart<'_> {
         self.inner.predict_with_jacobian(p, out, jac)
     }
     fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
-        self.initial_guess_in(data, out, &mut vec![0.0; self.scratch_len()])
+        self.inner.initial_guess(data, out);
+        self.overwrite(out);
     }
     fn predict_in(&self, p: &[f64], out: &mut [f64], scratch: &mut [f64]) {
         self.inner.predict_in(p, out, scratch)
@@ -85,9 +94,7 @@ impl Model for WithStart<'_> {
     }
     fn initial_guess_in(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
         self.inner.initial_guess_in(data, out, scratch);
-        for (j, v) in &self.start {
-            out[*j] = *v;
-        }
+        self.overwrite(out);
     }
 }
 
@@ -109,22 +116,7 @@ pub fn fit_model(
 ) -> Result<DceFit> {
     let s = concentration.shape();
     let shape = [s[0], s[1], s[2]];
-    if time.len() != s[3] {
-        return Err(OsipyError::data(
-            "number of frame times",
-            time.len().to_string(),
-            format!("{}, the frames of the series", s[3]),
-        ));
-    }
-    if let Some(m) = &mask {
-        if m.shape() != &s[..3] {
-            return Err(OsipyError::data(
-                "mask shape",
-                format!("{:?}", m.shape()),
-                format!("{:?}, the series' spatial shape", &s[..3]),
-            ));
-        }
-    }
+    osipy_core::check_series(s, time.len(), mask.as_ref().map(|m| m.shape()))?;
     let input = PkInput::new(time, aif)?;
     let base = if options.fit_delay {
         entry.build_delayed(input)?
