@@ -5,13 +5,24 @@
 //! (recursive exponential convolution, exact for a piecewise-linear AIF;
 //! Flouri et al. MRM 2016): no rectangle rule.
 //!
-//! | model | parameters | equation |
-//! |---|---|---|
-//! | `tofts` | Ktrans, ve | `C = Ktrans cp * e^{-kep t}`, `kep = Ktrans/ve` (Tofts et al., JMRI 1999) |
-//! | `extended_tofts` | Ktrans, ve, vp | `C = vp cp + Ktrans cp * e^{-kep t}` |
-//! | `patlak` | Ktrans, vp | `C = vp cp + Ktrans int cp` (Patlak et al., JCBFM 1983) |
-//! | `2cum` | Fp, PS, vp | `C = Fp [(1-E) cp * e^{-t/Tp} + E int cp]`, `E = PS/(Fp+PS)`, `Tp = vp/(Fp+PS)` (Sourbron & Buckley, NMR Biomed 2013) |
-//! | `2cxm` | Fp, PS, ve, vp | bi-exponential impulse response of the two-compartment exchange model (Sourbron & Buckley 2011, 2013) |
+//! With $c_p$ the plasma AIF and $*$ convolution:
+//!
+//! * `tofts` (Ktrans, ve; Tofts et al., JMRI 1999):
+//!   $$C(t) = K^{trans}\, c_p(t) * e^{-k_{ep} t}, \qquad k_{ep} = K^{trans}/v_e$$
+//! * `extended_tofts` (Ktrans, ve, vp; Tofts et al. 1999):
+//!   $$C(t) = v_p\, c_p(t) + K^{trans}\, c_p(t) * e^{-k_{ep} t}$$
+//! * `patlak` (Ktrans, vp; Patlak et al., JCBFM 1983):
+//!   $$C(t) = v_p\, c_p(t) + K^{trans} \int_0^t c_p(s)\, ds$$
+//! * `2cum` (Fp, PS, vp; Sourbron & Buckley, NMR Biomed 2013):
+//!   $$C(t) = F_p \left[(1-E)\, c_p(t) * e^{-t/T_p} + E \int_0^t c_p(s)\, ds\right], \quad
+//!   E = \frac{PS}{F_p + PS}, \quad T_p = \frac{v_p}{F_p + PS}$$
+//! * `2cxm` (Fp, PS, ve, vp; Sourbron & Buckley, MRM 2011 and NMR Biomed 2013):
+//!   $$C(t) = c_p(t) * \left[A_1 e^{-\alpha t} + (F_p - A_1) e^{-\beta t}\right], \quad
+//!   A_1 = F_p \frac{F_p / v_p - \beta}{\alpha - \beta}$$
+//!   where $\alpha, \beta$ are the roots of $x^2 - s x + q$ with
+//!   $s = (F_p + PS)/v_p + PS/v_e$ and $q = F_p PS / (v_p v_e)$ (the eigenvalues of
+//!   the compartment matrix; the amplitudes follow from $h(0) = F_p$ and
+//!   $h'(0) = -F_p^2 / v_p$).
 //!
 //! Initial guesses are linear least squares on integrated forms of each
 //! model's differential equation (Murase, MRM 2004; Flouri et al. 2016).

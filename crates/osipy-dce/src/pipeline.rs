@@ -373,6 +373,24 @@ impl ModalityDef for Dce {
                     SignalConversion::Linear => ConcentrationMethod::Linear,
                     _ => ConcentrationMethod::Spgr,
                 };
+                // The config wins; else the sidecar's value, checked the same way.
+                if let (None, Some(s)) = (p.acquisition.tr, &ds.acquisition.repetition_time) {
+                    check_seconds(
+                        &format!("RepetitionTime in {}", s.source),
+                        Some(s.value),
+                        1.0,
+                        "0.005",
+                    )?;
+                }
+                if let (None, Some(s)) = (p.acquisition.flip_angle, &ds.acquisition.flip_angle) {
+                    if !(s.value > 0.0 && s.value < 180.0) {
+                        return Err(OsipyError::metadata(
+                            &s.source,
+                            s.value,
+                            "a flip angle in (0, 180) degrees",
+                        ));
+                    }
+                }
                 let tr = p
                     .acquisition
                     .tr

@@ -1,12 +1,14 @@
 //! Bounded Levenberg-Marquardt, one voxel at a time in a preallocated workspace.
 //!
 //! ## Method
-//! Minimises `0.5 * sum (y_i - f_i(p))^2` over the box `lo <= p <= hi`.
+//! Minimises $\tfrac12 \sum_i (y_i - f_i(p))^2$ over the box $l \le p \le u$.
 //! Each iteration solves the Marquardt-scaled damped normal equations
-//! `(J'J + lambda * diag(J'J)) delta = J'r` (Marquardt 1963) with the damping
-//! update of Nielsen (1999): on an accepted step
-//! `lambda *= max(1/3, 1 - (2 rho - 1)^3)`, on a rejected one
-//! `lambda *= nu, nu *= 2`, where `rho` is actual over predicted cost reduction.
+//! (Marquardt, J. SIAM 1963)
+//! $$\left(J^\top J + \lambda\, \mathrm{diag}(J^\top J)\right) \delta = J^\top r$$
+//! with the damping update of Nielsen (IMM report, 1999): on an accepted step
+//! $\lambda \leftarrow \lambda \max\left(\tfrac13, 1 - (2\rho - 1)^3\right)$, on a rejected
+//! one $\lambda \leftarrow \nu\lambda,\ \nu \leftarrow 2\nu$, where $\rho$ is the actual
+//! over the predicted cost reduction.
 //!
 //! ## Bound handling (projection with an active set)
 //! Iterates never leave the box: a trial point is projected onto it

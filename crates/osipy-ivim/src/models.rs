@@ -1,11 +1,11 @@
 //! IVIM signal models (Le Bihan et al., Radiology 1988), b in s/mm^2,
 //! diffusivities in mm^2/s.
 //!
-//! | model | parameters | signal |
-//! |---|---|---|
-//! | `biexponential` | S0, f, D, Dstar | `S0 [(1-f) e^{-bD} + f e^{-bD*}]` |
-//! | `simplified` | S0, f, D | `S0` at b = 0, `S0 (1-f) e^{-bD}` above (perfusion fully decayed) |
-//! | `mono_exponential` | S0, ADC | `S0 e^{-b ADC}` |
+//! * bi-exponential (S0, f, D, Dstar; Le Bihan et al. 1988, Eq. 4):
+//!   $$S(b) = S_0 \left[(1-f)\, e^{-bD} + f\, e^{-bD^*}\right]$$
+//! * simplified (S0, f, D): $S(0) = S_0$ and, perfusion fully decayed above b = 0,
+//!   $$S(b) = S_0 (1-f)\, e^{-bD}$$
+//! * mono-exponential (S0, ADC): $$S(b) = S_0\, e^{-b \cdot ADC}$$
 
 use osipy_core::{OsipyError, Result, Unit};
 use osipy_fitting::{Model, ParamSpec};

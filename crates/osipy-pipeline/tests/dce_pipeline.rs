@@ -379,3 +379,45 @@ fn a_model_registered_by_the_user_runs_from_files() {
     assert_eq!(mine.mapv(f64::to_bits), builtin.mapv(f64::to_bits));
     assert!(mine.iter().any(|v| v.is_finite()));
 }
+
+/// TR and flip angle from the dynamic series' BIDS sidecar when the config
+/// leaves them out: same maps; implausible sidecar values are errors.
+#[test]
+fn acquisition_from_the_json_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &small_spec());
+    let run = |text: &str, out: &str| {
+        let opts = RunOptions {
+            data_dir: dir.path().into(),
+            out_dir: dir.path().join(out),
+            ..Default::default()
+        };
+        run_analysis(&Config::from_toml(text).unwrap(), &opts)
+            .map(|_| read_3d(dir.path().join(out).join("Ktrans.nii.gz")).unwrap().0)
+            .map_err(|e| e.to_string())
+    };
+    let full = run(&config_text(""), "full").unwrap();
+    let bare = config_text("")
+        .replace(&format!("tr = {TR}\n"), "")
+        .replace("flip_angle = 15.0\n", "");
+    let e = run(&bare, "none").unwrap_err();
+    assert!(
+        e.contains("pipeline.acquisition.tr") && e.contains("RepetitionTime"),
+        "{e}"
+    );
+    std::fs::write(
+        dir.path().join("dce.json"),
+        format!("{{\"RepetitionTime\": {TR}, \"FlipAngle\": 15.0}}"),
+    )
+    .unwrap();
+    let from_sidecar = run(&bare, "sidecar").unwrap();
+    assert_eq!(full.mapv(f64::to_bits), from_sidecar.mapv(f64::to_bits));
+    // Milliseconds in the sidecar are caught like in the config.
+    std::fs::write(
+        dir.path().join("dce.json"),
+        "{\"RepetitionTime\": 5.0, \"FlipAngle\": 15.0}",
+    )
+    .unwrap();
+    let e = run(&bare, "ms").unwrap_err();
+    assert!(e.contains("dce.json") && e.contains("milliseconds"), "{e}");
+}
