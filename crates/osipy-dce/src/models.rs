@@ -435,7 +435,7 @@ fn spec(name: &str) -> Result<&'static Spec> {
         })
 }
 
-/// A PK model bound to its input: one of [`SPECS`] with times and AIF.
+/// A PK model bound to its input: one of the built-in model specs with times and AIF.
 #[derive(Debug, Clone)]
 pub struct PkModel {
     spec: &'static Spec,
@@ -464,7 +464,7 @@ impl Model for PkModel {
 }
 
 /// The registry entry of a DCE model: what builds it for a given time grid
-/// and AIF. Built-in models come from [`SPECS`]; a library user registers a
+/// and AIF. Built-in models come from the crate's model table; a library user registers a
 /// model of their own with [`DceModelEntry::new`].
 #[derive(Debug, Clone, Copy)]
 pub struct DceModelEntry {

@@ -137,7 +137,7 @@ struct Scratch {
 
 /// Scratch memory for fitting one voxel; sized once, reused for every voxel
 /// a worker handles so the iteration loop never allocates. Named parts:
-/// the iterate and trial point, [`Bounds`], the current and trial
+/// the iterate and trial point, the bounds, the current and trial
 /// evaluations, the normal equations and the evaluation scratch.
 #[derive(Debug, Clone)]
 pub struct Workspace {

@@ -68,7 +68,7 @@ pub struct Series {
     pub data: Array4<f64>,
     /// Voxel-to-world geometry.
     pub geometry: Geometry,
-    /// pixdim[4] in seconds, when the header has one.
+    /// `pixdim[4]` in seconds, when the header has one.
     pub time_step: Option<f64>,
     /// The file.
     pub path: PathBuf,

@@ -5,7 +5,7 @@
 //! * [`read_nifti`], [`read_3d`], [`read_4d`]: `.nii` / `.nii.gz` of any stored
 //!   data type to f64, with `scl_slope`/`scl_inter` applied, the affine from the
 //!   sform (else the qform, else the voxel sizes) and the time step from
-//!   pixdim[4] in seconds.
+//!   `pixdim[4]` in seconds.
 //! * [`write_map`], [`write_mask`], [`write_4d`], [`write_parameter_map`]:
 //!   `.nii.gz` outputs with the source geometry and JSON sidecars, each written
 //!   to a temporary name and renamed when complete ([`atomic_write`]).

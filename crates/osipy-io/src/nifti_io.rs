@@ -68,7 +68,7 @@ pub struct NiftiVolume {
     pub data: ArrayD<f64>,
     /// Spatial reference.
     pub geometry: Geometry,
-    /// Time between volumes (s) from pixdim[4] and the time unit in
+    /// Time between volumes (s) from `pixdim[4]` and the time unit in
     /// xyzt_units (ms and us are converted; an unset unit is taken as s, the
     /// NIfTI convention). `None` when pixdim[4] is not positive.
     pub time_step: Option<f64>,
