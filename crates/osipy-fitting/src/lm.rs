@@ -430,8 +430,10 @@ fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64) {
     (m, gscaled)
 }
 
-/// Damping state (Nielsen 1999).
+/// The state carried between iterations: the cost and the damping
+/// (Nielsen 1999).
 struct Damping {
+    cost: f64,
     lambda: f64,
     nu: f64,
 }
@@ -453,19 +455,25 @@ struct StepResult {
     tiny: bool,
 }
 
-/// The inner loop of one iteration: raises the damping until a projected
-/// step on the `m` inactive free parameters lowers `cost`, and moves there.
-#[allow(clippy::too_many_arguments)]
-fn damped_step(
-    model: &dyn Model,
-    ws: &mut Workspace,
+/// The system of one iteration: `m` inactive free parameters (in
+/// `normal.idx`), the floor of the Marquardt scaling, and whether the model
+/// has an analytic Jacobian.
+struct System {
     m: usize,
     floor: f64,
     analytic: bool,
-    cost: &mut f64,
+}
+
+/// The inner loop of one iteration: raises the damping until a projected
+/// step on the system's parameters lowers the cost, and moves there.
+fn damped_step(
+    model: &dyn Model,
+    ws: &mut Workspace,
+    sys: &System,
     damping: &mut Damping,
     settings: &LmSettings,
 ) -> StepResult {
+    let (m, floor, analytic) = (sys.m, sys.floor, sys.analytic);
     let nm = &mut ws.normal;
     loop {
         nm.chol[..m * m].copy_from_slice(&nm.a[..m * m]);
@@ -527,21 +535,21 @@ fn damped_step(
         } else {
             f64::INFINITY
         };
-        if cost_trial < *cost {
+        if cost_trial < damping.cost {
             let rho = if pred_red > 0.0 {
-                (*cost - cost_trial) / pred_red
+                (damping.cost - cost_trial) / pred_red
             } else {
                 0.5
             };
             damping.lambda *= (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0);
             damping.nu = 2.0;
-            let rel = (*cost - cost_trial) / *cost;
+            let rel = (damping.cost - cost_trial) / damping.cost;
             std::mem::swap(&mut ws.x, &mut ws.x_trial);
             std::mem::swap(&mut ws.current.pred, &mut ws.trial.pred);
             if analytic {
                 std::mem::swap(&mut ws.current.jac, &mut ws.trial.jac);
             }
-            *cost = cost_trial;
+            damping.cost = cost_trial;
             return StepResult {
                 accepted: true,
                 tiny: rel <= settings.ftol,
@@ -608,8 +616,8 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
     if !ok {
         return failed(QualityCode::ModelFailure);
     }
-    let mut cost = ssr(&ws.data, &ws.current.pred);
     let mut damping = Damping {
+        cost: ssr(&ws.data, &ws.current.pred),
         lambda: 1e-3,
         nu: 2.0,
     };
@@ -618,17 +626,18 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
 
     while iterations < settings.max_iterations {
         iterations += 1;
-        if cost == 0.0 {
+        if damping.cost == 0.0 {
             status = QualityCode::Converged;
             break;
         }
-        let (m, gscaled) = gradient(ws, cost);
+        let (m, gscaled) = gradient(ws, damping.cost);
         if m == 0 || gscaled <= settings.gtol {
             status = QualityCode::Converged;
             break;
         }
         let floor = gram(&ws.current.jac, ws.n, m, &mut ws.normal) * 1e-12;
-        let step = damped_step(model, ws, m, floor, analytic, &mut cost, &mut damping, settings);
+        let sys = System { m, floor, analytic };
+        let step = damped_step(model, ws, &sys, &mut damping, settings);
         if step.accepted {
             if !analytic && !ws.evaluate_current(model).0 {
                 status = QualityCode::ModelFailure;
@@ -667,7 +676,7 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
     LmOutcome {
         iterations,
         status,
-        ssr: cost,
+        ssr: damping.cost,
     }
 }
 
