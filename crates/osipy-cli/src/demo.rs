@@ -88,11 +88,11 @@ pub fn run(m: &dyn Modality, out: &Path, quiet: bool) -> Result<()> {
         .outputs
         .iter()
         .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
-        .filter(|n| n.ends_with(".nii.gz") && !n.ends_with("_se.nii.gz"))
-        .map(|n| n.trim_end_matches(".nii.gz"))
+        .filter(|n| n.ends_with(".json") && *n != "osipy_run.json")
+        .map(|n| n.trim_end_matches(".json"))
         .collect();
     println!(
-        "\nmaps ({}, with _se and .json), osipy_run.json in {}",
+        "\nmaps ({}, each with _se.nii.gz and .json), r_squared, quality_mask and osipy_run.json in {}",
         names.join(", "),
         maps.display()
     );

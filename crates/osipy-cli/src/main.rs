@@ -185,32 +185,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 cfg.modality
             );
         }
-        Command::List { kind } => {
-            let reg = builtin_registry()?;
-            let mut tables = reg.tables();
-            if kind.as_deref() != Some("modalities") {
-                if let Some(k) = &kind {
-                    tables = vec![reg
-                        .table(k)
-                        .map_err(|e| anyhow::anyhow!("{e}; or `modalities`"))?];
-                }
-            }
-            if kind.is_none() || kind.as_deref() == Some("modalities") {
-                println!("modalities:  (config key: modality)");
-                for m in osipy_pipeline::MODALITIES {
-                    println!("  {:<18} {}", m.id(), m.name());
-                }
-                if kind.is_some() {
-                    return Ok(());
-                }
-            }
-            for (info, entries) in tables {
-                println!("{}:  (config key: {})", info.id, info.config_key);
-                for e in entries {
-                    println!("  {:<18} {}", e.name, e.description);
-                }
-            }
-        }
+        Command::List { kind } => list(kind.as_deref())?,
         Command::Demo { modality: id, output } => {
             let m = modality(&id).map_err(|_| {
                 anyhow::anyhow!(
@@ -220,6 +195,48 @@ fn real_main(cli: Cli) -> Result<()> {
             })?;
             init_logging(cli.verbose, true, None);
             demo::run(m, &output, cli.quiet).context("demo failed")?;
+        }
+    }
+    Ok(())
+}
+
+/// `osipy list [KIND]`: what a config can select, with the key that selects
+/// it: modalities, every registry table, and the closed choices.
+fn list(kind: Option<&str>) -> Result<()> {
+    let reg = builtin_registry()?;
+    let show = |k: &str| kind.is_none() || kind == Some(k);
+    if show("modalities") {
+        println!("modalities:  (config key: modality)");
+        for m in osipy_pipeline::MODALITIES {
+            println!("  {:<18} {}", m.id(), m.name());
+        }
+    }
+    let tables = match kind {
+        None => reg.tables(),
+        Some("modalities") | Some("choices") => Vec::new(),
+        Some(k) => vec![reg
+            .table(k)
+            .map_err(|e| anyhow::anyhow!("{e}; or `modalities`, `choices`"))?],
+    };
+    for (info, entries) in tables {
+        println!("{}:  (config key: {})", info.id, info.config_key);
+        for e in entries {
+            println!("  {:<18} {}", e.name, e.description);
+        }
+    }
+    if show("choices") {
+        println!("choices:  (closed sets, by config key)");
+        for m in osipy_pipeline::MODALITIES {
+            for (key, names) in m.choices() {
+                println!(
+                    "  {:<36} {}",
+                    format!("{}: pipeline.{key}", m.id()),
+                    names.join(" | ")
+                );
+            }
+        }
+        for (key, names) in osipy_pipeline::config::common_choices() {
+            println!("  {key:<36} {}", names.join(" | "));
         }
     }
     Ok(())

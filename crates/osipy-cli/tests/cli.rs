@@ -60,6 +60,13 @@ fn list_snapshot() {
     let (code, out, _) = osipy(&["list", "dce_models"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("dce_models:") && !out.contains("population_aifs"));
+    // Closed choices are listed with their key, from the serde enums.
+    let (code, out, _) = osipy(&["list", "choices"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("dce: pipeline.concentration") && out.contains("spgr | linear | none"),
+        "{out}"
+    );
 }
 
 #[test]

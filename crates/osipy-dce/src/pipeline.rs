@@ -17,8 +17,8 @@ use osipy_core::{OsipyError, QualityCode, Registry, Result};
 use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings};
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
-    check_positive, check_seconds, is_nifti, AxisUnit, Dataset, DemoCase, DemoFile, InputKind, InputSpec,
-    Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
+    check_positive, check_seconds, choice_names, is_nifti, AxisUnit, Choice, Dataset, DemoCase, DemoFile,
+    InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -171,13 +171,10 @@ const DOCS: &[(&str, &str)] = &[
     ("model", "{dce_models}"),
     (
         "t1_mapping_method",
-        "vfa (data.vfa + flip_angles) | look_locker (data.look_locker + inversion_times)",
+        "{choices}; vfa needs data.vfa + flip_angles, look_locker data.look_locker + inversion_times",
     ),
-    (
-        "concentration",
-        "spgr | linear | none (dynamic data already in mM)",
-    ),
-    ("aif_source", "population | detect | manual (needs data.aif_file)"),
+    ("concentration", "{choices}; none: dynamic data already in mM"),
+    ("aif_source", "{choices}; manual needs data.aif_file"),
     ("population_aif", "{population_aifs}"),
     (
         "aif_delay",
@@ -525,6 +522,30 @@ impl ModalityDef for Dce {
     fn phantom_checks(reg: &Registry) -> Result<Vec<DroRow>> {
         phantom_rows(reg)
     }
+
+    fn choices() -> Vec<(&'static str, Vec<String>)> {
+        vec![
+            ("t1_mapping_method", choice_names::<T1Mapping>()),
+            ("concentration", choice_names::<SignalConversion>()),
+            ("aif_source", choice_names::<AifSource>()),
+        ]
+    }
+}
+
+impl Choice for T1Mapping {
+    const ALL: &'static [Self] = &[T1Mapping::Vfa, T1Mapping::LookLocker];
+}
+
+impl Choice for SignalConversion {
+    const ALL: &'static [Self] = &[
+        SignalConversion::Spgr,
+        SignalConversion::Linear,
+        SignalConversion::None,
+    ];
+}
+
+impl Choice for AifSource {
+    const ALL: &'static [Self] = &[AifSource::Population, AifSource::Detect, AifSource::Manual];
 }
 
 /// Pre-contrast T1 (s) per voxel: T1 map, Look-Locker or VFA fit, or the

@@ -217,6 +217,28 @@ pub trait ModalityDef: 'static {
 
     /// Phantom checks for `xtask dro-validate` (in-memory, known truth).
     fn phantom_checks(registry: &Registry) -> Result<Vec<DroRow>>;
+
+    /// The closed choices of the section (serde enums that are not extension
+    /// points), by dotted key: `osipy list` shows them, and `{choices}` in a
+    /// key's comment expands to them.
+    fn choices() -> Vec<(&'static str, Vec<String>)> {
+        Vec::new()
+    }
+}
+
+/// A closed set of config values: a serde enum that is not an extension
+/// point (`t1_mapping_method`, `logging.level`).
+pub trait Choice: Serialize + Sized + 'static {
+    /// Every value, in listing order.
+    const ALL: &'static [Self];
+}
+
+/// The config names of `T`'s values, as serde writes them.
+pub fn choice_names<T: Choice>() -> Vec<String> {
+    T::ALL
+        .iter()
+        .filter_map(|v| serde_json::to_value(v).ok()?.as_str().map(str::to_string))
+        .collect()
 }
 
 /// Checks a config value that must be positive and finite; `field` names

@@ -14,7 +14,7 @@
 
 use crate::modality::{data_roles, modality, role_example, Modality};
 use osipy_core::{OsipyError, Registry, Result};
-use osipy_io::DataValue;
+use osipy_io::{choice_names, Choice, DataValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -133,13 +133,40 @@ pub struct LoggingConfig {
     pub level: LogLevel,
 }
 
+impl Choice for OutputFormat {
+    const ALL: &'static [Self] = &[OutputFormat::Nifti];
+}
+
+impl Choice for DeviceChoice {
+    const ALL: &'static [Self] = &[DeviceChoice::Cpu];
+}
+
+impl Choice for LogLevel {
+    const ALL: &'static [Self] = &[
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+}
+
 /// Comments of the shared sections, by dotted path.
 const COMMON_DOCS: &[(&str, &str)] = &[
-    ("output.format", "nifti (.nii.gz + JSON sidecars)"),
-    ("backend.device", "cpu"),
+    ("output.format", "{choices} (.nii.gz + JSON sidecars)"),
+    ("backend.device", "{choices}"),
     ("backend.threads", "0 = OSIPY_NUM_THREADS or all cores"),
-    ("logging.level", "error | warn | info | debug | trace"),
+    ("logging.level", "{choices}"),
 ];
+
+/// The closed choices of the shared sections, by dotted key.
+pub fn common_choices() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        ("output.format", choice_names::<OutputFormat>()),
+        ("backend.device", choice_names::<DeviceChoice>()),
+        ("logging.level", choice_names::<LogLevel>()),
+    ]
+}
 
 /// The commented default configuration of modality `id` (every key, its
 /// unit), generated from the modality's config struct, example and comments.
@@ -238,6 +265,19 @@ pub fn template(m: &dyn Modality, registry: &Registry) -> Result<String> {
         let mut c = found.ok_or_else(|| {
             OsipyError::Validation(format!("modality {}: config key `{path}` has no comment", m.id()))
         })?;
+        if c.contains("{choices}") {
+            let key = path.strip_prefix("pipeline.").unwrap_or(path);
+            let list = m
+                .choices()
+                .into_iter()
+                .chain(common_choices())
+                .find(|(k, _)| *k == key)
+                .map(|(_, names)| names.join(" | "))
+                .ok_or_else(|| {
+                    OsipyError::Validation(format!("modality {}: `{path}` has no choices to list", m.id()))
+                })?;
+            c = c.replace("{choices}", &list);
+        }
         for (placeholder, list) in &names {
             c = c.replace(placeholder, list);
         }
@@ -490,6 +530,18 @@ mod tests {
                 assert!(
                     m.docs().iter().any(|(d, _)| d == k),
                     "{}: key {k} has no comment",
+                    m.id()
+                );
+            }
+            // Every placeholder expanded; every choice names a key.
+            assert!(
+                !text.contains("{choices}") && !text.contains("{dce_models}"),
+                "{text}"
+            );
+            for (k, names) in m.choices() {
+                assert!(
+                    keys.iter().any(|x| x == k) && !names.is_empty(),
+                    "{}: choice {k}",
                     m.id()
                 );
             }

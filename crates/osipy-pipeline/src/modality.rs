@@ -65,6 +65,8 @@ pub trait Modality: Send + Sync {
     fn demo(&self) -> Result<DemoCase>;
     /// Phantom checks for `dro-validate`.
     fn phantom_checks(&self, registry: &Registry) -> Result<Vec<DroRow>>;
+    /// Closed choices of the section, by dotted key below `[pipeline]`.
+    fn choices(&self) -> Vec<(&'static str, Vec<String>)>;
 }
 
 /// The table entry of modality `M`.
@@ -132,6 +134,9 @@ impl<M: ModalityDef> Modality for Seam<M> {
     }
     fn phantom_checks(&self, registry: &Registry) -> Result<Vec<DroRow>> {
         M::phantom_checks(registry)
+    }
+    fn choices(&self) -> Vec<(&'static str, Vec<String>)> {
+        M::choices()
     }
 }
 
