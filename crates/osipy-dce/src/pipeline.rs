@@ -346,15 +346,16 @@ impl ModalityDef for Dce {
             );
             ds.set_axis(t.into_iter().map(|r| r[0]).collect(), AxisUnit::Seconds, src)?;
         }
-        let times =
-            match &ds.axis {
-                Some(a) => a.values.clone(),
-                None => return Err(missing(
+        let times = match &ds.axis {
+            Some(a) if a.unit == AxisUnit::Seconds => a.values.clone(),
+            _ => {
+                return Err(missing(
                     "data.time_file",
                     "frame times",
-                    "the dynamic series has no time step in pixdim[4]; give a file of frame times in seconds",
-                )),
-            };
+                    "the dynamic series has no positive time step in pixdim[4]; give a file of frame times in seconds",
+                ))
+            }
+        };
         let grid = ds.grid();
         let (n_vox, nt) = (ds.n_voxels(), ds.n_volumes());
         let flat_mask = ds.flat_mask();

@@ -132,11 +132,14 @@ impl Dataset {
         let grid = [s[0], s[1], s[2]];
         let n = s[3];
         let mask = inputs.mask(grid)?;
-        let axis = time_step.map(|dt| DynamicAxis {
-            values: (0..n).map(|i| i as f64 * dt).collect(),
-            unit: AxisUnit::Seconds,
-            source: format!("{} (pixdim[4] = {dt} s)", path.display()),
-        });
+        // A zero, negative or non-finite time step gives no frame times.
+        let axis = time_step
+            .filter(|dt| *dt > 0.0 && dt.is_finite())
+            .map(|dt| DynamicAxis {
+                values: (0..n).map(|i| i as f64 * dt).collect(),
+                unit: AxisUnit::Seconds,
+                source: format!("{} (pixdim[4] = {dt} s)", path.display()),
+            });
         let mut acquisition = Acquisition::default();
         if let Some((sidecar, json)) = inputs.sidecar(role)? {
             let src = sidecar.display().to_string();

@@ -421,3 +421,41 @@ fn acquisition_from_the_json_sidecar() {
     let e = run(&bare, "ms").unwrap_err();
     assert!(e.contains("dce.json") && e.contains("milliseconds"), "{e}");
 }
+
+/// A series whose header has no usable time step needs frame times from a file.
+#[test]
+fn zero_time_step_asks_for_a_time_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = small_spec();
+    let ph = write_dataset(dir.path(), &spec);
+    let acq = SignalSettings {
+        t10: T10,
+        m0: 1000.0,
+        tr: TR,
+        flip_angle: 15.0,
+        relaxivity: 4.5,
+    };
+    let geom = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
+    write_4d(
+        dir.path().join("dce.nii.gz"),
+        &ph.signal(&acq, 0.0, 1),
+        &geom,
+        0.0,
+    )
+    .unwrap();
+    let e = run_err(dir.path(), &config_text(""));
+    assert!(e.contains("data.time_file") && e.contains("pixdim[4]"), "{e}");
+    // With the frame times in a file it runs.
+    let times: Vec<String> = (0..spec.n_frames)
+        .map(|i| format!("{}", i as f64 * spec.dt))
+        .collect();
+    std::fs::write(dir.path().join("times.txt"), times.join("\n")).unwrap();
+    let config = Config::from_toml(&config_text("")).unwrap();
+    let opts = RunOptions {
+        data_dir: dir.path().into(),
+        out_dir: dir.path().join("out"),
+        ..Default::default()
+    };
+    let summary = run_analysis(&config, &opts).unwrap();
+    assert!(summary.inputs["time_file"].ends_with("times.txt"));
+}
