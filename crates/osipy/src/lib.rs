@@ -11,13 +11,13 @@
 //! | module | crate | what it holds |
 //! |---|---|---|
 //! | [`backend`] | `osipy-backend` | `Device`, thread counts, deterministic parallel voxel chunks |
-//! | [`core`] | `osipy-core` | errors, units, `ParameterMap`, `PerfusionDataset`, registries |
+//! | [`core`] | `osipy-core` | errors, units, `ParameterMap`, `MapSet`, registries typed by entry |
 //! | `fitting` | `osipy-fitting` | the bounded, batched Levenberg-Marquardt engine |
 //! | `aif` | `osipy-aif` | population, measured and detected AIFs |
 //! | `convolution` | `osipy-convolution` | exact convolution, FFT, deconvolution matrices |
-//! | `io` | `osipy-io` | NIfTI input, map output with sidecars |
-//! | `dce` | `osipy-dce` | DCE pharmacokinetic models |
-//! | `ivim` | `osipy-ivim` | IVIM models and segmented / full fitting |
+//! | `io` | `osipy-io` | the input model (`Inputs`, `Dataset`), NIfTI, map output with sidecars, the modality seam |
+//! | `dce` | `osipy-dce` | DCE T1 mapping, concentration, pharmacokinetic models; the DCE modality |
+//! | `ivim` | `osipy-ivim` | IVIM models and segmented / full / Bayesian fitting; the IVIM modality |
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
