@@ -4,10 +4,27 @@ use ndarray::Array3;
 use osipy_backend::Device;
 use osipy_core::QualityCode;
 use osipy_dce::phantom::{generate, PhantomSpec};
-use osipy_dce::{fit_model, DceFitOptions, DceModelEntry};
+use osipy_dce::{fit_model, DceFit, DceFitOptions, DceModelEntry};
 use osipy_fitting::FitOptions;
 
 const CPU: Device = Device::Cpu { threads: 2 };
+
+/// Fits the built-in model `name` to the whole phantom on one thread.
+fn fit_phantom(
+    name: &str,
+    ph: &osipy_dce::phantom::DcePhantom,
+    opts: &DceFitOptions,
+) -> osipy_core::Result<DceFit> {
+    fit_model(
+        &DceModelEntry::builtin(name)?,
+        ph.concentration.view(),
+        &ph.aif,
+        &ph.time,
+        None,
+        opts,
+        &CPU,
+    )
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -35,16 +52,7 @@ fn noise_free_phantoms_are_recovered_exactly() {
             ..PhantomSpec::extended_tofts()
         };
         let ph = generate(&spec).unwrap();
-        let fit = fit_model(
-            &DceModelEntry::builtin(name).unwrap(),
-            ph.concentration.view(),
-            &ph.aif,
-            &ph.time,
-            None,
-            &DceFitOptions::default(),
-            &CPU,
-        )
-        .unwrap();
+        let fit = fit_phantom(name, &ph, &DceFitOptions::default()).unwrap();
         for (pname, truth) in &ph.truth {
             let map = fit.map(pname).unwrap();
             for (got, want) in map.values.iter().zip(truth) {
@@ -66,16 +74,7 @@ fn noisy_extended_tofts_has_small_median_error_and_derived_kep() {
         ..PhantomSpec::extended_tofts()
     };
     let ph = generate(&spec).unwrap();
-    let fit = fit_model(
-        &DceModelEntry::builtin("extended_tofts").unwrap(),
-        ph.concentration.view(),
-        &ph.aif,
-        &ph.time,
-        None,
-        &DceFitOptions::default(),
-        &CPU,
-    )
-    .unwrap();
+    let fit = fit_phantom("extended_tofts", &ph, &DceFitOptions::default()).unwrap();
     // Median absolute relative error over the phantom, per parameter. Bounds
     // chosen well inside Python osipy's figures on its benchmark (Ktrans
     // 0.033, ve 0.022, vp 0.088) at this noise level, 80 frames.
@@ -145,17 +144,7 @@ fn mask_threshold_and_named_settings() {
         bounds: vec![("Vp".into(), 0.0, 0.5)],
         ..Default::default()
     };
-    let e = fit_model(
-        &DceModelEntry::builtin("extended_tofts").unwrap(),
-        ph.concentration.view(),
-        &ph.aif,
-        &ph.time,
-        None,
-        &bad,
-        &CPU,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = fit_phantom("extended_tofts", &ph, &bad).unwrap_err().to_string();
     assert!(e.contains("\"Vp\"") && e.contains("Ktrans, ve, vp"), "{e}");
     let e = DceModelEntry::builtin("etofts").unwrap_err().to_string();
     assert!(e.contains("extended_tofts"), "{e}");

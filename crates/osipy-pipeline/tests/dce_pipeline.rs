@@ -19,6 +19,27 @@ fn config_text(extra: &str) -> String {
     )
 }
 
+/// The phantom's SPGR acquisition.
+fn acquisition() -> SignalSettings {
+    SignalSettings {
+        t10: T10,
+        m0: 1000.0,
+        tr: TR,
+        flip_angle: 15.0,
+        relaxivity: 4.5,
+    }
+}
+
+/// Runs `config` on the files in `dir`, writing into `dir/out`.
+fn run_in(dir: &Path, config: &Config, out: &str) -> Result<osipy_pipeline::RunSummary, String> {
+    let opts = RunOptions {
+        data_dir: dir.into(),
+        out_dir: dir.join(out),
+        ..Default::default()
+    };
+    run_analysis(config, &opts).map_err(|e| e.to_string())
+}
+
 /// Writes dce.nii.gz (signal), vfa.nii.gz and mask.nii.gz; returns the phantom.
 fn write_dataset(dir: &Path, spec: &PhantomSpec) -> osipy_dce::phantom::DcePhantom {
     let ph = generate(spec).unwrap();
@@ -28,13 +49,7 @@ fn write_dataset(dir: &Path, spec: &PhantomSpec) -> osipy_dce::phantom::DcePhant
         [0.0, 0.0, 3.0, 0.0],
         [0.0, 0.0, 0.0, 1.0],
     ]);
-    let acq = SignalSettings {
-        t10: T10,
-        m0: 1000.0,
-        tr: TR,
-        flip_angle: 15.0,
-        relaxivity: 4.5,
-    };
+    let acq = acquisition();
     write_4d(dir.join("dce.nii.gz"), &ph.signal(&acq, 0.0, 1), &geom, spec.dt).unwrap();
     let [nx, ny, nz] = spec.shape;
     let v = vfa_signal(
@@ -135,13 +150,7 @@ fn nan_voxels_and_zero_baselines_go_to_the_quality_mask() {
     };
     let ph = generate(&spec).unwrap();
     let geom = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
-    let acq = SignalSettings {
-        t10: T10,
-        m0: 1000.0,
-        tr: TR,
-        flip_angle: 15.0,
-        relaxivity: 4.5,
-    };
+    let acq = acquisition();
     let mut s = ph.signal(&acq, 0.0, 1);
     s[[0, 0, 0, 20]] = f64::NAN;
     for t in 0..80 {
@@ -153,15 +162,7 @@ fn nan_voxels_and_zero_baselines_go_to_the_quality_mask() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    run_analysis(
-        &config,
-        &RunOptions {
-            data_dir: dir.path().into(),
-            out_dir: out.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    run_in(dir.path(), &config, "out").unwrap();
     let (q, _) = read_3d(out.join("quality_mask.nii.gz")).unwrap();
     assert_eq!(q[[0, 0, 0]], QualityCode::NonFiniteInput.code() as f64);
     assert_eq!(q[[1, 0, 0]], QualityCode::InvalidSignal.code() as f64);
@@ -245,16 +246,7 @@ fn bad_inputs_give_clear_errors_and_leave_nothing() {
     let out = dir.path().join("blocked");
     std::fs::create_dir_all(out.join("Ktrans.nii.gz")).unwrap();
     let config = Config::from_toml(&config_text("")).unwrap();
-    let e = run_analysis(
-        &config,
-        &RunOptions {
-            data_dir: dir.path().into(),
-            out_dir: out.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = run_in(dir.path(), &config, "blocked").unwrap_err();
     assert!(e.contains("Ktrans.nii.gz"), "{e}");
     let left: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
@@ -312,15 +304,7 @@ fn look_locker_t1_from_files() {
         &format!("inversion_times = {tis}"),
     );
     let out = dir.path().join("out");
-    run_analysis(
-        &Config::from_toml(&text).unwrap(),
-        &RunOptions {
-            data_dir: dir.path().into(),
-            out_dir: out.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    run_in(dir.path(), &Config::from_toml(&text).unwrap(), "out").unwrap();
     let (t1, _) = read_3d(out.join("T1.nii.gz")).unwrap();
     assert!(t1.iter().all(|v| (v - T10).abs() < 1e-3), "{}", t1[[0, 0, 0]]);
     let (k, _) = read_3d(out.join("Ktrans.nii.gz")).unwrap();
@@ -387,14 +371,8 @@ fn acquisition_from_the_json_sidecar() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path(), &small_spec());
     let run = |text: &str, out: &str| {
-        let opts = RunOptions {
-            data_dir: dir.path().into(),
-            out_dir: dir.path().join(out),
-            ..Default::default()
-        };
-        run_analysis(&Config::from_toml(text).unwrap(), &opts)
+        run_in(dir.path(), &Config::from_toml(text).unwrap(), out)
             .map(|_| read_3d(dir.path().join(out).join("Ktrans.nii.gz")).unwrap().0)
-            .map_err(|e| e.to_string())
     };
     let full = run(&config_text(""), "full").unwrap();
     let bare = config_text("")
@@ -428,13 +406,7 @@ fn zero_time_step_asks_for_a_time_file() {
     let dir = tempfile::tempdir().unwrap();
     let spec = small_spec();
     let ph = write_dataset(dir.path(), &spec);
-    let acq = SignalSettings {
-        t10: T10,
-        m0: 1000.0,
-        tr: TR,
-        flip_angle: 15.0,
-        relaxivity: 4.5,
-    };
+    let acq = acquisition();
     let geom = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
     write_4d(
         dir.path().join("dce.nii.gz"),
@@ -450,12 +422,6 @@ fn zero_time_step_asks_for_a_time_file() {
         .map(|i| format!("{}", i as f64 * spec.dt))
         .collect();
     std::fs::write(dir.path().join("times.txt"), times.join("\n")).unwrap();
-    let config = Config::from_toml(&config_text("")).unwrap();
-    let opts = RunOptions {
-        data_dir: dir.path().into(),
-        out_dir: dir.path().join("out"),
-        ..Default::default()
-    };
-    let summary = run_analysis(&config, &opts).unwrap();
+    let summary = run_in(dir.path(), &Config::from_toml(&config_text("")).unwrap(), "out").unwrap();
     assert!(summary.inputs["time_file"].ends_with("times.txt"));
 }
