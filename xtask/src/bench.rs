@@ -102,7 +102,7 @@ fn run_python_bench(
 /// The Python comparison of each modality of the table, by id.
 pub type BenchFn = fn(&Path, &[String]) -> Result<()>;
 
-/// One entry per modality in `osipy_pipeline::MODALITIES` (tested).
+/// Entries name modalities of `osipy_pipeline::MODALITIES` (tested).
 pub const BENCHES: &[(&str, BenchFn)] = &[("dce", dce), ("ivim", ivim)];
 
 /// Python osipy's default fit settings: LM, 100 iterations, tolerance 1e-6.
