@@ -1,14 +1,15 @@
 //! Signal to concentration for spoiled gradient-echo (SPGR) acquisitions.
 //!
 //! SPGR steady state (e.g. Haacke et al., *Magnetic Resonance Imaging*, 1999):
-//! `S = M0 sin(a) (1 - E1) / (1 - cos(a) E1)`, `E1 = exp(-TR R1)`.
-//! With the baseline signal `S0` (mean of the baseline frames) and the
-//! pre-contrast `R10`, `M0` follows; inverting for each frame gives
-//! `E1 = (1 - y) / (1 - y cos a)`, `y = S / (M0 sin a)`, `R1 = -ln(E1) / TR`,
-//! and `C = (R1 - R10) / r1` (fast-exchange linear relaxivity).
+//! $$S = M_0 \sin\alpha \frac{1 - E_1}{1 - E_1 \cos\alpha}, \qquad E_1 = e^{-T_R R_1}.$$
+//! With the baseline signal $S_0$ (mean of the baseline frames) and the
+//! pre-contrast $R_{10}$, $M_0$ follows; inverting for each frame gives
+//! $$E_1 = \frac{1 - y}{1 - y \cos\alpha}, \quad y = \frac{S}{M_0 \sin\alpha}, \quad
+//! R_1 = -\frac{\ln E_1}{T_R}, \quad C = \frac{R_1 - R_{10}}{r_1}$$
+//! (fast-exchange linear relaxivity).
 //!
-//! The `linear` method assumes `dR1 = R10 (S - S0) / S0`, valid only for
-//! small signal changes; prefer `spgr`.
+//! The `linear` method assumes $\Delta R_1 = R_{10} (S - S_0) / S_0$, valid only
+//! for small signal changes; prefer `spgr`.
 
 use osipy_core::{OsipyError, QualityCode, Result};
 use std::ops::Range;

@@ -1,11 +1,12 @@
 //! T1 mapping from variable-flip-angle (VFA) SPGR series.
 //!
-//! Signal model (SPGR steady state): `S(a) = M0 sin(b a) (1 - E1) / (1 - cos(b a) E1)`,
-//! `E1 = exp(-TR / T1)`, with `b` the relative B1 (transmit) field scaling the
-//! nominal flip angles.
+//! Signal model (SPGR steady state):
+//! $$S(\alpha) = M_0 \sin(B_1 \alpha) \frac{1 - E_1}{1 - E_1 \cos(B_1 \alpha)}, \qquad E_1 = e^{-T_R / T_1},$$
+//! with $B_1$ the relative transmit field scaling the nominal flip angles.
 //!
-//! * `linear` (DESPOT1; Deoni et al., MRM 2003): `S/sin a = E1 S/tan a + M0 (1 - E1)`,
-//!   a straight line whose slope is `E1`.
+//! * `linear` (DESPOT1; Deoni et al., MRM 2003):
+//!   $$\frac{S}{\sin\alpha} = E_1 \frac{S}{\tan\alpha} + M_0 (1 - E_1),$$
+//!   a straight line whose slope is $E_1$.
 //! * `nonlinear`: the signal equation fitted by the bounded LM engine, started
 //!   from DESPOT1; `b` is a parameter pinned per voxel to the B1 map (or 1).
 
