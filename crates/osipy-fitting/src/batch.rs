@@ -1,7 +1,7 @@
 //! The batched entry point: many voxels, one model, parallel and deterministic.
 
 use crate::exec::map_voxels;
-use crate::lm::{fit_one, LmSettings, Workspace};
+use crate::lm::{fit_one, LmOutcome, LmSettings, Workspace};
 use crate::model::{Model, ParamSpec};
 use ndarray::Array3;
 use ndarray::{Array1, Array2, ArrayView2};
@@ -319,6 +319,136 @@ fn validate(
     Ok(bounds)
 }
 
+/// Writes the starting point of voxel `v` into `ws.x`: a constant or per-voxel
+/// guess when given (rows with a non-finite value fall back to the model's),
+/// else the model's; then the pinned values; then any non-finite value is
+/// replaced by the middle of its bounds (or 0). Returns whether a pinned value
+/// was not finite.
+fn start_point(model: &dyn Model, ws: &mut Workspace, v: usize, opts: &FitOptions) -> bool {
+    let given = match &opts.initial {
+        InitialGuess::Constant(c) => {
+            ws.x.copy_from_slice(c);
+            true
+        }
+        InitialGuess::PerVoxel(a) => {
+            let row = a.row(v);
+            let finite = row.iter().all(|x| x.is_finite());
+            if finite {
+                for (x, r0) in ws.x.iter_mut().zip(row) {
+                    *x = *r0;
+                }
+            }
+            finite
+        }
+        InitialGuess::Model => false,
+    };
+    if !given {
+        ws.initial_guess(model);
+    }
+    for (j, pin) in &opts.pinned {
+        ws.x[*j] = match pin {
+            PinValue::Constant(c) => *c,
+            PinValue::PerVoxel(vals) => vals[v],
+        };
+    }
+    let pinned_bad = opts.pinned.iter().any(|(j, _)| !ws.x[*j].is_finite());
+    for j in 0..ws.x.len() {
+        if !ws.x[j].is_finite() {
+            let (lo, hi) = (ws.bounds.lower[j], ws.bounds.upper[j]);
+            ws.x[j] = if lo.is_finite() && hi.is_finite() {
+                0.5 * (lo + hi)
+            } else {
+                0.0
+            };
+        }
+    }
+    pinned_bad
+}
+
+/// One voxel's verdict after the fit.
+struct VoxelOutcome {
+    status: QualityCode,
+    r2: f64,
+    rms: f64,
+    iterations: f64,
+    /// Residual variance `SSR / (n - p_free)` (NaN without degrees of freedom).
+    s2: f64,
+}
+
+impl VoxelOutcome {
+    fn not_fitted() -> Self {
+        VoxelOutcome {
+            status: QualityCode::NotFitted,
+            r2: f64::NAN,
+            rms: f64::NAN,
+            iterations: 0.0,
+            s2: f64::NAN,
+        }
+    }
+}
+
+/// R^2 = 1 - SSR/SST (1 for a perfect fit of constant data), the R^2
+/// threshold, the residual variance, and the status.
+fn assess(
+    ws: &Workspace,
+    outcome: &LmOutcome,
+    pinned_bad: bool,
+    n_free: usize,
+    r2_threshold: Option<f64>,
+) -> VoxelOutcome {
+    let n = ws.data.len();
+    let mut status = if pinned_bad {
+        QualityCode::NonFiniteInput
+    } else {
+        outcome.status
+    };
+    let mean = ws.data.iter().sum::<f64>() / n as f64;
+    let sst: f64 = ws.data.iter().map(|y| (y - mean) * (y - mean)).sum();
+    let r2 = if sst > 0.0 {
+        1.0 - outcome.ssr / sst
+    } else if outcome.ssr == 0.0 {
+        1.0
+    } else {
+        0.0
+    };
+    if status.is_valid() {
+        if let Some(t) = r2_threshold {
+            if !(r2 >= t) {
+                status = QualityCode::LowR2;
+            }
+        }
+    }
+    let dof = n as f64 - n_free as f64;
+    VoxelOutcome {
+        status,
+        r2,
+        rms: (outcome.ssr / n as f64).sqrt(),
+        iterations: outcome.iterations as f64,
+        s2: if dof > 0.0 { outcome.ssr / dof } else { f64::NAN },
+    }
+}
+
+/// Writes a voxel record: `p` parameters, `p` standard errors, R^2, RMS,
+/// iterations, status code. Parameters and errors are NaN unless the status
+/// is valid (and `ws` holds the solution).
+fn write_record(record: &mut [f64], p: usize, ws: Option<&Workspace>, voxel: &VoxelOutcome) {
+    let (pr, rest) = record.split_at_mut(p);
+    let (se, tail) = rest.split_at_mut(p);
+    match ws.filter(|_| voxel.status.is_valid()) {
+        Some(ws) => {
+            pr.copy_from_slice(&ws.x);
+            for j in 0..p {
+                se[j] = (voxel.s2 * ws.cov_diag[j]).sqrt();
+            }
+        }
+        None => {
+            pr.fill(f64::NAN);
+            se.fill(f64::NAN);
+        }
+    }
+    tail.copy_from_slice(&[voxel.r2, voxel.rms, voxel.iterations, voxel.status.code() as f64]);
+}
+
 /// Fits `model` to every masked row of `data` (voxels x samples).
 ///
 /// Whole-call errors only for inconsistent inputs (sample count, mask length,
@@ -335,7 +465,6 @@ pub fn fit_batch(
     let (n_vox, n_cols) = data.dim();
     let bounds = validate(model, n_vox, n_cols, mask, opts)?;
     let p = model.n_params();
-    let n = n_cols;
     // Record layout per voxel: params, std errors, r2, rms, iterations, status.
     let rec = 2 * p + 4;
     let mut out = vec![0.0f64; n_vox * rec];
@@ -358,96 +487,18 @@ pub fn fit_batch(
         opts.chunk_voxels,
         opts.progress.as_deref(),
         init,
-        |ws, v, r| {
-            {
-                let (pr, rest) = r.split_at_mut(p);
-                let (se, tail) = rest.split_at_mut(p);
-                if mask.is_some_and(|m| !m[v]) {
-                    pr.fill(f64::NAN);
-                    se.fill(f64::NAN);
-                    tail.copy_from_slice(&[f64::NAN, f64::NAN, 0.0, QualityCode::NotFitted.code() as f64]);
-                    return;
-                }
-                for (d, s) in ws.data.iter_mut().zip(data.row(v)) {
-                    *d = *s;
-                }
-                // Starting point.
-                let mut use_model = true;
-                match &opts.initial {
-                    InitialGuess::Constant(c) => {
-                        ws.x.copy_from_slice(c);
-                        use_model = false;
-                    }
-                    InitialGuess::PerVoxel(a) => {
-                        let row = a.row(v);
-                        if row.iter().all(|x| x.is_finite()) {
-                            for (x, r0) in ws.x.iter_mut().zip(row) {
-                                *x = *r0;
-                            }
-                            use_model = false;
-                        }
-                    }
-                    InitialGuess::Model => {}
-                }
-                if use_model {
-                    ws.initial_guess(model);
-                }
-                for (j, pin) in &opts.pinned {
-                    ws.x[*j] = match pin {
-                        PinValue::Constant(c) => *c,
-                        PinValue::PerVoxel(vals) => vals[v],
-                    };
-                }
-                let pinned_bad = opts.pinned.iter().any(|(j, _)| !ws.x[*j].is_finite());
-                for j in 0..p {
-                    if !ws.x[j].is_finite() {
-                        let (lo, hi) = (ws.bounds.lower[j], ws.bounds.upper[j]);
-                        ws.x[j] = if lo.is_finite() && hi.is_finite() {
-                            0.5 * (lo + hi)
-                        } else {
-                            0.0
-                        };
-                    }
-                }
-                let outcome = fit_one(model, ws, &opts.lm);
-                let mut status = if pinned_bad {
-                    QualityCode::NonFiniteInput
-                } else {
-                    outcome.status
-                };
-                // Goodness of fit.
-                let mean = ws.data.iter().sum::<f64>() / n as f64;
-                let sst: f64 = ws.data.iter().map(|y| (y - mean) * (y - mean)).sum();
-                let r2 = if sst > 0.0 {
-                    1.0 - outcome.ssr / sst
-                } else if outcome.ssr == 0.0 {
-                    1.0
-                } else {
-                    0.0
-                };
-                if status.is_valid() {
-                    if let Some(t) = opts.r2_threshold {
-                        if !(r2 >= t) {
-                            status = QualityCode::LowR2;
-                        }
-                    }
-                }
-                let dof = n as f64 - n_free as f64;
-                let s2 = if dof > 0.0 { outcome.ssr / dof } else { f64::NAN };
-                if status.is_valid() {
-                    pr.copy_from_slice(&ws.x);
-                    for j in 0..p {
-                        se[j] = (s2 * ws.cov_diag[j]).sqrt();
-                    }
-                } else {
-                    pr.fill(f64::NAN);
-                    se.fill(f64::NAN);
-                }
-                tail[0] = r2;
-                tail[1] = (outcome.ssr / n as f64).sqrt();
-                tail[2] = outcome.iterations as f64;
-                tail[3] = status.code() as f64;
+        |ws, v, record| {
+            if mask.is_some_and(|m| !m[v]) {
+                write_record(record, p, None, &VoxelOutcome::not_fitted());
+                return;
             }
+            for (d, s) in ws.data.iter_mut().zip(data.row(v)) {
+                *d = *s;
+            }
+            let pinned_bad = start_point(model, ws, v, opts);
+            let outcome = fit_one(model, ws, &opts.lm);
+            let voxel = assess(ws, &outcome, pinned_bad, n_free, opts.r2_threshold);
+            write_record(record, p, Some(ws), &voxel);
         },
     )?;
 
