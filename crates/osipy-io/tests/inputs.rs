@@ -1,0 +1,122 @@
+//! Input roles: resolution, discovery, readers and their errors.
+
+use osipy_io::{is_nifti, read_value_list, DataValue, InputKind, InputSpec, Inputs};
+use std::collections::BTreeMap;
+
+const SPECS: &[InputSpec] = &[
+    InputSpec {
+        role: "dwi",
+        description: "4D series",
+        example: "\"dwi.nii.gz\"",
+        kind: InputKind::File,
+        discover: Some(|n| is_nifti(n) && n.contains("dwi")),
+    },
+    InputSpec {
+        role: "b_values",
+        description: "inline b-values",
+        example: "[0, 1000]",
+        kind: InputKind::Values,
+        discover: None,
+    },
+    InputSpec {
+        role: "b_values_file",
+        description: "a .bval",
+        example: "\"dwi.bval\"",
+        kind: InputKind::File,
+        discover: Some(|n| n.ends_with(".bval")),
+    },
+];
+
+fn data(pairs: &[(&str, DataValue)]) -> BTreeMap<String, DataValue> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+#[test]
+fn given_paths_win_and_the_rest_is_discovered() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["dwi.nii.gz", "my_mask.nii", "dwi.bval", "notes.txt"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    let inputs = Inputs::resolve(dir.path(), SPECS, &data(&[])).unwrap();
+    assert!(inputs.path("dwi").unwrap().ends_with("dwi.nii.gz"));
+    assert!(
+        inputs.path("mask").unwrap().ends_with("my_mask.nii"),
+        "mask is shared by every modality"
+    );
+    assert!(inputs.path("b_values_file").unwrap().ends_with("dwi.bval"));
+    assert!(inputs.values("b_values").is_none());
+    let given = data(&[
+        ("dwi", DataValue::Path("/abs/other.nii.gz".into())),
+        ("b_values", DataValue::Values(vec![0.0, 500.0])),
+    ]);
+    let inputs = Inputs::resolve(dir.path(), SPECS, &given).unwrap();
+    assert_eq!(
+        inputs.path("dwi").unwrap(),
+        std::path::Path::new("/abs/other.nii.gz")
+    );
+    assert_eq!(inputs.values("b_values").unwrap(), [0.0, 500.0]);
+    let record = inputs.record();
+    assert_eq!(record["b_values"], "data.b_values (2 values)");
+    // Required but absent: the error names the key, what needs it and where it looked.
+    let e = inputs
+        .require("nope", "the test", "give one")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("data.nope") && e.contains("the test") && e.contains("searched"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_kinds_unknown_roles_and_ambiguity_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Inputs::resolve(
+        dir.path(),
+        SPECS,
+        &data(&[("b_values", DataValue::Path("b.txt".into()))]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("data.b_values must be a list of numbers"), "{e}");
+    let e = Inputs::resolve(dir.path(), SPECS, &data(&[("dwi", DataValue::Values(vec![1.0]))]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("data.dwi must be a file path"), "{e}");
+    let e = Inputs::resolve(
+        dir.path(),
+        SPECS,
+        &data(&[("dynamic", DataValue::Path("x".into()))]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("\"dynamic\"") && e.contains("dwi, b_values, b_values_file, mask"),
+        "{e}"
+    );
+    for f in ["a_dwi.nii.gz", "b_dwi.nii.gz"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    let e = Inputs::resolve(dir.path(), SPECS, &data(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a_dwi.nii.gz, b_dwi.nii.gz") && e.contains("data.dwi"),
+        "{e}"
+    );
+}
+
+#[test]
+fn value_lists_read_fsl_lines_and_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_line = dir.path().join("dwi.bval");
+    std::fs::write(&one_line, "0 10 20\t800\n").unwrap();
+    assert_eq!(read_value_list(&one_line).unwrap(), [0.0, 10.0, 20.0, 800.0]);
+    let column = dir.path().join("b.txt");
+    std::fs::write(&column, "b\n0\n500\n1000\n").unwrap();
+    assert_eq!(read_value_list(&column).unwrap(), [0.0, 500.0, 1000.0]);
+    let bad = dir.path().join("bad.bval");
+    std::fs::write(&bad, "0 ten 20\n").unwrap();
+    let e = read_value_list(&bad).unwrap_err().to_string();
+    assert!(e.contains("bad.bval") && e.contains("\"ten\""), "{e}");
+}
