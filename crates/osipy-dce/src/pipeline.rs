@@ -17,8 +17,8 @@ use osipy_core::{OsipyError, QualityCode, Registry, Result};
 use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings};
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
-    check_positive, check_seconds, choice_names, is_nifti, AxisUnit, Choice, Dataset, DemoCase, DemoFile,
-    InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
+    check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, AxisUnit, Choice, Dataset,
+    DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -301,14 +301,11 @@ impl ModalityDef for Dce {
                 check_seconds("pipeline.aif_delay", Some(d.abs()), 600.0, "17.5")?;
             }
         }
-        for fa in a.flip_angle.iter().chain(a.flip_angles.iter().flatten()) {
-            if !(*fa > 0.0 && *fa < 180.0) {
-                return Err(OsipyError::metadata(
-                    "flip angle (degrees)",
-                    fa,
-                    "a value in (0, 180) degrees",
-                ));
-            }
+        if let Some(fa) = a.flip_angle {
+            check_flip_angle("pipeline.acquisition.flip_angle", fa)?;
+        }
+        for fa in a.flip_angles.iter().flatten() {
+            check_flip_angle("pipeline.acquisition.flip_angles", *fa)?;
         }
         check_positive("pipeline.acquisition.relaxivity (1/s/mM)", a.relaxivity, "4.5")?;
         if !(0.0..1.0).contains(&p.hematocrit) {
@@ -381,13 +378,7 @@ impl ModalityDef for Dce {
                     )?;
                 }
                 if let (None, Some(s)) = (p.acquisition.flip_angle, &ds.acquisition.flip_angle) {
-                    if !(s.value > 0.0 && s.value < 180.0) {
-                        return Err(OsipyError::metadata(
-                            &s.source,
-                            s.value,
-                            "a flip angle in (0, 180) degrees",
-                        ));
-                    }
+                    check_flip_angle(&format!("FlipAngle in {}", s.source), s.value)?;
                 }
                 let tr = p
                     .acquisition
@@ -473,11 +464,7 @@ impl ModalityDef for Dce {
                 ..FitOptions::default()
             },
             fit_delay: f.fit_delay,
-            bounds: f
-                .bounds
-                .iter()
-                .map(|(k, [lo, hi])| (k.clone(), *lo, *hi))
-                .collect(),
+            bounds: named_bounds(&f.bounds)?,
             initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         };
         ctx.progress.start(n_vox);

@@ -40,8 +40,8 @@ pub use inputs::{
     MASK,
 };
 pub use modality::{
-    check_positive, check_seconds, choice_names, Choice, DemoCase, DemoFile, ModalityDef, ModalityInfo,
-    Outputs, Progress, RunContext, Volume,
+    check_flip_angle, check_positive, check_seconds, choice_names, Choice, DemoCase, DemoFile, ModalityDef,
+    ModalityInfo, Outputs, Progress, RunContext, Volume,
 };
 
 pub use atomic::{atomic_write, write_json};

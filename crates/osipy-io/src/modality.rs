@@ -255,6 +255,19 @@ pub fn check_positive(field: &str, value: f64, example: &str) -> Result<()> {
     }
 }
 
+/// Checks a flip angle in degrees: inside (0, 180).
+pub fn check_flip_angle(field: &str, degrees: f64) -> Result<()> {
+    if degrees > 0.0 && degrees < 180.0 {
+        Ok(())
+    } else {
+        Err(OsipyError::metadata(
+            format!("{field} (degrees)"),
+            degrees,
+            "a value in (0, 180) degrees",
+        ))
+    }
+}
+
 /// Checks an optional time in seconds: positive and below `max`; a larger
 /// value gets the hint that it looks like milliseconds.
 pub fn check_seconds(field: &str, value: Option<f64>, max: f64, example: &str) -> Result<()> {

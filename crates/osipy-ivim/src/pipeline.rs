@@ -231,17 +231,8 @@ impl ModalityDef for Ivim {
             b_threshold: p.b_threshold,
             normalize: p.normalize_signal,
             segmented_fit_f: p.segmented_fit_f,
-            bounds: f
-                .bounds
-                .iter()
-                .map(|(k, [lo, hi])| (k.clone(), *lo, *hi))
-                .collect(),
-            lm: LmSettings {
-                max_iterations: f.max_iterations,
-                ftol: f.tolerance,
-                xtol: f.tolerance,
-                ..LmSettings::default()
-            },
+            bounds: named_bounds(&f.bounds)?,
+            lm: LmSettings::from_config(f.max_iterations, f.tolerance)?,
             initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             bayes: BayesSettings {
                 tune: f.bayesian.tune,

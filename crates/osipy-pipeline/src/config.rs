@@ -631,6 +631,11 @@ mod tests {
         assert!(e.contains("\"toft\"") && e.contains("extended_tofts"), "{e}");
         let e = bad("[pipeline]\npopulation_aif = \"parkr\"\n");
         assert!(e.contains("georgiou"), "{e}");
+        let e = bad("[pipeline.acquisition]\nflip_angles = [2.0, 200.0]\n");
+        assert!(
+            e.contains("pipeline.acquisition.flip_angles") && e.contains("(0, 180)"),
+            "{e}"
+        );
         let e = bad("[pipeline]\nhematocrit = 42.0\n");
         assert!(e.contains("not a percentage"), "{e}");
         let e = bad("[pipeline.fitting]\nbounds = { vp = [0.5, 0.1] }\n");

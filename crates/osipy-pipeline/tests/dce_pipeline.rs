@@ -398,6 +398,16 @@ fn acquisition_from_the_json_sidecar() {
     .unwrap();
     let e = run(&bare, "ms").unwrap_err();
     assert!(e.contains("dce.json") && e.contains("milliseconds"), "{e}");
+    std::fs::write(
+        dir.path().join("dce.json"),
+        format!("{{\"RepetitionTime\": {TR}, \"FlipAngle\": 200.0}}"),
+    )
+    .unwrap();
+    let e = run(&bare, "flip").unwrap_err();
+    assert!(
+        e.contains("FlipAngle in") && e.contains("dce.json") && e.contains("(0, 180)"),
+        "{e}"
+    );
 }
 
 /// A series whose header has no usable time step needs frame times from a file.
