@@ -60,10 +60,10 @@ enum Command {
         /// TOML configuration.
         config: PathBuf,
     },
-    /// List the modalities and registered methods with the config key that
-    /// selects each; all kinds or one (e.g. `dce_models`).
+    /// List what a config can select (modalities, registered methods, closed
+    /// choices) with its config key; all or one kind (e.g. `dce_models`).
     List {
-        /// `modalities` or a registry kind.
+        /// `modalities`, `choices` or a registry kind.
         kind: Option<String>,
     },
     /// Generate a phantom, run the real pipeline on it from files, and print

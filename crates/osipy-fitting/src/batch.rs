@@ -78,10 +78,7 @@ impl FitOptions {
     /// Sets the bounds of the parameter called `name` of `model`.
     pub fn bound_by_name(mut self, model: &dyn Model, name: &str, lower: f64, upper: f64) -> Result<Self> {
         let idx = param_index(model, name)?;
-        let mut b = self
-            .bounds
-            .take()
-            .unwrap_or_else(|| model.default_bounds().to_vec());
+        let mut b = self.bounds.take().unwrap_or_else(|| model.default_bounds());
         b[idx] = (lower, upper);
         self.bounds = Some(b);
         Ok(self)
@@ -112,9 +109,9 @@ pub fn named_bounds(
 /// Index of parameter `name` in `model`, or an error listing the names.
 pub fn param_index(model: &dyn Model, name: &str) -> Result<usize> {
     model
-        .param_names()
+        .params()
         .iter()
-        .position(|n| *n == name)
+        .position(|p| p.name == name)
         .ok_or_else(|| OsipyError::UnknownName {
             kind: format!("parameter of model {}", model.name()),
             name: name.to_string(),
@@ -251,10 +248,7 @@ fn validate(
             ));
         }
     }
-    let bounds = opts
-        .bounds
-        .clone()
-        .unwrap_or_else(|| model.default_bounds().to_vec());
+    let bounds = opts.bounds.clone().unwrap_or_else(|| model.default_bounds());
     if bounds.len() != p {
         return Err(OsipyError::data(
             "number of bounds",
@@ -519,7 +513,7 @@ pub fn fit_batch(
         status[v] = QualityCode::from_code(r[2 * p + 3] as u8).unwrap_or(QualityCode::ModelFailure);
     }
     Ok(BatchFit {
-        param_names: model.param_names().iter().map(|s| s.to_string()).collect(),
+        param_names: model.params().iter().map(|p| p.name.to_string()).collect(),
         params,
         std_errors,
         r2,
