@@ -18,7 +18,8 @@ use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings};
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
     check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, AxisUnit, Choice, Dataset,
-    DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
+    DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext,
+    Sourced, Volume,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -368,40 +369,21 @@ impl ModalityDef for Dce {
                     SignalConversion::Linear => ConcentrationMethod::Linear,
                     _ => ConcentrationMethod::Spgr,
                 };
-                // The config wins; else the sidecar's value, checked the same way.
-                if let (None, Some(s)) = (p.acquisition.tr, &ds.acquisition.repetition_time) {
-                    check_seconds(
-                        &format!("RepetitionTime in {}", s.source),
-                        Some(s.value),
-                        1.0,
-                        "0.005",
-                    )?;
-                }
-                if let (None, Some(s)) = (p.acquisition.flip_angle, &ds.acquisition.flip_angle) {
-                    check_flip_angle(&format!("FlipAngle in {}", s.source), s.value)?;
-                }
-                let tr = p
-                    .acquisition
-                    .tr
-                    .or(ds.acquisition.repetition_time.as_ref().map(|s| s.value));
-                let tr = tr.ok_or_else(|| {
-                    missing(
-                        "pipeline.acquisition.tr",
-                        "signal-to-concentration",
-                        "repetition time in seconds, e.g. 0.005 (or RepetitionTime in the series' JSON sidecar)",
-                    )
-                })?;
-                let flip = p
-                    .acquisition
-                    .flip_angle
-                    .or(ds.acquisition.flip_angle.as_ref().map(|s| s.value));
-                let flip = flip.ok_or_else(|| {
-                    missing(
-                        "pipeline.acquisition.flip_angle",
-                        "signal-to-concentration",
-                        "flip angle of the dynamic series in degrees (or FlipAngle in its JSON sidecar)",
-                    )
-                })?;
+                let acq = &ds.acquisition;
+                let tr = config_or_sidecar(
+                    "pipeline.acquisition.tr",
+                    p.acquisition.tr,
+                    acq.repetition_time.as_ref(),
+                    "repetition time in seconds, e.g. 0.005 (or RepetitionTime in the series' JSON sidecar)",
+                    |field, v| check_seconds(field, Some(v), 1.0, "0.005"),
+                )?;
+                let flip = config_or_sidecar(
+                    "pipeline.acquisition.flip_angle",
+                    p.acquisition.flip_angle,
+                    acq.flip_angle.as_ref(),
+                    "flip angle of the dynamic series in degrees (or FlipAngle in its JSON sidecar)",
+                    check_flip_angle,
+                )?;
                 let t1 = pre_contrast_t1(p, inputs, grid, &flat_mask, tr, ctx, &mut pre)?;
                 ctx.lap("t1");
                 let b = p.acquisition.baseline_frames;
@@ -683,6 +665,23 @@ fn plasma_aif(
             let (t, c): (Vec<f64>, Vec<f64>) = rows.into_iter().map(|r| (r[0], r[1])).unzip();
             Ok(Aif::measured(&t, &c, Compartment::Plasma)?.sample(times))
         }
+    }
+}
+
+/// The config's value of `key` (checked in `validate`); else the sidecar's,
+/// checked by `check` under its source's name; else a missing-parameter
+/// error with `hint`.
+fn config_or_sidecar(
+    key: &str,
+    config: Option<f64>,
+    sidecar: Option<&Sourced<f64>>,
+    hint: &str,
+    check: impl Fn(&str, f64) -> Result<()>,
+) -> Result<f64> {
+    match (config, sidecar) {
+        (Some(v), _) => Ok(v),
+        (None, Some(s)) => check(&s.source, s.value).map(|_| s.value),
+        (None, None) => Err(missing(key, "signal-to-concentration", hint)),
     }
 }
 

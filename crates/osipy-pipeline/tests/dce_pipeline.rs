@@ -405,7 +405,7 @@ fn acquisition_from_the_json_sidecar() {
     .unwrap();
     let e = run(&bare, "flip").unwrap_err();
     assert!(
-        e.contains("FlipAngle in") && e.contains("dce.json") && e.contains("(0, 180)"),
+        e.contains("dce.json (FlipAngle)") && e.contains("(0, 180)"),
         "{e}"
     );
 }
