@@ -92,7 +92,7 @@ pub fn run(m: &dyn Modality, out: &Path, quiet: bool) -> Result<()> {
         .map(|n| n.trim_end_matches(".json"))
         .collect();
     println!(
-        "\nmaps ({}, each with _se.nii.gz and .json), r_squared, quality_mask and osipy_run.json in {}",
+        "\nmaps ({}, each with a .json sidecar and _se.nii.gz where the method gives errors), r_squared, quality_mask and osipy_run.json in {}",
         names.join(", "),
         maps.display()
     );

@@ -53,6 +53,13 @@ fn dump_defaults_ivim_snapshot() {
 }
 
 #[test]
+fn dump_defaults_dsc_snapshot() {
+    let (code, out, _) = osipy(&["dump-defaults", "dsc"]);
+    assert_eq!(code, 0);
+    snapshot!("dump_defaults_dsc", out);
+}
+
+#[test]
 fn list_snapshot() {
     let (code, out, _) = osipy(&["list"]);
     assert_eq!(code, 0);

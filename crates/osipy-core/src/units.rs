@@ -25,6 +25,8 @@ pub enum Unit {
     Ml100gMin,
     /// ml/100ml (blood volume).
     Ml100ml,
+    /// ml/100g (CBV in DSC, with the tissue density).
+    Ml100g,
     /// mm^2/s (diffusivity).
     Mm2PerSecond,
     /// s/mm^2 (b-value).
@@ -47,6 +49,7 @@ impl Unit {
             Unit::Ml100mlMin => "ml/100ml/min",
             Unit::Ml100gMin => "ml/100g/min",
             Unit::Ml100ml => "ml/100ml",
+            Unit::Ml100g => "ml/100g",
             Unit::Mm2PerSecond => "mm^2/s",
             Unit::SecondsPerMm2 => "s/mm^2",
             Unit::Degrees => "deg",

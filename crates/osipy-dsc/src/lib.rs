@@ -4,4 +4,61 @@
 
 pub mod deconv;
 pub mod perfusion;
+pub mod phantom;
+mod pipeline;
 pub mod signal;
+pub mod validation;
+
+pub use pipeline::{Dsc, DscAifSource, DscConfig};
+
+use osipy_core::{Registry, Result};
+
+/// Registers the DSC deconvolution methods, bolus-arrival detectors and
+/// normalisers.
+pub fn register(reg: &mut Registry) -> Result<()> {
+    use deconv::{csvd, osvd, ssvd, tikhonov, Deconvolution};
+    use perfusion::{norm_mean, norm_median, norm_robust_mean, Normalizer};
+    use signal::{arrival_baseline_sd, arrival_signal_drop, BolusArrival};
+    reg.register(
+        "ssvd",
+        "truncated SVD of the Toeplitz AIF matrix (Østergaard 1996); delay-sensitive",
+        Deconvolution(ssvd),
+    )?;
+    reg.register(
+        "csvd",
+        "truncated SVD of the block-circulant AIF matrix (Wu 2003); delay-insensitive",
+        Deconvolution(csvd),
+    )?;
+    reg.register(
+        "osvd",
+        "block-circulant SVD, truncation per voxel by oscillation index (Wu 2003)",
+        Deconvolution(osvd),
+    )?;
+    reg.register(
+        "tikhonov",
+        "Tikhonov-regularised block-circulant inverse, lambda per voxel by GCV",
+        Deconvolution(tikhonov),
+    )?;
+    reg.register(
+        "signal_drop",
+        "first frame with 10 % of the deepest drop of the mean signal",
+        BolusArrival(arrival_signal_drop),
+    )?;
+    reg.register(
+        "baseline_sd",
+        "first frame 4 SD below the mean of the frames before it",
+        BolusArrival(arrival_baseline_sd),
+    )?;
+    reg.register("mean", "mean of the reference region", Normalizer(norm_mean))?;
+    reg.register(
+        "median",
+        "median of the reference region",
+        Normalizer(norm_median),
+    )?;
+    reg.register(
+        "robust_mean",
+        "mean within 3 scaled MADs of the median",
+        Normalizer(norm_robust_mean),
+    )?;
+    Ok(())
+}

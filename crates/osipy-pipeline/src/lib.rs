@@ -36,6 +36,7 @@ pub fn builtin_registry() -> Result<Registry> {
     osipy_aif::register(&mut reg)?;
     osipy_dce::register(&mut reg)?;
     osipy_ivim::register(&mut reg)?;
+    osipy_dsc::register(&mut reg)?;
     Ok(reg)
 }
 

@@ -11,7 +11,11 @@ use osipy_io::{DemoCase, DroRow, InputKind, InputSpec, Inputs, ModalityDef, Outp
 use std::marker::PhantomData;
 
 /// Every modality with a pipeline in this build, in listing order.
-pub static MODALITIES: &[&dyn Modality] = &[&Seam::<osipy_dce::Dce>::NEW, &Seam::<osipy_ivim::Ivim>::NEW];
+pub static MODALITIES: &[&dyn Modality] = &[
+    &Seam::<osipy_dce::Dce>::NEW,
+    &Seam::<osipy_ivim::Ivim>::NEW,
+    &Seam::<osipy_dsc::Dsc>::NEW,
+];
 
 /// The modality called `id`, or an error listing the ids of this build.
 pub fn modality(id: &str) -> Result<&'static dyn Modality> {

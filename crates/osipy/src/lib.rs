@@ -18,6 +18,7 @@
 //! | `io` | `osipy-io` | the input model (`Inputs`, `Dataset`), NIfTI, map output with sidecars, the modality seam |
 //! | `dce` | `osipy-dce` | DCE T1 mapping, concentration, pharmacokinetic models; the DCE modality |
 //! | `ivim` | `osipy-ivim` | IVIM models and segmented / full / Bayesian fitting; the IVIM modality |
+//! | `dsc` | `osipy-dsc` | DSC deltaR2*, SVD / Tikhonov deconvolution, perfusion maps; the DSC modality |
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -28,6 +29,7 @@
 //! | `io` | yes | `osipy::io` |
 //! | `dce` | yes | `osipy::dce` |
 //! | `ivim` | yes | `osipy::ivim` |
+//! | `dsc` | yes | `osipy::dsc` |
 
 pub use osipy_backend as backend;
 pub use osipy_core as core;
@@ -38,6 +40,8 @@ pub use osipy_aif as aif;
 pub use osipy_convolution as convolution;
 #[cfg(feature = "dce")]
 pub use osipy_dce as dce;
+#[cfg(feature = "dsc")]
+pub use osipy_dsc as dsc;
 #[cfg(feature = "fitting")]
 pub use osipy_fitting as fitting;
 #[cfg(feature = "io")]
@@ -61,6 +65,8 @@ pub fn registry() -> core::Result<core::Registry> {
     dce::register(&mut reg)?;
     #[cfg(feature = "ivim")]
     ivim::register(&mut reg)?;
+    #[cfg(feature = "dsc")]
+    dsc::register(&mut reg)?;
     Ok(reg)
 }
 
@@ -98,7 +104,11 @@ mod tests {
             reg.names::<crate::ivim::IvimFitter>(),
             ["bayesian", "full", "segmented"]
         );
-        // Only what a config can select is registered: four tables.
-        assert_eq!(reg.tables().len(), 4);
+        assert_eq!(
+            reg.names::<crate::dsc::deconv::Deconvolution>(),
+            ["csvd", "osvd", "ssvd", "tikhonov"]
+        );
+        // Only what a config can select is registered: seven tables.
+        assert_eq!(reg.tables().len(), 7);
     }
 }
