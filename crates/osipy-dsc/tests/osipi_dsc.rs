@@ -14,7 +14,10 @@ use osipy_dsc::perfusion::cbv_ratio;
 use osipy_io::dro::read_osipi_cases;
 use std::path::Path;
 
-fn cases() -> Vec<(String, Vec<f64>, Vec<f64>, Vec<f64>, f64, f64)> {
+/// Label, times (s), tissue, AIF, reference CBF and CBV.
+type Case = (String, Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
+
+fn cases() -> Vec<Case> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata/osipi-dce-dsc-codecollection/DSCmodels/dsc_data.csv");
     // The file has no time column: `tr` (s) is the sample interval.
