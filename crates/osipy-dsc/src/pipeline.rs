@@ -334,7 +334,7 @@ impl ModalityDef for Dsc {
             times: &times,
         };
         let d = method(&input, &settings, &ctx.device)?;
-        ctx.lap("deconvolution");
+        ctx.lap("fit");
 
         let mut status = d.status.clone();
         for v in 0..n_vox {
