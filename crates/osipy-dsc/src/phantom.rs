@@ -64,7 +64,7 @@ impl Default for DscPhantomSpec {
             dt: 1.5,
             te: 0.03,
             t0: 15.0,
-            aif_peak: 100.0,
+            aif_peak: 250.0,
             cbf: vec![20.0, 40.0, 60.0, 80.0],
             mtt: vec![3.0, 4.5, 6.0, 8.0],
             delay: vec![0.0],
