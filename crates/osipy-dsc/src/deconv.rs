@@ -17,6 +17,8 @@
 //! | `osvd` | block-circulant | per voxel, the most singular values whose residue has oscillation index `<= target` (Wu 2003) |
 //! | `tikhonov` | block-circulant | `s^2 / (s^2 + lambda^2)`, lambda per voxel by generalised cross-validation (Golub, Heath & Wahba 1979), or fixed |
 //!
+//! `vascular_model` ([`crate::vascular`]) fits a parametric residue instead.
+//!
 //! On the block-circulant matrix a bolus that reaches the tissue later than
 //! the AIF only shifts the residue, so its maximum (the flow) does not depend
 //! on the delay; the Toeplitz matrix is causal and loses flow with delay.
@@ -55,6 +57,9 @@ pub struct DeconvSettings {
     pub tikhonov_lambda: Option<f64>,
     /// LM settings of model-based methods.
     pub lm: LmSettings,
+    /// Shape of the gamma transit-time distribution of `vascular_model`
+    /// (1: exponential residue).
+    pub transit_shape: u32,
     /// Finished-voxel counter.
     pub progress: Option<Arc<AtomicUsize>>,
 }
@@ -66,6 +71,7 @@ impl Default for DeconvSettings {
             oscillation_index: 0.035,
             tikhonov_lambda: None,
             lm: LmSettings::default(),
+            transit_shape: 1,
             progress: None,
         }
     }
@@ -308,7 +314,7 @@ fn basis_for(input: &DeconvInput<'_>, kind: MatrixKind) -> Result<SvdBasis> {
     SvdBasis::new(input.aif, uniform_step(input.times)?, kind)
 }
 
-fn check_input(input: &DeconvInput<'_>) -> Result<()> {
+pub(crate) fn check_input(input: &DeconvInput<'_>) -> Result<()> {
     let (n_vox, nt) = input.curves.dim();
     if input.aif.len() != nt || input.times.len() != nt {
         return Err(OsipyError::data(

@@ -8,6 +8,7 @@ pub mod phantom;
 mod pipeline;
 pub mod signal;
 pub mod validation;
+pub mod vascular;
 
 pub use pipeline::{Dsc, DscAifSource, DscConfig};
 
@@ -38,6 +39,11 @@ pub fn register(reg: &mut Registry) -> Result<()> {
         "tikhonov",
         "Tikhonov-regularised block-circulant inverse, lambda per voxel by GCV",
         Deconvolution(tikhonov),
+    )?;
+    reg.register(
+        "vascular_model",
+        "LM fit of a gamma transit-time residue with delay (Mouridsen 2006): CBF, MTT, delay with standard errors",
+        Deconvolution(vascular::vascular_model),
     )?;
     reg.register(
         "signal_drop",

@@ -5,6 +5,7 @@ use crate::deconv::{DeconvInput, DeconvSettings, Deconvolution};
 use crate::perfusion::{cbv_ratio, hematocrit_density_factor, normalize, peak_index, Normalizer};
 use crate::phantom::{generate, DscPhantomSpec};
 use crate::signal::{baseline_before, check_baseline, mean_curve, signal_to_delta_r2, BolusArrival};
+use crate::vascular::MAX_SHAPE;
 use ndarray::{Array3, ArrayView4};
 use osipy_aif::{detect_aif, DetectOptions};
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, Registry, Result, Unit};
@@ -47,6 +48,9 @@ pub struct DscConfig {
     pub oscillation_index: f64,
     /// Fixed Tikhonov lambda relative to the largest singular value; unset: per-voxel GCV.
     pub tikhonov_lambda: Option<f64>,
+    /// Shape of the gamma transit-time distribution of `vascular_model`
+    /// (whole number; 1: exponential residue).
+    pub transit_shape: u32,
     /// Pre-bolus frames averaged into S0; unset: frames before the detected arrival.
     pub baseline_frames: Option<usize>,
     /// Bolus-arrival detector (registry `dsc_bolus_arrival`), when `baseline_frames` is unset.
@@ -71,6 +75,7 @@ impl Default for DscConfig {
             svd_threshold: None,
             oscillation_index: 0.035,
             tikhonov_lambda: None,
+            transit_shape: 1,
             baseline_frames: None,
             bolus_arrival: "signal_drop".into(),
             aif_source: DscAifSource::Detect,
@@ -95,6 +100,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "tikhonov_lambda",
         "fraction of the largest singular value; unset: GCV per voxel",
+    ),
+    (
+        "transit_shape",
+        "vascular_model: gamma transit-time shape, whole number (1: exponential residue)",
     ),
     (
         "baseline_frames",
@@ -178,6 +187,13 @@ impl ModalityDef for Dsc {
         check_positive("pipeline.oscillation_index", p.oscillation_index, "0.035")?;
         if let Some(l) = p.tikhonov_lambda {
             check_positive("pipeline.tikhonov_lambda", l, "0.1")?;
+        }
+        if !(1..=MAX_SHAPE).contains(&p.transit_shape) {
+            return Err(OsipyError::metadata(
+                "pipeline.transit_shape",
+                p.transit_shape,
+                format!("a whole number from 1 (exponential residue) to {MAX_SHAPE}"),
+            ));
         }
         hematocrit_density_factor(
             p.hematocrit_large_vessel,
@@ -322,6 +338,7 @@ impl ModalityDef for Dsc {
             svd_threshold: p.svd_threshold,
             oscillation_index: p.oscillation_index,
             tikhonov_lambda: p.tikhonov_lambda,
+            transit_shape: p.transit_shape,
             progress: Some(ctx.progress.counter()),
             ..DeconvSettings::default()
         };
@@ -358,8 +375,15 @@ impl ModalityDef for Dsc {
             .enumerate()
             .map(|(v, f)| nan_unless(v, 6000.0 * factor * f))
             .collect();
+        let cbf_se = d.flow_se.as_ref().map(|se| {
+            (0..n_vox)
+                .map(|v| nan_unless(v, 6000.0 * factor * se[v]))
+                .collect::<Vec<f64>>()
+        });
+        // A fitted MTT (model-based methods) replaces CBV / CBF.
+        let fitted_mtt = d.extra.iter().find(|e| e.name == "MTT");
         let mtt: Vec<f64> = (0..n_vox)
-            .map(|v| nan_unless(v, 60.0 * cbv[v] / cbf[v]))
+            .map(|v| nan_unless(v, fitted_mtt.map_or(60.0 * cbv[v] / cbf[v], |m| m.values[v])))
             .collect();
         let ttp: Vec<f64> = (0..n_vox)
             .map(|v| {
@@ -379,6 +403,11 @@ impl ModalityDef for Dsc {
             .with_setting("te_s", te)
             .with_setting("baseline_frames", baseline as f64)
             .with_setting("kH_over_rho", factor);
+        let provenance = if fitted_mtt.is_some() {
+            provenance.with_setting("transit_shape", f64::from(p.transit_shape))
+        } else {
+            provenance
+        };
         let to_grid = |v: Vec<f64>| {
             Array3::from_shape_vec(grid, v).map_err(|e| OsipyError::data("map", e.to_string(), "the grid"))
         };
@@ -398,7 +427,7 @@ impl ModalityDef for Dsc {
                 Unit::Ml100gMin,
                 to_grid(cbf.clone())?,
                 quality.clone(),
-                None,
+                cbf_se.map(to_grid).transpose()?,
                 provenance.clone(),
             )?,
             ParameterMap::new(
@@ -407,7 +436,7 @@ impl ModalityDef for Dsc {
                 Unit::Seconds,
                 to_grid(mtt)?,
                 quality.clone(),
-                None,
+                fitted_mtt.map(|m| to_grid(m.std_errors.clone())).transpose()?,
                 provenance.clone(),
             )?,
             ParameterMap::new(
@@ -429,6 +458,17 @@ impl ModalityDef for Dsc {
                 provenance.clone(),
             )?,
         ];
+        for e in d.extra.iter().filter(|e| e.name != "MTT") {
+            maps.push(ParameterMap::new(
+                e.name,
+                e.name,
+                e.unit,
+                to_grid(e.values.clone())?,
+                quality.clone(),
+                Some(to_grid(e.std_errors.clone())?),
+                provenance.clone(),
+            )?);
+        }
         if let Some(region) = &reference {
             let norm = reg.get::<Normalizer>(&p.normalization)?;
             let prov = provenance.clone().with_method("normalization", &p.normalization);
@@ -479,13 +519,13 @@ impl ModalityDef for Dsc {
                 "DSC demo: phantom {}x{}x{} voxels x {} frames (dt {} s, TE {} s), Gaussian noise SNR 100",
                 spec.shape[0], spec.shape[1], spec.shape[2], spec.frames, spec.dt, spec.te
             ),
-            about: "arterial deltaR2* in aif.txt, oSVD deconvolution".into(),
+            about: "arterial deltaR2* in aif.txt, gamma residue (shape 3), vascular_model fit".into(),
             files: vec![
                 ("dsc.nii.gz".into(), DemoFile::Series(ph.signal.clone(), spec.dt)),
                 ("aif.txt".into(), DemoFile::Text(aif)),
             ],
             config: format!(
-                "# Written by `osipy demo dsc`.\nmodality = \"dsc\"\n\n[pipeline]\nte = {}\ndeconvolution_method = \"osvd\"\naif_source = \"manual\"\n\n[data]\ndsc = \"dsc.nii.gz\"\naif_file = \"aif.txt\"\n",
+                "# Written by `osipy demo dsc`.\nmodality = \"dsc\"\n\n[pipeline]\nte = {}\ndeconvolution_method = \"vascular_model\"\ntransit_shape = 3\naif_source = \"manual\"\n\n[data]\ndsc = \"dsc.nii.gz\"\naif_file = \"aif.txt\"\n",
                 spec.te
             ),
             truth: vec![

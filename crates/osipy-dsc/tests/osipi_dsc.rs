@@ -9,7 +9,7 @@
 
 use ndarray::Array2;
 use osipy_backend::Device;
-use osipy_dsc::deconv::{csvd, osvd, ssvd, tikhonov, DeconvFn, DeconvInput, DeconvSettings};
+use osipy_dsc::deconv::{DeconvInput, DeconvSettings, Deconvolution};
 use osipy_dsc::perfusion::cbv_ratio;
 use osipy_io::dro::read_osipi_cases;
 use std::path::Path;
@@ -39,12 +39,12 @@ fn pass(x: f64, reference: f64, atol: f64, rtol: f64) -> bool {
 #[test]
 fn every_deconvolution_method_passes_the_osipi_dsc_cases() {
     let cases = cases();
-    for (name, method) in [
-        ("ssvd", ssvd as DeconvFn),
-        ("csvd", csvd),
-        ("osvd", osvd),
-        ("tikhonov", tikhonov),
-    ] {
+    let mut reg = osipy_core::Registry::default();
+    osipy_dsc::register(&mut reg).unwrap();
+    let names = reg.names::<Deconvolution>();
+    assert!(names.len() >= 5, "{names:?}");
+    for name in names {
+        let method = reg.get::<Deconvolution>(&name).unwrap().0;
         let mut failures = Vec::new();
         for (label, t, c, ca, cbf, cbv) in &cases {
             let curves = Array2::from_shape_vec((1, c.len()), c.clone()).unwrap();
