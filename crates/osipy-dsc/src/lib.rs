@@ -3,6 +3,7 @@
 //! Dynamic susceptibility contrast (DSC) MRI.
 
 pub mod deconv;
+pub mod leakage;
 pub mod perfusion;
 pub mod phantom;
 mod pipeline;
@@ -14,8 +15,8 @@ pub use pipeline::{Dsc, DscAifSource, DscConfig};
 
 use osipy_core::{Registry, Result};
 
-/// Registers the DSC deconvolution methods, bolus-arrival detectors and
-/// normalisers.
+/// Registers the DSC deconvolution methods, bolus-arrival detectors,
+/// leakage corrections and normalisers.
 pub fn register(reg: &mut Registry) -> Result<()> {
     use deconv::{csvd, osvd, ssvd, tikhonov, Deconvolution};
     use perfusion::{norm_mean, norm_median, norm_robust_mean, Normalizer};
@@ -54,6 +55,16 @@ pub fn register(reg: &mut Registry) -> Result<()> {
         "baseline_sd",
         "first frame 4 SD below the mean of the frames before it",
         BolusArrival(arrival_baseline_sd),
+    )?;
+    reg.register(
+        "bsw",
+        "Boxerman-Schmainda-Weisskoff: K1 ref - K2 int ref, reference = non-enhancing voxels",
+        leakage::LeakageCorrection(leakage::bsw),
+    )?;
+    reg.register(
+        "bidirectional",
+        "Bjornerud 2011 / Leu 2016: leakage with efflux rate kep, reference = non-enhancing voxels",
+        leakage::LeakageCorrection(leakage::bidirectional),
     )?;
     reg.register("mean", "mean of the reference region", Normalizer(norm_mean))?;
     reg.register(

@@ -5,10 +5,11 @@
 //! with an exponential (`exp(-t/MTT)`), box (1 up to MTT) or gamma (shape 3,
 //! mean MTT) residue, integrated by the trapezoid rule on a 0.01 s grid
 //! and sampled at the frames. CBF varies along x, MTT along y, delay along
-//! z. Signal is `S0 exp(-TE deltaR2*)` plus Gaussian noise of SD
+//! z, and so does the leakage rate `K2` when given. Signal is `S0 exp(-TE deltaR2*)` plus Gaussian noise of SD
 //! `S0 / snr`, seeded.
 
 use ndarray::{Array3, Array4};
+use osipy_convolution::exp_conv;
 use osipy_core::{OsipyError, Result};
 use osipy_fitting::rng::Rng;
 
@@ -44,6 +45,11 @@ pub struct DscPhantomSpec {
     pub mtt: Vec<f64>,
     /// Tissue delays after the AIF (s), along z.
     pub delay: Vec<f64>,
+    /// Leakage rate levels along z (1/s; default none): T1-dominant leakage
+    /// lowers tissue deltaR2\* by `K2 int_0^t Ca(s) e^{-kep (t - s)} ds`.
+    pub k2: Vec<f64>,
+    /// Efflux rate of the leakage term (1/s; 0: unidirectional).
+    pub kep: f64,
     /// Residue shape (default gamma: a spread of capillary transit times,
     /// Mouridsen et al. 2006).
     pub residue: Residue,
@@ -69,6 +75,8 @@ impl Default for DscPhantomSpec {
             cbf: vec![20.0, 40.0, 60.0, 80.0],
             mtt: vec![3.0, 4.5, 6.0, 8.0],
             delay: vec![0.0],
+            k2: vec![0.0],
+            kep: 0.0,
             residue: Residue::Gamma,
             factor: 0.55 / 0.75 / 1.04,
             s0: 1000.0,
@@ -95,6 +103,8 @@ pub struct DscPhantom {
     pub mtt: Array3<f64>,
     /// True delay (s).
     pub delay: Array3<f64>,
+    /// True leakage rate (1/s).
+    pub k2: Array3<f64>,
 }
 
 fn aif_at(spec: &DscPhantomSpec, t: f64) -> f64 {
@@ -138,6 +148,7 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
         || spec.cbf.is_empty()
         || spec.mtt.is_empty()
         || spec.delay.is_empty()
+        || spec.k2.is_empty()
     {
         return Err(OsipyError::Validation(
             "a DSC phantom needs a non-empty grid, at least 10 frames and a level of CBF, MTT and delay"
@@ -152,10 +163,14 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
     let fine: Vec<f64> = (0..=(((times[times.len() - 1] + lead) / h).round() as usize))
         .map(|j| aif_at(spec, j as f64 * h))
         .collect();
+    let fine_times: Vec<f64> = (0..fine.len()).map(|j| j as f64 * h).collect();
+    let mut leak = vec![0.0; fine.len()];
+    exp_conv(&fine_times, &fine, spec.kep, &mut leak);
     let level = |v: &[f64], i: usize, n: usize| v[i * v.len() / n];
     let mut rng = Rng::new(spec.seed);
     let mut signal = Array4::zeros((nx, ny, nz, spec.frames));
-    let (mut cbf, mut cbv, mut mtt, mut delay) = (
+    let (mut cbf, mut cbv, mut mtt, mut delay, mut k2) = (
+        Array3::zeros(spec.shape),
         Array3::zeros(spec.shape),
         Array3::zeros(spec.shape),
         Array3::zeros(spec.shape),
@@ -164,10 +179,11 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
     for x in 0..nx {
         for y in 0..ny {
             for z in 0..nz {
-                let (f, m, d) = (
+                let (f, m, d, kz) = (
                     level(&spec.cbf, x, nx),
                     level(&spec.mtt, y, ny),
                     level(&spec.delay, z, nz),
+                    level(&spec.k2, z, nz),
                 );
                 let scale = f / 6000.0 / spec.factor;
                 let kernel: Vec<f64> = (0..fine.len())
@@ -189,6 +205,7 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
                             * h
                             * scale
                     };
+                    let c = c - kz * leak[((t / h).round() as usize).min(leak.len() - 1)];
                     let noise = spec.snr.map_or(0.0, |snr| rng.normal() * spec.s0 / snr);
                     signal[[x, y, z, i]] = spec.s0 * (-spec.te * c).exp() + noise;
                 }
@@ -196,6 +213,7 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
                 mtt[[x, y, z]] = m;
                 cbv[[x, y, z]] = f * m / 60.0;
                 delay[[x, y, z]] = d;
+                k2[[x, y, z]] = kz;
             }
         }
     }
@@ -207,6 +225,7 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
         cbv,
         mtt,
         delay,
+        k2,
     })
 }
 

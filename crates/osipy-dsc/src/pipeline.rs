@@ -2,6 +2,7 @@
 //! bolus-passage series to CBV, CBF, MTT, TTP and Tmax maps.
 
 use crate::deconv::{DeconvInput, DeconvSettings, Deconvolution};
+use crate::leakage::LeakageCorrection;
 use crate::perfusion::{cbv_ratio, hematocrit_density_factor, normalize, peak_index, Normalizer};
 use crate::phantom::{generate, DscPhantomSpec};
 use crate::signal::{baseline_before, check_baseline, mean_curve, signal_to_delta_r2, BolusArrival};
@@ -51,6 +52,10 @@ pub struct DscConfig {
     /// Shape of the gamma transit-time distribution of `vascular_model`
     /// (whole number; 1: exponential residue).
     pub transit_shape: u32,
+    /// Correct tissue curves for contrast leakage before CBV and deconvolution.
+    pub apply_leakage_correction: bool,
+    /// Leakage correction (registry `dsc_leakage`).
+    pub leakage_method: String,
     /// Pre-bolus frames averaged into S0; unset: frames before the detected arrival.
     pub baseline_frames: Option<usize>,
     /// Bolus-arrival detector (registry `dsc_bolus_arrival`), when `baseline_frames` is unset.
@@ -76,6 +81,8 @@ impl Default for DscConfig {
             oscillation_index: 0.035,
             tikhonov_lambda: None,
             transit_shape: 1,
+            apply_leakage_correction: false,
+            leakage_method: "bsw".into(),
             baseline_frames: None,
             bolus_arrival: "signal_drop".into(),
             aif_source: DscAifSource::Detect,
@@ -105,6 +112,11 @@ const DOCS: &[(&str, &str)] = &[
         "transit_shape",
         "vascular_model: gamma transit-time shape, whole number (1: exponential residue)",
     ),
+    (
+        "apply_leakage_correction",
+        "correct tissue curves for contrast leakage (K2 map written)",
+    ),
+    ("leakage_method", "{dsc_leakage}"),
     (
         "baseline_frames",
         "pre-bolus frames for S0; unset: before the detected arrival",
@@ -174,6 +186,7 @@ impl ModalityDef for Dsc {
         reg.get::<Deconvolution>(&p.deconvolution_method)?;
         reg.get::<BolusArrival>(&p.bolus_arrival)?;
         reg.get::<Normalizer>(&p.normalization)?;
+        reg.get::<LeakageCorrection>(&p.leakage_method)?;
         check_seconds("pipeline.te", p.te, MAX_TE, "0.03")?;
         if let Some(t) = p.svd_threshold {
             if !(t > 0.0 && t < 1.0) {
@@ -334,6 +347,21 @@ impl ModalityDef for Dsc {
             p.tissue_density,
         )?;
         let fit_mask: Vec<bool> = (0..n_vox).map(|v| mask[v] && dr2.status[v].is_none()).collect();
+        let leakage = if p.apply_leakage_correction {
+            let correct = reg.get::<LeakageCorrection>(&p.leakage_method)?.0;
+            let l = correct(dr2.curves.view(), &fit_mask, &times, &ctx.device)?;
+            volumes.push((
+                "leakage_reference_voxels.nii.gz".to_string(),
+                Volume::Map(Array3::from_shape_fn(grid, |(x, y, z)| {
+                    f64::from(u8::from(l.reference_voxels[(x * grid[1] + y) * grid[2] + z]))
+                })),
+            ));
+            ctx.lap("leakage");
+            Some(l)
+        } else {
+            None
+        };
+        let curves = leakage.as_ref().map_or(dr2.curves.view(), |l| l.corrected.view());
         let settings = DeconvSettings {
             svd_threshold: p.svd_threshold,
             oscillation_index: p.oscillation_index,
@@ -345,7 +373,7 @@ impl ModalityDef for Dsc {
         ctx.progress.start(n_vox);
         let method = reg.get::<Deconvolution>(&p.deconvolution_method)?.0;
         let input = DeconvInput {
-            curves: dr2.curves.view(),
+            curves,
             mask: &fit_mask,
             aif: &aif,
             times: &times,
@@ -365,7 +393,7 @@ impl ModalityDef for Dsc {
             .map(|v| {
                 nan_unless(
                     v,
-                    100.0 * factor * cbv_ratio(dr2.curves.row(v).as_slice().unwrap_or(&[]), &aif, &times),
+                    100.0 * factor * cbv_ratio(curves.row(v).as_slice().unwrap_or(&[]), &aif, &times),
                 )
             })
             .collect();
@@ -403,6 +431,10 @@ impl ModalityDef for Dsc {
             .with_setting("te_s", te)
             .with_setting("baseline_frames", baseline as f64)
             .with_setting("kH_over_rho", factor);
+        let provenance = match &leakage {
+            Some(_) => provenance.with_method("leakage", &p.leakage_method),
+            None => provenance,
+        };
         let provenance = if fitted_mtt.is_some() {
             provenance.with_setting("transit_shape", f64::from(p.transit_shape))
         } else {
@@ -458,6 +490,25 @@ impl ModalityDef for Dsc {
                 provenance.clone(),
             )?,
         ];
+        if let Some(l) = &leakage {
+            let prov = provenance.clone();
+            let mut extra = vec![("K2", &l.k2)];
+            if let Some(kep) = &l.kep {
+                extra.push(("kep", kep));
+            }
+            for (name, values) in extra {
+                let values = (0..n_vox).map(|v| nan_unless(v, values[v])).collect();
+                maps.push(ParameterMap::new(
+                    name,
+                    name,
+                    Unit::PerSecond,
+                    to_grid(values)?,
+                    quality.clone(),
+                    None,
+                    prov.clone(),
+                )?);
+            }
+        }
         for e in d.extra.iter().filter(|e| e.name != "MTT") {
             maps.push(ParameterMap::new(
                 e.name,
