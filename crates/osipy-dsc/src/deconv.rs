@@ -205,6 +205,16 @@ impl SvdBasis {
         self.s.iter().filter(|s| **s > fraction * self.s[0]).count()
     }
 
+    /// The truncated solution of `b` with the `k` largest singular values
+    /// into `r` (`l` long), using `beta` (`k` long) as scratch.
+    pub fn solve(&self, b: &[f64], k: usize, beta: &mut [f64], r: &mut [f64]) {
+        r.fill(0.0);
+        self.project(b, k, beta);
+        for q in 0..k {
+            self.add(q, beta[q] / self.s[q], r);
+        }
+    }
+
     /// `u_q' b` for q < `k` into `beta`.
     fn project(&self, b: &[f64], k: usize, beta: &mut [f64]) {
         for (q, out) in beta.iter_mut().enumerate().take(k) {
@@ -377,12 +387,7 @@ fn truncated(
     check_threshold(threshold)?;
     let basis = basis_for(input, kind)?;
     let k = basis.rank_above(threshold);
-    per_voxel(input, &basis, s, device, |beta, b, r| {
-        basis.project(b, k, beta);
-        for q in 0..k {
-            basis.add(q, beta[q] / basis.s[q], r);
-        }
-    })
+    per_voxel(input, &basis, s, device, |beta, b, r| basis.solve(b, k, beta, r))
 }
 
 /// `ssvd`: truncated SVD of the Toeplitz matrix.

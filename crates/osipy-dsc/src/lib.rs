@@ -3,6 +3,7 @@
 //! Dynamic susceptibility contrast (DSC) MRI.
 
 pub mod deconv;
+pub mod gamma;
 pub mod leakage;
 pub mod perfusion;
 pub mod phantom;

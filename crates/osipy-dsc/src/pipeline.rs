@@ -2,14 +2,17 @@
 //! bolus-passage series to CBV, CBF, MTT, TTP and Tmax maps.
 
 use crate::deconv::{DeconvInput, DeconvSettings, Deconvolution};
+use crate::gamma::remove_recirculation;
 use crate::leakage::LeakageCorrection;
 use crate::perfusion::{cbv_ratio, hematocrit_density_factor, normalize, peak_index, Normalizer};
 use crate::phantom::{generate, DscPhantomSpec};
 use crate::signal::{baseline_before, check_baseline, mean_curve, signal_to_delta_r2, BolusArrival};
 use crate::vascular::MAX_SHAPE;
-use ndarray::{Array3, ArrayView4};
+use ndarray::{Array2, Array3, ArrayView4};
 use osipy_aif::{detect_aif, DetectOptions};
+use osipy_core::QualityCode;
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, Registry, Result, Unit};
+use osipy_fitting::LmSettings;
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
     check_positive, check_seconds, choice_names, is_nifti, AxisUnit, Choice, Dataset, DemoCase, DemoFile,
@@ -56,6 +59,9 @@ pub struct DscConfig {
     pub apply_leakage_correction: bool,
     /// Leakage correction (registry `dsc_leakage`).
     pub leakage_method: String,
+    /// Replace tissue and arterial curves by gamma variates fitted to their
+    /// first pass.
+    pub recirculation_removal: bool,
     /// Pre-bolus frames averaged into S0; unset: frames before the detected arrival.
     pub baseline_frames: Option<usize>,
     /// Bolus-arrival detector (registry `dsc_bolus_arrival`), when `baseline_frames` is unset.
@@ -83,6 +89,7 @@ impl Default for DscConfig {
             transit_shape: 1,
             apply_leakage_correction: false,
             leakage_method: "bsw".into(),
+            recirculation_removal: false,
             baseline_frames: None,
             bolus_arrival: "signal_drop".into(),
             aif_source: DscAifSource::Detect,
@@ -117,6 +124,10 @@ const DOCS: &[(&str, &str)] = &[
         "correct tissue curves for contrast leakage (K2 map written)",
     ),
     ("leakage_method", "{dsc_leakage}"),
+    (
+        "recirculation_removal",
+        "fit gamma variates to the first passes (AIF and tissue) and use them",
+    ),
     (
         "baseline_frames",
         "pre-bolus frames for S0; unset: before the detected arrival",
@@ -312,7 +323,7 @@ impl ModalityDef for Dsc {
         ctx.lap("delta_r2");
 
         let mut volumes = Vec::new();
-        let aif = match p.aif_source {
+        let mut aif = match p.aif_source {
             DscAifSource::Detect => {
                 let view = dr2
                     .curves
@@ -347,6 +358,7 @@ impl ModalityDef for Dsc {
             p.tissue_density,
         )?;
         let fit_mask: Vec<bool> = (0..n_vox).map(|v| mask[v] && dr2.status[v].is_none()).collect();
+        let mut first_pass_failed: Vec<Option<QualityCode>> = vec![None; n_vox];
         let leakage = if p.apply_leakage_correction {
             let correct = reg.get::<LeakageCorrection>(&p.leakage_method)?.0;
             let l = correct(dr2.curves.view(), &fit_mask, &times, &ctx.device)?;
@@ -362,6 +374,34 @@ impl ModalityDef for Dsc {
             None
         };
         let curves = leakage.as_ref().map_or(dr2.curves.view(), |l| l.corrected.view());
+        let mut fit_mask = fit_mask;
+        let first_pass = if p.recirculation_removal {
+            let (c, st) =
+                remove_recirculation(curves, &fit_mask, &times, LmSettings::default(), &ctx.device)?;
+            for (v, q) in st.iter().enumerate() {
+                if fit_mask[v] && !q.is_valid() {
+                    fit_mask[v] = false;
+                    first_pass_failed[v] = Some(*q);
+                }
+            }
+            let a = Array2::from_shape_vec((1, nt), aif.clone())
+                .map_err(|e| OsipyError::data("AIF", e.to_string(), "one value per frame"))?;
+            let (fa, st) =
+                remove_recirculation(a.view(), &[true], &times, LmSettings::default(), &ctx.device)?;
+            if !st[0].is_valid() {
+                return Err(OsipyError::data(
+                    "gamma-variate fit of the AIF first pass",
+                    st[0].name(),
+                    "a converged fit; set pipeline.recirculation_removal = false",
+                ));
+            }
+            aif = fa.row(0).to_vec();
+            ctx.lap("recirculation");
+            Some(c)
+        } else {
+            None
+        };
+        let curves = first_pass.as_ref().map_or(curves, |c| c.view());
         let settings = DeconvSettings {
             svd_threshold: p.svd_threshold,
             oscillation_index: p.oscillation_index,
@@ -383,7 +423,7 @@ impl ModalityDef for Dsc {
 
         let mut status = d.status.clone();
         for v in 0..n_vox {
-            if let Some(q) = dr2.status[v] {
+            if let Some(q) = dr2.status[v].or(first_pass_failed[v]) {
                 status[v] = q;
             }
         }
@@ -431,6 +471,11 @@ impl ModalityDef for Dsc {
             .with_setting("te_s", te)
             .with_setting("baseline_frames", baseline as f64)
             .with_setting("kH_over_rho", factor);
+        let provenance = if p.recirculation_removal {
+            provenance.with_method("recirculation", "gamma_variate")
+        } else {
+            provenance
+        };
         let provenance = match &leakage {
             Some(_) => provenance.with_method("leakage", &p.leakage_method),
             None => provenance,
