@@ -50,6 +50,10 @@ pub struct DscPhantomSpec {
     pub k2: Vec<f64>,
     /// Efflux rate of the leakage term (1/s; 0: unidirectional).
     pub kep: f64,
+    /// Dispersion time constant (s; 0: none): the tissue is fed by the AIF
+    /// convolved with `e^{-t/tau} / tau` (Calamante et al., MRM 2000), while
+    /// `aif` stays the undispersed measurement.
+    pub dispersion: f64,
     /// Residue shape (default gamma: a spread of capillary transit times,
     /// Mouridsen et al. 2006).
     pub residue: Residue,
@@ -77,6 +81,7 @@ impl Default for DscPhantomSpec {
             delay: vec![0.0],
             k2: vec![0.0],
             kep: 0.0,
+            dispersion: 0.0,
             residue: Residue::Gamma,
             factor: 0.55 / 0.75 / 1.04,
             s0: 1000.0,
@@ -149,9 +154,10 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
         || spec.mtt.is_empty()
         || spec.delay.is_empty()
         || spec.k2.is_empty()
+        || !(spec.dispersion >= 0.0)
     {
         return Err(OsipyError::Validation(
-            "a DSC phantom needs a non-empty grid, at least 10 frames and a level of CBF, MTT and delay"
+            "a DSC phantom needs a non-empty grid, at least 10 frames, a level of CBF, MTT, delay and K2, and a dispersion >= 0"
                 .into(),
         ));
     }
@@ -164,6 +170,13 @@ pub fn generate(spec: &DscPhantomSpec) -> Result<DscPhantom> {
         .map(|j| aif_at(spec, j as f64 * h))
         .collect();
     let fine_times: Vec<f64> = (0..fine.len()).map(|j| j as f64 * h).collect();
+    let fine = if spec.dispersion > 0.0 {
+        let mut d = vec![0.0; fine.len()];
+        exp_conv(&fine_times, &fine, 1.0 / spec.dispersion, &mut d);
+        d.iter().map(|v| v / spec.dispersion).collect()
+    } else {
+        fine
+    };
     let mut leak = vec![0.0; fine.len()];
     exp_conv(&fine_times, &fine, spec.kep, &mut leak);
     let level = |v: &[f64], i: usize, n: usize| v[i * v.len() / n];
@@ -235,13 +248,33 @@ mod tests {
 
     #[test]
     fn phantom_is_reproducible_and_its_area_ratio_is_cbv() {
-        let spec = DscPhantomSpec {
-            snr: None,
-            shape: [4, 4, 1],
-            frames: 80,
-            ..Default::default()
+        // Dispersion moves the tissue bolus later but keeps its area.
+        for dispersion in [0.0, 3.0] {
+            let spec = DscPhantomSpec {
+                snr: None,
+                shape: [4, 4, 1],
+                frames: 80,
+                dispersion,
+                ..Default::default()
+            };
+            area_ratio_is_cbv(&spec);
+        }
+        let late = |dispersion| {
+            let p = generate(&DscPhantomSpec {
+                snr: None,
+                dispersion,
+                ..Default::default()
+            })
+            .unwrap();
+            let row: Vec<f64> = (0..60).map(|i| -p.signal[[0, 0, 0, i]]).collect();
+            crate::perfusion::peak_index(&row).unwrap()
         };
-        let p = generate(&spec).unwrap();
+        assert!(late(3.0) > late(0.0));
+        reproducible();
+    }
+
+    fn area_ratio_is_cbv(spec: &DscPhantomSpec) {
+        let p = generate(spec).unwrap();
         // Noise-free: int C / int Ca = CBV kH / rho / 100 (central volume).
         let nt = p.times.len();
         for (x, y) in [(0, 0), (3, 3)] {
@@ -252,6 +285,9 @@ mod tests {
             let want = p.cbv[[x, y, 0]] / 100.0 / spec.factor;
             assert!((ratio - want).abs() < 0.02 * want, "{ratio} vs {want}");
         }
+    }
+
+    fn reproducible() {
         let q = generate(&DscPhantomSpec {
             snr: Some(50.0),
             ..Default::default()
