@@ -103,7 +103,7 @@ fn run_python_bench(
 pub type BenchFn = fn(&Path, &[String]) -> Result<()>;
 
 /// Entries name modalities of `osipy_pipeline::MODALITIES` (tested).
-pub const BENCHES: &[(&str, BenchFn)] = &[("dce", dce), ("ivim", ivim)];
+pub const BENCHES: &[(&str, BenchFn)] = &[("dce", dce), ("ivim", ivim), ("dsc", dsc)];
 
 /// Python osipy's default fit settings: LM, 100 iterations, tolerance 1e-6.
 fn python_like_options() -> Result<DceFitOptions> {
@@ -400,5 +400,132 @@ pub fn fit_saved_ivim(root: &Path) -> Result<()> {
             println!("{strategy:?} {:.3} s", start.elapsed().as_secs_f64());
         }
     }
+    Ok(())
+}
+
+/// Runs the DSC comparison: `bench_dsc.py --methods oSVD,cSVD,sSVD` (extra
+/// arguments pass through), then every registered deconvolution method of
+/// `osipy-dsc` on the same arrays: deltaR2\* (10 baseline frames, TE 30 ms)
+/// timed once, each method's deconvolution plus CBV timed three times
+/// (median), with the script's `kH / rho = 0.73 / 1.04`.
+pub fn dsc(root: &Path, extra: &[String]) -> Result<()> {
+    use osipy_dsc::deconv::{DeconvInput, DeconvSettings, Deconvolution};
+    use osipy_dsc::perfusion::cbv_ratio;
+    use osipy_dsc::signal::signal_to_delta_r2;
+    let mut args = extra.to_vec();
+    if !args.iter().any(|a| a == "--methods") {
+        args.extend(["--methods".to_string(), "oSVD,cSVD,sSVD".to_string()]);
+    }
+    let (dir, summary) = run_python_bench(root, "bench_dsc.py", "dsc", &args)?;
+    let load3 = |n: &str| -> Result<Array3<f64>> {
+        read_npy(dir.join(format!("dsc_{n}.npy"))).with_context(|| format!("reading dsc_{n}.npy"))
+    };
+    let signal: Array4<f64> = read_npy(dir.join("dsc_signal.npy")).context("reading dsc_signal.npy")?;
+    let t: Array1<f64> = read_npy(dir.join("dsc_t.npy"))?;
+    let aif: Array1<f64> = read_npy(dir.join("dsc_aif_dr2.npy"))?;
+    let (t, aif) = (t.to_vec(), aif.to_vec());
+    let shape = [signal.shape()[0], signal.shape()[1], signal.shape()[2]];
+    let n_vox = shape.iter().product::<usize>();
+    let flat = signal.into_shape_with_order((n_vox, t.len()))?;
+    let device = Device::auto()?;
+    let start = std::time::Instant::now();
+    let dr2 = signal_to_delta_r2(flat.view(), None, 0.03, 10, &device)?;
+    let dr2_wall = start.elapsed().as_secs_f64();
+    let mask: Vec<bool> = dr2.status.iter().map(|s| s.is_none()).collect();
+    let factor = 0.73 / 1.04;
+    let mut reg = osipy_core::Registry::default();
+    osipy_dsc::register(&mut reg)?;
+    let truth = [load3("CBF")?, load3("CBV")?, load3("MTT")?];
+    println!(
+        "\n== Rust osipy-dsc on {}: deltaR2* {dr2_wall:.3} s; per method, deconvolution + CBV (median of 3):",
+        device.describe()
+    );
+    let mut report = serde_json::Map::new();
+    for name in reg.names::<Deconvolution>() {
+        let method = reg.get::<Deconvolution>(&name)?.0;
+        let input = DeconvInput {
+            curves: dr2.curves.view(),
+            mask: &mask,
+            aif: &aif,
+            times: &t,
+        };
+        let mut walls = Vec::new();
+        let mut maps = None;
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            let d = method(&input, &DeconvSettings::default(), &device)?;
+            let cbv: Vec<f64> = (0..n_vox)
+                .map(|v| 100.0 * factor * cbv_ratio(dr2.curves.row(v).as_slice().unwrap_or(&[]), &aif, &t))
+                .collect();
+            walls.push(start.elapsed().as_secs_f64());
+            maps = Some((d, cbv));
+        }
+        walls.sort_by(|a, c| a.total_cmp(c));
+        let (d, cbv) = maps.context("no run")?;
+        let cbf: Vec<f64> = d.flow.iter().map(|f| 6000.0 * factor * f).collect();
+        let mtt: Vec<f64> = match d.extra.iter().find(|e| e.name == "MTT") {
+            Some(m) => m.values.clone(),
+            None => cbv.iter().zip(&cbf).map(|(v, f)| 60.0 * v / f).collect(),
+        };
+        let py_name = match name.as_str() {
+            "osvd" => Some("oSVD"),
+            "csvd" => Some("cSVD"),
+            "ssvd" => Some("sSVD"),
+            _ => None,
+        };
+        let py_run = py_name.and_then(|m| {
+            summary["runs"].as_array().and_then(|r| {
+                r.iter().find(|r| {
+                    r["method"]
+                        .as_str()
+                        .is_some_and(|x| x.contains(&format!("'{m}'")))
+                })
+            })
+        });
+        let py_wall = py_run.and_then(|r| r["wall_s"].as_f64()).unwrap_or(f64::NAN);
+        println!(
+            "\n== [{name}] Rust {:.3} s {walls:.3?} ({:.0} voxels/s); Python {}: {py_wall:.2} s; speed-up {:.1}x",
+            walls[1],
+            n_vox as f64 / walls[1],
+            py_name.unwrap_or("(none)"),
+            py_wall / walls[1]
+        );
+        println!(
+            "{:<6} {:>20} {:>20} {:>16} {:>16}",
+            "map", "median|rel| py", "median|rel| rust", "signed py", "signed rust"
+        );
+        let mut acc = serde_json::Map::new();
+        for (key, est, tr) in [
+            ("CBF", &cbf, &truth[0]),
+            ("CBV", &cbv, &truth[1]),
+            ("MTT", &mtt, &truth[2]),
+        ] {
+            let est = Array3::from_shape_vec(shape, est.clone())?;
+            let s = compare(key, &est, tr, None)?;
+            let pa = py_run.map(|r| &r["accuracy"][key]);
+            let g = |k: &str| pa.and_then(|p| p[k].as_f64()).unwrap_or(f64::NAN);
+            println!(
+                "{key:<6} {:>20.4} {:>20.4} {:>+16.4} {:>+16.4}",
+                g("median_abs_rel_err"),
+                s.median_abs_rel_error,
+                g("median_signed_rel_err"),
+                s.median_signed_rel_error
+            );
+            acc.insert(key.into(), serde_json::to_value(&s)?);
+        }
+        let invalid = d.status.iter().filter(|q| !q.is_valid()).count();
+        println!("invalid voxels (rust): {invalid} of {n_vox}");
+        report.insert(
+            name.clone(),
+            serde_json::json!({ "rust_wall_s": walls[1], "python_wall_s": py_wall, "speedup": py_wall / walls[1], "rust_accuracy": acc, "rust_invalid": invalid }),
+        );
+    }
+    report.insert("rust_delta_r2_wall_s".into(), dr2_wall.into());
+    report.insert("python".into(), summary);
+    std::fs::write(
+        root.join("target/bench-compare/dsc.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    println!("\nreport: target/bench-compare/dsc.json");
     Ok(())
 }

@@ -27,7 +27,7 @@ use ndarray::ArrayView2;
 use osipy_backend::Device;
 use osipy_convolution::{convolution_matrix, MatrixKind};
 use osipy_core::{Extension, KindInfo, OsipyError, QualityCode, Result, Unit};
-use osipy_fitting::{map_voxels, LmSettings};
+use osipy_fitting::{map_chunks, LmSettings};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -153,10 +153,10 @@ pub struct SvdBasis {
     pub l: usize,
     /// Singular values, non-increasing.
     pub s: Vec<f64>,
-    /// Row q: the first `n` entries of the q-th left singular vector.
-    ut: Vec<f64>,
-    /// Row q: the q-th right singular vector (`l` entries).
-    v: Vec<f64>,
+    /// Column q: the first `n` entries of the q-th left singular vector.
+    u: faer::Mat<f64>,
+    /// Column q: the q-th right singular vector (`l` entries).
+    v: faer::Mat<f64>,
     /// Frame step (s).
     pub dt: f64,
 }
@@ -182,19 +182,13 @@ impl SvdBasis {
                 "the AIF is zero everywhere: nothing to deconvolve by".into(),
             ));
         }
-        let ut = order
-            .iter()
-            .flat_map(|&q| (0..n).map(move |i| u[(i, q)]))
-            .collect();
-        let vv = order
-            .iter()
-            .flat_map(|&q| (0..l).map(move |i| v[(i, q)]))
-            .collect();
+        let uu = faer::Mat::from_fn(n, l, |i, q| u[(i, order[q])]);
+        let vv = faer::Mat::from_fn(l, l, |i, q| v[(i, order[q])]);
         Ok(SvdBasis {
             n,
             l,
             s: sv,
-            ut,
+            u: uu,
             v: vv,
             dt,
         })
@@ -218,14 +212,14 @@ impl SvdBasis {
     /// `u_q' b` for q < `k` into `beta`.
     fn project(&self, b: &[f64], k: usize, beta: &mut [f64]) {
         for (q, out) in beta.iter_mut().enumerate().take(k) {
-            let u = &self.ut[q * self.n..(q + 1) * self.n];
+            let u = self.u.col_as_slice(q);
             *out = u.iter().zip(b).map(|(x, y)| x * y).sum();
         }
     }
 
     /// Adds `c v_q` to `r`.
     fn add(&self, q: usize, c: f64, r: &mut [f64]) {
-        let v = &self.v[q * self.l..(q + 1) * self.l];
+        let v = self.v.col_as_slice(q);
         r.iter_mut().zip(v).for_each(|(x, y)| *x += c * y);
     }
 
@@ -248,52 +242,132 @@ impl SvdBasis {
 /// Oscillation index of a residue (Wu et al. 2003): the mean absolute second
 /// difference over the residue's maximum.
 pub fn oscillation_index(r: &[f64]) -> f64 {
-    let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let sum: f64 = r.windows(3).map(|w| (w[2] - 2.0 * w[1] + w[0]).abs()).sum();
-    sum / (r.len() as f64 * max)
+    let max = lane_max(r);
+    abs_second_difference_sum(r) / (r.len() as f64 * max)
 }
 
-/// Runs `kernel(ws, b, residue) -> bool` (false: no residue) for every
-/// masked voxel and collects flow, Tmax and status.
-fn per_voxel<F>(
+/// Largest value (four lanes, so the loop vectorises).
+fn lane_max(r: &[f64]) -> f64 {
+    let mut m = [f64::NEG_INFINITY; 4];
+    let chunks = r.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..4 {
+            m[j] = if c[j] > m[j] { c[j] } else { m[j] };
+        }
+    }
+    tail.iter()
+        .fold(m[0].max(m[1]).max(m[2].max(m[3])), |a, x| a.max(*x))
+}
+
+/// `sum |r[i+2] - 2 r[i+1] + r[i]|` (four lanes).
+fn abs_second_difference_sum(r: &[f64]) -> f64 {
+    if r.len() < 3 {
+        return 0.0;
+    }
+    let (a, b, c) = (&r[..r.len() - 2], &r[1..r.len() - 1], &r[2..]);
+    let mut acc = [0.0; 4];
+    let n4 = a.len() / 4 * 4;
+    for i in (0..n4).step_by(4) {
+        for j in 0..4 {
+            acc[j] += (c[i + j] - 2.0 * b[i + j] + a[i + j]).abs();
+        }
+    }
+    let tail: f64 = (n4..a.len()).map(|i| (c[i] - 2.0 * b[i] + a[i]).abs()).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Voxels per batched work item.
+const CHUNK: usize = 256;
+
+/// Deconvolves every masked voxel in chunks of [`CHUNK`] as matrix
+/// products: `beta = U_k' B` (the tissue curves projected on the `k`
+/// leading left singular vectors), `coefficients(scratch, beta)` turns each
+/// voxel's `beta` into the coefficients of its residue in place (zero for
+/// dropped components; `scratch` is `l` long), then `R = V_k C`. The peak of
+/// each residue is the flow, its time Tmax.
+fn batched<F>(
     input: &DeconvInput<'_>,
     basis: &SvdBasis,
+    k: usize,
     s: &DeconvSettings,
     device: &Device,
-    kernel: F,
+    coefficients: F,
 ) -> Result<Deconvolved>
 where
-    F: Fn(&mut [f64], &[f64], &mut [f64]) + Sync + Send,
+    F: Fn(&mut [f64], &mut [f64]) + Sync + Send,
 {
-    let (n_vox, _) = input.curves.dim();
+    use faer::linalg::matmul::matmul;
+    use faer::{Accum, Mat, Par};
+    let (n_vox, n) = input.curves.dim();
     let l = basis.l;
     let mut out = vec![0.0; n_vox * 3];
-    map_voxels(
+    let (u_k, v_k) = (basis.u.subcols(0, k), basis.v.subcols(0, k));
+    map_chunks(
         device,
         &mut out,
         3,
-        512,
+        CHUNK,
         s.progress.as_deref(),
-        || (vec![0.0; l], vec![0.0; l]),
-        |(beta, r), v, rec| {
-            if !input.mask[v] {
-                rec.copy_from_slice(&[f64::NAN, f64::NAN, QualityCode::NotFitted.code() as f64]);
-                return;
+        || {
+            (
+                Mat::<f64>::zeros(n, CHUNK),
+                Mat::<f64>::zeros(k, CHUNK),
+                Mat::<f64>::zeros(l, CHUNK),
+                vec![0.0; l],
+            )
+        },
+        |(b, beta, r, scratch), first, recs| {
+            let c = recs.len() / 3;
+            for (i, rec) in recs.chunks_exact_mut(3).enumerate() {
+                let col = b.col_as_slice_mut(i);
+                let v = first + i;
+                let row = input.curves.row(v);
+                let status = match row.as_slice() {
+                    _ if !input.mask[v] => QualityCode::NotFitted,
+                    Some(x) if x.iter().all(|y| y.is_finite()) => {
+                        col.copy_from_slice(x);
+                        rec[2] = QualityCode::Converged.code() as f64;
+                        continue;
+                    }
+                    _ => QualityCode::NonFiniteInput,
+                };
+                col.fill(0.0);
+                rec.copy_from_slice(&[f64::NAN, f64::NAN, status.code() as f64]);
             }
-            let b = input.curves.row(v);
-            let Some(b) = b.as_slice().filter(|b| b.iter().all(|x| x.is_finite())) else {
-                rec.copy_from_slice(&[f64::NAN, f64::NAN, QualityCode::NonFiniteInput.code() as f64]);
-                return;
-            };
-            r.fill(0.0);
-            kernel(beta, b, r);
-            let (flow, tmax) = basis.peak(r);
-            let status = if flow > 0.0 && flow.is_finite() {
-                QualityCode::Converged
-            } else {
-                QualityCode::ModelFailure
-            };
-            rec.copy_from_slice(&[flow, tmax, status.code() as f64]);
+            let done = QualityCode::Converged.code() as f64;
+            matmul(
+                beta.subcols_mut(0, c),
+                Accum::Replace,
+                u_k.transpose(),
+                b.subcols(0, c),
+                1.0,
+                Par::Seq,
+            );
+            for (i, rec) in recs.chunks_exact(3).enumerate() {
+                if rec[2] == done {
+                    coefficients(scratch, beta.col_as_slice_mut(i));
+                }
+            }
+            matmul(
+                r.subcols_mut(0, c),
+                Accum::Replace,
+                v_k,
+                beta.subcols(0, c),
+                1.0,
+                Par::Seq,
+            );
+            for (i, rec) in recs.chunks_exact_mut(3).enumerate() {
+                if rec[2] == done {
+                    let (flow, tmax) = basis.peak(r.col_as_slice(i));
+                    let status = if flow > 0.0 && flow.is_finite() {
+                        QualityCode::Converged
+                    } else {
+                        QualityCode::ModelFailure
+                    };
+                    rec.copy_from_slice(&[flow, tmax, status.code() as f64]);
+                }
+            }
         },
     )?;
     Ok(collect(&out))
@@ -386,8 +460,12 @@ fn truncated(
     });
     check_threshold(threshold)?;
     let basis = basis_for(input, kind)?;
-    let k = basis.rank_above(threshold);
-    per_voxel(input, &basis, s, device, |beta, b, r| basis.solve(b, k, beta, r))
+    let k = basis.rank_above(threshold).max(1);
+    batched(input, &basis, k, s, device, |_, beta| {
+        for (c, sq) in beta.iter_mut().zip(&basis.s) {
+            *c /= sq;
+        }
+    })
 }
 
 /// `ssvd`: truncated SVD of the Toeplitz matrix.
@@ -418,22 +496,21 @@ pub fn osvd(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) -> Res
     }
     let basis = basis_for(input, MatrixKind::BlockCirculant)?;
     let k_max = basis.rank_above(OSVD_MIN_THRESHOLD).max(1);
-    let l = basis.l;
-    // The residue kept so far is rebuilt from its coefficients: track the
-    // best k and recompute once (cheaper than copying at every candidate).
-    per_voxel(input, &basis, s, device, |beta, b, r| {
-        basis.project(b, k_max, beta);
+    // The residue grows one component at a time; the kept coefficients
+    // are those of the most components whose residue meets the target.
+    batched(input, &basis, k_max, s, device, |r, beta| {
+        r.fill(0.0);
         let mut best = 1;
+        let limit = target * basis.l as f64;
         for q in 0..k_max {
-            basis.add(q, beta[q] / basis.s[q], r);
-            if q == 0 || oscillation_index(r) <= target {
+            beta[q] /= basis.s[q];
+            basis.add(q, beta[q], r);
+            // OI <= target, without the division.
+            if q == 0 || abs_second_difference_sum(r) <= limit * lane_max(r) {
                 best = q + 1;
             }
         }
-        r[..l].fill(0.0);
-        for q in 0..best {
-            basis.add(q, beta[q] / basis.s[q], r);
-        }
+        beta[best..].fill(0.0);
     })
 }
 
@@ -462,31 +539,38 @@ pub fn tikhonov(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) ->
             .map(|j| smax * 10f64.powf(-3.0 + 3.0 * j as f64 / (GCV_GRID - 1) as f64))
             .collect(),
     };
-    per_voxel(input, &basis, s, device, |beta, b, r| {
-        basis.project(b, l, beta);
+    // Per grid lambda: the residual weights (1 - f_q)^2 and the GCV
+    // denominator (L - sum f_q)^2, computed once for all voxels.
+    let filter = |lam: f64, q: usize| {
+        let s2 = basis.s[q] * basis.s[q];
+        s2 / (s2 + lam * lam)
+    };
+    let weights: Vec<f64> = grid
+        .iter()
+        .flat_map(|&lam| (0..l).map(move |q| (1.0 - filter(lam, q)).powi(2)))
+        .collect();
+    let denominators: Vec<f64> = grid
+        .iter()
+        .map(|&lam| (l as f64 - (0..l).map(|q| filter(lam, q)).sum::<f64>()).powi(2))
+        .collect();
+    batched(input, &basis, l, s, device, |b2, beta| {
         let mut best = (f64::INFINITY, grid[0]);
         if grid.len() > 1 {
-            for &lam in &grid {
-                let (mut res, mut tr) = (0.0, 0.0);
-                for q in 0..l {
-                    let s2 = basis.s[q] * basis.s[q];
-                    let f = s2 / (s2 + lam * lam);
-                    res += ((1.0 - f) * beta[q]).powi(2);
-                    tr += f;
-                }
-                let g = res / (l as f64 - tr).powi(2);
+            for (q, x) in beta.iter().enumerate() {
+                b2[q] = x * x;
+            }
+            for (j, &lam) in grid.iter().enumerate() {
+                let w = &weights[j * l..(j + 1) * l];
+                let res: f64 = w.iter().zip(&b2[..l]).map(|(w, b)| w * b).sum();
+                let g = res / denominators[j];
                 if g < best.0 {
                     best = (g, lam);
                 }
             }
         }
         let lam2 = best.1 * best.1;
-        for q in 0..l {
-            let sq = basis.s[q];
-            let c = beta[q] * sq / (sq * sq + lam2);
-            if c != 0.0 {
-                basis.add(q, c, r);
-            }
+        for (c, sq) in beta.iter_mut().zip(&basis.s) {
+            *c *= sq / (sq * sq + lam2);
         }
     })
 }
