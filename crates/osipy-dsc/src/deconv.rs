@@ -27,7 +27,7 @@ use ndarray::ArrayView2;
 use osipy_backend::Device;
 use osipy_convolution::{convolution_matrix, MatrixKind};
 use osipy_core::{Extension, KindInfo, OsipyError, QualityCode, Result, Unit};
-use osipy_fitting::{map_chunks, LmSettings};
+use osipy_fitting::{map_voxels, LmSettings};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -153,10 +153,10 @@ pub struct SvdBasis {
     pub l: usize,
     /// Singular values, non-increasing.
     pub s: Vec<f64>,
-    /// Column q: the first `n` entries of the q-th left singular vector.
-    u: faer::Mat<f64>,
-    /// Column q: the q-th right singular vector (`l` entries).
-    v: faer::Mat<f64>,
+    /// Row t (`l` entries): entry t of every left singular vector.
+    u_rows: Vec<f64>,
+    /// Column q (`l` entries): the q-th right singular vector.
+    v_cols: Vec<f64>,
     /// Frame step (s).
     pub dt: f64,
 }
@@ -182,14 +182,19 @@ impl SvdBasis {
                 "the AIF is zero everywhere: nothing to deconvolve by".into(),
             ));
         }
-        let uu = faer::Mat::from_fn(n, l, |i, q| u[(i, order[q])]);
-        let vv = faer::Mat::from_fn(l, l, |i, q| v[(i, order[q])]);
+        let u_rows = (0..n)
+            .flat_map(|t| order.iter().map(move |&q| u[(t, q)]))
+            .collect();
+        let v_cols = order
+            .iter()
+            .flat_map(|&q| (0..l).map(move |i| v[(i, q)]))
+            .collect();
         Ok(SvdBasis {
             n,
             l,
             s: sv,
-            u: uu,
-            v: vv,
+            u_rows,
+            v_cols,
             dt,
         })
     }
@@ -199,27 +204,20 @@ impl SvdBasis {
         self.s.iter().filter(|s| **s > fraction * self.s[0]).count()
     }
 
-    /// The truncated solution of `b` with the `k` largest singular values
-    /// into `r` (`l` long), using `beta` (`k` long) as scratch.
-    pub fn solve(&self, b: &[f64], k: usize, beta: &mut [f64], r: &mut [f64]) {
-        r.fill(0.0);
-        self.project(b, k, beta);
-        for q in 0..k {
-            self.add(q, beta[q] / self.s[q], r);
-        }
-    }
-
-    /// `u_q' b` for q < `k` into `beta`.
+    /// `u_q' b` for q < `k` into `beta[..k]`, as a sum of the rows of `U`
+    /// scaled by `b` (no reductions: the loop vectorises).
     fn project(&self, b: &[f64], k: usize, beta: &mut [f64]) {
-        for (q, out) in beta.iter_mut().enumerate().take(k) {
-            let u = self.u.col_as_slice(q);
-            *out = u.iter().zip(b).map(|(x, y)| x * y).sum();
+        let beta = &mut beta[..k];
+        beta.fill(0.0);
+        for (t, bt) in b.iter().enumerate() {
+            let row = &self.u_rows[t * self.l..t * self.l + k];
+            beta.iter_mut().zip(row).for_each(|(x, u)| *x += bt * u);
         }
     }
 
     /// Adds `c v_q` to `r`.
     fn add(&self, q: usize, c: f64, r: &mut [f64]) {
-        let v = self.v.col_as_slice(q);
+        let v = &self.v_cols[q * self.l..(q + 1) * self.l];
         r.iter_mut().zip(v).for_each(|(x, y)| *x += c * y);
     }
 
@@ -277,16 +275,15 @@ fn abs_second_difference_sum(r: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// Voxels per batched work item.
-const CHUNK: usize = 256;
-
-/// Deconvolves every masked voxel in chunks of [`CHUNK`] as matrix
-/// products: `beta = U_k' B` (the tissue curves projected on the `k`
-/// leading left singular vectors), `coefficients(scratch, beta)` turns each
-/// voxel's `beta` into the coefficients of its residue in place (zero for
-/// dropped components; `scratch` is `l` long), then `R = V_k C`. The peak of
-/// each residue is the flow, its time Tmax.
-fn batched<F>(
+/// Deconvolves every masked voxel in parallel: `beta = U_k' b` (the tissue
+/// curve projected on the `k` leading left singular vectors),
+/// `coefficients(scratch, beta)` turns `beta` into the coefficients of the
+/// residue in place (zero for dropped components; `scratch` is `l` long),
+/// then `r = V_k c`. The peak of the residue is the flow, its time Tmax.
+///
+/// Both products are written as sums of scaled rows (axpy), which the
+/// compiler vectorises; the basis stores `U` by rows for that.
+fn deconvolve<F>(
     input: &DeconvInput<'_>,
     basis: &SvdBasis,
     k: usize,
@@ -297,77 +294,41 @@ fn batched<F>(
 where
     F: Fn(&mut [f64], &mut [f64]) + Sync + Send,
 {
-    use faer::linalg::matmul::matmul;
-    use faer::{Accum, Mat, Par};
-    let (n_vox, n) = input.curves.dim();
+    let (n_vox, _) = input.curves.dim();
     let l = basis.l;
     let mut out = vec![0.0; n_vox * 3];
-    let (u_k, v_k) = (basis.u.subcols(0, k), basis.v.subcols(0, k));
-    map_chunks(
+    map_voxels(
         device,
         &mut out,
         3,
-        CHUNK,
+        512,
         s.progress.as_deref(),
-        || {
-            (
-                Mat::<f64>::zeros(n, CHUNK),
-                Mat::<f64>::zeros(k, CHUNK),
-                Mat::<f64>::zeros(l, CHUNK),
-                vec![0.0; l],
-            )
-        },
-        |(b, beta, r, scratch), first, recs| {
-            let c = recs.len() / 3;
-            for (i, rec) in recs.chunks_exact_mut(3).enumerate() {
-                let col = b.col_as_slice_mut(i);
-                let v = first + i;
-                let row = input.curves.row(v);
-                let status = match row.as_slice() {
-                    _ if !input.mask[v] => QualityCode::NotFitted,
-                    Some(x) if x.iter().all(|y| y.is_finite()) => {
-                        col.copy_from_slice(x);
-                        rec[2] = QualityCode::Converged.code() as f64;
-                        continue;
-                    }
-                    _ => QualityCode::NonFiniteInput,
-                };
-                col.fill(0.0);
-                rec.copy_from_slice(&[f64::NAN, f64::NAN, status.code() as f64]);
+        || (vec![0.0; k], vec![0.0; l], vec![0.0; l]),
+        |(beta, r, scratch), v, rec| {
+            if !input.mask[v] {
+                rec.copy_from_slice(&[f64::NAN, f64::NAN, QualityCode::NotFitted.code() as f64]);
+                return;
             }
-            let done = QualityCode::Converged.code() as f64;
-            matmul(
-                beta.subcols_mut(0, c),
-                Accum::Replace,
-                u_k.transpose(),
-                b.subcols(0, c),
-                1.0,
-                Par::Seq,
-            );
-            for (i, rec) in recs.chunks_exact(3).enumerate() {
-                if rec[2] == done {
-                    coefficients(scratch, beta.col_as_slice_mut(i));
+            let row = input.curves.row(v);
+            let Some(b) = row.as_slice().filter(|b| b.iter().all(|x| x.is_finite())) else {
+                rec.copy_from_slice(&[f64::NAN, f64::NAN, QualityCode::NonFiniteInput.code() as f64]);
+                return;
+            };
+            basis.project(b, k, beta);
+            coefficients(scratch, beta);
+            r.fill(0.0);
+            for (q, c) in beta.iter().enumerate() {
+                if *c != 0.0 {
+                    basis.add(q, *c, r);
                 }
             }
-            matmul(
-                r.subcols_mut(0, c),
-                Accum::Replace,
-                v_k,
-                beta.subcols(0, c),
-                1.0,
-                Par::Seq,
-            );
-            for (i, rec) in recs.chunks_exact_mut(3).enumerate() {
-                if rec[2] == done {
-                    let (flow, tmax) = basis.peak(r.col_as_slice(i));
-                    let status = if flow > 0.0 && flow.is_finite() {
-                        QualityCode::Converged
-                    } else {
-                        QualityCode::ModelFailure
-                    };
-                    rec.copy_from_slice(&[flow, tmax, status.code() as f64]);
-                }
-            }
+            let (flow, tmax) = basis.peak(r);
+            let status = if flow > 0.0 && flow.is_finite() {
+                QualityCode::Converged
+            } else {
+                QualityCode::ModelFailure
+            };
+            rec.copy_from_slice(&[flow, tmax, status.code() as f64]);
         },
     )?;
     Ok(collect(&out))
@@ -461,7 +422,7 @@ fn truncated(
     check_threshold(threshold)?;
     let basis = basis_for(input, kind)?;
     let k = basis.rank_above(threshold).max(1);
-    batched(input, &basis, k, s, device, |_, beta| {
+    deconvolve(input, &basis, k, s, device, |_, beta| {
         for (c, sq) in beta.iter_mut().zip(&basis.s) {
             *c /= sq;
         }
@@ -498,7 +459,7 @@ pub fn osvd(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) -> Res
     let k_max = basis.rank_above(OSVD_MIN_THRESHOLD).max(1);
     // The residue grows one component at a time; the kept coefficients
     // are those of the most components whose residue meets the target.
-    batched(input, &basis, k_max, s, device, |r, beta| {
+    deconvolve(input, &basis, k_max, s, device, |r, beta| {
         r.fill(0.0);
         let mut best = 1;
         let limit = target * basis.l as f64;
@@ -553,7 +514,7 @@ pub fn tikhonov(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) ->
         .iter()
         .map(|&lam| (l as f64 - (0..l).map(|q| filter(lam, q)).sum::<f64>()).powi(2))
         .collect();
-    batched(input, &basis, l, s, device, |b2, beta| {
+    deconvolve(input, &basis, l, s, device, |b2, beta| {
         let mut best = (f64::INFINITY, grid[0]);
         if grid.len() > 1 {
             for (q, x) in beta.iter().enumerate() {

@@ -32,43 +32,12 @@ where
     F: Fn(&mut W, usize, &mut [f64]) + Sync + Send,
 {
     let record_len = record_len.max(1);
-    map_chunks(
-        device,
-        out,
-        record_len,
-        chunk_voxels,
-        progress,
-        init,
-        |ws, first, chunk| {
-            for (k, rec) in chunk.chunks_mut(record_len).enumerate() {
-                kernel(ws, first + k, rec);
-            }
-        },
-    )
-}
-
-/// [`map_voxels`] for kernels that work on a whole chunk at once (batched
-/// matrix products): `kernel(workspace, first_voxel, records)` gets the
-/// records of `chunk_voxels` consecutive voxels (fewer in the last chunk).
-/// Chunks are fixed, so results do not depend on the thread count.
-pub fn map_chunks<W, I, F>(
-    device: &Device,
-    out: &mut [f64],
-    record_len: usize,
-    chunk_voxels: usize,
-    progress: Option<&AtomicUsize>,
-    init: I,
-    kernel: F,
-) -> Result<()>
-where
-    I: Fn() -> W + Sync + Send,
-    F: Fn(&mut W, usize, &mut [f64]) + Sync + Send,
-{
-    let record_len = record_len.max(1);
     match device {
         Device::Cpu { .. } => {
             for_each_chunk(device, out, record_len, chunk_voxels, init, |ws, first, chunk| {
-                kernel(ws, first, chunk);
+                for (k, rec) in chunk.chunks_mut(record_len).enumerate() {
+                    kernel(ws, first + k, rec);
+                }
                 if let Some(p) = progress {
                     p.fetch_add(chunk.len() / record_len, Ordering::Relaxed);
                 }

@@ -29,7 +29,7 @@ pub mod rng;
 pub use batch::{
     fit_batch, fit_curve, named_bounds, param_index, BatchFit, FitOptions, InitialGuess, PinValue, VoxelFit,
 };
-pub use exec::{built_devices, map_chunks, map_voxels};
+pub use exec::{built_devices, map_voxels};
 pub use lm::LmSettings;
 pub use model::{check_jacobian, finite_difference_jacobian, Model, ParamSpec};
 
