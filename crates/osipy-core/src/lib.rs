@@ -62,6 +62,20 @@ pub fn check_series(shape: &[usize], n_times: usize, mask: Option<&[usize]>) -> 
     }
 }
 
+/// Errors unless a per-voxel array (`what`, e.g. "mask length") has `len`
+/// entries, one per voxel of `n_vox`.
+pub fn check_per_voxel(what: &str, len: usize, n_vox: usize) -> Result<()> {
+    if len == n_vox {
+        Ok(())
+    } else {
+        Err(OsipyError::data(
+            what,
+            len.to_string(),
+            format!("{n_vox}, one per voxel"),
+        ))
+    }
+}
+
 /// The identity affine (1 mm isotropic voxels at the origin).
 pub const IDENTITY_AFFINE: [[f64; 4]; 4] = [
     [1.0, 0.0, 0.0, 0.0],

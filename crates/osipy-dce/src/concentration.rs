@@ -140,13 +140,7 @@ pub fn signal_to_concentration(
     method: ConcentrationMethod,
 ) -> Result<(ndarray::Array2<f64>, Vec<QualityCode>)> {
     let (n_vox, n_t) = signal.dim();
-    if r10.len() != n_vox {
-        return Err(OsipyError::data(
-            "number of R10 values",
-            r10.len().to_string(),
-            format!("{n_vox}, one per voxel"),
-        ));
-    }
+    osipy_core::check_per_voxel("number of R10 values", r10.len(), n_vox)?;
     p.validate(n_t)?;
     let mut out = ndarray::Array2::zeros((n_vox, n_t));
     let mut curve = vec![0.0; n_t];

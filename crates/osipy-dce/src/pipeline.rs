@@ -17,9 +17,8 @@ use osipy_core::{OsipyError, QualityCode, Registry, Result};
 use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings};
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
-    check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, AxisUnit, Choice, Dataset,
-    DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext,
-    Sourced, Volume,
+    check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, Choice, Dataset, DemoCase,
+    DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Sourced, Volume,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -335,25 +334,7 @@ impl ModalityDef for Dce {
 
     fn run(p: &DceConfig, inputs: &Inputs, ctx: &mut RunContext, reg: &Registry) -> Result<Outputs> {
         let mut ds = Dataset::load(inputs, &INPUTS[0])?;
-        if let Some(t) = inputs.table("time_file", 1)? {
-            let src = format!(
-                "data.time_file {}",
-                inputs
-                    .path("time_file")
-                    .map_or(String::new(), |p| p.display().to_string())
-            );
-            ds.set_axis(t.into_iter().map(|r| r[0]).collect(), AxisUnit::Seconds, src)?;
-        }
-        let times = match &ds.axis {
-            Some(a) if a.unit == AxisUnit::Seconds => a.values.clone(),
-            _ => {
-                return Err(missing(
-                    "data.time_file",
-                    "frame times",
-                    "the dynamic series has no positive time step in pixdim[4]; give a file of frame times in seconds",
-                ))
-            }
-        };
+        let times = ds.frame_times(inputs, "frame times")?;
         let grid = ds.grid();
         let (n_vox, nt) = (ds.n_voxels(), ds.n_volumes());
         let flat_mask = ds.flat_mask();

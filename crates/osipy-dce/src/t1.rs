@@ -203,13 +203,7 @@ pub fn vfa_t1(
         ));
     }
     if let Some(b) = b1 {
-        if b.len() != n_vox {
-            return Err(OsipyError::data(
-                "B1 map size",
-                b.len().to_string(),
-                format!("{n_vox}, one per voxel"),
-            ));
-        }
+        osipy_core::check_per_voxel("B1 map size", b.len(), n_vox)?;
     }
     let b1_of = |v: usize| b1.map_or(1.0, |b| b[v]);
     match method {

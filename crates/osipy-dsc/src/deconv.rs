@@ -368,13 +368,7 @@ pub(crate) fn check_input(input: &DeconvInput<'_>) -> Result<()> {
             format!("{nt}, one per frame of the series"),
         ));
     }
-    if input.mask.len() != n_vox {
-        return Err(OsipyError::data(
-            "mask length",
-            input.mask.len().to_string(),
-            format!("{n_vox}, one per voxel"),
-        ));
-    }
+    osipy_core::check_per_voxel("mask length", input.mask.len(), n_vox)?;
     if !input.curves.is_standard_layout() {
         return Err(OsipyError::data(
             "tissue curves",

@@ -15,8 +15,8 @@ use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, Registry, Result,
 use osipy_fitting::LmSettings;
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
-    check_positive, check_seconds, choice_names, is_nifti, AxisUnit, Choice, Dataset, DemoCase, DemoFile,
-    InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
+    check_positive, check_seconds, choice_names, is_nifti, Choice, Dataset, DemoCase, DemoFile, InputKind,
+    InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
 };
 use serde::{Deserialize, Serialize};
 
@@ -233,25 +233,7 @@ impl ModalityDef for Dsc {
 
     fn run(p: &DscConfig, inputs: &Inputs, ctx: &mut RunContext, reg: &Registry) -> Result<Outputs> {
         let mut ds = Dataset::load(inputs, &INPUTS[0])?;
-        if let Some(t) = inputs.table("time_file", 1)? {
-            let src = format!(
-                "data.time_file {}",
-                inputs
-                    .path("time_file")
-                    .map_or(String::new(), |p| p.display().to_string())
-            );
-            ds.set_axis(t.into_iter().map(|r| r[0]).collect(), AxisUnit::Seconds, src)?;
-        }
-        let times = match &ds.axis {
-            Some(a) if a.unit == AxisUnit::Seconds => a.values.clone(),
-            _ => return Err(OsipyError::MissingParameter {
-                name: "data.time_file".into(),
-                needed_for: "DSC deconvolution".into(),
-                hint:
-                    "the series has no positive time step in pixdim[4]; give a file of frame times in seconds"
-                        .into(),
-            }),
-        };
+        let times = ds.frame_times(inputs, "DSC deconvolution")?;
         crate::deconv::uniform_step(&times)?;
         let te = match (p.te, ds.acquisition.echo_time.as_ref()) {
             (Some(te), _) => te,

@@ -46,13 +46,7 @@ pub fn signal_to_delta_r2(
     }
     check_baseline(baseline, nt)?;
     if let Some(m) = mask {
-        if m.len() != n_vox {
-            return Err(OsipyError::data(
-                "mask length",
-                m.len().to_string(),
-                format!("{n_vox}, one per voxel"),
-            ));
-        }
+        osipy_core::check_per_voxel("mask length", m.len(), n_vox)?;
     }
     let rec = nt + 1;
     let mut out = vec![f64::NAN; n_vox * rec];

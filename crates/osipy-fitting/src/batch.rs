@@ -240,13 +240,7 @@ fn validate(
         ));
     }
     if let Some(m) = mask {
-        if m.len() != n_voxels {
-            return Err(OsipyError::data(
-                "mask length",
-                m.len().to_string(),
-                format!("{n_voxels}, one per voxel"),
-            ));
-        }
+        osipy_core::check_per_voxel("mask length", m.len(), n_voxels)?;
     }
     let bounds = opts.bounds.clone().unwrap_or_else(|| model.default_bounds());
     if bounds.len() != p {

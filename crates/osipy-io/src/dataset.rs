@@ -193,6 +193,30 @@ impl Dataset {
         self.mask.iter().copied().collect()
     }
 
+    /// Frame times in seconds for `needed_for`: from the `data.time_file`
+    /// input (one time per line) when given, else the series' own time axis;
+    /// an error naming `data.time_file` when neither exists.
+    pub fn frame_times(&mut self, inputs: &Inputs, needed_for: &str) -> Result<Vec<f64>> {
+        if let Some(t) = inputs.table("time_file", 1)? {
+            let src = format!(
+                "data.time_file {}",
+                inputs
+                    .path("time_file")
+                    .map_or(String::new(), |p| p.display().to_string())
+            );
+            self.set_axis(t.into_iter().map(|r| r[0]).collect(), AxisUnit::Seconds, src)?;
+        }
+        match &self.axis {
+            Some(a) if a.unit == AxisUnit::Seconds => Ok(a.values.clone()),
+            _ => Err(OsipyError::MissingParameter {
+                name: "data.time_file".into(),
+                needed_for: needed_for.into(),
+                hint: "the dynamic series has no positive time step in pixdim[4]; give a file of frame times in seconds"
+                    .into(),
+            }),
+        }
+    }
+
     /// Sets the dynamic axis, checking one finite value per volume.
     pub fn set_axis(&mut self, values: Vec<f64>, unit: AxisUnit, source: impl Into<String>) -> Result<()> {
         let source = source.into();

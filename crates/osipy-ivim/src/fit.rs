@@ -217,13 +217,7 @@ pub fn fit_ivim(
     let prep = prepare(signal, b, opts.normalize)?;
     let n_vox = signal.nrows();
     if let Some(m) = mask {
-        if m.len() != n_vox {
-            return Err(OsipyError::data(
-                "mask length",
-                m.len().to_string(),
-                format!("{n_vox}, one per voxel"),
-            ));
-        }
+        osipy_core::check_per_voxel("mask length", m.len(), n_vox)?;
     }
     let bi = Biexponential::new(&prep.b)?;
     let bounds = bounds_with(&bi, opts)?;
