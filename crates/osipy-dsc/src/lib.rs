@@ -1,6 +1,19 @@
 //! # osipy-dsc
 //!
-//! Dynamic susceptibility contrast (DSC) MRI.
+//! Dynamic susceptibility contrast (DSC) MRI: signal to deltaR2\*
+//! ([`signal`]), bolus-arrival detection, deconvolution by the AIF
+//! ([`deconv`]: `ssvd`, `csvd`, `osvd`, `tikhonov`; [`vascular`]: the
+//! model-based `vascular_model` with standard errors), contrast-leakage
+//! correction ([`leakage`]: `bsw`, `bidirectional`), gamma-variate
+//! recirculation removal ([`gamma`]), perfusion maps and normalisation
+//! ([`perfusion`]), a phantom with known truth ([`phantom`]) and the checks
+//! of `cargo xtask dro-validate` ([`validation`]). The modality's pipeline
+//! is [`Dsc`].
+//!
+//! ## Cargo features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | (none) | | |
 
 pub mod deconv;
 pub mod gamma;

@@ -106,9 +106,13 @@ mod tests {
         );
         assert_eq!(
             reg.names::<crate::dsc::deconv::Deconvolution>(),
-            ["csvd", "osvd", "ssvd", "tikhonov"]
+            ["csvd", "osvd", "ssvd", "tikhonov", "vascular_model"]
         );
-        // Only what a config can select is registered: seven tables.
-        assert_eq!(reg.tables().len(), 7);
+        assert_eq!(
+            reg.names::<crate::dsc::leakage::LeakageCorrection>(),
+            ["bidirectional", "bsw"]
+        );
+        // Only what a config can select is registered: eight tables.
+        assert_eq!(reg.tables().len(), 8);
     }
 }
