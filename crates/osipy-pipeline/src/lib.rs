@@ -22,7 +22,7 @@ pub use osipy_io::dro;
 pub use osipy_io::Progress;
 
 use osipy_backend::Device;
-use osipy_core::{Registry, Result};
+use osipy_core::{OsipyError, Registry, Result};
 use osipy_io::{Inputs, RunContext};
 use output::{quality_counts, Staging};
 use serde::Serialize;
@@ -83,6 +83,55 @@ pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
     run_analysis_with(config, opts, &builtin_registry()?)
 }
 
+/// Fraction of the mask above which invalid voxels are reported as a
+/// warning with their counts per reason.
+pub const INVALID_WARNING_FRACTION: f64 = 0.5;
+
+/// A run that fitted no voxel of the mask is an error naming the reasons;
+/// one with more than [`INVALID_WARNING_FRACTION`] invalid voxels warns.
+fn check_fitted(counts: &std::collections::BTreeMap<String, usize>) -> Result<()> {
+    let is_valid = |name: &str| {
+        osipy_core::QualityCode::ALL
+            .iter()
+            .any(|q| q.name() == name && q.is_valid())
+    };
+    let total: usize = counts.values().sum();
+    let valid: usize = counts
+        .iter()
+        .filter(|(name, _)| is_valid(name))
+        .map(|(_, n)| n)
+        .sum();
+    let reasons = || {
+        counts
+            .iter()
+            .filter(|(name, _)| !is_valid(name))
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if total == 0 {
+        return Err(OsipyError::data(
+            "analysis mask",
+            "no voxel set",
+            "a mask with at least one voxel inside the series",
+        ));
+    }
+    if valid == 0 {
+        return Err(OsipyError::Fitting(format!(
+            "no voxel of the {total} in the mask could be fitted ({}); nothing was written",
+            reasons()
+        )));
+    }
+    if (total - valid) as f64 > INVALID_WARNING_FRACTION * total as f64 {
+        tracing::warn!(
+            "{} of {total} voxels in the mask are invalid ({})",
+            total - valid,
+            reasons()
+        );
+    }
+    Ok(())
+}
+
 /// [`run_analysis`] with the methods of `registry` (the built-in ones plus
 /// entries of your own, e.g. a DCE model registered from outside osipy).
 pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry) -> Result<RunSummary> {
@@ -95,6 +144,8 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     let mut ctx = RunContext::new(Device::cpu(threads), opts.progress.clone().unwrap_or_default());
     let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
     let out = m.run(&config.pipeline, &inputs, &mut ctx, registry)?;
+    let quality_counts = quality_counts(&out.maps.quality, &out.mask);
+    check_fitted(&quality_counts)?;
 
     let mut stage = Staging::new(&opts.out_dir)?;
     stage.maps(&out.maps, &out.geometry, config)?;
@@ -109,7 +160,7 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
         timings: ctx.stages().to_vec(),
         voxels_total: out.mask.len(),
         voxels_in_mask: out.mask.iter().filter(|m| **m).count(),
-        quality_counts: quality_counts(&out.maps.quality, &out.mask),
+        quality_counts,
         outputs: stage.final_paths(),
         config: config.clone(),
     };

@@ -178,3 +178,24 @@ fn dsc_bad_inputs() {
     // (0, 0, 0) is outside data.mask, still in place from above.
     assert!(cbf[[1, 1, 0]].is_nan() && cbf[[0, 0, 0]].is_nan() && cbf[[3, 3, 0]].is_finite());
 }
+
+/// A run in which no voxel can be fitted is an error that names the
+/// reasons, and writes nothing.
+#[test]
+fn a_run_that_fits_nothing_fails_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DscPhantomSpec {
+        shape: [3, 3, 1],
+        ..DscPhantomSpec::default()
+    };
+    let ph = write(dir.path(), &spec);
+    let mut sig = ph.signal.clone();
+    sig.slice_mut(ndarray::s![.., .., .., 30]).fill(-1.0);
+    write_4d(dir.path().join("dsc.nii.gz"), &sig, &geometry(), spec.dt).unwrap();
+    let e = run(dir.path(), BASE, "").unwrap_err();
+    assert!(
+        e.contains("no voxel of the 9 in the mask could be fitted") && e.contains("9 invalid_signal"),
+        "{e}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
