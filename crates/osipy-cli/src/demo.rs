@@ -43,9 +43,20 @@ fn table_rows(maps: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usi
 }
 
 /// Runs the demo of `m` into `out` (data in `out/data`, maps in `out/maps`).
-pub fn run(m: &dyn Modality, out: &Path, quiet: bool) -> Result<()> {
+/// An earlier demo's data or maps there are replaced only with `overwrite`.
+pub fn run(m: &dyn Modality, out: &Path, overwrite: bool, quiet: bool) -> Result<()> {
     let data = out.join("data");
     let maps = out.join("maps");
+    let occupied = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some());
+    if !overwrite && (occupied(&data) || occupied(&maps)) {
+        anyhow::bail!(
+            "{} already holds a demo (data/ or maps/ not empty); use --overwrite to replace it, or another -o folder",
+            out.display()
+        );
+    }
+    if data.exists() {
+        std::fs::remove_dir_all(&data).with_context(|| format!("removing the earlier {}", data.display()))?;
+    }
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let case = m.demo()?;
     let geometry = Geometry::from_affine(AFFINE);
@@ -65,7 +76,7 @@ pub fn run(m: &dyn Modality, out: &Path, quiet: bool) -> Result<()> {
 
     let config = Config::from_file(&config_path)?;
     let start = std::time::Instant::now();
-    let summary = crate::run_with_progress(&config, &data, &maps, None, quiet)?;
+    let summary = crate::run_with_progress(&config, &data, &maps, None, overwrite, quiet)?;
     let seconds = start.elapsed().as_secs_f64();
 
     println!("osipy {} {}", env!("CARGO_PKG_VERSION"), case.title);

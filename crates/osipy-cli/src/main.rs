@@ -49,6 +49,9 @@ enum Command {
         /// Worker threads [default: backend.threads, OSIPY_NUM_THREADS or all cores].
         #[arg(long)]
         threads: Option<usize>,
+        /// Replace an existing, non-empty output folder (as a whole, once the run has succeeded).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Print the commented default configuration of a modality.
     DumpDefaults {
@@ -75,6 +78,9 @@ enum Command {
         /// Output folder for the phantom, its config and the maps.
         #[arg(short, long, default_value = "osipy-demo")]
         output: PathBuf,
+        /// Replace the data and maps of an earlier demo in that folder.
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 
@@ -109,6 +115,7 @@ pub(crate) fn run_with_progress(
     data_path: &Path,
     out: &Path,
     threads: Option<usize>,
+    overwrite: bool,
     quiet: bool,
 ) -> Result<osipy_pipeline::RunSummary> {
     let progress = Progress::new();
@@ -143,6 +150,7 @@ pub(crate) fn run_with_progress(
     let opts = RunOptions {
         data_dir: data_path.into(),
         out_dir: out.into(),
+        overwrite,
         threads,
         progress: Some(progress),
     };
@@ -159,6 +167,7 @@ fn real_main(cli: Cli) -> Result<()> {
             data_path,
             output,
             threads,
+            overwrite,
         } => {
             let cfg = Config::from_file(&config)?;
             init_logging(cli.verbose, cli.quiet, Some(cfg.logging.level));
@@ -167,7 +176,7 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             let out = output.unwrap_or_else(|| data_path.join("osipy_output"));
             let start = std::time::Instant::now();
-            let summary = run_with_progress(&cfg, &data_path, &out, threads, cli.quiet)?;
+            let summary = run_with_progress(&cfg, &data_path, &out, threads, overwrite, cli.quiet)?;
             tracing::info!(seconds = start.elapsed().as_secs_f64(), output = %out.display(), quality = ?summary.quality_counts, "done");
             if !cli.quiet {
                 println!("wrote {} files to {}", summary.outputs.len(), out.display());
@@ -186,7 +195,11 @@ fn real_main(cli: Cli) -> Result<()> {
             );
         }
         Command::List { kind } => list(kind.as_deref())?,
-        Command::Demo { modality: id, output } => {
+        Command::Demo {
+            modality: id,
+            output,
+            overwrite,
+        } => {
             let m = modality(&id).map_err(|_| {
                 anyhow::anyhow!(
                     "no demo for {id:?} in this build; available: {}",
@@ -194,7 +207,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 )
             })?;
             init_logging(cli.verbose, true, None);
-            demo::run(m, &output, cli.quiet).context("demo failed")?;
+            demo::run(m, &output, overwrite, cli.quiet).context("demo failed")?;
         }
     }
     Ok(())

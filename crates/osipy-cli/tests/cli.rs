@@ -151,6 +151,30 @@ fn demo_runs_end_to_end_and_its_config_reruns() {
     let a = std::fs::read(out.join("maps/Ktrans.nii.gz")).unwrap();
     let b = std::fs::read(rerun.join("Ktrans.nii.gz")).unwrap();
     assert_eq!(a, b);
+    // Neither command overwrites an earlier result unless told to.
+    let (code, _, err) = osipy(&["demo", "-o", out.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--overwrite") && err.contains("already holds a demo"),
+        "{err}"
+    );
+    let (code, _, err) = osipy(&[
+        "run",
+        cfg.to_str().unwrap(),
+        out.join("data").to_str().unwrap(),
+        "-o",
+        rerun.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not empty") && err.contains("--overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read(rerun.join("Ktrans.nii.gz")).unwrap(),
+        b,
+        "left as it was"
+    );
+    let (code, _, err) = osipy(&["demo", "-o", out.to_str().unwrap(), "--overwrite", "-q"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.join("maps/osipy_run.json").is_file());
 }
 
 #[test]

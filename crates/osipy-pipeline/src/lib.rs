@@ -45,8 +45,11 @@ pub fn builtin_registry() -> Result<Registry> {
 pub struct RunOptions {
     /// Folder the `[data]` paths are relative to (and auto-discovery searches).
     pub data_dir: PathBuf,
-    /// Output folder (created if missing).
+    /// Output folder (created if missing; an existing non-empty one is an
+    /// error unless `overwrite`).
     pub out_dir: PathBuf,
+    /// Replace an existing output folder, as a whole.
+    pub overwrite: bool,
     /// Worker threads (overrides `backend.threads`).
     pub threads: Option<usize>,
     /// Fit progress, for a progress bar polled from another thread.
@@ -142,12 +145,13 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
         .or((config.backend.threads > 0).then_some(config.backend.threads))
         .or(osipy_backend::threads_from_env()?);
     let mut ctx = RunContext::new(Device::cpu(threads), opts.progress.clone().unwrap_or_default());
+    // The output folder is checked (and its staging folder made) first.
+    let mut stage = Staging::new(&opts.out_dir, opts.overwrite)?;
     let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
     let out = m.run(&config.pipeline, &inputs, &mut ctx, registry)?;
     let quality_counts = quality_counts(&out.maps.quality, &out.mask);
     check_fitted(&quality_counts)?;
 
-    let mut stage = Staging::new(&opts.out_dir)?;
     stage.maps(&out.maps, &out.geometry, config)?;
     for (name, volume) in &out.volumes {
         stage.volume(name, volume, &out.geometry)?;

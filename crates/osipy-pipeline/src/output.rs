@@ -1,6 +1,11 @@
 //! Staged outputs: every file of a run is written into a temporary folder
-//! inside the output directory and moved into place only when all are
-//! complete; on any error (or drop) the temporary folder is removed.
+//! beside the output folder (same parent, so the same file system) and the
+//! finished folder is moved into place with one rename, so the output folder
+//! holds one run's complete result or nothing new, never a mix. An existing,
+//! non-empty output folder is replaced only with `overwrite`, and then as a
+//! whole. On any error (or drop) the temporary folder is removed; temporary
+//! folders of runs that died are removed (or, for a result set aside just
+//! before a replacement, put back) by the next run into the same folder.
 
 use crate::config::Config;
 use crate::RunSummary;
@@ -13,8 +18,61 @@ use std::path::{Path, PathBuf};
 /// A run's outputs being written.
 pub(crate) struct Staging {
     out_dir: PathBuf,
+    parent: PathBuf,
+    name: String,
     tmp: Option<PathBuf>,
     written: Vec<PathBuf>,
+}
+
+/// Prefixes of the folders a run keeps beside `OUT` (`.OUT.osipy-tmp-PID`:
+/// being written; `.OUT.osipy-old-PID`: the previous result, set aside for
+/// the moment of the replacement).
+const TMP: &str = "osipy-tmp-";
+const OLD: &str = "osipy-old-";
+
+fn io_error(path: &Path, message: &str, e: std::io::Error) -> OsipyError {
+    OsipyError::Io {
+        path: path.into(),
+        message: message.into(),
+        source: Some(e),
+    }
+}
+
+/// Whether process `pid` is alive (Linux `/proc`); `None` where unknown.
+fn alive(pid: u32) -> Option<bool> {
+    Path::new("/proc/self")
+        .exists()
+        .then(|| Path::new("/proc").join(pid.to_string()).exists())
+}
+
+/// Removes what dead runs left beside `out_dir`; a result set aside by a
+/// run that died mid-replacement is put back when `out_dir` is missing.
+fn clean_stale(parent: &Path, name: &str, out_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&format!(".{name}.")) else {
+            continue;
+        };
+        let (kind, pid) = match (rest.strip_prefix(TMP), rest.strip_prefix(OLD)) {
+            (Some(p), _) => (TMP, p),
+            (_, Some(p)) => (OLD, p),
+            _ => continue,
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || alive(pid) != Some(false) {
+            continue;
+        }
+        if kind == OLD && !out_dir.exists() {
+            let _ = std::fs::rename(entry.path(), out_dir);
+        } else {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 impl Drop for Staging {
@@ -26,22 +84,66 @@ impl Drop for Staging {
 }
 
 impl Staging {
-    /// Creates `out_dir` (if needed) and a fresh temporary folder in it.
-    pub(crate) fn new(out_dir: &Path) -> Result<Staging> {
-        std::fs::create_dir_all(out_dir).map_err(|e| OsipyError::Io {
-            path: out_dir.into(),
-            message: "cannot create the output folder".into(),
-            source: Some(e),
+    /// Checks that `out_dir` can take this run's result (absent, empty, or
+    /// `overwrite`), cleans what dead runs left beside it, and creates this
+    /// run's temporary folder beside it: so an unwritable or occupied output
+    /// folder is an error before any data are read.
+    pub(crate) fn new(out_dir: &Path, overwrite: bool) -> Result<Staging> {
+        let name = out_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                OsipyError::data(
+                    "output folder",
+                    out_dir.display().to_string(),
+                    "a folder path that ends in a name",
+                )
+            })?;
+        let parent = match out_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| {
+            io_error(
+                &parent,
+                "cannot create the folder that is to hold the output folder",
+                e,
+            )
         })?;
-        let tmp = out_dir.join(format!(".osipy-tmp-{}", std::process::id()));
+        clean_stale(&parent, &name, out_dir);
+        if out_dir.exists() {
+            if !out_dir.is_dir() {
+                return Err(OsipyError::data(
+                    format!("output folder {}", out_dir.display()),
+                    "an existing file",
+                    "a folder path (absent, empty, or replaced with --overwrite)",
+                ));
+            }
+            let occupied = std::fs::read_dir(out_dir)
+                .map_err(|e| io_error(out_dir, "cannot read the output folder", e))?
+                .next()
+                .is_some();
+            if occupied && !overwrite {
+                return Err(OsipyError::data(
+                    format!("output folder {}", out_dir.display()),
+                    "not empty (the result of an earlier run?)",
+                    "an absent or empty folder; or --overwrite to replace it as a whole",
+                ));
+            }
+        }
+        let tmp = parent.join(format!(".{name}.{TMP}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir(&tmp).map_err(|e| OsipyError::Io {
-            path: tmp.clone(),
-            message: "cannot create a temporary output folder".into(),
-            source: Some(e),
+        std::fs::create_dir(&tmp).map_err(|e| {
+            io_error(
+                &tmp,
+                "cannot write beside the output folder (is its parent writable?)",
+                e,
+            )
         })?;
         Ok(Staging {
             out_dir: out_dir.into(),
+            parent,
+            name,
             tmp: Some(tmp),
             written: Vec::new(),
         })
@@ -98,13 +200,32 @@ impl Staging {
             &serde_json::to_value(summary).map_err(|e| OsipyError::Validation(e.to_string()))?,
         )?;
         self.written.push(run);
-        for w in &self.written {
-            let dest = self.out_dir.join(w.file_name().unwrap_or_default());
-            std::fs::rename(w, &dest).map_err(|e| OsipyError::Io {
-                path: dest.clone(),
-                message: "could not move the finished output into place".into(),
-                source: Some(e),
-            })?;
+        let Some(tmp) = self.tmp.clone() else {
+            return Ok(());
+        };
+        // Set the previous result aside, move the new one in, then drop the
+        // previous one; if the move fails, put the previous one back.
+        let old = self
+            .parent
+            .join(format!(".{}.{OLD}{}", self.name, std::process::id()));
+        let had_old = self.out_dir.exists();
+        if had_old {
+            std::fs::rename(&self.out_dir, &old)
+                .map_err(|e| io_error(&self.out_dir, "could not set the previous output aside", e))?;
+        }
+        if let Err(e) = std::fs::rename(&tmp, &self.out_dir) {
+            if had_old {
+                let _ = std::fs::rename(&old, &self.out_dir);
+            }
+            return Err(io_error(
+                &self.out_dir,
+                "could not move the finished output into place",
+                e,
+            ));
+        }
+        self.tmp = None;
+        if had_old {
+            let _ = std::fs::remove_dir_all(&old);
         }
         Ok(())
     }

@@ -242,17 +242,76 @@ fn bad_inputs_give_clear_errors_and_leave_nothing() {
         &config_text("").replace("extended_tofts", "extended_toft"),
     );
     assert!(e.contains("\"extended_toft\"") && e.contains("2cxm"), "{e}");
-    // A failure while moving outputs into place: a folder occupies a target.
+    // An occupied output folder is refused before anything is computed,
+    // and left as it was.
     let out = dir.path().join("blocked");
     std::fs::create_dir_all(out.join("Ktrans.nii.gz")).unwrap();
     let config = Config::from_toml(&config_text("")).unwrap();
     let e = run_in(dir.path(), &config, "blocked").unwrap_err();
-    assert!(e.contains("Ktrans.nii.gz"), "{e}");
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(left, ["Ktrans.nii.gz"], "only the blocking folder remains");
+    assert!(
+        e.contains("blocked") && e.contains("not empty") && e.contains("--overwrite"),
+        "{e}"
+    );
+    let left = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(left(&out), ["Ktrans.nii.gz"], "the folder is untouched");
+    // An output path that is a file.
+    std::fs::write(dir.path().join("a_file"), "x").unwrap();
+    let e = run_in(dir.path(), &config, "a_file").unwrap_err();
+    assert!(e.contains("a_file") && e.contains("an existing file"), "{e}");
+}
+
+/// With `overwrite` the earlier result is replaced as a whole (no stale
+/// maps of another model), and what dead runs left beside the output
+/// folder is cleaned: a half-written staging folder removed, a result set
+/// aside just before a replacement put back.
+#[test]
+fn output_folder_is_replaced_as_a_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &small_spec());
+    let out = dir.path().join("out");
+    let run = |text: &str, overwrite: bool| {
+        run_analysis(
+            &Config::from_toml(text).unwrap(),
+            &RunOptions {
+                data_dir: dir.path().into(),
+                out_dir: out.clone(),
+                overwrite,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())
+    };
+    run(&config_text(""), false).unwrap();
+    assert!(out.join("vp.nii.gz").is_file());
+    // Tofts into the same folder: refused, then replaced as a whole.
+    let tofts = config_text("").replace("extended_tofts", "tofts");
+    assert!(run(&tofts, false).unwrap_err().contains("--overwrite"));
+    run(&tofts, true).unwrap();
+    assert!(out.join("Ktrans.nii.gz").is_file() && !out.join("vp.nii.gz").exists());
+    let json = std::fs::read_to_string(out.join("Ktrans.json")).unwrap();
+    assert!(
+        json.contains("\"tofts\"") && !json.contains("extended_tofts"),
+        "{json}"
+    );
+    // Debris of a dead run (pid 4194304 is above Linux's pid_max): a
+    // staging folder is removed; a result set aside while OUT is missing
+    // is put back.
+    if std::path::Path::new("/proc/self").exists() {
+        let tmp = dir.path().join(".out.osipy-tmp-4194304");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let aside = dir.path().join(".out.osipy-old-4194304");
+        std::fs::rename(&out, &aside).unwrap();
+        let e = run(&tofts, false);
+        assert!(e.unwrap_err().contains("--overwrite"), "the result was put back");
+        assert!(!tmp.exists() && !aside.exists() && out.join("Ktrans.nii.gz").is_file());
+    }
 }
 
 #[test]
