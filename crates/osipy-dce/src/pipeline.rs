@@ -296,10 +296,9 @@ impl ModalityDef for Dce {
         let a = &p.acquisition;
         check_seconds("pipeline.acquisition.tr", a.tr, 1.0, "0.005")?;
         check_seconds("pipeline.acquisition.t1_assumed", a.t1_assumed, 20.0, "1.4")?;
-        if let Some(d) = p.aif_delay {
-            if d != 0.0 {
-                check_seconds("pipeline.aif_delay", Some(d.abs()), 600.0, "17.5")?;
-            }
+        // An arrival time from the start of the series: 0 or positive.
+        if let Some(d) = p.aif_delay.filter(|d| *d != 0.0) {
+            check_seconds("pipeline.aif_delay", Some(d), 600.0, "17.5")?;
         }
         if let Some(fa) = a.flip_angle {
             check_flip_angle("pipeline.acquisition.flip_angle", fa)?;

@@ -196,8 +196,16 @@ impl Dataset {
     /// Frame times in seconds for `needed_for`: from the `data.time_file`
     /// input (one time per line) when given, else the series' own time axis;
     /// an error naming `data.time_file` when neither exists.
+    /// A discovered (not named) time file never overrides a time axis the
+    /// series' header gives.
     pub fn frame_times(&mut self, inputs: &Inputs, needed_for: &str) -> Result<Vec<f64>> {
-        if let Some(t) = inputs.table("time_file", 1)? {
+        let header_has_times = matches!(&self.axis, Some(a) if a.unit == AxisUnit::Seconds);
+        if header_has_times && inputs.is_discovered("time_file") {
+            tracing::info!(
+                file = %inputs.path("time_file").map_or(String::new(), |p| p.display().to_string()),
+                "ignoring the discovered time file: the series header gives the frame times (name it as data.time_file to use it)"
+            );
+        } else if let Some(t) = inputs.table("time_file", 1)? {
             let src = format!(
                 "data.time_file {}",
                 inputs
@@ -207,7 +215,10 @@ impl Dataset {
             self.set_axis(t.into_iter().map(|r| r[0]).collect(), AxisUnit::Seconds, src)?;
         }
         match &self.axis {
-            Some(a) if a.unit == AxisUnit::Seconds => Ok(a.values.clone()),
+            Some(a) if a.unit == AxisUnit::Seconds => {
+                check_frame_times(&a.values, &a.source)?;
+                Ok(a.values.clone())
+            }
             _ => Err(OsipyError::MissingParameter {
                 name: "data.time_file".into(),
                 needed_for: needed_for.into(),
@@ -240,4 +251,36 @@ impl Dataset {
         self.axis = Some(DynamicAxis { values, unit, source });
         Ok(())
     }
+}
+
+/// Longest plausible series (s): three hours. Longer ones are frame times
+/// in milliseconds.
+pub const MAX_SERIES_SECONDS: f64 = 3.0 * 3600.0;
+
+/// Shortest plausible mean frame spacing (s): no perfusion series images a
+/// volume in under 50 ms; smaller spacings are frame times in minutes.
+pub const MIN_FRAME_SPACING: f64 = 0.05;
+
+/// Frame times (s) from `source` that look like milliseconds or minutes are
+/// an error that says so.
+pub fn check_frame_times(times: &[f64], source: &str) -> Result<()> {
+    let (Some(first), Some(last)) = (times.first(), times.last()) else {
+        return Ok(());
+    };
+    let span = last - first;
+    let spacing = span / (times.len().max(2) - 1) as f64;
+    let hint = if span > MAX_SERIES_SECONDS {
+        "they look like milliseconds: give seconds"
+    } else if times.len() > 1 && spacing < MIN_FRAME_SPACING {
+        "they look like minutes: give seconds"
+    } else {
+        return Ok(());
+    };
+    Err(OsipyError::data(
+        format!("frame times from {source}"),
+        format!("{} frames from {first} to {last} (mean spacing {spacing})", times.len()),
+        format!(
+            "seconds, spacing at least {MIN_FRAME_SPACING} s and a series under {MAX_SERIES_SECONDS} s; {hint}"
+        ),
+    ))
 }

@@ -80,6 +80,7 @@ pub struct Inputs {
     dir: PathBuf,
     files: BTreeMap<&'static str, PathBuf>,
     values: BTreeMap<&'static str, Vec<f64>>,
+    discovered: std::collections::BTreeSet<&'static str>,
 }
 
 impl Inputs {
@@ -124,6 +125,7 @@ impl Inputs {
                     if let Some(rule) = spec.discover {
                         if let Some(p) = find_file(dir, spec.role, rule)? {
                             inputs.files.insert(spec.role, p);
+                            inputs.discovered.insert(spec.role);
                         }
                     }
                 }
@@ -140,6 +142,12 @@ impl Inputs {
     /// The file of `role`, if given or discovered.
     pub fn path(&self, role: &str) -> Option<&Path> {
         self.files.get(role).map(PathBuf::as_path)
+    }
+
+    /// Whether the file of `role` was found in the data folder rather than
+    /// named in `[data]`.
+    pub fn is_discovered(&self, role: &str) -> bool {
+        self.discovered.contains(role)
     }
 
     /// The inline values of `role`, if given.

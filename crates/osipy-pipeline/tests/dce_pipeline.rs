@@ -233,6 +233,12 @@ fn bad_inputs_give_clear_errors_and_leave_nothing() {
     // Missing TR.
     let e = run_err(dir.path(), &config_text("").replace("tr = 0.005\n", ""));
     assert!(e.contains("pipeline.acquisition.tr"), "{e}");
+    // A negative AIF arrival time (the message says it must be positive).
+    let e = run_err(
+        dir.path(),
+        &config_text("").replace("aif_delay = 30.0", "aif_delay = -30.0"),
+    );
+    assert!(e.contains("pipeline.aif_delay") && e.contains("-30"), "{e}");
     // TR in milliseconds.
     let e = run_err(dir.path(), &config_text("").replace("tr = 0.005", "tr = 5.0"));
     assert!(e.contains("milliseconds"), "{e}");

@@ -138,6 +138,17 @@ fn dsc_bad_inputs() {
     let e = run(dir.path(), BASE, "").unwrap_err();
     assert!(e.contains("aif_file") && e.contains("one per frame"), "{e}");
     std::fs::write(dir.path().join("aif.txt"), aif).unwrap();
+    // Frame times in milliseconds or minutes.
+    for (scale, hint) in [(1000.0, "milliseconds"), (1.0 / 60.0, "minutes")] {
+        let times: String = ph.times.iter().map(|t| format!("{}\n", t * scale)).collect();
+        std::fs::write(dir.path().join("times.txt"), times).unwrap();
+        let e = run(dir.path(), BASE, "time_file = \"times.txt\"").unwrap_err();
+        assert!(e.contains("times.txt") && e.contains(hint), "{e}");
+    }
+    // A discovered times.txt (not named in [data]) does not override the
+    // header's frame times: the run goes on with them.
+    run(dir.path(), BASE, "").unwrap();
+    std::fs::remove_file(dir.path().join("times.txt")).unwrap();
     // Unknown leakage method and an out-of-range transit shape.
     let e = run(dir.path(), &format!("{BASE}leakage_method = \"tofts\"\n"), "").unwrap_err();
     assert!(e.contains("tofts") && e.contains("bsw"), "{e}");
