@@ -153,6 +153,12 @@ fn io_err(path: &Path, message: String) -> OsipyError {
 /// problem; the third-party reader is also guarded against panics.
 pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume> {
     let path = path.as_ref();
+    if path.is_dir() {
+        return Err(io_err(
+            path,
+            "is a folder, not a file (expected a .nii or .nii.gz NIfTI-1 image)".into(),
+        ));
+    }
     if !path.is_file() {
         return Err(io_err(
             path,
@@ -207,7 +213,16 @@ fn describe_nifti_error(e: nifti::NiftiError) -> String {
                 .into()
         }
         nifti::NiftiError::InvalidFormat => "not a NIfTI-1 file (bad header size or magic code)".into(),
+        // The reader's own text for I/O errors is Rust debug output.
+        nifti::NiftiError::Io(io) => format!("cannot read NIfTI image: {io}"),
         other => format!("cannot read NIfTI image: {other}"),
+    }
+}
+
+fn describe_write_error(e: nifti::NiftiError) -> String {
+    match e {
+        nifti::NiftiError::Io(io) => format!("cannot write NIfTI image: {io}"),
+        other => format!("cannot write NIfTI image: {other}"),
     }
 }
 
@@ -286,7 +301,7 @@ pub fn write_mask(path: impl AsRef<Path>, values: &Array3<u8>, geometry: &Geomet
         WriterOptions::new(tmp)
             .reference_header(&header)
             .write_nifti(&data)
-            .map_err(|e| e.to_string())
+            .map_err(describe_write_error)
     })
 }
 
@@ -319,7 +334,7 @@ fn write_f32(path: &Path, data: &ndarray::ArrayD<f32>, header: &NiftiHeader) -> 
         WriterOptions::new(tmp)
             .reference_header(header)
             .write_nifti(data)
-            .map_err(|e| e.to_string())
+            .map_err(describe_write_error)
     })
 }
 

@@ -192,11 +192,23 @@ fn malformed_files_give_errors_naming_file_and_problem() {
         ("garbage.nii", vec![7u8; 400], "not a NIfTI-1 file"),
         ("garbage.nii.gz", b"this is not gzip".to_vec(), "cannot read"),
     ];
+    // A gzip stream whose deflate data are corrupt: an I/O error, told in
+    // words (the reader's own text is Rust debug output).
+    let mut corrupt = gz(&full);
+    for b in corrupt.iter_mut().skip(12).take(40) {
+        *b = 0xff;
+    }
+    let cases = cases
+        .into_iter()
+        .chain([("corrupt.nii.gz", corrupt, "cannot read NIfTI image")]);
     for (name, bytes, needle) in cases {
         let p = write(dir.path(), name, &bytes);
         let e = read_4d(&p).unwrap_err().to_string();
         assert!(e.contains(name) && e.contains(needle), "{name}: {e}");
+        assert!(!e.contains("kind:") && !e.contains("Custom {"), "{name}: {e}");
     }
+    let e = read_4d(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("is a folder, not a file"), "{e}");
     let e = read_4d(dir.path().join("missing.nii.gz"))
         .unwrap_err()
         .to_string();
