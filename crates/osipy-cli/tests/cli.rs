@@ -151,6 +151,25 @@ fn demo_runs_end_to_end_and_its_config_reruns() {
     let a = std::fs::read(out.join("maps/Ktrans.nii.gz")).unwrap();
     let b = std::fs::read(rerun.join("Ktrans.nii.gz")).unwrap();
     assert_eq!(a, b);
+    // A bad OSIPY_NUM_THREADS does not block an explicit --threads, and is
+    // an error naming the variable when it is what decides.
+    let with_env = |extra: &[&str], out: &str| {
+        let mut args = vec!["run", cfg.to_str().unwrap(), out, "-q"];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_osipy"))
+            .args(&args)
+            .arg("-o")
+            .arg(dir.path().join(format!("env{}", extra.len())))
+            .env("OSIPY_NUM_THREADS", "abc")
+            .output()
+            .unwrap()
+    };
+    let data_dir = out.join("data");
+    let r = with_env(&["--threads", "1"], data_dir.to_str().unwrap());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = with_env(&[], data_dir.to_str().unwrap());
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("OSIPY_NUM_THREADS"));
     // Neither command overwrites an earlier result unless told to.
     let (code, _, err) = osipy(&["demo", "-o", out.to_str().unwrap()]);
     assert_ne!(code, 0);

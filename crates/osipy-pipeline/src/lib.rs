@@ -140,10 +140,15 @@ fn check_fitted(counts: &std::collections::BTreeMap<String, usize>) -> Result<()
 pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry) -> Result<RunSummary> {
     config.validate_with(registry)?;
     let m = config.modality_def()?;
-    let threads = opts
+    // The environment is read only when neither the caller nor the config
+    // sets the thread count (a bad OSIPY_NUM_THREADS must not block --threads).
+    let threads = match opts
         .threads
         .or((config.backend.threads > 0).then_some(config.backend.threads))
-        .or(osipy_backend::threads_from_env()?);
+    {
+        Some(t) => Some(t),
+        None => osipy_backend::threads_from_env()?,
+    };
     let mut ctx = RunContext::new(Device::cpu(threads), opts.progress.clone().unwrap_or_default());
     // The output folder is checked (and its staging folder made) first.
     let mut stage = Staging::new(&opts.out_dir, opts.overwrite)?;
