@@ -216,6 +216,13 @@ impl Dataset {
         }
         match &self.axis {
             Some(a) if a.unit == AxisUnit::Seconds => {
+                if a.values.len() < MIN_FRAMES {
+                    return Err(OsipyError::data(
+                        format!("frames of the dynamic series ({})", a.source),
+                        a.values.len().to_string(),
+                        format!("at least {MIN_FRAMES} frames for {needed_for}"),
+                    ));
+                }
                 check_frame_times(&a.values, &a.source)?;
                 Ok(a.values.clone())
             }
@@ -252,6 +259,9 @@ impl Dataset {
         Ok(())
     }
 }
+
+/// Fewest frames a dynamic series may have.
+pub const MIN_FRAMES: usize = 3;
 
 /// Longest plausible series (s): three hours. Longer ones are frame times
 /// in milliseconds.

@@ -138,6 +138,15 @@ fn dsc_bad_inputs() {
     let e = run(dir.path(), BASE, "").unwrap_err();
     assert!(e.contains("aif_file") && e.contains("one per frame"), "{e}");
     std::fs::write(dir.path().join("aif.txt"), aif).unwrap();
+    // A series of one frame.
+    let one = ph.signal.slice(ndarray::s![.., .., .., 0..1]).to_owned();
+    write_4d(dir.path().join("dsc.nii.gz"), &one, &geometry(), spec.dt).unwrap();
+    let e = run(dir.path(), BASE, "").unwrap_err();
+    assert!(
+        e.contains("frames of the dynamic series") && e.contains("at least 3"),
+        "{e}"
+    );
+    write_4d(dir.path().join("dsc.nii.gz"), &ph.signal, &geometry(), spec.dt).unwrap();
     // Frame times in milliseconds or minutes.
     for (scale, hint) in [(1000.0, "milliseconds"), (1.0 / 60.0, "minutes")] {
         let times: String = ph.times.iter().map(|t| format!("{}\n", t * scale)).collect();
