@@ -131,7 +131,7 @@ impl Dataset {
         let s = data.shape();
         let grid = [s[0], s[1], s[2]];
         let n = s[3];
-        let mask = inputs.mask(grid)?;
+        let mask = inputs.mask(grid, &geometry)?;
         // A zero, negative or non-finite time step gives no frame times.
         let axis = time_step
             .filter(|dt| *dt > 0.0 && dt.is_finite())

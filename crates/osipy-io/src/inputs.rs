@@ -191,11 +191,33 @@ impl Inputs {
 
     /// The analysis mask on `grid` (non-zero, finite = analysed); every voxel
     /// when no mask is given.
-    pub fn mask(&self, grid: [usize; 3]) -> Result<Array3<bool>> {
-        Ok(match self.volume(MASK.role, grid)? {
-            Some(m) => m.mapv(|v| v.is_finite() && v != 0.0),
-            None => Array3::from_elem(grid, true),
-        })
+    ///
+    /// The mask must lie where the series lies: its voxel-to-world affine
+    /// must match `geometry`'s (to 1e-3 of each entry's size, at least
+    /// 1e-3 mm), else it is from another scan or was resampled.
+    pub fn mask(&self, grid: [usize; 3], geometry: &Geometry) -> Result<Array3<bool>> {
+        let Some(p) = self.path(MASK.role) else {
+            return Ok(Array3::from_elem(grid, true));
+        };
+        let (m, g) = read_3d(p)?;
+        check_grid(MASK.role, p, m.shape(), grid)?;
+        let differs = g
+            .affine
+            .iter()
+            .flatten()
+            .zip(geometry.affine.iter().flatten())
+            .any(|(a, b)| (a - b).abs() > 1e-3 * a.abs().max(b.abs()).max(1.0));
+        if differs {
+            return Err(OsipyError::data(
+                format!("voxel-to-world affine of data.mask {}", p.display()),
+                format!("{:?}", g.affine),
+                format!(
+                    "the series' affine {:?} (a mask from another scan, or resampled?)",
+                    geometry.affine
+                ),
+            ));
+        }
+        Ok(m.mapv(|v| v.is_finite() && v != 0.0))
     }
 
     /// Rows of `columns` numbers from the text file of `role`, if there is one.

@@ -41,14 +41,17 @@ fn run_in(dir: &Path, config: &Config, out: &str) -> Result<osipy_pipeline::RunS
 }
 
 /// Writes dce.nii.gz (signal), vfa.nii.gz and mask.nii.gz; returns the phantom.
+/// The phantom's voxel-to-world affine (2 x 2 x 3 mm voxels).
+const AFFINE: [[f64; 4]; 4] = [
+    [2.0, 0.0, 0.0, 0.0],
+    [0.0, 2.0, 0.0, 0.0],
+    [0.0, 0.0, 3.0, 0.0],
+    [0.0, 0.0, 0.0, 1.0],
+];
+
 fn write_dataset(dir: &Path, spec: &PhantomSpec) -> osipy_dce::phantom::DcePhantom {
     let ph = generate(spec).unwrap();
-    let geom = Geometry::from_affine([
-        [2.0, 0.0, 0.0, 0.0],
-        [0.0, 2.0, 0.0, 0.0],
-        [0.0, 0.0, 3.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ]);
+    let geom = Geometry::from_affine(AFFINE);
     let acq = acquisition();
     write_4d(dir.join("dce.nii.gz"), &ph.signal(&acq, 0.0, 1), &geom, spec.dt).unwrap();
     let [nx, ny, nz] = spec.shape;
@@ -482,7 +485,7 @@ fn zero_time_step_asks_for_a_time_file() {
     let spec = small_spec();
     let ph = write_dataset(dir.path(), &spec);
     let acq = acquisition();
-    let geom = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
+    let geom = Geometry::from_affine(AFFINE);
     write_4d(
         dir.path().join("dce.nii.gz"),
         &ph.signal(&acq, 0.0, 1),

@@ -163,6 +163,20 @@ fn dsc_bad_inputs() {
     assert!(e.contains("tofts") && e.contains("bsw"), "{e}");
     let e = run(dir.path(), &format!("{BASE}transit_shape = 0\n"), "").unwrap_err();
     assert!(e.contains("pipeline.transit_shape"), "{e}");
+    // A mask from another scan (its affine differs from the series').
+    let mut shifted = osipy_core::IDENTITY_AFFINE;
+    shifted[0][3] = 12.0;
+    write_mask(
+        dir.path().join("other.nii.gz"),
+        &Array3::<u8>::ones((4, 4, 1)),
+        &Geometry::from_affine(shifted),
+    )
+    .unwrap();
+    let e = run(dir.path(), BASE, "mask = \"other.nii.gz\"").unwrap_err();
+    assert!(
+        e.contains("affine of data.mask") && e.contains("other.nii.gz") && e.contains("another scan"),
+        "{e}"
+    );
     // A reference mask outside the analysis mask.
     let mut mask = Array3::<u8>::ones((4, 4, 1));
     mask[[0, 0, 0]] = 0;
