@@ -168,6 +168,7 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume> {
     let p = path.to_path_buf();
     let outcome = std::panic::catch_unwind(
         move || -> std::result::Result<(NiftiHeader, ArrayD<f64>), String> {
+            check_data_type(&NiftiHeader::from_file(&p).map_err(describe_nifti_error)?)?;
             let obj = ReaderOptions::new().read_file(&p).map_err(describe_nifti_error)?;
             let header = obj.header().clone();
             let data = obj
@@ -216,6 +217,44 @@ fn describe_nifti_error(e: nifti::NiftiError) -> String {
         // The reader's own text for I/O errors is Rust debug output.
         nifti::NiftiError::Io(io) => format!("cannot read NIfTI image: {io}"),
         other => format!("cannot read NIfTI image: {other}"),
+    }
+}
+
+/// Scalar data types this reader takes (NIfTI-1 codes) and their bits per
+/// voxel.
+const SCALAR_TYPES: [(i16, i16, &str); 10] = [
+    (2, 8, "uint8"),
+    (256, 8, "int8"),
+    (4, 16, "int16"),
+    (512, 16, "uint16"),
+    (8, 32, "int32"),
+    (768, 32, "uint32"),
+    (16, 32, "float32"),
+    (1024, 64, "int64"),
+    (1280, 64, "uint64"),
+    (64, 64, "float64"),
+];
+
+/// A data type that is not a real scalar (RGB, complex) or a `bitpix` that
+/// disagrees with the data type is an error in words, before the reader
+/// sees the data (it panics on some of them).
+fn check_data_type(h: &NiftiHeader) -> std::result::Result<(), String> {
+    let (code, bitpix) = (h.datatype, h.bitpix);
+    match SCALAR_TYPES.iter().find(|(c, _, _)| *c == code) {
+        None => {
+            let what = match code {
+                128 | 2304 => "RGB colour",
+                32 | 1792 | 2048 => "complex",
+                _ => "an unknown",
+            };
+            Err(format!(
+                "data type code {code} ({what} voxels) is not supported: give a scalar image (integer or float voxels)"
+            ))
+        }
+        Some((_, bits, name)) if *bits != bitpix => Err(format!(
+            "inconsistent header: data type {name} has {bits} bits per voxel but bitpix is {bitpix}"
+        )),
+        Some(_) => Ok(()),
     }
 }
 

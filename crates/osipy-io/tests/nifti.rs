@@ -198,9 +198,34 @@ fn malformed_files_give_errors_naming_file_and_problem() {
     for b in corrupt.iter_mut().skip(12).take(40) {
         *b = 0xff;
     }
-    let cases = cases
-        .into_iter()
-        .chain([("corrupt.nii.gz", corrupt, "cannot read NIfTI image")]);
+    // RGB voxels, and a bitpix that disagrees with the data type: errors
+    // in words, not the reader's panic.
+    let rgb = nifti_bytes(
+        &Hdr {
+            dim: vec![4, 4, 4, 3],
+            datatype: 128,
+            bitpix: 24,
+            ..Hdr::default()
+        },
+        &vec![0u8; 4 * 4 * 4 * 3 * 3],
+    );
+    let bad_bitpix = nifti_bytes(
+        &Hdr {
+            dim: vec![4, 4, 4, 3],
+            bitpix: 32,
+            ..Hdr::default()
+        },
+        &i16_data(192),
+    );
+    let cases = cases.into_iter().chain([
+        ("corrupt.nii.gz", corrupt, "cannot read NIfTI image"),
+        ("rgb.nii", rgb, "RGB colour voxels) is not supported"),
+        (
+            "bitpix.nii",
+            bad_bitpix,
+            "int16 has 16 bits per voxel but bitpix is 32",
+        ),
+    ]);
     for (name, bytes, needle) in cases {
         let p = write(dir.path(), name, &bytes);
         let e = read_4d(&p).unwrap_err().to_string();
