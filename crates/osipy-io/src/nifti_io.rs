@@ -171,10 +171,21 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume> {
             check_data_type(&NiftiHeader::from_file(&p).map_err(describe_nifti_error)?)?;
             let obj = ReaderOptions::new().read_file(&p).map_err(describe_nifti_error)?;
             let header = obj.header().clone();
-            let data = obj
-                .into_volume()
-                .into_ndarray::<f64>()
-                .map_err(describe_nifti_error)?;
+            let mut volume = obj.into_volume();
+            // A non-finite scl_slope means no scaling, a non-finite scl_inter
+            // no offset (as nifti1_io and nibabel read them).
+            if !header.scl_slope.is_finite() || !header.scl_inter.is_finite() {
+                let mut h = header.clone();
+                if !h.scl_slope.is_finite() {
+                    h.scl_slope = 0.0;
+                }
+                if !h.scl_inter.is_finite() || h.scl_slope == 0.0 {
+                    h.scl_inter = 0.0;
+                }
+                volume = nifti::InMemNiftiVolume::from_raw_data(&h, volume.into_raw_data())
+                    .map_err(describe_nifti_error)?;
+            }
+            let data = volume.into_ndarray::<f64>().map_err(describe_nifti_error)?;
             Ok((header, data))
         },
     );

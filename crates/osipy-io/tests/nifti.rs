@@ -127,6 +127,26 @@ fn reads_any_type_with_scaling_sform_and_time_step() {
         assert_eq!(geom.affine[2], [0.0, 0.0, 3.0, -72.0]);
         assert_eq!(dt, Some(1.5), "1500 ms is 1.5 s");
     }
+    // A non-finite scl_slope means no scaling; a non-finite scl_inter no
+    // offset (nifti1_io, nibabel), not NaN voxels.
+    for (slope, inter, want) in [
+        (f32::NAN, 3.0, (1.0, 0.0)),
+        (f32::INFINITY, 0.0, (1.0, 0.0)),
+        (2.0, f32::NAN, (2.0, 0.0)),
+    ] {
+        let h = Hdr {
+            dim: vec![2, 3, 2, 4],
+            scl_slope: slope,
+            scl_inter: inter,
+            ..Hdr::default()
+        };
+        let p = write(dir.path(), "nan_slope.nii", &nifti_bytes(&h, &i16_data(48)));
+        let (data, _, _) = read_4d(&p).unwrap();
+        for ((x, y, z, t), v) in data.indexed_iter() {
+            let raw = (x + 2 * y + 6 * z + 12 * t) as f64;
+            assert_eq!(*v, want.0 * raw + want.1, "slope {slope}, inter {inter}");
+        }
+    }
     // float64 data type too.
     let h = Hdr {
         dim: vec![2, 1, 1],
