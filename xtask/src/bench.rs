@@ -99,6 +99,33 @@ fn run_python_bench(
     Ok((dir, summary))
 }
 
+/// Prints (and returns) median errors of each `(name, estimate, truth)`
+/// beside Python osipy's for the same name from its `SUMMARY_JSON` run.
+fn accuracy_table(
+    maps: &[(&str, Array3<f64>, Array3<f64>)],
+    py_run: Option<&serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    println!(
+        "{:<6} {:>20} {:>20} {:>16} {:>16}",
+        "map", "median|rel| py", "median|rel| rust", "signed py", "signed rust"
+    );
+    let mut acc = serde_json::Map::new();
+    for (key, est, truth) in maps {
+        let s = compare(key, est, truth, None)?;
+        let pa = py_run.map(|r| &r["accuracy"][*key]);
+        let g = |k: &str| pa.and_then(|p| p[k].as_f64()).unwrap_or(f64::NAN);
+        println!(
+            "{key:<6} {:>20.4} {:>20.4} {:>+16.4} {:>+16.4}",
+            g("median_abs_rel_err"),
+            s.median_abs_rel_error,
+            g("median_signed_rel_err"),
+            s.median_signed_rel_error
+        );
+        acc.insert(key.to_string(), serde_json::to_value(&s)?);
+    }
+    Ok(acc)
+}
+
 /// The Python comparison of each modality of the table, by id.
 pub type BenchFn = fn(&Path, &[String]) -> Result<()>;
 
@@ -318,25 +345,12 @@ pub fn ivim(root: &Path, extra: &[String]) -> Result<()> {
         });
         let py_wall = py_run.and_then(|r| r["wall_s"].as_f64()).unwrap_or(f64::NAN);
         println!("\n== [{name}] Rust fit_ivim on {}: {:.3} s {walls:.3?} ({:.0} voxels/s); Python {py_wall:.2} s; speed-up {:.1}x", device.describe(), walls[1], n_vox as f64 / walls[1], py_wall / walls[1]);
-        println!(
-            "{:<6} {:>20} {:>20} {:>16} {:>16}",
-            "param", "median|rel| py", "median|rel| rust", "signed py", "signed rust"
-        );
-        let mut acc = serde_json::Map::new();
+        let mut maps = Vec::new();
         for (col, key, file) in [(2usize, "D", "D"), (3, "D*", "Dstar"), (1, "f", "f")] {
             let est = Array3::from_shape_vec(shape, fit.params.column(col).to_vec())?;
-            let s = compare(key, &est, &load3(file)?, None)?;
-            let pa = py_run.map(|r| &r["accuracy"][key]);
-            let g = |k: &str| pa.and_then(|p| p[k].as_f64()).unwrap_or(f64::NAN);
-            println!(
-                "{key:<6} {:>20.4} {:>20.4} {:>+16.4} {:>+16.4}",
-                g("median_abs_rel_err"),
-                s.median_abs_rel_error,
-                g("median_signed_rel_err"),
-                s.median_signed_rel_error
-            );
-            acc.insert(key.into(), serde_json::to_value(&s)?);
+            maps.push((key, est, load3(file)?));
         }
+        let acc = accuracy_table(&maps, py_run)?;
         let invalid = fit.status.iter().filter(|q| !q.is_valid()).count();
         println!("invalid voxels (rust): {invalid} of {n_vox}");
         report.insert(name.into(), serde_json::json!({ "rust_wall_s": walls[1], "python_wall_s": py_wall, "speedup": py_wall / walls[1], "rust_accuracy": acc, "rust_invalid": invalid }));
@@ -490,29 +504,11 @@ pub fn dsc(root: &Path, extra: &[String]) -> Result<()> {
             py_name.unwrap_or("(none)"),
             py_wall / walls[1]
         );
-        println!(
-            "{:<6} {:>20} {:>20} {:>16} {:>16}",
-            "map", "median|rel| py", "median|rel| rust", "signed py", "signed rust"
-        );
-        let mut acc = serde_json::Map::new();
-        for (key, est, tr) in [
-            ("CBF", &cbf, &truth[0]),
-            ("CBV", &cbv, &truth[1]),
-            ("MTT", &mtt, &truth[2]),
-        ] {
-            let est = Array3::from_shape_vec(shape, est.clone())?;
-            let s = compare(key, &est, tr, None)?;
-            let pa = py_run.map(|r| &r["accuracy"][key]);
-            let g = |k: &str| pa.and_then(|p| p[k].as_f64()).unwrap_or(f64::NAN);
-            println!(
-                "{key:<6} {:>20.4} {:>20.4} {:>+16.4} {:>+16.4}",
-                g("median_abs_rel_err"),
-                s.median_abs_rel_error,
-                g("median_signed_rel_err"),
-                s.median_signed_rel_error
-            );
-            acc.insert(key.into(), serde_json::to_value(&s)?);
+        let mut maps = Vec::new();
+        for ((key, est), tr) in [("CBF", cbf), ("CBV", cbv), ("MTT", mtt)].into_iter().zip(&truth) {
+            maps.push((key, Array3::from_shape_vec(shape, est)?, tr.clone()));
         }
+        let acc = accuracy_table(&maps, py_run)?;
         let invalid = d.status.iter().filter(|q| !q.is_valid()).count();
         println!("invalid voxels (rust): {invalid} of {n_vox}");
         report.insert(

@@ -19,6 +19,7 @@ use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
     check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, Choice, Dataset, DemoCase,
     DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Sourced, Volume,
+    TIME_FILE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -260,14 +261,7 @@ const INPUTS: &[InputSpec] = &[
         kind: InputKind::File,
         discover: Some(|n| matches!(n, "aif.csv" | "aif.tsv" | "aif.txt")),
     },
-    InputSpec {
-        role: "time_file",
-        description:
-            "frame times (s), one per line, else from the NIfTI header; discovered: times.txt|time.txt",
-        example: "\"times.txt\"",
-        kind: InputKind::File,
-        discover: Some(|n| matches!(n, "times.txt" | "time.txt")),
-    },
+    TIME_FILE,
 ];
 
 impl ModalityDef for Dce {

@@ -16,7 +16,7 @@ use osipy_fitting::LmSettings;
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
     check_positive, check_seconds, choice_names, is_nifti, Choice, Dataset, DemoCase, DemoFile, InputKind,
-    InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
+    InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume, TIME_FILE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -159,14 +159,7 @@ const INPUTS: &[InputSpec] = &[
         kind: InputKind::File,
         discover: Some(|n| matches!(n, "aif.csv" | "aif.tsv" | "aif.txt")),
     },
-    InputSpec {
-        role: "time_file",
-        description:
-            "frame times (s), one per line, else from the NIfTI header; discovered: times.txt|time.txt",
-        example: "\"times.txt\"",
-        kind: InputKind::File,
-        discover: Some(|n| matches!(n, "times.txt" | "time.txt")),
-    },
+    TIME_FILE,
     InputSpec {
         role: "reference_mask",
         description: "3D mask of normal-appearing tissue for rCBV / rCBF (inside data.mask)",

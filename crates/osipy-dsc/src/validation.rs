@@ -5,19 +5,14 @@ use crate::leakage::LeakageCorrection;
 use crate::perfusion::cbv_ratio;
 use crate::phantom::{generate, DscPhantom, DscPhantomSpec, Residue};
 use crate::pipeline::stats;
-use crate::signal::signal_to_delta_r2;
+use crate::signal::{signal_to_delta_r2, DeltaR2};
 use osipy_backend::Device;
 use osipy_core::{OsipyError, Registry, Result};
 use osipy_io::dro::{percentile, DroRow, ErrorStats};
 
-/// CBF, CBV and MTT of a phantom by `method` (S0 from the 9 frames before
-/// the bolus, the phantom's AIF).
-pub fn analyse(
-    ph: &DscPhantom,
-    spec: &DscPhantomSpec,
-    method: &str,
-    reg: &Registry,
-) -> Result<[Vec<f64>; 3]> {
+/// The phantom's deltaR2\* (S0 from the frames before the bolus), the
+/// voxels it is valid in, and the device used.
+fn delta_r2(ph: &DscPhantom, spec: &DscPhantomSpec) -> Result<(DeltaR2, Vec<bool>, Device)> {
     let n_vox: usize = spec.shape.iter().product();
     let rows = ph
         .signal
@@ -27,7 +22,20 @@ pub fn analyse(
     let baseline = ((spec.t0 / spec.dt) as usize).saturating_sub(1);
     let device = Device::cpu(None);
     let dr2 = signal_to_delta_r2(rows, None, spec.te, baseline, &device)?;
-    let mask: Vec<bool> = dr2.status.iter().map(|s| s.is_none()).collect();
+    let valid = dr2.status.iter().map(|s| s.is_none()).collect();
+    Ok((dr2, valid, device))
+}
+
+/// CBF, CBV and MTT of a phantom by `method` (S0 from the 9 frames before
+/// the bolus, the phantom's AIF).
+pub fn analyse(
+    ph: &DscPhantom,
+    spec: &DscPhantomSpec,
+    method: &str,
+    reg: &Registry,
+) -> Result<[Vec<f64>; 3]> {
+    let (dr2, mask, device) = delta_r2(ph, spec)?;
+    let n_vox = mask.len();
     let input = DeconvInput {
         curves: dr2.curves.view(),
         mask: &mask,
@@ -132,16 +140,8 @@ pub fn leakage_case(
         ..DscPhantomSpec::default()
     };
     let ph = generate(&spec)?;
-    let n_vox: usize = spec.shape.iter().product();
-    let rows = ph
-        .signal
-        .view()
-        .into_shape_with_order((n_vox, spec.frames))
-        .map_err(|e| OsipyError::data("phantom", e.to_string(), "a 4D array"))?;
-    let baseline = ((spec.t0 / spec.dt) as usize).saturating_sub(1);
-    let device = Device::cpu(None);
-    let dr2 = signal_to_delta_r2(rows, None, spec.te, baseline, &device)?;
-    let valid: Vec<bool> = dr2.status.iter().map(|s| s.is_none()).collect();
+    let (dr2, valid, device) = delta_r2(&ph, &spec)?;
+    let n_vox = valid.len();
     let correct = reg.get::<LeakageCorrection>(method)?.0;
     let l = correct(dr2.curves.view(), &valid, &ph.times, &device)?;
     // The leaky quarter (z = 3), or every voxel of a phantom without leakage.

@@ -3,7 +3,7 @@
 //! came from. NIfTI inputs produce it today; DICOM and BIDS readers will
 //! produce the same type.
 
-use crate::inputs::{InputSpec, Inputs, Series};
+use crate::inputs::{InputSpec, Inputs, Series, TIME_FILE};
 use crate::Geometry;
 use ndarray::{Array3, Array4, ArrayView2};
 use osipy_core::{check_increasing, OsipyError, Result};
@@ -200,12 +200,12 @@ impl Dataset {
     /// series' header gives.
     pub fn frame_times(&mut self, inputs: &Inputs, needed_for: &str) -> Result<Vec<f64>> {
         let header_has_times = matches!(&self.axis, Some(a) if a.unit == AxisUnit::Seconds);
-        if header_has_times && inputs.is_discovered("time_file") {
+        if header_has_times && inputs.is_discovered(TIME_FILE.role) {
             tracing::info!(
-                file = %inputs.path("time_file").map_or(String::new(), |p| p.display().to_string()),
+                file = %inputs.path(TIME_FILE.role).map_or(String::new(), |p| p.display().to_string()),
                 "ignoring the discovered time file: the series header gives the frame times (name it as data.time_file to use it)"
             );
-        } else if let Some(t) = inputs.table("time_file", 1)? {
+        } else if let Some(t) = inputs.table(TIME_FILE.role, 1)? {
             let src = format!(
                 "data.time_file {}",
                 inputs

@@ -46,6 +46,16 @@ pub const MASK: InputSpec = InputSpec {
     discover: Some(|n| is_nifti(n) && n.contains("mask")),
 };
 
+/// The frame-times role of dynamic series (read by
+/// [`crate::Dataset::frame_times`]).
+pub const TIME_FILE: InputSpec = InputSpec {
+    role: "time_file",
+    description: "frame times (s), one per line, else from the NIfTI header; discovered: times.txt|time.txt",
+    example: "\"times.txt\"",
+    kind: InputKind::File,
+    discover: Some(|n| matches!(n, "times.txt" | "time.txt")),
+};
+
 /// Whether a (lower-cased) file name is a NIfTI image.
 pub fn is_nifti(name: &str) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")

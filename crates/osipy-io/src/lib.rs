@@ -37,7 +37,7 @@ pub use dataset::{Acquisition, AxisUnit, Dataset, DynamicAxis, Sourced};
 pub use dro::DroRow;
 pub use inputs::{
     check_grid, is_nifti, read_numbers, read_value_list, DataValue, InputKind, InputSpec, Inputs, Series,
-    MASK,
+    MASK, TIME_FILE,
 };
 pub use modality::{
     check_flip_angle, check_positive, check_seconds, choice_names, Choice, DemoCase, DemoFile, ModalityDef,
