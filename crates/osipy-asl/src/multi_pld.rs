@@ -20,6 +20,16 @@ const ARTERIAL_PARAMS: [ParamSpec; 4] = [
     ParamSpec::new("aATT", "aATT", Unit::Seconds, (0.0, 4.0)),
 ];
 
+/// The parameters of the model: CBF and ATT, plus aBV and aATT with the
+/// arterial component.
+pub fn param_specs(arterial: bool) -> &'static [ParamSpec] {
+    if arterial {
+        &ARTERIAL_PARAMS
+    } else {
+        &TISSUE_PARAMS
+    }
+}
+
 /// Step (s) of the arrival-time start grid.
 const GRID_STEP: f64 = 0.05;
 
@@ -208,11 +218,7 @@ impl Model for BuxtonModel {
     }
 
     fn params(&self) -> &[ParamSpec] {
-        if self.arterial {
-            &ARTERIAL_PARAMS
-        } else {
-            &TISSUE_PARAMS
-        }
+        param_specs(self.arterial)
     }
 
     fn n_samples(&self) -> usize {

@@ -60,6 +60,19 @@ fn dump_defaults_dsc_snapshot() {
 }
 
 #[test]
+fn dump_defaults_asl_snapshot_and_it_validates() {
+    let (code, out, _) = osipy(&["dump-defaults", "asl"]);
+    assert_eq!(code, 0);
+    snapshot!("dump_defaults_asl", out.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, out).unwrap();
+    let (code, out, err) = osipy(&["validate", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid asl configuration"), "{out}");
+}
+
+#[test]
 fn list_snapshot() {
     let (code, out, _) = osipy(&["list"]);
     assert_eq!(code, 0);
@@ -89,9 +102,12 @@ fn errors_are_one_line_with_non_zero_exit() {
         "{err}"
     );
 
-    let (code, _, err) = osipy(&["dump-defaults", "asl"]);
+    let (code, _, err) = osipy(&["dump-defaults", "dwi"]);
     assert_ne!(code, 0);
-    assert!(err.contains("\"asl\"") && err.contains("dce, ivim"), "{err}");
+    assert!(
+        err.contains("\"dwi\"") && err.contains("dce, ivim, dsc, asl"),
+        "{err}"
+    );
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "modality = \"dce\"\n").unwrap();

@@ -241,6 +241,11 @@ impl Inputs {
         self.path(role).map(read_value_list).transpose()
     }
 
+    /// The text of `role`'s file (e.g. a BIDS `.tsv`), if there is one.
+    pub fn text(&self, role: &str) -> Result<Option<String>> {
+        self.path(role).map(read_text).transpose()
+    }
+
     /// The JSON sidecar of `role`'s image (`name.json` beside `name.nii[.gz]`),
     /// if there is one.
     pub fn sidecar(&self, role: &str) -> Result<Option<(PathBuf, serde_json::Value)>> {

@@ -642,11 +642,9 @@ mod tests {
         assert!(e.contains("bounds.vp"), "{e}");
         let e = bad("[pipeline]\nmodel = 3\n");
         assert!(e.contains("invalid type"), "{e}");
-        let e = Config::from_toml("modality = \"asl\"\n").unwrap_err().to_string();
-        assert!(e.contains("\"asl\"") && e.contains("dce, ivim"), "{e}");
         let e = Config::from_toml("modality = \"pet\"\n").unwrap_err().to_string();
-        assert!(e.contains("\"pet\""), "{e}");
-        assert!(dump_defaults("asl").is_err());
+        assert!(e.contains("\"pet\"") && e.contains("dce, ivim, dsc, asl"), "{e}");
+        assert!(dump_defaults("pet").is_err());
         let e = bad("[pipeline]\nconcentration = \"spgrr\"\n");
         assert!(e.contains("spgrr") && e.contains("linear"), "{e}");
     }

@@ -37,6 +37,7 @@ pub fn builtin_registry() -> Result<Registry> {
     osipy_dce::register(&mut reg)?;
     osipy_ivim::register(&mut reg)?;
     osipy_dsc::register(&mut reg)?;
+    osipy_asl::register(&mut reg)?;
     Ok(reg)
 }
 

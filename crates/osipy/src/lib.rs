@@ -19,6 +19,7 @@
 //! | `dce` | `osipy-dce` | DCE T1 mapping, concentration, pharmacokinetic models; the DCE modality |
 //! | `ivim` | `osipy-ivim` | IVIM models and segmented / full / Bayesian fitting; the IVIM modality |
 //! | `dsc` | `osipy-dsc` | DSC deltaR2*, SVD / Tikhonov deconvolution, perfusion maps; the DSC modality |
+//! | `asl` | `osipy-asl` | ASL differences, M0 calibration, single-PLD and Buxton multi-PLD CBF / ATT; the ASL modality |
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -30,12 +31,15 @@
 //! | `dce` | yes | `osipy::dce` |
 //! | `ivim` | yes | `osipy::ivim` |
 //! | `dsc` | yes | `osipy::dsc` |
+//! | `asl` | yes | `osipy::asl` |
 
 pub use osipy_backend as backend;
 pub use osipy_core as core;
 
 #[cfg(feature = "aif")]
 pub use osipy_aif as aif;
+#[cfg(feature = "asl")]
+pub use osipy_asl as asl;
 #[cfg(feature = "convolution")]
 pub use osipy_convolution as convolution;
 #[cfg(feature = "dce")]
@@ -67,6 +71,8 @@ pub fn registry() -> core::Result<core::Registry> {
     ivim::register(&mut reg)?;
     #[cfg(feature = "dsc")]
     dsc::register(&mut reg)?;
+    #[cfg(feature = "asl")]
+    asl::register(&mut reg)?;
     Ok(reg)
 }
 
@@ -112,7 +118,24 @@ mod tests {
             reg.names::<crate::dsc::leakage::LeakageCorrection>(),
             ["bidirectional", "bsw"]
         );
-        // Only what a config can select is registered: eight tables.
-        assert_eq!(reg.tables().len(), 8);
+        assert_eq!(
+            reg.names::<crate::asl::quantify::Quantification>(),
+            [
+                "buxton_multi_pld",
+                "casl_single_pld",
+                "pasl_single_pld",
+                "pcasl_single_pld"
+            ]
+        );
+        assert_eq!(
+            reg.names::<crate::asl::context::DifferenceMethod>(),
+            ["mean", "pairwise", "surround"]
+        );
+        assert_eq!(
+            reg.names::<crate::asl::m0::M0Calibration>(),
+            ["reference_region", "single", "voxelwise"]
+        );
+        // Only what a config can select is registered: eleven tables.
+        assert_eq!(reg.tables().len(), 11);
     }
 }
