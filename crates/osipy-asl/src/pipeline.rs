@@ -148,7 +148,7 @@ pub struct AslFittingConfig {
 impl Default for AslFittingConfig {
     fn default() -> Self {
         AslFittingConfig {
-            max_iterations: 100,
+            max_iterations: 500,
             tolerance: 1e-6,
             bounds: BTreeMap::new(),
         }
