@@ -130,7 +130,7 @@ fn accuracy_table(
 pub type BenchFn = fn(&Path, &[String]) -> Result<()>;
 
 /// Entries name modalities of `osipy_pipeline::MODALITIES` (tested).
-pub const BENCHES: &[(&str, BenchFn)] = &[("dce", dce), ("ivim", ivim), ("dsc", dsc)];
+pub const BENCHES: &[(&str, BenchFn)] = &[("dce", dce), ("ivim", ivim), ("dsc", dsc), ("asl", asl)];
 
 /// Python osipy's default fit settings: LM, 100 iterations, tolerance 1e-6.
 fn python_like_options() -> Result<DceFitOptions> {
@@ -523,5 +523,194 @@ pub fn dsc(root: &Path, extra: &[String]) -> Result<()> {
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
     println!("\nreport: target/bench-compare/dsc.json");
+    Ok(())
+}
+
+/// Runs the ASL comparison: `bench_asl.py` (pCASL, 12 PLDs, the standard
+/// Buxton forward model; extra arguments pass through), then
+/// `buxton_multi_pld` of `osipy-asl` on the same ΔM and M0 with the
+/// script's constants and Python's LM limits (100 iterations, 1e-6),
+/// three times (median), and `pcasl_single_pld` on the PLD 2.0 s volume.
+pub fn asl(root: &Path, extra: &[String]) -> Result<()> {
+    use osipy_asl::kinetics::LabelingScheme;
+    use osipy_asl::quantify::{QuantInput, Quantification};
+    use osipy_fitting::FitOptions;
+    let (dir, summary) = run_python_bench(root, "bench_asl.py", "asl", extra)?;
+    let AslBench {
+        flat,
+        plds,
+        timings,
+        physio,
+        truth_cbf,
+        truth_att,
+        shape,
+    } = AslBench::load(&dir)?;
+    let n_vox = flat.nrows();
+    let mut reg = osipy_core::Registry::default();
+    osipy_asl::register(&mut reg)?;
+    let device = Device::auto()?;
+    let mask = vec![true; n_vox];
+    let fit = FitOptions {
+        lm: LmSettings::from_config(100, 1e-6)?,
+        ..FitOptions::default()
+    };
+    let mut report = serde_json::Map::new();
+    for (name, sel) in [("buxton_multi_pld", None), ("pcasl_single_pld", Some(2.0))] {
+        let q = reg.get::<Quantification>(name)?;
+        let (data, times) = match sel {
+            None => (flat.clone(), timings.clone()),
+            Some(pld) => {
+                let i = plds
+                    .iter()
+                    .position(|p| (p - pld).abs() < 1e-9)
+                    .context("no PLD 2.0 s in the bench data")?;
+                (flat.slice(ndarray::s![.., i..i + 1]).to_owned(), vec![timings[i]])
+            }
+        };
+        let input = QuantInput {
+            dm_over_m0: data.view(),
+            mask: &mask,
+            timings: &times,
+            scheme: LabelingScheme::Pcasl,
+            physio,
+            arterial: false,
+            fit: &fit,
+        };
+        let mut walls = Vec::new();
+        let mut out = None;
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            out = Some((q.run)(&input, &device)?);
+            walls.push(start.elapsed().as_secs_f64());
+        }
+        walls.sort_by(|a, c| a.total_cmp(c));
+        let out = out.context("no run")?;
+        let py_run = summary["runs"].as_array().and_then(|r| {
+            r.iter().find(|r| {
+                r["method"].as_str().is_some_and(|m| {
+                    m.contains(if sel.is_some() {
+                        "single-PLD"
+                    } else {
+                        "quantify_multi_pld"
+                    })
+                })
+            })
+        });
+        let py_wall = py_run.and_then(|r| r["wall_s"].as_f64()).unwrap_or(f64::NAN);
+        println!(
+            "\n== [{name}] Rust on {}: {:.4} s {walls:.4?} ({:.0} voxels/s); Python {py_wall:.3} s; speed-up {:.1}x",
+            device.describe(),
+            walls[1],
+            n_vox as f64 / walls[1],
+            py_wall / walls[1]
+        );
+        let mut maps = Vec::new();
+        for m in &out.maps {
+            let truth = match m.name {
+                "CBF" => &truth_cbf,
+                "ATT" => &truth_att,
+                _ => continue,
+            };
+            let est: Vec<f64> = m
+                .values
+                .iter()
+                .zip(&out.status)
+                .map(|(v, s)| if s.is_valid() { *v } else { f64::NAN })
+                .collect();
+            maps.push((m.name, Array3::from_shape_vec(shape, est)?, truth.clone()));
+        }
+        let acc = accuracy_table(&maps, py_run)?;
+        let invalid = out.status.iter().filter(|q| !q.is_valid()).count();
+        println!("invalid voxels (rust): {invalid} of {n_vox}");
+        report.insert(
+            name.into(),
+            serde_json::json!({ "rust_wall_s": walls[1], "python_wall_s": py_wall, "speedup": py_wall / walls[1], "rust_accuracy": acc, "rust_invalid": invalid }),
+        );
+    }
+    report.insert("python".into(), summary);
+    std::fs::write(
+        root.join("target/bench-compare/asl.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    println!("\nreport: target/bench-compare/asl.json");
+    Ok(())
+}
+
+/// The arrays of `bench_asl.py --save-data` as this crate fits them.
+struct AslBench {
+    /// ΔM / M0, voxels x PLDs.
+    flat: ndarray::Array2<f64>,
+    plds: Vec<f64>,
+    timings: Vec<osipy_asl::kinetics::Timing>,
+    physio: osipy_asl::kinetics::Physio,
+    truth_cbf: Array3<f64>,
+    truth_att: Array3<f64>,
+    shape: [usize; 3],
+}
+
+impl AslBench {
+    /// Loads the saved arrays; the script's constants: τ 1.8 s, T1b 1.65 s,
+    /// T1 1.33 s, λ 0.9, α 0.85.
+    fn load(dir: &Path) -> Result<AslBench> {
+        use osipy_asl::kinetics::{Physio, Timing};
+        let load = |n: &str| -> Result<ndarray::ArrayD<f64>> {
+            read_npy(dir.join(format!("asl_standard_{n}.npy")))
+                .with_context(|| format!("reading asl_standard_{n}.npy"))
+        };
+        let dm = load("delta_m")?;
+        let plds: Vec<f64> = load("plds_s")?.iter().copied().collect();
+        let m0: Vec<f64> = load("m0")?.iter().copied().collect();
+        let shape = [dm.shape()[0], dm.shape()[1], dm.shape()[2]];
+        let n_vox = shape.iter().product::<usize>();
+        let mut flat = dm
+            .into_shape_with_order((n_vox, plds.len()))?
+            .into_dimensionality::<ndarray::Ix2>()?;
+        for (mut row, m) in flat.rows_mut().into_iter().zip(&m0) {
+            row.mapv_inplace(|x| x / m);
+        }
+        Ok(AslBench {
+            flat,
+            timings: plds.iter().map(|p| Timing { pld: *p, tau: 1.8 }).collect(),
+            plds,
+            physio: Physio {
+                t1_blood: 1.65,
+                t1_tissue: 1.33,
+                lambda: 0.9,
+                alpha: 0.85,
+            },
+            truth_cbf: load("CBF")?.into_dimensionality()?,
+            truth_att: load("ATT_s")?.into_dimensionality()?,
+            shape,
+        })
+    }
+}
+
+/// Fits the arrays saved by the last `bench-compare asl` with
+/// `buxton_multi_pld` three times: a target for profilers.
+pub fn fit_saved_asl(root: &Path) -> Result<()> {
+    use osipy_asl::kinetics::LabelingScheme;
+    use osipy_asl::quantify::{buxton_multi_pld, QuantInput};
+    let b = AslBench::load(&root.join("target/bench-compare/asl"))
+        .context("run `cargo xtask bench-compare asl` first")?;
+    let mask = vec![true; b.flat.nrows()];
+    let fit = osipy_fitting::FitOptions {
+        lm: LmSettings::from_config(100, 1e-6)?,
+        ..Default::default()
+    };
+    let input = QuantInput {
+        dm_over_m0: b.flat.view(),
+        mask: &mask,
+        timings: &b.timings,
+        scheme: LabelingScheme::Pcasl,
+        physio: b.physio,
+        arterial: false,
+        fit: &fit,
+    };
+    let device = Device::auto()?;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        buxton_multi_pld(&input, &device)?;
+        println!("buxton_multi_pld {:.4} s", start.elapsed().as_secs_f64());
+    }
     Ok(())
 }

@@ -55,6 +55,7 @@ fn main() -> Result<()> {
         // Fits the arrays a previous bench-compare saved, without Python: for profiling.
         Some("fit-npy") => match args.get(1).map(String::as_str) {
             Some("ivim") => bench::fit_saved_ivim(&workspace_root()),
+            Some("asl") => bench::fit_saved_asl(&workspace_root()),
             _ => bench::fit_saved(&workspace_root()),
         },
         Some(other) => {

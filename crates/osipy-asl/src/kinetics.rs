@@ -122,29 +122,65 @@ impl Timing {
 /// These are the forms of ASLDRO's GKM filter, checked against its
 /// spreadsheet in the tests.
 pub fn tissue<T: Num>(scheme: LabelingScheme, cbf: T, att: T, s: Timing, p: &Physio) -> T {
-    let t = s.time(scheme);
-    if t < att.value() {
-        return T::c(0.0);
-    }
+    let mut y = T::c(0.0);
+    tissue_curve(scheme, cbf, att, &[s], p, |_, v| y = v);
+    y
+}
+
+/// [`tissue`] at every sample of `samples`, passed to `emit(index, value)`,
+/// with the terms that do not depend on the sample computed once (the
+/// multi-PLD fit's inner loop).
+pub fn tissue_curve<T: Num>(
+    scheme: LabelingScheme,
+    cbf: T,
+    att: T,
+    samples: &[Timing],
+    p: &Physio,
+    mut emit: impl FnMut(usize, T),
+) {
     let f = cbf / T::c(6000.0);
     let u = T::c(1.0 / p.t1_tissue) + f / T::c(p.lambda);
     let scale = T::c(2.0 * p.alpha / p.lambda) * f;
-    let arriving = t < att.value() + s.tau;
+    let one = T::c(1.0);
     if scheme.is_continuous() {
         let a = scale / u * (-att / T::c(p.t1_blood)).exp();
-        if arriving {
-            -(a * (-(T::c(t) - att) * u).exp_m1())
-        } else {
-            -(a * (-(T::c(t - s.tau) - att) * u).exp() * (-(T::c(s.tau) * u)).exp_m1())
+        // 1 - e^(-τ/T1'), recomputed only when τ changes between samples.
+        let mut filled: Option<(f64, T)> = None;
+        for (i, s) in samples.iter().enumerate() {
+            let t = s.time(scheme);
+            let y = if t < att.value() {
+                T::c(0.0)
+            } else if t < att.value() + s.tau {
+                a * (one - (-(T::c(t) - att) * u).exp())
+            } else {
+                let fill = match filled {
+                    Some((tau, v)) if tau == s.tau => v,
+                    _ => {
+                        let v = one - (-(T::c(s.tau) * u)).exp();
+                        filled = Some((s.tau, v));
+                        v
+                    }
+                };
+                a * (-(T::c(t - s.tau) - att) * u).exp() * fill
+            };
+            emit(i, y);
         }
     } else {
         let k = T::c(1.0 / p.t1_blood) - u;
-        let pre = scale * T::c((-t / p.t1_blood).exp());
-        let dt = T::c(t) - att;
-        if arriving {
-            pre * expm1_over(k, dt)
-        } else {
-            pre * (k * dt).exp() * expm1_over(-k, T::c(s.tau))
+        for (i, s) in samples.iter().enumerate() {
+            let t = s.time(scheme);
+            let y = if t < att.value() {
+                T::c(0.0)
+            } else {
+                let pre = scale * T::c((-t / p.t1_blood).exp());
+                let dt = T::c(t) - att;
+                if t < att.value() + s.tau {
+                    pre * expm1_over(k, dt)
+                } else {
+                    pre * (k * dt).exp() * expm1_over(-k, T::c(s.tau))
+                }
+            };
+            emit(i, y);
         }
     }
 }

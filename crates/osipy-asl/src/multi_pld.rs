@@ -3,8 +3,8 @@
 //! blood volume aBV and its arrival time aATT), started from a grid over
 //! the arrival times.
 
-use crate::dual::{Dual, Num};
-use crate::kinetics::{arterial, tissue, LabelingScheme, Physio, Timing};
+use crate::dual::Dual;
+use crate::kinetics::{arterial, tissue, tissue_curve, LabelingScheme, Physio, Timing};
 use osipy_core::{OsipyError, Result, Unit};
 use osipy_fitting::{Model, ParamSpec};
 
@@ -40,6 +40,14 @@ fn grid(upper: f64) -> Vec<f64> {
     (0..=n).map(|i| i as f64 * GRID_STEP).collect()
 }
 
+/// Grid points whose dot products are accumulated together.
+const LANES: usize = 8;
+
+/// `g` rounded up to a multiple of [`LANES`].
+fn padded(g: usize) -> usize {
+    g.div_ceil(LANES) * LANES
+}
+
 /// CBF at which the start grid's basis curves are computed (the model is
 /// linear in CBF but for the small f/λ term of T1').
 const GRID_CBF: f64 = 60.0;
@@ -58,6 +66,14 @@ pub struct BuxtonModel {
     arterial_basis: Vec<f64>,
     /// Inner products <tissue_i, arterial_j> (row-major, i over ATT).
     cross: Vec<f64>,
+    /// Squared norms of the tissue and arterial basis curves.
+    norms: [Vec<f64>; 2],
+    /// 1 / squared norm of the tissue curves (0 for an all-zero curve).
+    inv_norms: Vec<f64>,
+    /// The tissue and arterial bases in blocks of [`LANES`] grid points,
+    /// sample-major within a block, so the dot products with a voxel's
+    /// data vectorise over grid points.
+    basis_t: [Vec<f64>; 2],
 }
 
 impl BuxtonModel {
@@ -93,6 +109,9 @@ impl BuxtonModel {
             tissue_basis: Vec::new(),
             arterial_basis: Vec::new(),
             cross: Vec::new(),
+            norms: [Vec::new(), Vec::new()],
+            inv_norms: Vec::new(),
+            basis_t: [Vec::new(), Vec::new()],
             att_grid,
         };
         for &att in &m.att_grid {
@@ -102,9 +121,30 @@ impl BuxtonModel {
                     .push(crate::kinetics::arterial(scheme, 1.0, att, *s, &physio));
             }
         }
+        let n = m.samples.len();
+        for (norms, basis) in m.norms.iter_mut().zip([&m.tissue_basis, &m.arterial_basis]) {
+            *norms = basis.chunks(n).map(|b| b.iter().map(|x| x * x).sum()).collect();
+        }
+        m.inv_norms = m.norms[0]
+            .iter()
+            .map(|b| if *b > 0.0 { 1.0 / b } else { 0.0 })
+            .collect();
+        let g = m.att_grid.len();
+        for (t, basis) in m.basis_t.iter_mut().zip([&m.tissue_basis, &m.arterial_basis]) {
+            // Block-major: [block of LANES points][sample][lane].
+            *t = (0..n * padded(g))
+                .map(|k| {
+                    let (block, rest) = (k / (n * LANES), k % (n * LANES));
+                    let point = block * LANES + rest % LANES;
+                    if point < g {
+                        basis[point * n + rest / LANES]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+        }
         if arterial {
-            let n = m.samples.len();
-            let g = m.att_grid.len();
             for i in 0..g {
                 for j in 0..g {
                     let t = &m.tissue_basis[i * n..(i + 1) * n];
@@ -116,54 +156,58 @@ impl BuxtonModel {
         Ok(m)
     }
 
-    fn eval<T: Num>(&self, p: &[T], s: Timing) -> T {
-        let t = tissue(self.scheme, p[0], p[1], s, &self.physio);
-        if self.arterial {
-            t + arterial(self.scheme, p[2], p[3], s, &self.physio)
-        } else {
-            t
+    /// <data, basis_k(point)> for every grid point into `acc` (padded to
+    /// [`padded`]), eight grid points at a time in registers (the start
+    /// search would be a third of a voxel's fit otherwise).
+    fn grid_dots(&self, k: usize, data: &[f64], acc: &mut [f64]) {
+        let n = self.samples.len();
+        let blocks = self.basis_t[k].chunks_exact(n * LANES);
+        for (block, out) in blocks.zip(acc.chunks_exact_mut(LANES)) {
+            let mut sum = [0.0; LANES];
+            for (d, row) in data.iter().zip(block.chunks_exact(LANES)) {
+                for (s, b) in sum.iter_mut().zip(row) {
+                    *s += d * b;
+                }
+            }
+            out.copy_from_slice(&sum);
         }
     }
 
     fn jac<const N: usize>(&self, params: &[f64], out: &mut [f64], jac: &mut [f64]) {
         let x: [Dual<N>; N] = std::array::from_fn(|j| Dual::var(params[j], j));
         let n = self.samples.len();
-        for (i, s) in self.samples.iter().enumerate() {
-            let y = self.eval(&x, *s);
+        let (scheme, p) = (self.scheme, &self.physio);
+        tissue_curve(scheme, x[0], x[1], &self.samples, p, |i, y| {
             out[i] = y.v;
             for j in 0..N {
                 jac[j * n + i] = y.d[j];
             }
+        });
+        if self.arterial {
+            for (i, s) in self.samples.iter().enumerate() {
+                let y = arterial(scheme, x[2], x[3], *s, p);
+                out[i] += y.v;
+                for j in 0..N {
+                    jac[j * n + i] += y.d[j];
+                }
+            }
         }
     }
-}
 
-impl BuxtonModel {
     /// Joint start of the 4-parameter model: every (ATT, aATT <= ATT)
     /// pair of the grid with both amplitudes by non-negative least squares
     /// (2 x 2 normal equations from precomputed inner products).
-    fn arterial_start(&self, data: &[f64], out: &mut [f64], adots: &mut [f64]) {
-        let n = self.samples.len();
+    /// `scratch` holds the tissue dots of the grid (filled by the caller)
+    /// and room for the arterial ones.
+    fn arterial_start(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
         let g = self.att_grid.len();
-        let dot = |b: &[f64], i: usize| -> (f64, f64) {
-            let v = &b[i * n..(i + 1) * n];
-            let (mut db, mut bb) = (0.0, 0.0);
-            for (d, x) in data.iter().zip(v) {
-                db += d * x;
-                bb += x * x;
-            }
-            (db, bb)
-        };
-        for j in 0..g {
-            let (da, aa) = dot(&self.arterial_basis, j);
-            adots[2 * j] = da;
-            adots[2 * j + 1] = aa;
-        }
+        let (tdots, adots) = scratch.split_at_mut(padded(g));
+        self.grid_dots(1, data, adots);
         let mut best = (f64::NEG_INFINITY, [out[0], out[1], 0.0, out[1]]);
         for i in 0..g {
-            let (dt, tt) = dot(&self.tissue_basis, i);
+            let (dt, tt) = (tdots[i], self.norms[0][i]);
             for j in 0..=i {
-                let (da, aa) = (adots[2 * j], adots[2 * j + 1]);
+                let (da, aa) = (adots[j], self.norms[1][j]);
                 let ta = self.cross[i * g + j];
                 let det = tt * aa - ta * ta;
                 let (x, y) = if det > 1e-12 * tt * aa {
@@ -201,17 +245,6 @@ fn amplitude_from(db: f64, bb: f64) -> (f64, f64) {
     }
 }
 
-/// Best non-negative amplitude of `basis` for `data`: (amplitude, cost
-/// reduction <d, b>^2 / <b, b>).
-fn amplitude(data: &[f64], basis: &[f64]) -> (f64, f64) {
-    let (mut db, mut bb) = (0.0, 0.0);
-    for (d, b) in data.iter().zip(basis) {
-        db += d * b;
-        bb += b * b;
-    }
-    amplitude_from(db, bb)
-}
-
 impl Model for BuxtonModel {
     fn name(&self) -> &str {
         "buxton_multi_pld"
@@ -226,8 +259,12 @@ impl Model for BuxtonModel {
     }
 
     fn predict(&self, params: &[f64], out: &mut [f64]) {
-        for (o, s) in out.iter_mut().zip(&self.samples) {
-            *o = self.eval(params, *s);
+        let (scheme, p) = (self.scheme, &self.physio);
+        tissue_curve(scheme, params[0], params[1], &self.samples, p, |i, y| out[i] = y);
+        if self.arterial {
+            for (o, s) in out.iter_mut().zip(&self.samples) {
+                *o += arterial(scheme, params[2], params[3], *s, p);
+            }
         }
     }
 
@@ -251,10 +288,11 @@ impl Model for BuxtonModel {
     }
 
     fn scratch_len(&self) -> usize {
+        let gp = padded(self.att_grid.len());
         if self.arterial {
-            2 * self.att_grid.len()
+            2 * gp
         } else {
-            0
+            gp
         }
     }
 
@@ -263,12 +301,19 @@ impl Model for BuxtonModel {
     /// from the tissue one. No voxel starts at a bound of ATT unless its
     /// data put it there.
     fn initial_guess_in(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
-        let n = self.samples.len();
+        let g = self.att_grid.len();
+        self.grid_dots(0, data, scratch);
         let mut best = (f64::NEG_INFINITY, 0, 0.0);
-        for i in 0..self.att_grid.len() {
-            let (a, gain) = amplitude(data, &self.tissue_basis[i * n..(i + 1) * n]);
+        for i in 0..g {
+            // Cost reduction <d, b>^2 / <b, b> of a non-negative amplitude.
+            let db = scratch[i];
+            let gain = if db > 0.0 {
+                db * db * self.inv_norms[i]
+            } else {
+                0.0
+            };
             if gain > best.0 {
-                best = (gain, i, a);
+                best = (gain, i, db * self.inv_norms[i]);
             }
         }
         let (_, i_att, a) = best;

@@ -85,8 +85,11 @@ pub fn single_pld(input: &QuantInput<'_>, _: &Device) -> Result<QuantOutput> {
     let n = input.mask.len();
     let mut cbf = vec![f64::NAN; n];
     let mut status = vec![QualityCode::NotFitted; n];
+    // The formula is linear in ΔM / M0: one factor for every voxel.
+    let factor = single_pld_cbf(input.scheme, 1.0, *t, &input.physio);
+    let dm = input.dm_over_m0.column(0);
     for v in (0..n).filter(|v| input.mask[*v]) {
-        let c = single_pld_cbf(input.scheme, input.dm_over_m0[[v, 0]], *t, &input.physio);
+        let c = factor * dm[v];
         if c.is_finite() {
             cbf[v] = c;
             status[v] = QualityCode::Converged;
