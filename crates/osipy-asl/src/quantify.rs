@@ -87,14 +87,15 @@ pub fn single_pld(input: &QuantInput<'_>, _: &Device) -> Result<QuantOutput> {
     let mut status = vec![QualityCode::NotFitted; n];
     // The formula is linear in ΔM / M0: one factor for every voxel.
     let factor = single_pld_cbf(input.scheme, 1.0, *t, &input.physio);
-    let dm = input.dm_over_m0.column(0);
-    for v in (0..n).filter(|v| input.mask[*v]) {
-        let c = factor * dm[v];
-        if c.is_finite() {
-            cbf[v] = c;
-            status[v] = QualityCode::Converged;
-        } else {
-            status[v] = QualityCode::NonFiniteInput;
+    let voxels = cbf.iter_mut().zip(status.iter_mut()).zip(input.mask);
+    for (((c, q), inside), dm) in voxels.zip(input.dm_over_m0.column(0)) {
+        if *inside {
+            *c = factor * dm;
+            *q = if c.is_finite() {
+                QualityCode::Converged
+            } else {
+                QualityCode::NonFiniteInput
+            };
         }
     }
     Ok(QuantOutput {
