@@ -381,6 +381,27 @@ mod tests {
     }
 
     #[test]
+    fn a_label_duration_per_pld_is_honoured() {
+        // Long labels at short PLDs, short ones late (a time-encoded-like protocol).
+        let samples: Vec<Timing> = (1..=8)
+            .map(|i| Timing {
+                pld: 0.3 * i as f64,
+                tau: if i <= 4 { 1.8 } else { 0.6 },
+            })
+            .collect();
+        let m = BuxtonModel::new(LabelingScheme::Pcasl, samples.clone(), P, false).unwrap();
+        let truth = [55.0, 1.1];
+        let mut row = vec![0.0; 8];
+        m.predict(&truth, &mut row);
+        for (y, s) in row.iter().zip(&samples) {
+            assert_eq!(*y, tissue(LabelingScheme::Pcasl, 55.0, 1.1, *s, &P));
+        }
+        let data = ndarray::Array2::from_shape_vec((1, 8), row).unwrap();
+        let fit = fit_batch(&m, data.view(), None, &FitOptions::default(), &Device::cpu(None)).unwrap();
+        assert!((fit.params[[0, 0]] - 55.0).abs() < 1e-5 && (fit.params[[0, 1]] - 1.1).abs() < 1e-7);
+    }
+
+    #[test]
     fn the_arterial_component_is_separated() {
         let m = BuxtonModel::new(LabelingScheme::Pcasl, plds(), P, true).unwrap();
         let truth = [50.0, 1.4, 0.01, 0.7];

@@ -235,6 +235,65 @@ fn pasl_with_ti1_and_single_m0_value() {
 }
 
 #[test]
+fn deltam_series_cbf_volumes_kept_out_and_reference_region_m0() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = AslPhantomSpec {
+        m0_tr: None,
+        ..spec()
+    };
+    let ph = generate(&spec).unwrap();
+    // The scanner's ΔM (control - label) per PLD, then one CBF volume.
+    let n_pld = spec.plds.len();
+    let mut series = Array4::zeros((8, 8, 2, n_pld + 1));
+    for k in 0..n_pld {
+        let dm = &ph.series.index_axis(Axis(3), 2 * k) - &ph.series.index_axis(Axis(3), 2 * k + 1);
+        series.index_axis_mut(Axis(3), k).assign(&dm);
+    }
+    series.index_axis_mut(Axis(3), n_pld).fill(55.0);
+    write_4d(dir.path().join("asl.nii.gz"), &series, &geometry(), 1.0).unwrap();
+    let context = "volume_type\n".to_string() + &"deltam\n".repeat(n_pld) + "cbf\n";
+    std::fs::write(dir.path().join("aslcontext.tsv"), context).unwrap();
+    // An M0 image whose "CSF" (the first x slab) gives, through
+    // reference_region, a tissue M0 of 1000: lambda S e^(TE/T2*) / pc = 1000.
+    let (te, t2s, pc) = (0.01f64, 0.4f64, 1.15f64);
+    let s_csf = 1000.0 * pc / (0.9 * (te / t2s).exp());
+    write_map(
+        dir.path().join("m0.nii.gz"),
+        &Array3::from_elem((8, 8, 2), s_csf),
+        &geometry(),
+    )
+    .unwrap();
+    let csf = Array3::from_shape_fn((8, 8, 2), |(x, _, _)| if x == 0 { 1.0 } else { 0.0 });
+    write_map(dir.path().join("csf.nii.gz"), &csf, &geometry()).unwrap();
+    let out = run(
+        dir.path(),
+        &format!(
+            "labeling_scheme = \"pcasl\"\nlabel_duration = 1.8\n{}\nm0_method = \"reference_region\"\nm0_te = {te}",
+            plds(&spec)
+        ),
+        "m0 = \"m0.nii.gz\"\nm0_reference_mask = \"csf.nii.gz\"",
+    )
+    .unwrap();
+    assert!(median_error(&out, "CBF", &ph.cbf) < 0.02);
+    assert!(median_error(&out, "ATT", &ph.att) < 0.02);
+    // label_control_order = "deltam" without aslcontext reads the same ΔM
+    // (the CBF volume then counts as a ΔM: drop it first).
+    std::fs::remove_file(dir.path().join("aslcontext.tsv")).unwrap();
+    let only_dm = series.slice(ndarray::s![.., .., .., ..n_pld]).to_owned();
+    write_4d(dir.path().join("asl.nii.gz"), &only_dm, &geometry(), 1.0).unwrap();
+    let out = run(
+        dir.path(),
+        &format!(
+            "labeling_scheme = \"pcasl\"\nlabel_duration = 1.8\n{}\nlabel_control_order = \"deltam\"\nm0_method = \"single\"\nm0_value = 1000.0",
+            plds(&spec)
+        ),
+        "",
+    )
+    .unwrap();
+    assert!(median_error(&out, "CBF", &ph.cbf) < 0.02);
+}
+
+#[test]
 fn bad_inputs_are_errors_that_say_what_to_give() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
