@@ -102,6 +102,14 @@ fn errors_are_one_line_with_non_zero_exit() {
         "{err}"
     );
 
+    // A device as the config: refused before reading (it never ends).
+    let (code, _, err) = osipy(&["validate", "/dev/zero"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("/dev/zero") && err.contains("not a regular file"),
+        "{err}"
+    );
+
     let (code, _, err) = osipy(&["dump-defaults", "dwi"]);
     assert_ne!(code, 0);
     assert!(

@@ -325,12 +325,53 @@ fn find_file(dir: &Path, role: &str, rule: fn(&str) -> bool) -> Result<Option<Pa
     }
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| OsipyError::Io {
+/// Largest text input read (configs, tables, sidecars, `aslcontext.tsv`).
+pub const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// Reads a text input: a regular file (not a folder, device or FIFO, which
+/// could block or never end) of at most [`MAX_TEXT_BYTES`], in UTF-8.
+pub fn read_text_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let io = |message: &str, e: std::io::Error| OsipyError::Io {
         path: path.into(),
-        message: "cannot read".into(),
+        message: message.into(),
         source: Some(e),
-    })
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io("cannot read", e))?;
+    if meta.is_dir() {
+        return Err(OsipyError::io(path, "is a folder, not a text file"));
+    }
+    if !meta.is_file() {
+        return Err(OsipyError::io(
+            path,
+            "is not a regular file (a device, FIFO or socket); give a text file",
+        ));
+    }
+    let too_big = |n: u64| {
+        OsipyError::io(
+            path,
+            format!(
+                "is {n} bytes; text inputs are read up to {} MiB",
+                MAX_TEXT_BYTES >> 20
+            ),
+        )
+    };
+    if meta.len() > MAX_TEXT_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| io("cannot open", e))?;
+    let mut text = String::new();
+    file.take(MAX_TEXT_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| io("cannot read as UTF-8 text", e))?;
+    if text.len() as u64 > MAX_TEXT_BYTES {
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    read_text_file(path)
 }
 
 /// Numbers in a text file (comma, semicolon, tab or whitespace separated),

@@ -159,6 +159,13 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume> {
             "is a folder, not a file (expected a .nii or .nii.gz NIfTI-1 image)".into(),
         ));
     }
+    if path.exists() && !path.is_file() {
+        return Err(io_err(
+            path,
+            "is not a regular file (a device, FIFO or socket; expected a .nii or .nii.gz NIfTI-1 image)"
+                .into(),
+        ));
+    }
     if !path.is_file() {
         return Err(io_err(
             path,

@@ -120,3 +120,30 @@ fn value_lists_read_fsl_lines_and_columns() {
     let e = read_value_list(&bad).unwrap_err().to_string();
     assert!(e.contains("bad.bval") && e.contains("\"ten\""), "{e}");
 }
+
+#[test]
+fn devices_fifos_and_huge_files_are_refused_without_reading_them() {
+    use osipy_io::{read_3d, read_numbers, read_text_file};
+    // /dev/zero never ends: refused before any read, in words.
+    let zero = std::path::Path::new("/dev/zero");
+    if zero.exists() {
+        for e in [
+            read_numbers(zero, 2).unwrap_err().to_string(),
+            read_value_list(zero).unwrap_err().to_string(),
+            read_text_file(zero).unwrap_err().to_string(),
+            read_3d(zero).unwrap_err().to_string(),
+        ] {
+            assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+        }
+    }
+    // A FIFO would block the reader forever: refused without opening it.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("times.txt");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo is needed for this test");
+    let e = read_numbers(&fifo, 1).unwrap_err().to_string();
+    assert!(e.contains("times.txt") && e.contains("FIFO"), "{e}");
+    // A folder is named as a folder.
+    let e = read_text_file(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("is a folder"), "{e}");
+}

@@ -397,6 +397,47 @@ fn check_keys(value: &toml::Value, schema: &toml::Value, path: &str) -> Result<(
     Ok(())
 }
 
+/// The first key whose value has another kind than the schema's example,
+/// as a message naming the key, what was found and what is valid (a whole
+/// number is accepted where a number is expected).
+fn type_mismatch(value: &toml::Value, schema: &toml::Value, path: &str) -> Option<String> {
+    let (table, valid) = (value.as_table()?, schema.as_table()?);
+    for (key, v) in table {
+        let full = join(path, key);
+        let Some(s) = valid.get(key) else { continue };
+        if FREE_TABLES.contains(&full.as_str()) {
+            continue;
+        }
+        if let (Some(_), Some(_)) = (v.as_table(), s.as_table()) {
+            if let Some(m) = type_mismatch(v, s, &full) {
+                return Some(m);
+            }
+            continue;
+        }
+        let kind = |x: &toml::Value| match x {
+            toml::Value::String(_) => "a string",
+            toml::Value::Integer(_) => "a whole number",
+            toml::Value::Float(_) => "a number",
+            toml::Value::Boolean(_) => "true or false",
+            toml::Value::Datetime(_) => "a date",
+            toml::Value::Array(_) => "a list",
+            toml::Value::Table(_) => "a table",
+        };
+        let same = std::mem::discriminant(v) == std::mem::discriminant(s)
+            || matches!((v, s), (toml::Value::Integer(_), toml::Value::Float(_)));
+        if !same {
+            return Some(format!(
+                "config key `{full}`: found {} {}; expected {}, e.g. `{full} = {}`",
+                kind(v),
+                value_text(v),
+                kind(s),
+                value_text(s)
+            ));
+        }
+    }
+    None
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -424,16 +465,20 @@ impl Config {
             ))
         })?;
         let m = modality(id)?;
-        check_keys(&value, &schema(m)?, "")?;
-        let raw: RawConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| OsipyError::Validation(format!("config: {}", e.message())))?;
+        let schema = schema(m)?;
+        check_keys(&value, &schema, "")?;
+        // A value of the wrong type is named by its key (serde names only
+        // the section).
+        let named = |e: OsipyError| type_mismatch(&value, &schema, "").map_or(e, OsipyError::Validation);
+        let raw: RawConfig = value.clone().try_into().map_err(|e: toml::de::Error| {
+            named(OsipyError::Validation(format!("config: {}", e.message())))
+        })?;
         let table = raw
             .pipeline
             .unwrap_or_else(|| toml::Value::Table(Default::default()));
         let config = Config {
             modality: m.id().to_string(),
-            pipeline: m.parse(table)?,
+            pipeline: m.parse(table).map_err(named)?,
             data: raw.data,
             output: raw.output,
             backend: raw.backend,
@@ -445,11 +490,7 @@ impl Config {
 
     /// Reads and parses a config file.
     pub fn from_file(path: &std::path::Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| OsipyError::Io {
-            path: path.into(),
-            message: "cannot read the config file".into(),
-            source: Some(e),
-        })?;
+        let text = osipy_io::read_text_file(path)?;
         Config::from_toml(&text).map_err(|e| match e {
             OsipyError::Validation(m) => OsipyError::Validation(format!("{}: {m}", path.display())),
             other => other,
@@ -641,7 +682,28 @@ mod tests {
         let e = bad("[pipeline.fitting]\nbounds = { vp = [0.5, 0.1] }\n");
         assert!(e.contains("bounds.vp"), "{e}");
         let e = bad("[pipeline]\nmodel = 3\n");
-        assert!(e.contains("invalid type"), "{e}");
+        assert!(
+            e.contains("`pipeline.model`")
+                && e.contains("found a whole number 3")
+                && e.contains("expected a string"),
+            "{e}"
+        );
+        let e = bad("[pipeline.fitting]\nmax_iterations = \"many\"\n");
+        assert!(
+            e.contains("`pipeline.fitting.max_iterations`")
+                && e.contains("\"many\"")
+                && e.contains("whole number"),
+            "{e}"
+        );
+        let e = bad("[backend]\nthreads = 1.5\n");
+        assert!(
+            e.contains("`backend.threads`") && e.contains("found a number 1.5"),
+            "{e}"
+        );
+        // A key of another section is not suggested for a key that has no
+        // near neighbour here (DCE takes TE nowhere; `tr` is no fix for `te`).
+        let e = bad("[pipeline]\nte = 30\n");
+        assert!(e.contains("`pipeline.te`") && !e.contains("did you mean"), "{e}");
         let e = Config::from_toml("modality = \"pet\"\n").unwrap_err().to_string();
         assert!(e.contains("\"pet\"") && e.contains("dce, ivim, dsc, asl"), "{e}");
         assert!(dump_defaults("pet").is_err());
