@@ -126,11 +126,23 @@ pub enum LogLevel {
 }
 
 /// Logging (`[logging]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
     /// Level.
     pub level: LogLevel,
+    /// Fraction of the mask's voxels above which invalid voxels are
+    /// reported as a warning with their counts per reason.
+    pub warn_invalid_fraction: f64,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: LogLevel::default(),
+            warn_invalid_fraction: 0.5,
+        }
+    }
 }
 
 impl Choice for OutputFormat {
@@ -157,6 +169,10 @@ const COMMON_DOCS: &[(&str, &str)] = &[
     ("backend.device", "{choices}"),
     ("backend.threads", "0 = OSIPY_NUM_THREADS or all cores"),
     ("logging.level", "{choices}"),
+    (
+        "logging.warn_invalid_fraction",
+        "warn when more of the mask than this is invalid",
+    ),
 ];
 
 /// The closed choices of the shared sections, by dotted key.
@@ -520,6 +536,14 @@ impl Config {
 
     /// Checks names against `registry` and values against their units.
     pub fn validate_with(&self, registry: &Registry) -> Result<()> {
+        let f = self.logging.warn_invalid_fraction;
+        if !(0.0..=1.0).contains(&f) {
+            return Err(OsipyError::metadata(
+                "logging.warn_invalid_fraction",
+                f,
+                "a fraction in [0, 1], e.g. 0.5",
+            ));
+        }
         self.modality_def()?.validate(&self.pipeline, registry)
     }
 }

@@ -87,13 +87,13 @@ pub fn run_analysis(config: &Config, opts: &RunOptions) -> Result<RunSummary> {
     run_analysis_with(config, opts, &builtin_registry()?)
 }
 
-/// Fraction of the mask above which invalid voxels are reported as a
-/// warning with their counts per reason.
-pub const INVALID_WARNING_FRACTION: f64 = 0.5;
-
 /// A run that fitted no voxel of the mask is an error naming the reasons;
-/// one with more than [`INVALID_WARNING_FRACTION`] invalid voxels warns.
-fn check_fitted(counts: &std::collections::BTreeMap<String, usize>) -> Result<()> {
+/// one with more than `warn_fraction` of its voxels invalid returns the
+/// warning to log (`logging.warn_invalid_fraction`).
+fn check_fitted(
+    counts: &std::collections::BTreeMap<String, usize>,
+    warn_fraction: f64,
+) -> Result<Option<String>> {
     let is_valid = |name: &str| {
         osipy_core::QualityCode::ALL
             .iter()
@@ -126,14 +126,13 @@ fn check_fitted(counts: &std::collections::BTreeMap<String, usize>) -> Result<()
             reasons()
         )));
     }
-    if (total - valid) as f64 > INVALID_WARNING_FRACTION * total as f64 {
-        tracing::warn!(
+    Ok(((total - valid) as f64 > warn_fraction * total as f64).then(|| {
+        format!(
             "{} of {total} voxels in the mask are invalid ({})",
             total - valid,
             reasons()
-        );
-    }
-    Ok(())
+        )
+    }))
 }
 
 /// [`run_analysis`] with the methods of `registry` (the built-in ones plus
@@ -156,7 +155,9 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
     let out = m.run(&config.pipeline, &inputs, &mut ctx, registry)?;
     let quality_counts = quality_counts(&out.maps.quality, &out.mask);
-    check_fitted(&quality_counts)?;
+    if let Some(w) = check_fitted(&quality_counts, config.logging.warn_invalid_fraction)? {
+        tracing::warn!("{w}");
+    }
 
     stage.maps(&out.maps, &out.geometry, config)?;
     for (name, volume) in &out.volumes {
@@ -176,4 +177,30 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     };
     stage.commit(&summary)?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_voxels_warn_above_the_configured_fraction_and_none_fitted_is_an_error() {
+        let counts = |pairs: &[(&str, usize)]| -> std::collections::BTreeMap<String, usize> {
+            pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        let some = counts(&[("converged", 70), ("max_iterations", 20), ("invalid_signal", 10)]);
+        // 30 % invalid: silent at 0.5, a warning with the counts at 0.2.
+        assert_eq!(check_fitted(&some, 0.5).unwrap(), None);
+        let w = check_fitted(&some, 0.2).unwrap().unwrap();
+        assert!(
+            w.contains("30 of 100") && w.contains("20 max_iterations") && w.contains("10 invalid_signal"),
+            "{w}"
+        );
+        let none = counts(&[("model_failure", 4)]);
+        let e = check_fitted(&none, 0.5).unwrap_err().to_string();
+        assert!(
+            e.contains("no voxel of the 4") && e.contains("4 model_failure"),
+            "{e}"
+        );
+    }
 }
