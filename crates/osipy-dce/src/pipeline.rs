@@ -637,9 +637,72 @@ fn plasma_aif(
             )?;
             let rows = inputs.table("aif_file", 2)?.unwrap_or_default();
             let (t, c): (Vec<f64>, Vec<f64>) = rows.into_iter().map(|r| (r[0], r[1])).unzip();
+            let source = inputs
+                .path("aif_file")
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            check_aif_table(&t, &c, times, &format!("data.aif_file {source}"))?;
             Ok(Aif::measured(&t, &c, Compartment::Plasma)?.sample(times))
         }
     }
+}
+
+/// Largest plausible plasma concentration peak (mM): a standard dose peaks
+/// at a few mM (Parker et al. 2006: about 6 mM in blood), so a table whose
+/// peak exceeds this is in µM.
+const MAX_AIF_PEAK_MM: f64 = 100.0;
+
+/// Smallest plausible peak (mM) of a bolus AIF: below, the table is in
+/// mol/l (or holds no bolus).
+const MIN_AIF_PEAK_MM: f64 = 0.01;
+
+/// A manual AIF must cover the series' frame times (it is not extended:
+/// holding its last value would bias every fit) and be in seconds and mM;
+/// tables in ms, minutes, µM or mol/l are errors that say so.
+fn check_aif_table(t: &[f64], c: &[f64], times: &[f64], source: &str) -> Result<()> {
+    let (Some(first), Some(last)) = (times.first(), times.last()) else {
+        return Ok(());
+    };
+    let (t_min, t_max) = t.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(*x), b.max(*x))
+    });
+    let span = (last - first).max(f64::MIN_POSITIVE);
+    let dt = if times.len() > 1 {
+        span / (times.len() - 1) as f64
+    } else {
+        span
+    };
+    let covers = |lo: f64, hi: f64| lo <= first + 0.5 * dt && hi >= last - 0.5 * dt;
+    // A table 100 times longer than the series is in milliseconds.
+    let ms = t_max - t_min > 100.0 * span;
+    if ms || !covers(t_min, t_max) {
+        let hint = if ms {
+            " (it looks like milliseconds: give seconds)"
+        } else if covers(60.0 * t_min, 60.0 * t_max) {
+            " (it looks like minutes: give seconds)"
+        } else {
+            ""
+        };
+        return Err(OsipyError::data(
+            format!("time column of {source} (s)"),
+            format!("{t_min} to {t_max} s"),
+            format!("times covering the series, {first} to {last} s{hint}"),
+        ));
+    }
+    let peak = c.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if !(MIN_AIF_PEAK_MM..=MAX_AIF_PEAK_MM).contains(&peak) {
+        let hint = if peak > MAX_AIF_PEAK_MM {
+            "; it looks like µM: give mM"
+        } else {
+            "; it looks like mol/l, or the table holds no bolus"
+        };
+        return Err(OsipyError::data(
+            format!("peak plasma concentration of {source} (mM)"),
+            peak.to_string(),
+            format!("a bolus peak between {MIN_AIF_PEAK_MM} and {MAX_AIF_PEAK_MM} mM{hint}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The config's value of `key` (checked in `validate`); else the sidecar's,

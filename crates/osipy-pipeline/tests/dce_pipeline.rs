@@ -344,6 +344,40 @@ fn manual_aif_needs_a_file() {
 }
 
 #[test]
+fn manual_aif_tables_must_cover_the_series_in_seconds_and_mm() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = small_spec();
+    let ph = write_dataset(dir.path(), &spec);
+    let write = |t_scale: f64, c_scale: f64, frames: usize| {
+        let text: String = ph
+            .time
+            .iter()
+            .zip(&ph.aif)
+            .take(frames)
+            .map(|(t, c)| format!("{} {}\n", t * t_scale, c * c_scale))
+            .collect();
+        std::fs::write(dir.path().join("aif.csv"), text).unwrap();
+    };
+    let nt = ph.time.len();
+    let cfg = config_text("aif_source = \"manual\"");
+    // The whole table in seconds and mM runs.
+    write(1.0, 1.0, nt);
+    assert!(run_in(dir.path(), &Config::from_toml(&cfg).unwrap(), "ok").is_ok());
+    // Only the first quarter of the frames: not held at its last value.
+    write(1.0, 1.0, nt / 4);
+    let e = run_err(dir.path(), &cfg);
+    assert!(e.contains("aif.csv") && e.contains("covering the series"), "{e}");
+    // Milliseconds, minutes, µM.
+    write(1000.0, 1.0, nt);
+    assert!(run_err(dir.path(), &cfg).contains("milliseconds"));
+    write(1.0 / 60.0, 1.0, nt);
+    assert!(run_err(dir.path(), &cfg).contains("minutes"));
+    write(1.0, 1000.0, nt);
+    let e = run_err(dir.path(), &cfg);
+    assert!(e.contains("peak plasma concentration") && e.contains("µM"), "{e}");
+}
+
+#[test]
 fn look_locker_t1_from_files() {
     use osipy_dce::LookLockerModel;
     use osipy_fitting::Model;
