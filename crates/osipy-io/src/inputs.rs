@@ -99,16 +99,8 @@ impl Inputs {
     /// `dir`. A key that is no role is an error listing the roles; two
     /// candidates for one role is an error naming both.
     pub fn resolve(dir: &Path, specs: &[InputSpec], data: &BTreeMap<String, DataValue>) -> Result<Inputs> {
+        Inputs::check(specs, data)?;
         let all: Vec<&InputSpec> = specs.iter().chain(std::iter::once(&MASK)).collect();
-        for key in data.keys() {
-            if !all.iter().any(|s| s.role == key) {
-                return Err(OsipyError::UnknownName {
-                    kind: "[data] key".into(),
-                    name: key.clone(),
-                    valid: all.iter().map(|s| s.role.to_string()).collect(),
-                });
-            }
-        }
         let mut inputs = Inputs {
             dir: dir.to_path_buf(),
             ..Inputs::default()
@@ -121,16 +113,7 @@ impl Inputs {
                 (Some(DataValue::Values(v)), InputKind::Values) => {
                     inputs.values.insert(spec.role, v.clone());
                 }
-                (Some(_), kind) => {
-                    return Err(OsipyError::Validation(format!(
-                        "data.{} must be {}",
-                        spec.role,
-                        match kind {
-                            InputKind::File => "a file path (a string)",
-                            InputKind::Values => "a list of numbers",
-                        }
-                    )))
-                }
+                (Some(_), kind) => return Err(wrong_kind(spec.role, kind)),
                 (None, _) => {
                     if let Some(rule) = spec.discover {
                         if let Some(p) = find_file(dir, spec.role, rule)? {
@@ -142,6 +125,27 @@ impl Inputs {
             }
         }
         Ok(inputs)
+    }
+
+    /// Checks `data` against `specs` (plus [`MASK`]) without touching files:
+    /// every key is a role and every value of the role's kind (what
+    /// [`Inputs::resolve`] checks first; `osipy validate` runs it too).
+    pub fn check(specs: &[InputSpec], data: &BTreeMap<String, DataValue>) -> Result<()> {
+        let all: Vec<&InputSpec> = specs.iter().chain(std::iter::once(&MASK)).collect();
+        for (key, value) in data {
+            let Some(spec) = all.iter().find(|s| s.role == key) else {
+                return Err(OsipyError::UnknownName {
+                    kind: "[data] key".into(),
+                    name: key.clone(),
+                    valid: all.iter().map(|s| s.role.to_string()).collect(),
+                });
+            };
+            match (value, spec.kind) {
+                (DataValue::Path(_), InputKind::File) | (DataValue::Values(_), InputKind::Values) => {}
+                (_, kind) => return Err(wrong_kind(spec.role, kind)),
+            }
+        }
+        Ok(())
     }
 
     /// The data folder.
@@ -276,6 +280,16 @@ impl Inputs {
         }
         m
     }
+}
+
+fn wrong_kind(role: &str, kind: InputKind) -> OsipyError {
+    OsipyError::Validation(format!(
+        "data.{role} must be {}",
+        match kind {
+            InputKind::File => "a file path (a string)",
+            InputKind::Values => "a list of numbers",
+        }
+    ))
 }
 
 /// Errors unless `shape` is the primary series' grid.

@@ -536,6 +536,7 @@ impl Config {
 
     /// Checks names against `registry` and values against their units.
     pub fn validate_with(&self, registry: &Registry) -> Result<()> {
+        osipy_io::Inputs::check(self.modality_def()?.inputs(), &self.data)?;
         let f = self.logging.warn_invalid_fraction;
         if !(0.0..=1.0).contains(&f) {
             return Err(OsipyError::metadata(
@@ -726,6 +727,13 @@ mod tests {
         );
         // A key of another section is not suggested for a key that has no
         // near neighbour here (DCE takes TE nowhere; `tr` is no fix for `te`).
+        // What `run` would refuse before reading data, `validate` refuses.
+        let e = bad("[data]\nb_values = [0.0, 100.0]\n");
+        assert!(e.contains("b_values"), "{e}");
+        let e = Config::from_toml("modality = \"dce\"\n[data]\ndynamic = [1.0, 2.0]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data.dynamic must be a file path"), "{e}");
         let e = bad("[pipeline]\nte = 30\n");
         assert!(e.contains("`pipeline.te`") && !e.contains("did you mean"), "{e}");
         let e = Config::from_toml("modality = \"pet\"\n").unwrap_err().to_string();
