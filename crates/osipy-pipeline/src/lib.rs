@@ -153,13 +153,16 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     // The output folder is checked (and its staging folder made) first.
     let mut stage = Staging::new(&opts.out_dir, opts.overwrite)?;
     let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
+    output::fault_point("read");
     let out = m.run(&config.pipeline, &inputs, &mut ctx, registry)?;
+    output::fault_point("fit");
     let quality_counts = quality_counts(&out.maps.quality, &out.mask);
     if let Some(w) = check_fitted(&quality_counts, config.logging.warn_invalid_fraction)? {
         tracing::warn!("{w}");
     }
 
     stage.maps(&out.maps, &out.geometry, config)?;
+    output::fault_point("write");
     for (name, volume) in &out.volumes {
         stage.volume(name, volume, &out.geometry)?;
     }

@@ -30,6 +30,21 @@ pub(crate) struct Staging {
 const TMP: &str = "osipy-tmp-";
 const OLD: &str = "osipy-old-";
 
+/// Fault injection for the crash tests (`crates/osipy-cli/tests/faults.rs`):
+/// with `OSIPY_FAULT_AT=<stage>` the process kills itself with SIGKILL at
+/// that stage, as `kill -9` would (no destructor, no cleanup runs).
+/// Stages: `read`, `fit`, `write`, `commit` (run summary written, nothing
+/// moved), `swap` (previous result set aside, new one not yet in place).
+pub(crate) fn fault_point(stage: &str) {
+    if std::env::var("OSIPY_FAULT_AT").is_ok_and(|s| s == stage) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        // `kill` missing or refused: die as abruptly anyway.
+        std::process::abort();
+    }
+}
+
 fn io_error(path: &Path, message: &str, e: std::io::Error) -> OsipyError {
     OsipyError::Io {
         path: path.into(),
@@ -209,10 +224,12 @@ impl Staging {
             .parent
             .join(format!(".{}.{OLD}{}", self.name, std::process::id()));
         let had_old = self.out_dir.exists();
+        fault_point("commit");
         if had_old {
             std::fs::rename(&self.out_dir, &old)
                 .map_err(|e| io_error(&self.out_dir, "could not set the previous output aside", e))?;
         }
+        fault_point("swap");
         if let Err(e) = std::fs::rename(&tmp, &self.out_dir) {
             if had_old {
                 let _ = std::fs::rename(&old, &self.out_dir);
