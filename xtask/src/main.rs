@@ -58,11 +58,62 @@ fn main() -> Result<()> {
             Some("asl") => bench::fit_saved_asl(&workspace_root()),
             _ => bench::fit_saved(&workspace_root()),
         },
+        // Runs every fuzz target for SECONDS (default 60) each.
+        Some("fuzz") => {
+            let seconds: u64 = match args.get(1) {
+                Some(s) => s
+                    .parse()
+                    .with_context(|| format!("seconds per target: {s:?} is not a whole number"))?,
+                None => 60,
+            };
+            fuzz(&workspace_root(), seconds)
+        }
         Some(other) => {
-            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality>, fit-npy")
+            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality>, fit-npy, fuzz [SECONDS]")
         }
         None => {
-            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality>, fit-npy")
+            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality>, fit-npy, fuzz [SECONDS]")
         }
     }
+}
+
+/// The cargo-fuzz targets of `fuzz/` (libFuzzer; needs the nightly
+/// toolchain and `cargo install cargo-fuzz`).
+const FUZZ_TARGETS: [&str; 3] = ["config", "tables", "nifti"];
+
+/// Runs each fuzz target for `seconds` from its committed seed corpus
+/// (new inputs go to `target/fuzz-corpus/<target>`), with a 2 GiB memory
+/// and 10 s per-input limit; fails on the first crash, leak, timeout or
+/// out-of-memory, which libFuzzer saves under `fuzz/artifacts/`.
+fn fuzz(root: &std::path::Path, seconds: u64) -> Result<()> {
+    let has_fuzz = std::process::Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        bail!("cargo fuzz is missing: `rustup toolchain install nightly` and `cargo install cargo-fuzz`");
+    }
+    for target in FUZZ_TARGETS {
+        let corpus = root.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        println!("== fuzz {target} for {seconds} s");
+        let status = std::process::Command::new("cargo")
+            .current_dir(root.join("fuzz"))
+            .args(["+nightly", "fuzz", "run", "-O", target])
+            .arg(&corpus)
+            .arg(format!("corpus/{target}"))
+            .args([
+                "--".to_string(),
+                format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=2048".into(),
+                "-timeout=10".into(),
+                "-print_final_stats=1".into(),
+            ])
+            .status()
+            .with_context(|| format!("running cargo fuzz run {target}"))?;
+        if !status.success() {
+            bail!("fuzz target {target} failed: see fuzz/artifacts/{target}/");
+        }
+    }
+    Ok(())
 }

@@ -392,7 +392,11 @@ fn read_text(path: &Path) -> Result<String> {
 /// `columns` per row; lines that do not parse (a header) are skipped only
 /// before the first numeric row.
 pub fn read_numbers(path: &Path, columns: usize) -> Result<Vec<Vec<f64>>> {
-    let text = read_text(path)?;
+    parse_numbers(&read_text(path)?, path, columns)
+}
+
+/// [`read_numbers`] on text already read (`path` names it in errors).
+pub fn parse_numbers(text: &str, path: &Path, columns: usize) -> Result<Vec<Vec<f64>>> {
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -429,7 +433,11 @@ pub fn read_numbers(path: &Path, columns: usize) -> Result<Vec<Vec<f64>>> {
 
 /// A list of numbers: one line of values (FSL `.bval`) or one per line.
 pub fn read_value_list(path: &Path) -> Result<Vec<f64>> {
-    let text = read_text(path)?;
+    parse_value_list(&read_text(path)?, path)
+}
+
+/// [`read_value_list`] on text already read (`path` names it in errors).
+pub fn parse_value_list(text: &str, path: &Path) -> Result<Vec<f64>> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.len() == 1 {
         lines[0]
@@ -441,6 +449,6 @@ pub fn read_value_list(path: &Path) -> Result<Vec<f64>> {
             })
             .collect()
     } else {
-        Ok(read_numbers(path, 1)?.into_iter().map(|r| r[0]).collect())
+        Ok(parse_numbers(text, path, 1)?.into_iter().map(|r| r[0]).collect())
     }
 }

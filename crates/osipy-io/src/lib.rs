@@ -36,8 +36,8 @@ mod nifti_io;
 pub use dataset::{Acquisition, AxisUnit, Dataset, DynamicAxis, Sourced};
 pub use dro::DroRow;
 pub use inputs::{
-    check_grid, is_nifti, read_numbers, read_text_file, read_value_list, DataValue, InputKind, InputSpec,
-    Inputs, Series, MASK, MAX_TEXT_BYTES, TIME_FILE,
+    check_grid, is_nifti, parse_numbers, parse_value_list, read_numbers, read_text_file, read_value_list,
+    DataValue, InputKind, InputSpec, Inputs, Series, MASK, MAX_TEXT_BYTES, TIME_FILE,
 };
 pub use modality::{
     check_flip_angle, check_positive, check_seconds, choice_names, Choice, DemoCase, DemoFile, ModalityDef,
