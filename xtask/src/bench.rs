@@ -652,7 +652,7 @@ impl AslBench {
     /// Loads the saved arrays; the script's constants: τ 1.8 s, T1b 1.65 s,
     /// T1 1.33 s, λ 0.9, α 0.85.
     fn load(dir: &Path) -> Result<AslBench> {
-        use osipy_asl::kinetics::{Physio, Timing};
+        use osipy_asl::kinetics::Timing;
         let load = |n: &str| -> Result<ndarray::ArrayD<f64>> {
             read_npy(dir.join(format!("asl_standard_{n}.npy")))
                 .with_context(|| format!("reading asl_standard_{n}.npy"))
@@ -672,12 +672,7 @@ impl AslBench {
             flat,
             timings: plds.iter().map(|p| Timing { pld: *p, tau: 1.8 }).collect(),
             plds,
-            physio: Physio {
-                t1_blood: 1.65,
-                t1_tissue: 1.33,
-                lambda: 0.9,
-                alpha: 0.85,
-            },
+            physio: osipy_asl::kinetics::WHITE_PAPER_3T,
             truth_cbf: load("CBF")?.into_dimensionality()?,
             truth_att: load("ATT_s")?.into_dimensionality()?,
             shape,

@@ -84,6 +84,17 @@ pub struct Physio {
     pub alpha: f64,
 }
 
+/// Constants at 3 T: T1 of blood 1.65 s, λ 0.9 ml/g and the pCASL
+/// efficiency 0.85 of the white paper (Alsop et al. 2015), and tissue T1
+/// 1.33 s (grey matter at 3 T, as ASLDRO's ground truth has it). The
+/// defaults of `[pipeline]`, the phantom and the bench.
+pub const WHITE_PAPER_3T: Physio = Physio {
+    t1_blood: 1.65,
+    t1_tissue: 1.33,
+    lambda: 0.9,
+    alpha: 0.85,
+};
+
 /// The timing of one ΔM sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
@@ -242,12 +253,7 @@ mod tests {
     use super::*;
     use crate::dual::Dual;
 
-    const P: Physio = Physio {
-        t1_blood: 1.65,
-        t1_tissue: 1.33,
-        lambda: 0.9,
-        alpha: 0.85,
-    };
+    const P: Physio = WHITE_PAPER_3T;
 
     #[test]
     fn single_pld_inverts_the_kinetic_model_when_t1_equals_t1b_and_flow_vanishes() {

@@ -331,12 +331,7 @@ mod tests {
     use osipy_backend::Device;
     use osipy_fitting::{fit_batch, FitOptions};
 
-    const P: Physio = Physio {
-        t1_blood: 1.65,
-        t1_tissue: 1.33,
-        lambda: 0.9,
-        alpha: 0.85,
-    };
+    const P: Physio = crate::kinetics::WHITE_PAPER_3T;
 
     fn plds() -> Vec<Timing> {
         (1..=12)

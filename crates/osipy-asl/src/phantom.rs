@@ -8,7 +8,7 @@
 //! image is a spin echo at `m0_tr` (TE 0), so a short TR leaves the T1
 //! saturation that calibration must correct.
 
-use crate::kinetics::{arterial, tissue, LabelingScheme, Physio, Timing};
+use crate::kinetics::{arterial, tissue, LabelingScheme, Physio, Timing, WHITE_PAPER_3T};
 use crate::signal::spin_echo;
 use ndarray::{Array3, Array4};
 use osipy_core::{OsipyError, Result};
@@ -57,12 +57,7 @@ impl Default for AslPhantomSpec {
             repeats: 1,
             m0: 1000.0,
             m0_tr: None,
-            physio: Physio {
-                t1_blood: 1.65,
-                t1_tissue: 1.33,
-                lambda: 0.9,
-                alpha: 0.85,
-            },
+            physio: WHITE_PAPER_3T,
             cbf: vec![20.0, 40.0, 60.0, 80.0],
             att: vec![0.6, 1.0, 1.4, 1.8],
             arterial: None,

@@ -5,7 +5,7 @@ use crate::context::{
     parse_aslcontext, per_volume, volume_types, DifferenceInput, DifferenceMethod, Groups, LabelControlOrder,
     VolumeType,
 };
-use crate::kinetics::{effective_efficiency, LabelingScheme, Physio};
+use crate::kinetics::{effective_efficiency, LabelingScheme, Physio, WHITE_PAPER_3T};
 use crate::m0::{M0Calibration, M0Input, M0Settings, ReferenceTissue};
 use crate::multi_pld::param_specs;
 use crate::phantom::{generate, AslPhantomSpec};
@@ -109,9 +109,9 @@ impl Default for AslConfig {
             plds: None,
             label_duration: None,
             ti1: None,
-            t1_blood: 1.65,
-            t1_tissue: 1.33,
-            partition_coefficient: 0.9,
+            t1_blood: WHITE_PAPER_3T.t1_blood,
+            t1_tissue: WHITE_PAPER_3T.t1_tissue,
+            partition_coefficient: WHITE_PAPER_3T.lambda,
             labeling_efficiency: None,
             background_suppression_pulses: None,
             background_suppression_efficiency: None,
