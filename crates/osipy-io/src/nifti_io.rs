@@ -175,7 +175,9 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume> {
     let p = path.to_path_buf();
     let outcome = std::panic::catch_unwind(
         move || -> std::result::Result<(NiftiHeader, ArrayD<f64>), String> {
-            check_data_type(&NiftiHeader::from_file(&p).map_err(describe_nifti_error)?)?;
+            let h = NiftiHeader::from_file(&p).map_err(describe_nifti_error)?;
+            check_data_type(&h)?;
+            check_data_size(&h, &p)?;
             let obj = ReaderOptions::new().read_file(&p).map_err(describe_nifti_error)?;
             let header = obj.header().clone();
             let mut volume = obj.into_volume();
@@ -274,6 +276,34 @@ fn check_data_type(h: &NiftiHeader) -> std::result::Result<(), String> {
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// Most bytes one byte of a deflate stream can expand to (zlib's bound,
+/// 1032:1): a `.nii.gz` cannot hold more data than this times its size.
+const MAX_DEFLATE_RATIO: u128 = 1032;
+
+/// The data the header declares must fit in the file (uncompressed) or in
+/// what the gzip stream could hold, before anything is allocated: a header
+/// with huge dimensions is an error, not an allocation of terabytes.
+fn check_data_size(h: &NiftiHeader, path: &Path) -> std::result::Result<(), String> {
+    let n = usize::from(h.dim[0].min(7));
+    let voxels: u128 = h.dim[1..=n].iter().map(|d| u128::from(*d)).product();
+    let bytes = voxels * u128::from(h.bitpix.unsigned_abs()).div_ceil(8);
+    let file = std::fs::metadata(path).map(|m| u128::from(m.len())).unwrap_or(0);
+    let gz = path.to_string_lossy().ends_with(".gz");
+    let room = if gz {
+        file.saturating_mul(MAX_DEFLATE_RATIO)
+    } else {
+        file.saturating_sub(u128::from(h.vox_offset.max(0.0) as u64))
+    };
+    if bytes > room {
+        return Err(format!(
+            "the header declares {:?} voxels ({bytes} bytes of data) but the file{} can hold at most {room} bytes: a damaged or truncated image",
+            &h.dim[1..=n],
+            if gz { " (compressed)" } else { "" }
+        ));
+    }
+    Ok(())
 }
 
 fn describe_write_error(e: nifti::NiftiError) -> String {

@@ -147,3 +147,19 @@ fn devices_fifos_and_huge_files_are_refused_without_reading_them() {
     let e = read_text_file(dir.path()).unwrap_err().to_string();
     assert!(e.contains("is a folder"), "{e}");
 }
+
+/// Inputs the fuzzers found (`fuzz/`), kept as regression tests: each is an
+/// error in words, not an abort.
+#[test]
+fn fuzz_regressions_are_errors() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    // A gzipped header declaring dimensions whose data could not fit: the
+    // third-party reader allocated it (allocation-size-too-big, an abort).
+    let e = osipy_io::read_nifti(dir.join("nifti-huge-dims.nii.gz"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("header declares") && e.contains("damaged or truncated"),
+        "{e}"
+    );
+}
