@@ -123,31 +123,46 @@ fn an_unwritable_output_folder_fails_before_reading_data() {
     let dir = tempfile::tempdir().unwrap();
     let locked = dir.path().join("locked");
     std::fs::create_dir(&locked).unwrap();
-    let mut perm = std::fs::metadata(&locked).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o500);
-    std::fs::set_permissions(&locked, perm).unwrap();
-    // Root ignores permission bits: then there is nothing to test here.
+    // A read-only mount binds root too (permission bits do not); else the
+    // permission bits, for other users.
+    let ro_mount = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "ro,size=64k",
+            "tmpfs",
+            locked.to_str().unwrap(),
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let _mounted = ro_mount.then(|| SmallDisk(locked.clone()));
+    if !ro_mount {
+        let mut perm = std::fs::metadata(&locked).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o500);
+        std::fs::set_permissions(&locked, perm).unwrap();
+    }
     if std::fs::write(locked.join("probe"), "x").is_ok() {
-        eprintln!("skipped: this user can write into a read-only folder (root)");
+        eprintln!("skipped: no read-only mount allowed and this user ignores permission bits (root)");
         return;
     }
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "modality = \"ivim\"\n[data]\nb_values = [0.0, 100.0]\n").unwrap();
     let out = locked.join("maps");
+    // The data folder holds no series: reading it would fail on data.dwi.
+    let data = dir.path().to_str().unwrap();
     let r = osipy(
-        &[
-            "run",
-            config.to_str().unwrap(),
-            "/nonexistent-data",
-            "-o",
-            out.to_str().unwrap(),
-        ],
+        &["run", config.to_str().unwrap(), data, "-o", out.to_str().unwrap()],
         None,
     );
     let err = String::from_utf8_lossy(&r.stderr);
-    // The folder is named, and the missing data folder was never reached.
+    // The folder is named, and the data were never reached.
     assert!(
-        !r.status.success() && err.contains("locked") && !err.contains("nonexistent"),
+        !r.status.success() && err.contains("locked") && !err.contains("data.dwi"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Read-only file system") || err.contains("Permission denied"),
         "{err}"
     );
 }
