@@ -247,7 +247,7 @@ impl Inputs {
 
     /// The text of `role`'s file (e.g. a BIDS `.tsv`), if there is one.
     pub fn text(&self, role: &str) -> Result<Option<String>> {
-        self.path(role).map(read_text).transpose()
+        self.path(role).map(read_text_file).transpose()
     }
 
     /// The JSON sidecar of `role`'s image (`name.json` beside `name.nii[.gz]`),
@@ -262,7 +262,7 @@ impl Inputs {
         if !sidecar.is_file() {
             return Ok(None);
         }
-        let text = read_text(&sidecar)?;
+        let text = read_text_file(&sidecar)?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| OsipyError::io(&sidecar, format!("not valid JSON: {e}")))?;
         Ok(Some((sidecar, v)))
@@ -384,15 +384,11 @@ pub fn read_text_file(path: &Path) -> Result<String> {
     Ok(text)
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    read_text_file(path)
-}
-
 /// Numbers in a text file (comma, semicolon, tab or whitespace separated),
 /// `columns` per row; lines that do not parse (a header) are skipped only
 /// before the first numeric row.
 pub fn read_numbers(path: &Path, columns: usize) -> Result<Vec<Vec<f64>>> {
-    parse_numbers(&read_text(path)?, path, columns)
+    parse_numbers(&read_text_file(path)?, path, columns)
 }
 
 /// [`read_numbers`] on text already read (`path` names it in errors).
@@ -433,7 +429,7 @@ pub fn parse_numbers(text: &str, path: &Path, columns: usize) -> Result<Vec<Vec<
 
 /// A list of numbers: one line of values (FSL `.bval`) or one per line.
 pub fn read_value_list(path: &Path) -> Result<Vec<f64>> {
-    parse_value_list(&read_text(path)?, path)
+    parse_value_list(&read_text_file(path)?, path)
 }
 
 /// [`read_value_list`] on text already read (`path` names it in errors).
