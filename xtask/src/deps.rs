@@ -23,6 +23,8 @@ pub const LAYERS: &[(&str, u32)] = &[
     ("osipy-dsc", 5),
     ("osipy-asl", 5),
     ("osipy-ivim", 5),
+    // Beside the modalities: figures and the HTML report (no modality code).
+    ("osipy-report", 5),
     ("osipy-pipeline", 6),
     ("osipy-cli", 7),
     ("osipy", 7),
@@ -287,7 +289,7 @@ mod tidy {
         let modality_layer = super::layer("osipy-dce").unwrap();
         super::LAYERS
             .iter()
-            .filter(|(_, l)| *l == modality_layer)
+            .filter(|(n, l)| *l == modality_layer && *n != "osipy-report")
             .map(|(n, _)| *n)
             .filter(|n| {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -7,16 +7,17 @@ use crate::context::{
 };
 use crate::kinetics::{effective_efficiency, LabelingScheme, Physio, WHITE_PAPER_3T};
 use crate::m0::{M0Calibration, M0Input, M0Settings, ReferenceTissue};
-use crate::multi_pld::param_specs;
+use crate::multi_pld::{param_specs, BuxtonModel};
 use crate::phantom::{generate, AslPhantomSpec};
 use crate::quantify::{QuantInput, Quantification};
 use ndarray::{Array2, Array3, Array4, Axis};
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, QualityCode, Registry, Result};
-use osipy_fitting::{named_bounds, FitOptions, LmSettings};
+use osipy_fitting::{named_bounds, FitOptions, LmSettings, Model};
+use osipy_io::curves::voxel_xyz;
 use osipy_io::dro::DroRow;
 use osipy_io::{
-    check_positive, check_seconds, choice_names, is_nifti, Dataset, DemoCase, DemoFile, InputKind, InputSpec,
-    Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
+    check_positive, check_seconds, choice_names, is_nifti, voxel_curves, CurveAxes, Dataset, DemoCase,
+    DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -598,6 +599,38 @@ impl ModalityDef for Asl {
             )?);
         }
         let r_squared = to_grid(grid, out.r_squared.unwrap_or_else(|| vec![f64::NAN; n_vox]))?;
+        let mut plots = Vec::new();
+        if q.multi_pld {
+            let model = BuxtonModel::new(scheme, groups.timings.clone(), physio, p.arterial_component)?;
+            let params: Option<Vec<&Array3<f64>>> = model
+                .params()
+                .iter()
+                .map(|s| maps.iter().find(|m| m.name == s.name).map(|m| &m.values))
+                .collect();
+            if let Some(params) = params {
+                let x: Vec<f64> = groups.timings.iter().map(|t| t.pld).collect();
+                let axes = CurveAxes {
+                    quantity: "ΔM/M0",
+                    x_label: if scheme == LabelingScheme::Pasl {
+                        "inversion time TI (s)"
+                    } else {
+                        "post-labeling delay (s)"
+                    },
+                    y_label: "ΔM / M0",
+                    x: &x,
+                    rank: ("R²", &r_squared),
+                };
+                plots = voxel_curves(&mask, &ctx.report_voxels, axes, |v| {
+                    let i = voxel_xyz(v, grid);
+                    let theta: Vec<f64> = params.iter().map(|m| m[(i[0], i[1], i[2])]).collect();
+                    let mut fitted = vec![f64::NAN; x.len()];
+                    if theta.iter().all(|t| t.is_finite()) {
+                        model.predict(&theta, &mut fitted);
+                    }
+                    Some((dm_over_m0.row(v).to_vec(), fitted))
+                })?;
+            }
+        }
         let n_groups = groups.timings.len();
         let dm4 = Array4::from_shape_vec(
             (grid[0], grid[1], grid[2], n_groups),
@@ -619,6 +652,7 @@ impl ModalityDef for Asl {
             mask,
             inputs: ds.files.clone(),
             geometry: ds.geometry,
+            plots,
         })
     }
 

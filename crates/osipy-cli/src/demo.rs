@@ -44,7 +44,7 @@ fn table_rows(maps: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usi
 
 /// Runs the demo of `m` into `out` (data in `out/data`, maps in `out/maps`).
 /// An earlier demo's data or maps there are replaced only with `overwrite`.
-pub fn run(m: &dyn Modality, out: &Path, overwrite: bool, quiet: bool) -> Result<()> {
+pub fn run(m: &dyn Modality, out: &Path, overwrite: bool, no_report: bool, quiet: bool) -> Result<()> {
     let data = out.join("data");
     let maps = out.join("maps");
     let occupied = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some());
@@ -76,7 +76,7 @@ pub fn run(m: &dyn Modality, out: &Path, overwrite: bool, quiet: bool) -> Result
 
     let config = Config::from_file(&config_path)?;
     let start = std::time::Instant::now();
-    let summary = crate::run_with_progress(&config, &data, &maps, None, overwrite, quiet)?;
+    let summary = crate::run_with_progress(&config, &data, &maps, None, overwrite, no_report, quiet)?;
     let seconds = start.elapsed().as_secs_f64();
 
     println!("osipy {} {}", env!("CARGO_PKG_VERSION"), case.title);
@@ -107,5 +107,14 @@ pub fn run(m: &dyn Modality, out: &Path, overwrite: bool, quiet: bool) -> Result
         names.join(", "),
         maps.display()
     );
+    let report = maps.join("report.html");
+    if report.is_file() {
+        let secs = summary
+            .timings
+            .iter()
+            .find(|(stage, _)| stage == "report")
+            .map_or(0.0, |(_, s)| *s);
+        println!("report: {} (figures drawn in {secs:.2} s)", report.display());
+    }
     Ok(())
 }

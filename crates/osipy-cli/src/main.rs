@@ -1,7 +1,7 @@
 //! # osipy-cli
 //!
-//! The `osipy` command-line tool: `run`, `dump-defaults`, `validate`, `list`,
-//! `demo`. Exit code 0 on success; on any error, non-zero with a one-line
+//! The `osipy` command-line tool: `run`, `report`, `dump-defaults`,
+//! `validate`, `list`, `demo`. Exit code 0 on success; on any error, non-zero with a one-line
 //! cause on stderr.
 //!
 //! ## Cargo features
@@ -52,6 +52,14 @@ enum Command {
         /// Replace an existing, non-empty output folder (as a whole, once the run has succeeded).
         #[arg(long)]
         overwrite: bool,
+        /// Skip report.html and figures/ (overrides output.report).
+        #[arg(long)]
+        no_report: bool,
+    },
+    /// Redraw report.html and figures/ of a finished output folder.
+    Report {
+        /// The output folder of an `osipy run` (it holds osipy_run.json).
+        out_dir: PathBuf,
     },
     /// Print the commented default configuration of a modality.
     DumpDefaults {
@@ -81,6 +89,9 @@ enum Command {
         /// Replace the data and maps of an earlier demo in that folder.
         #[arg(long)]
         overwrite: bool,
+        /// Skip report.html and figures/.
+        #[arg(long)]
+        no_report: bool,
     },
 }
 
@@ -116,6 +127,7 @@ pub(crate) fn run_with_progress(
     out: &Path,
     threads: Option<usize>,
     overwrite: bool,
+    no_report: bool,
     quiet: bool,
 ) -> Result<osipy_pipeline::RunSummary> {
     let progress = Progress::new();
@@ -153,6 +165,7 @@ pub(crate) fn run_with_progress(
         overwrite,
         threads,
         progress: Some(progress),
+        no_report,
     };
     let result = run_analysis(config, &opts);
     stop.store(true, Ordering::Relaxed);
@@ -168,6 +181,7 @@ fn real_main(cli: Cli) -> Result<()> {
             output,
             threads,
             overwrite,
+            no_report,
         } => {
             let cfg = Config::from_file(&config)?;
             init_logging(cli.verbose, cli.quiet, Some(cfg.logging.level));
@@ -176,10 +190,22 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             let out = output.unwrap_or_else(|| data_path.join("osipy_output"));
             let start = std::time::Instant::now();
-            let summary = run_with_progress(&cfg, &data_path, &out, threads, overwrite, cli.quiet)?;
+            let summary =
+                run_with_progress(&cfg, &data_path, &out, threads, overwrite, no_report, cli.quiet)?;
             tracing::info!(seconds = start.elapsed().as_secs_f64(), output = %out.display(), quality = ?summary.quality_counts, "done");
             if !cli.quiet {
                 println!("wrote {} files to {}", summary.outputs.len(), out.display());
+            }
+        }
+        Command::Report { out_dir } => {
+            init_logging(cli.verbose, cli.quiet, None);
+            let written = osipy_pipeline::write_report(&out_dir)?;
+            if !cli.quiet {
+                println!(
+                    "wrote {} ({} figures)",
+                    out_dir.join("report.html").display(),
+                    written.len().saturating_sub(1)
+                );
             }
         }
         Command::DumpDefaults { modality } => {
@@ -199,6 +225,7 @@ fn real_main(cli: Cli) -> Result<()> {
             modality: id,
             output,
             overwrite,
+            no_report,
         } => {
             let m = modality(&id).map_err(|_| {
                 anyhow::anyhow!(
@@ -207,7 +234,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 )
             })?;
             init_logging(cli.verbose, true, None);
-            demo::run(m, &output, overwrite, cli.quiet).context("demo failed")?;
+            demo::run(m, &output, overwrite, no_report, cli.quiet).context("demo failed")?;
         }
     }
     Ok(())

@@ -19,18 +19,21 @@ fn osipy(args: &[&str], fault: Option<&str>) -> std::process::Output {
     c.output().unwrap()
 }
 
-/// Every file of a folder with its bytes.
+/// Every file of a folder (and its subfolders, as `sub/name`) with its bytes.
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().into_string().unwrap(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if e.file_type().unwrap().is_dir() {
+            for (sub, bytes) in contents(&e.path()) {
+                out.insert(format!("{name}/{sub}"), bytes);
+            }
+        } else {
+            out.insert(name, std::fs::read(e.path()).unwrap());
+        }
+    }
+    out
 }
 
 /// Entries beside the output folder that a run leaves while it works.
@@ -65,7 +68,7 @@ fn kill_9_at_every_stage_leaves_the_previous_complete_result() {
         }
         osipy(&args, fault)
     };
-    for stage in ["read", "fit", "write", "commit", "swap"] {
+    for stage in ["read", "fit", "write", "report", "commit", "swap"] {
         let r = run(true, Some(stage));
         assert_eq!(r.status.signal(), Some(9), "{stage}: the run was to be killed");
         if stage == "swap" {

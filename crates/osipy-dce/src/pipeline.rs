@@ -10,16 +10,17 @@
 use crate::concentration::{signal_to_concentration, ConcentrationMethod, SpgrParams};
 use crate::phantom::{generate, PhantomSpec, SignalSettings};
 use crate::t1::{look_locker_t1, vfa_signal, vfa_t1, T1Mapping, VfaMethod, VfaParams};
-use crate::{fit_model, DceFitOptions, DceModelEntry};
+use crate::{fit_model, DceFitOptions, DceModelEntry, PkInput};
 use ndarray::{Array3, Array4, ArrayView4};
 use osipy_aif::{detect_aif, Aif, Compartment, DetectOptions, PopulationAif};
 use osipy_core::{OsipyError, QualityCode, Registry, Result};
 use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings};
+use osipy_io::curves::voxel_xyz;
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
-    check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, Choice, Dataset, DemoCase,
-    DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Sourced, Volume,
-    TIME_FILE,
+    aif_plot, check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, voxel_curves, Choice,
+    CurveAxes, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs,
+    RunContext, Sourced, Volume, TIME_FILE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -403,7 +404,7 @@ impl ModalityDef for Dce {
         let conc = converted.as_ref().map_or(ds.data.view(), |c| c.view());
         ctx.lap("concentration");
 
-        let aif = plasma_aif(p, inputs, reg, conc, &times, &ds.mask)?;
+        let (aif, aif_source, aif_voxels) = plasma_aif(p, inputs, reg, conc, &times, &ds.mask)?;
         ctx.lap("aif");
 
         let fit_mask = Array3::from_shape_fn(grid, |(x, y, z)| {
@@ -425,8 +426,9 @@ impl ModalityDef for Dce {
         };
         ctx.progress.start(n_vox);
         tracing::info!(model = %p.model, voxels = fit_mask.iter().filter(|m| **m).count(), device = %ctx.device.describe(), "fitting");
+        let entry = reg.get::<DceModelEntry>(&p.model)?;
         let mut maps = fit_model(
-            reg.get::<DceModelEntry>(&p.model)?,
+            entry,
             conc,
             &aif,
             &times,
@@ -443,6 +445,24 @@ impl ModalityDef for Dce {
             }
         }
         ctx.lap("fit");
+        let mut plots = vec![aif_plot(
+            &times,
+            &aif,
+            "time (s)",
+            "plasma concentration (mM)",
+            &aif_source,
+            aif_voxels,
+        )];
+        plots.extend(fit_curves(
+            entry,
+            f.fit_delay,
+            &times,
+            &aif,
+            conc,
+            &maps,
+            &flat_mask,
+            ctx,
+        )?);
         if p.save_intermediate {
             if let Some(c) = converted {
                 let dt = times.get(1).map_or(1.0, |t1| t1 - times[0]);
@@ -456,6 +476,7 @@ impl ModalityDef for Dce {
             mask: flat_mask,
             inputs: ds.files.clone(),
             geometry: ds.geometry,
+            plots,
         })
     }
 
@@ -614,7 +635,7 @@ fn plasma_aif(
     conc: ArrayView4<'_, f64>,
     times: &[f64],
     mask: &Array3<bool>,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, String, Vec<[usize; 3]>)> {
     match p.aif_source {
         AifSource::Population => {
             let nt = times.len();
@@ -622,12 +643,15 @@ fn plasma_aif(
                 .aif_delay
                 .unwrap_or_else(|| times[p.acquisition.baseline_frames.min(nt - 1)] - times[0]);
             let build = reg.get::<PopulationAif>(&p.population_aif)?.0;
-            build().shift(times[0] + delay).plasma(times, p.hematocrit)
+            let aif = build().shift(times[0] + delay).plasma(times, p.hematocrit)?;
+            Ok((aif, format!("population, {}", p.population_aif), Vec::new()))
         }
         AifSource::Detect => {
             let d = detect_aif(conc, times, Some(mask.view()), &DetectOptions::default())?;
             tracing::info!(voxels = ?d.voxels.iter().map(|v| v.index).collect::<Vec<_>>(), "AIF detected");
-            Aif::measured(times, &d.curve, Compartment::Blood)?.plasma(times, p.hematocrit)
+            let aif = Aif::measured(times, &d.curve, Compartment::Blood)?.plasma(times, p.hematocrit)?;
+            let voxels = d.voxels.iter().map(|v| v.index).collect();
+            Ok((aif, format!("detected from {} voxels", d.voxels.len()), voxels))
         }
         AifSource::Manual => {
             inputs.require(
@@ -642,9 +666,56 @@ fn plasma_aif(
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             check_aif_table(&t, &c, times, &format!("data.aif_file {source}"))?;
-            Ok(Aif::measured(&t, &c, Compartment::Plasma)?.sample(times))
+            let aif = Aif::measured(&t, &c, Compartment::Plasma)?.sample(times);
+            Ok((aif, format!("from {source}"), Vec::new()))
         }
     }
+}
+
+/// Measured and fitted concentration of the report's representative voxels:
+/// the model rebuilt on the same AIF, evaluated at each voxel's fitted
+/// parameters (read from the maps, in the model's own units).
+#[allow(clippy::too_many_arguments)]
+fn fit_curves(
+    entry: &DceModelEntry,
+    fit_delay: bool,
+    times: &[f64],
+    aif: &[f64],
+    conc: ArrayView4<'_, f64>,
+    maps: &osipy_core::MapSet,
+    mask: &[bool],
+    ctx: &RunContext,
+) -> Result<Vec<osipy_io::Plot>> {
+    let input = PkInput::new(times, aif)?;
+    let model = if fit_delay {
+        entry.build_delayed(input)?
+    } else {
+        entry.build(input)
+    };
+    let params: Vec<&Array3<f64>> = model
+        .params()
+        .iter()
+        .map(|s| maps.map(s.name).map(|m| &m.values))
+        .collect::<Option<_>>()
+        .ok_or_else(|| OsipyError::Fitting(format!("model {} lost a parameter map", model.name())))?;
+    let grid = [conc.shape()[0], conc.shape()[1], conc.shape()[2]];
+    let axes = CurveAxes {
+        quantity: "concentration",
+        x_label: "time (s)",
+        y_label: "concentration (mM)",
+        x: times,
+        rank: ("R²", &maps.r_squared),
+    };
+    voxel_curves(mask, &ctx.report_voxels, axes, |v| {
+        let [x, y, z] = voxel_xyz(v, grid);
+        let theta: Vec<f64> = params.iter().map(|m| m[(x, y, z)]).collect();
+        let measured = conc.slice(ndarray::s![x, y, z, ..]).to_vec();
+        let mut fitted = vec![f64::NAN; times.len()];
+        if theta.iter().all(|t| t.is_finite()) {
+            model.predict(&theta, &mut fitted);
+        }
+        Some((measured, fitted))
+    })
 }
 
 /// Largest plausible plasma concentration peak (mM): a standard dose peaks

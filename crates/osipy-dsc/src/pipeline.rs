@@ -15,8 +15,9 @@ use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, Registry, Result,
 use osipy_fitting::LmSettings;
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
-    check_positive, check_seconds, choice_names, is_nifti, Choice, Dataset, DemoCase, DemoFile, InputKind,
-    InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Volume, TIME_FILE,
+    aif_plot, check_positive, check_seconds, choice_names, is_nifti, voxel_curves, Choice, CurveAxes,
+    Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs,
+    RunContext, Volume, TIME_FILE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -298,6 +299,7 @@ impl ModalityDef for Dsc {
         ctx.lap("delta_r2");
 
         let mut volumes = Vec::new();
+        let mut aif_voxels = Vec::new();
         let mut aif = match p.aif_source {
             DscAifSource::Detect => {
                 let view = dr2
@@ -320,7 +322,8 @@ impl ModalityDef for Dsc {
                     chosen[v.index] = 1.0;
                 }
                 volumes.push(("aif_voxels.nii.gz".to_string(), Volume::Map(chosen)));
-                tracing::info!(voxels = ?d.voxels.iter().map(|v| v.index).collect::<Vec<_>>(), "AIF detected");
+                aif_voxels = d.voxels.iter().map(|v| v.index).collect();
+                tracing::info!(voxels = ?aif_voxels, "AIF detected");
                 d.curve
             }
             DscAifSource::Manual => manual_aif(inputs, &times)?,
@@ -557,6 +560,36 @@ impl ModalityDef for Dsc {
             }
         }
         let r_squared = to_grid(d.r2.clone().unwrap_or_else(|| vec![f64::NAN; n_vox]))?;
+        let aif_source = if aif_voxels.is_empty() {
+            "from data.aif_file".to_string()
+        } else {
+            format!("detected from {} voxels", aif_voxels.len())
+        };
+        let mut plots = vec![aif_plot(
+            &times,
+            &aif,
+            "time (s)",
+            "ΔR2* (1/s)",
+            &aif_source,
+            aif_voxels,
+        )];
+        // Deconvolution keeps no residue function, so the curves are the
+        // measured ΔR2* that was deconvolved; ranked by R² where the method
+        // fits a model, by CBF otherwise.
+        let rank = match (&d.r2, maps.iter().find(|m| m.name == "CBF")) {
+            (Some(_), _) | (None, None) => ("R²", &r_squared),
+            (None, Some(cbf)) => ("CBF", &cbf.values),
+        };
+        let axes = CurveAxes {
+            quantity: "ΔR2*",
+            x_label: "time (s)",
+            y_label: "ΔR2* (1/s)",
+            x: &times,
+            rank,
+        };
+        plots.extend(voxel_curves(&mask, &ctx.report_voxels, axes, |v| {
+            Some((curves.row(v).to_vec(), Vec::new()))
+        })?);
         Ok(Outputs {
             maps: MapSet {
                 maps,
@@ -568,6 +601,7 @@ impl ModalityDef for Dsc {
             mask,
             inputs: ds.files.clone(),
             geometry: ds.geometry,
+            plots,
         })
     }
 

@@ -27,12 +27,14 @@
 //! | (none) | | |
 
 mod atomic;
+pub mod curves;
 mod dataset;
 pub mod dro;
 mod inputs;
 pub mod modality;
 mod nifti_io;
 
+pub use curves::{aif_plot, voxel_curves, CurveAxes, Plot, Trace};
 pub use dataset::{Acquisition, AxisUnit, Dataset, DynamicAxis, Sourced};
 pub use dro::DroRow;
 pub use inputs::{

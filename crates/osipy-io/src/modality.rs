@@ -12,6 +12,7 @@
 //! The shared run machinery a modality gets is the [`RunContext`]: the
 //! device, a progress counter, and timed stages.
 
+use crate::curves::Plot;
 use crate::dro::DroRow;
 use crate::inputs::{InputSpec, Inputs};
 use crate::Geometry;
@@ -67,6 +68,9 @@ pub struct RunContext {
     pub device: Device,
     /// Fit progress.
     pub progress: Progress,
+    /// Voxels (x, y, z) the user wants curves of in the report
+    /// (`output.report_voxels`), for [`crate::curves::voxel_curves`].
+    pub report_voxels: Vec<[usize; 3]>,
     stages: Vec<(String, f64)>,
     clock: Instant,
 }
@@ -77,6 +81,7 @@ impl RunContext {
         RunContext {
             device,
             progress,
+            report_voxels: Vec::new(),
             stages: Vec::new(),
             clock: Instant::now(),
         }
@@ -119,6 +124,9 @@ pub struct Outputs {
     pub mask: Vec<bool>,
     /// Files read and inline values, by role.
     pub inputs: BTreeMap<String, String>,
+    /// Curves for the run report (the AIF, representative voxels' measured
+    /// and fitted curves; see [`crate::curves`]).
+    pub plots: Vec<Plot>,
 }
 
 /// A file of a demo case.

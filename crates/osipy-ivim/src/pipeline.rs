@@ -249,7 +249,7 @@ impl ModalityDef for Ivim {
             .with_method("model", "biexponential")
             .with_method("fitter", &p.fitting_method)
             .with_setting("b_threshold", p.b_threshold)
-            .with_setting("b_values", b)
+            .with_setting("b_values", b.clone())
             .with_setting(
                 "uncertainty",
                 if strategy == IvimStrategy::Bayesian {
@@ -259,13 +259,16 @@ impl ModalityDef for Ivim {
                 },
             );
         let grid = ds.grid();
+        let maps = fit.to_maps(grid, &provenance)?;
+        let plots = fit_curves(&maps, ds.voxels()?, &b, &mask, ctx)?;
         Ok(Outputs {
-            maps: fit.to_maps(grid, &provenance)?,
+            maps,
             volumes: Vec::new(),
             shape: [grid[0], grid[1], grid[2], ds.n_volumes()],
             mask,
             inputs: ds.files.clone(),
             geometry: ds.geometry,
+            plots,
         })
     }
 
@@ -305,6 +308,43 @@ impl ModalityDef for Ivim {
     fn phantom_checks(reg: &Registry) -> Result<Vec<DroRow>> {
         phantom_rows(reg)
     }
+}
+
+/// Measured and fitted signal of the report's representative voxels (the
+/// bi-exponential at the voxel's S0, f, D and D* maps).
+fn fit_curves(
+    maps: &MapSet,
+    signal: ndarray::ArrayView2<'_, f64>,
+    b: &[f64],
+    mask: &[bool],
+    ctx: &RunContext,
+) -> Result<Vec<osipy_io::Plot>> {
+    let model = crate::Biexponential::new(b)?;
+    let grid = {
+        let s = maps.r_squared.shape();
+        [s[0], s[1], s[2]]
+    };
+    let [s0, f, d, dstar] = ["S0", "f", "D", "Dstar"].map(|n| maps.map(n).map(|m| &m.values));
+    let (Some(s0), Some(f), Some(d), Some(dstar)) = (s0, f, d, dstar) else {
+        return Ok(Vec::new());
+    };
+    let axes = osipy_io::CurveAxes {
+        quantity: "signal",
+        x_label: "b (s/mm²)",
+        y_label: "signal (a.u.)",
+        x: b,
+        rank: ("R²", &maps.r_squared),
+    };
+    osipy_io::voxel_curves(mask, &ctx.report_voxels, axes, |v| {
+        let i = osipy_io::curves::voxel_xyz(v, grid);
+        let i = (i[0], i[1], i[2]);
+        let theta = [s0[i], f[i], d[i], dstar[i]];
+        let mut fitted = vec![f64::NAN; b.len()];
+        if theta.iter().all(|t| t.is_finite()) {
+            osipy_fitting::Model::predict(&model, &theta, &mut fitted);
+        }
+        Some((signal.row(v).to_vec(), fitted))
+    })
 }
 
 impl IvimFit {

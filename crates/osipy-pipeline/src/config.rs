@@ -61,6 +61,14 @@ struct RawConfig {
 pub struct OutputConfig {
     /// Output format.
     pub format: OutputFormat,
+    /// Write `report.html` and `figures/` (the CLI's `--no-report` overrides).
+    pub report: bool,
+    /// Display range [low, high] of a map's figure, by map name; other maps
+    /// show their 2nd-98th percentile within the mask.
+    pub report_ranges: BTreeMap<String, [f64; 2]>,
+    /// Voxels [x, y, z] (from 0) whose curves the report shows besides the
+    /// median- and lowest-R^2 voxels.
+    pub report_voxels: Vec<[usize; 3]>,
 }
 
 /// Output formats (`output.format`).
@@ -76,6 +84,9 @@ impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
             format: OutputFormat::Nifti,
+            report: true,
+            report_ranges: BTreeMap::new(),
+            report_voxels: Vec::new(),
         }
     }
 }
@@ -166,6 +177,18 @@ impl Choice for LogLevel {
 /// Comments of the shared sections, by dotted path.
 const COMMON_DOCS: &[(&str, &str)] = &[
     ("output.format", "{choices} (.nii.gz + JSON sidecars)"),
+    (
+        "output.report",
+        "write report.html and figures/ (--no-report skips)",
+    ),
+    (
+        "output.report_ranges",
+        "figure range per map, e.g. { Ktrans = [0.0, 0.3] }; default 2nd-98th percentile",
+    ),
+    (
+        "output.report_voxels",
+        "voxels [x, y, z] (from 0) to plot curves of, e.g. [[10, 12, 3]]",
+    ),
     ("backend.device", "{choices}"),
     ("backend.threads", "0 = OSIPY_NUM_THREADS or all cores"),
     ("logging.level", "{choices}"),
@@ -378,7 +401,11 @@ fn schema(m: &dyn Modality) -> Result<toml::Value> {
 }
 
 /// Tables whose keys are parameter names (checked later against the model).
-const FREE_TABLES: [&str; 2] = ["pipeline.fitting.bounds", "pipeline.fitting.initial_guess"];
+const FREE_TABLES: [&str; 3] = [
+    "pipeline.fitting.bounds",
+    "pipeline.fitting.initial_guess",
+    "output.report_ranges",
+];
 
 fn check_keys(value: &toml::Value, schema: &toml::Value, path: &str) -> Result<()> {
     let (Some(table), Some(valid)) = (value.as_table(), schema.as_table()) else {
@@ -544,6 +571,15 @@ impl Config {
                 f,
                 "a fraction in [0, 1], e.g. 0.5",
             ));
+        }
+        for (name, [lo, hi]) in &self.output.report_ranges {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(OsipyError::metadata(
+                    format!("output.report_ranges.{name}"),
+                    format!("[{lo}, {hi}]"),
+                    "[low, high] with finite low < high, in the map's unit",
+                ));
+            }
         }
         self.modality_def()?.validate(&self.pipeline, registry)
     }

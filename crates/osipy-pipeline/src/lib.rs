@@ -41,6 +41,12 @@ pub fn builtin_registry() -> Result<Registry> {
     Ok(reg)
 }
 
+/// Redraws `report.html` and `figures/` of the finished output folder
+/// `out_dir` from what it holds (`osipy report`); returns the files written.
+pub fn write_report(out_dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    osipy_report::write(out_dir, &osipy_report::ReportData::from_dir(out_dir)?)
+}
+
 /// Where to read, where to write, and how to run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -55,6 +61,8 @@ pub struct RunOptions {
     pub threads: Option<usize>,
     /// Fit progress, for a progress bar polled from another thread.
     pub progress: Option<Progress>,
+    /// Skip `report.html` and `figures/` whatever `output.report` says.
+    pub no_report: bool,
 }
 
 /// What a run did, also written as `osipy_run.json`.
@@ -76,6 +84,9 @@ pub struct RunSummary {
     pub quality_counts: BTreeMap<String, usize>,
     /// Files written (final paths).
     pub outputs: Vec<PathBuf>,
+    /// The curves of the report (AIF, representative voxels), kept so that
+    /// `osipy report` can redraw them.
+    pub plots: Vec<osipy_io::Plot>,
     /// The configuration that ran.
     pub config: Config,
 }
@@ -150,6 +161,7 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
         None => osipy_backend::threads_from_env()?,
     };
     let mut ctx = RunContext::new(Device::cpu(threads), opts.progress.clone().unwrap_or_default());
+    ctx.report_voxels = config.output.report_voxels.clone();
     // The output folder is checked (and its staging folder made) first.
     let mut stage = Staging::new(&opts.out_dir, opts.overwrite)?;
     let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
@@ -167,7 +179,7 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
         stage.volume(name, volume, &out.geometry)?;
     }
     ctx.lap("write");
-    let summary = RunSummary {
+    let mut summary = RunSummary {
         software: format!("osipy {}", env!("CARGO_PKG_VERSION")),
         inputs: out.inputs,
         shape: out.shape,
@@ -175,9 +187,30 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
         voxels_total: out.mask.len(),
         voxels_in_mask: out.mask.iter().filter(|m| **m).count(),
         quality_counts,
-        outputs: stage.final_paths(),
+        outputs: Vec::new(),
+        plots: out.plots,
         config: config.clone(),
     };
+    if config.output.report && !opts.no_report {
+        for name in config.output.report_ranges.keys() {
+            if out.maps.map(name).is_none() {
+                tracing::warn!(
+                    "output.report_ranges names {name}, which this run has no map of (maps: {})",
+                    out.maps
+                        .maps
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        stage.report(&summary, &out.maps)?;
+        output::fault_point("report");
+        ctx.lap("report");
+        summary.timings = ctx.stages().to_vec();
+    }
+    summary.outputs = stage.final_paths();
     stage.commit(&summary)?;
     Ok(summary)
 }

@@ -33,7 +33,8 @@ const OLD: &str = "osipy-old-";
 /// Fault injection for the crash tests (`crates/osipy-cli/tests/faults.rs`):
 /// with `OSIPY_FAULT_AT=<stage>` the process kills itself with SIGKILL at
 /// that stage, as `kill -9` would (no destructor, no cleanup runs).
-/// Stages: `read`, `fit`, `write`, `commit` (run summary written, nothing
+/// Stages: `read`, `fit`, `write`, `report` (figures and page written),
+/// `commit` (run summary written, nothing
 /// moved), `swap` (previous result set aside, new one not yet in place).
 pub(crate) fn fault_point(stage: &str) {
     if std::env::var("OSIPY_FAULT_AT").is_ok_and(|s| s == stage) {
@@ -196,12 +197,34 @@ impl Staging {
         Ok(())
     }
 
+    /// Draws the report (`report.html`, `figures/`) of `summary` and `maps`.
+    pub(crate) fn report(&mut self, summary: &RunSummary, maps: &MapSet) -> Result<()> {
+        let data = osipy_report::ReportData {
+            summary: serde_json::to_value(summary).map_err(|e| OsipyError::Validation(e.to_string()))?,
+            maps: maps
+                .maps
+                .iter()
+                .map(|m| osipy_report::MapImage {
+                    name: m.name.clone(),
+                    symbol: m.symbol.clone(),
+                    unit: m.unit.symbol().to_string(),
+                    values: m.values.clone(),
+                })
+                .collect(),
+            quality: maps.quality.mapv(|q| q.code()),
+        };
+        let files = osipy_report::write(self.tmp(), &data)?;
+        self.written.extend(files);
+        Ok(())
+    }
+
     /// Final paths of everything staged, plus `osipy_run.json`.
     pub(crate) fn final_paths(&self) -> Vec<PathBuf> {
+        let tmp = self.tmp();
         let mut v: Vec<PathBuf> = self
             .written
             .iter()
-            .map(|w| self.out_dir.join(w.file_name().unwrap_or_default()))
+            .map(|w| self.out_dir.join(w.strip_prefix(tmp).unwrap_or(w)))
             .collect();
         v.push(self.out_dir.join("osipy_run.json"));
         v
