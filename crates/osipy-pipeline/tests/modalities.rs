@@ -49,5 +49,167 @@ fn every_modality_demo_runs_from_files_and_recovers_its_truth() {
                 m.id()
             );
         }
+        check_report(m.id(), &out, &summary, &case);
     }
+}
+
+/// Relative RMS difference of `fit` from `measured`, over the measured range.
+fn misfit(measured: &[f64], fit: &[f64]) -> f64 {
+    let (lo, hi) = measured
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(*x), b.max(*x))
+        });
+    let ss: f64 = measured.iter().zip(fit).map(|(m, f)| (m - f).powi(2)).sum();
+    (ss / measured.len() as f64).sqrt() / (hi - lo)
+}
+
+/// The report of a demo run: listed and timed in the summary, a figure per
+/// map, curves of representative voxels whose fit tracks the data, and the
+/// same figures again when `osipy report` redraws it from the folder.
+fn check_report(
+    id: &str,
+    out: &std::path::Path,
+    summary: &osipy_pipeline::RunSummary,
+    case: &osipy_io::DemoCase,
+) {
+    let report = out.join("report.html");
+    assert!(summary.outputs.contains(&report), "{id}: report.html not listed");
+    assert!(
+        summary.timings.iter().any(|(s, _)| s == "report"),
+        "{id}: no report timing"
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    let figures = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.join("figures"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = figures(out);
+    for (name, _, _) in &case.truth {
+        assert!(
+            before.iter().any(|(f, _)| *f == format!("map_{name}.png")),
+            "{id}: no map of {name}"
+        );
+    }
+    assert_eq!(
+        html.matches("<img src=\"data:image/png;base64,").count(),
+        before.len(),
+        "{id}"
+    );
+    // Representative voxels: the median-R² (or median-CBF) voxel first after
+    // any AIF; where a fit is drawn, it follows the data.
+    let voxel_plots: Vec<_> = summary
+        .plots
+        .iter()
+        .filter(|p| p.title.contains(" at voxel ("))
+        .collect();
+    assert!(voxel_plots.len() >= 2, "{id}: {} voxel curves", voxel_plots.len());
+    assert!(
+        voxel_plots[0].title.contains(": median "),
+        "{id}: {}",
+        voxel_plots[0].title
+    );
+    if let [measured, fit] = voxel_plots[0].traces.as_slice() {
+        let e = misfit(&measured.y, &fit.y);
+        assert!(
+            e < 0.15,
+            "{id}: the median voxel's fit misses its data by {e:.3} of its range"
+        );
+    }
+    // Redrawn from the folder alone: the same figures, pixel for pixel
+    // where nothing was rounded on the way to float32 files.
+    std::fs::remove_dir_all(out.join("figures")).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    osipy_pipeline::write_report(out).unwrap();
+    let after = figures(out);
+    assert_eq!(
+        before.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        after.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "{id}"
+    );
+    let same = before.iter().zip(&after).filter(|(a, b)| a.1 == b.1).count();
+    assert!(
+        same * 10 >= before.len() * 8,
+        "{id}: only {same} of {} figures redrawn identically",
+        before.len()
+    );
+    let again = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(
+        again.matches("<img ").count(),
+        html.matches("<img ").count(),
+        "{id}"
+    );
+}
+
+#[test]
+fn the_report_can_be_skipped_and_its_settings_are_checked() {
+    let m = osipy_pipeline::modality::modality("ivim").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let case = m.demo().unwrap();
+    let geometry = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
+    for (name, file) in &case.files {
+        let p = dir.path().join(name);
+        match file {
+            DemoFile::Series(v, dt) => write_4d(&p, v, &geometry, *dt).unwrap(),
+            DemoFile::Mask(v) => write_mask(&p, v, &geometry).unwrap(),
+            DemoFile::Text(t) => std::fs::write(&p, t).unwrap(),
+        }
+    }
+    let run = |extra: &str, no_report: bool, out: &str| {
+        let config = Config::from_toml(&format!("{}\n{extra}", case.config)).map_err(|e| e.to_string())?;
+        run_analysis(
+            &config,
+            &RunOptions {
+                data_dir: dir.path().into(),
+                out_dir: dir.path().join(out),
+                no_report,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())
+    };
+    // --no-report, or output.report = false: no page, no figures, no timing.
+    for (extra, flag, out) in [("", true, "a"), ("[output]\nreport = false\n", false, "b")] {
+        let s = run(extra, flag, out).unwrap();
+        let o = dir.path().join(out);
+        assert!(!o.join("report.html").exists() && !o.join("figures").exists());
+        assert!(!s.timings.iter().any(|(t, _)| t == "report"));
+    }
+    // A named voxel adds its curve; one off the grid is an error naming the key.
+    let s = run("[output]\nreport_voxels = [[3, 4, 1]]\n", false, "c").unwrap();
+    assert!(
+        s.plots
+            .iter()
+            .any(|p| p.title.contains("at voxel (3, 4, 1): named")),
+        "{:?}",
+        s.plots.iter().map(|p| &p.title).collect::<Vec<_>>()
+    );
+    let e = run("[output]\nreport_voxels = [[3, 4, 99]]\n", false, "d").unwrap_err();
+    assert!(
+        e.contains("output.report_voxels") && e.contains("[3, 4, 99]"),
+        "{e}"
+    );
+    assert!(!dir.path().join("d").exists(), "a failed run leaves no output");
+    let e = run("[output]\nreport_ranges = { D = [0.003, 0.001] }\n", false, "e").unwrap_err();
+    assert!(
+        e.contains("output.report_ranges.D") && e.contains("low < high"),
+        "{e}"
+    );
+    // A configured range is what the page says the colours span.
+    run("[output]\nreport_ranges = { D = [0.0, 0.004] }\n", false, "f").unwrap();
+    let html = std::fs::read_to_string(dir.path().join("f/report.html")).unwrap();
+    assert!(
+        html.contains("Colours span 0 to 0.004 mm^2/s (set in output.report_ranges)"),
+        "range caption"
+    );
 }

@@ -123,7 +123,7 @@ impl Layout {
     fn size(&self) -> (u32, u32) {
         let w = self.gap + self.cols * (self.tile.0 + self.gap) + self.right;
         let h = (self.top + self.rows * (self.tile.1 + self.gap) + self.gap).max(260);
-        (w.max(420), h)
+        (w.max(460), h)
     }
     fn tile_origin(&self, i: usize) -> (u32, u32) {
         let (c, r) = (i as u32 % self.cols, i as u32 / self.cols);
@@ -202,7 +202,8 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 
 /// A number for a tick label: short, without float noise.
 pub fn fmt_num(v: f64) -> String {
-    if v == 0.0 {
+    // Tick positions accumulate rounding error around zero (-5.6e-17).
+    if v.abs() < 1e-12 {
         return "0".into();
     }
     let a = v.abs();
@@ -609,6 +610,7 @@ mod tests {
         assert_eq!(fmt_num(0.6000000000000001), "0.6");
         assert_eq!(fmt_num(1500.0), "1500");
         assert_eq!(fmt_num(0.00012), "1.20e-4");
+        assert_eq!(fmt_num(-5.551115123125783e-17), "0");
     }
 
     #[test]

@@ -19,10 +19,14 @@ pub(crate) struct MapStats {
     median: f64,
     q1: f64,
     q3: f64,
+    range: (f64, f64),
+    configured: bool,
 }
 
 impl MapStats {
-    pub(crate) fn new(m: &MapImage, sorted: &[f64]) -> MapStats {
+    /// `range` is the colour range of the figures, `configured` whether it
+    /// comes from `output.report_ranges`.
+    pub(crate) fn new(m: &MapImage, sorted: &[f64], range: (f64, f64), configured: bool) -> MapStats {
         MapStats {
             name: m.name.clone(),
             unit: m.unit.clone(),
@@ -30,6 +34,8 @@ impl MapStats {
             median: percentile(sorted, 0.5),
             q1: percentile(sorted, 0.25),
             q3: percentile(sorted, 0.75),
+            range,
+            configured,
         }
     }
 }
@@ -181,8 +187,20 @@ pub(crate) fn page(
     h.push_str("</table></div></div>\n");
 
     h.push_str("<h2>Maps</h2><p class=\"muted\">Axial slices, x to the right and y up; black: outside the mask; grey: in the mask without a value (see the quality map).</p>\n");
-    for m in &data.maps {
-        h.push_str("<div class=\"row\">");
+    for m in stats {
+        let _ = write!(
+            h,
+            "<h3>{}</h3><p class=\"muted\">Colours span {} to {} {} ({}).</p><div class=\"row\">",
+            esc(&m.name),
+            fmt_num(m.range.0),
+            fmt_num(m.range.1),
+            esc(&m.unit),
+            if m.configured {
+                "set in output.report_ranges"
+            } else {
+                "2nd to 98th percentile in the mask; output.report_ranges sets it"
+            }
+        );
         for (prefix, what) in [("map_", "map"), ("hist_", "histogram")] {
             if let Some(f) = figure(figures, &format!("{prefix}{}.png", m.name)) {
                 h.push_str("<figure>");
@@ -209,7 +227,7 @@ pub(crate) fn page(
         }
         h.push_str("</div>\n");
         if let Some(f) = figure(figures, "locations.png") {
-            h.push_str("<figure>");
+            h.push_str("<figure><figcaption>Where the plotted voxels are: numbered crosses are the voxels of the curve figures, crosses without a number the voxels the AIF was detected from.</figcaption>");
             img(&mut h, f, "locations of the plotted voxels");
             h.push_str("</figure>\n");
         }

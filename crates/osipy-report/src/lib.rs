@@ -214,17 +214,11 @@ pub fn render(data: &ReportData) -> Result<Report> {
             ));
         }
         let sorted = finite_in_mask(&m.values, &mask);
-        let (range, how) = match ranges.get(&m.name) {
-            Some(r) => (*r, "set in output.report_ranges"),
-            None => (robust_range(&sorted), "2nd-98th percentile in the mask"),
+        let (range, configured) = match ranges.get(&m.name) {
+            Some(r) => (*r, true),
+            None => (robust_range(&sorted), false),
         };
-        let title = format!(
-            "{} ({}), range {} to {} ({how})",
-            m.name,
-            m.unit,
-            fmt_num(range.0),
-            fmt_num(range.1)
-        );
+        let title = format!("{} ({})", m.name, m.unit);
         figures.push((
             format!("map_{}.png", m.name),
             map_montage(&title, &m.unit, &m.values, &mask, range, &[])?,
@@ -233,7 +227,7 @@ pub fn render(data: &ReportData) -> Result<Report> {
             format!("hist_{}.png", m.name),
             histogram(&format!("{} in the mask", m.name), &m.unit, &sorted, range)?,
         ));
-        stats.push(html::MapStats::new(m, &sorted));
+        stats.push(html::MapStats::new(m, &sorted, range, configured));
     }
     figures.push(("quality.png".into(), quality_montage(&data.quality, &mask)?));
     for (i, p) in plots.iter().enumerate() {
@@ -259,10 +253,7 @@ pub fn render(data: &ReportData) -> Result<Report> {
             .get(&first.name)
             .copied()
             .unwrap_or_else(|| robust_range(&sorted));
-        let title = format!(
-            "Plotted voxels on {} (numbers: the curve figures; crosses without one: AIF voxels)",
-            first.name
-        );
+        let title = format!("Plotted voxels on {}", first.name);
         figures.push((
             "locations.png".into(),
             map_montage(&title, &first.unit, &first.values, &mask, range, &markers)?,
