@@ -31,12 +31,14 @@ fn documented_commands_and_configs_work() {
     let mut commands = 0;
     let mut configs = 0;
     // One tutorial per modality of the table (dce.md first: it creates the
-    // demo folder the other pages use), then the shared config page.
+    // demo folder the other pages use), with the shared config and report
+    // pages after it.
     let mut pages: Vec<String> = osipy_pipeline::MODALITIES
         .iter()
         .map(|m| format!("{}.md", m.id()))
         .collect();
     pages.insert(1, "config.md".into());
+    pages.insert(2, "report.md".into());
     for page in &pages {
         let text = std::fs::read_to_string(docs.join(page)).unwrap();
         for block in blocks(&text, "toml") {

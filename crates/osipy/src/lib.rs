@@ -6,7 +6,7 @@
 //!
 //! ## Map of the workspace
 //! ```text
-//! backend -> core -> fitting -> { aif, convolution } -> io -> { dce, dsc, asl, ivim } -> pipeline -> cli
+//! backend -> core -> fitting -> { aif, convolution } -> io -> { dce, dsc, asl, ivim, report } -> pipeline -> cli
 //! ```
 //! | module | crate | what it holds |
 //! |---|---|---|
@@ -20,6 +20,7 @@
 //! | `ivim` | `osipy-ivim` | IVIM models and segmented / full / Bayesian fitting; the IVIM modality |
 //! | `dsc` | `osipy-dsc` | DSC deltaR2*, SVD / Tikhonov deconvolution, perfusion maps; the DSC modality |
 //! | `asl` | `osipy-asl` | ASL differences, M0 calibration, single-PLD and Buxton multi-PLD CBF / ATT; the ASL modality |
+//! | `report` | `osipy-report` | PNG figures (map montages, quality, curves, histograms) and the self-contained `report.html` |
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -32,6 +33,7 @@
 //! | `ivim` | yes | `osipy::ivim` |
 //! | `dsc` | yes | `osipy::dsc` |
 //! | `asl` | yes | `osipy::asl` |
+//! | `report` | yes | `osipy::report` |
 
 pub use osipy_backend as backend;
 pub use osipy_core as core;
@@ -52,6 +54,8 @@ pub use osipy_fitting as fitting;
 pub use osipy_io as io;
 #[cfg(feature = "ivim")]
 pub use osipy_ivim as ivim;
+#[cfg(feature = "report")]
+pub use osipy_report as report;
 
 /// Software version, as written into provenance records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
