@@ -62,6 +62,9 @@ pub struct DeconvSettings {
     pub transit_shape: u32,
     /// Finished-voxel counter.
     pub progress: Option<Arc<AtomicUsize>>,
+    /// Also return each voxel's fitted curve ([`Deconvolved::fitted`]);
+    /// meant for a few voxels (the run report's), computed serially.
+    pub fitted_curves: bool,
 }
 
 impl Default for DeconvSettings {
@@ -73,6 +76,7 @@ impl Default for DeconvSettings {
             lm: LmSettings::default(),
             transit_shape: 1,
             progress: None,
+            fitted_curves: false,
         }
     }
 }
@@ -105,6 +109,10 @@ pub struct Deconvolved {
     pub r2: Option<Vec<f64>>,
     /// Further fitted maps.
     pub extra: Vec<Fitted>,
+    /// With [`DeconvSettings::fitted_curves`]: per voxel (rows) the tissue
+    /// curve the method reproduces, the AIF convolved with the recovered
+    /// `F R(t)` (NaN rows where nothing was recovered).
+    pub fitted: Option<ndarray::Array2<f64>>,
 }
 
 /// Signature of a deconvolution method.
@@ -221,6 +229,15 @@ impl SvdBasis {
         r.iter_mut().zip(v).for_each(|(x, y)| *x += c * y);
     }
 
+    /// `A r` (first `n` samples) for `r = sum_q c_q v_q`: as `V` is
+    /// orthonormal, `A r = sum_q s_q c_q u_q`.
+    fn reconvolve(&self, c: &[f64], out: &mut [f64]) {
+        for (t, o) in out.iter_mut().enumerate().take(self.n) {
+            let row = &self.u_rows[t * self.l..t * self.l + c.len()];
+            *o = row.iter().zip(c).zip(&self.s).map(|((u, c), s)| u * s * c).sum();
+        }
+    }
+
     /// Maximum of a residue and its time; a peak in the padded half of a
     /// block-circulant residue is a negative delay (tissue before AIF).
     fn peak(&self, r: &[f64]) -> (f64, f64) {
@@ -331,7 +348,23 @@ where
             rec.copy_from_slice(&[flow, tmax, status.code() as f64]);
         },
     )?;
-    Ok(collect(&out))
+    let mut d = collect(&out);
+    if s.fitted_curves {
+        let nt = input.curves.ncols();
+        let mut fitted = ndarray::Array2::from_elem((n_vox, nt), f64::NAN);
+        let (mut beta, mut scratch) = (vec![0.0; k], vec![0.0; l]);
+        for v in (0..n_vox).filter(|&v| d.status[v].is_valid()) {
+            if let Some(b) = input.curves.row(v).as_slice() {
+                basis.project(b, k, &mut beta);
+                coefficients(&mut scratch, &mut beta);
+                if let Some(row) = fitted.row_mut(v).as_slice_mut() {
+                    basis.reconvolve(&beta, row);
+                }
+            }
+        }
+        d.fitted = Some(fitted);
+    }
+    Ok(d)
 }
 
 fn collect(out: &[f64]) -> Deconvolved {
@@ -342,6 +375,7 @@ fn collect(out: &[f64]) -> Deconvolved {
         status: Vec::new(),
         r2: None,
         extra: Vec::new(),
+        fitted: None,
     };
     for r in out.chunks_exact(3) {
         let q = QualityCode::from_code(r[2] as u8).unwrap_or(QualityCode::ModelFailure);
@@ -580,6 +614,53 @@ mod tests {
         (d.flow[0], d.tmax[0])
     }
 
+    /// The fitted curve (AIF convolved with the recovered residue) follows
+    /// the tissue curve, as closely as each method's regularisation allows
+    /// (measured: sSVD 7.6 % of the peak with a 2 s delay, cSVD 2.5 %, oSVD
+    /// 0.2 %, Tikhonov-GCV 0.01 %).
+    #[test]
+    fn fitted_curves_reproduce_the_tissue_curve() {
+        let (t, a, c) = case(2, 4.0, 0.01);
+        let peak = c.iter().cloned().fold(0.0, f64::max);
+        let curves =
+            Array2::from_shape_vec((2, c.len()), [c.clone(), vec![f64::NAN; c.len()]].concat()).unwrap();
+        let input = DeconvInput {
+            curves: curves.view(),
+            mask: &[true, true],
+            aif: &a,
+            times: &t,
+        };
+        let with = DeconvSettings {
+            fitted_curves: true,
+            ..DeconvSettings::default()
+        };
+        for (name, method, tol) in [
+            ("ssvd", ssvd as DeconvFn, 0.10),
+            ("csvd", csvd, 0.05),
+            ("osvd", osvd, 0.01),
+            ("tikhonov", tikhonov, 0.005),
+        ] {
+            let dev = Device::cpu(Some(1));
+            assert!(method(&input, &DeconvSettings::default(), &dev)
+                .unwrap()
+                .fitted
+                .is_none());
+            let f = method(&input, &with, &dev).unwrap().fitted.unwrap();
+            let worst = f
+                .row(0)
+                .iter()
+                .zip(&c)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                worst < tol * peak,
+                "{name}: fitted curve off by {worst} (peak {peak})"
+            );
+            // A voxel with nothing recovered has no fitted curve.
+            assert!(f.row(1).iter().all(|x| x.is_nan()), "{name}");
+        }
+    }
+
     #[test]
     fn svd_basis_reconstructs_the_matrix_inverse() {
         // A non-singular (a[0] > 0) input and an arbitrary tissue curve.
@@ -592,15 +673,24 @@ mod tests {
         let mut r = vec![0.0; basis.l];
         basis.project(&c, basis.l, &mut beta);
         for q in 0..basis.l {
-            if basis.s[q] > 1e-12 * basis.s[0] {
-                basis.add(q, beta[q] / basis.s[q], &mut r);
-            }
+            beta[q] = if basis.s[q] > 1e-12 * basis.s[0] {
+                beta[q] / basis.s[q]
+            } else {
+                0.0
+            };
+            basis.add(q, beta[q], &mut r);
         }
         let m = convolution_matrix(&a, 1.0, MatrixKind::Toeplitz).unwrap();
         let back = m.dot(&ndarray::Array1::from(r));
         let scale = c.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         for (x, y) in back.iter().zip(&c) {
             assert!((x - y).abs() < 1e-6 * scale, "{x} vs {y}");
+        }
+        // The fitted curve from the coefficients is the same product A r.
+        let mut fitted = vec![0.0; basis.n];
+        basis.reconvolve(&beta, &mut fitted);
+        for (x, y) in fitted.iter().zip(&back) {
+            assert!((x - y).abs() < 1e-9 * scale, "{x} vs {y}");
         }
         assert_eq!(a.len(), basis.n);
     }

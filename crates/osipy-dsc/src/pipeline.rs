@@ -573,12 +573,38 @@ impl ModalityDef for Dsc {
             &aif_source,
             aif_voxels,
         )];
-        // Deconvolution keeps no residue function, so the curves are the
-        // measured ΔR2* that was deconvolved; ranked by R² where the method
-        // fits a model, by CBF otherwise.
+        // The report's voxels (ranked by R² where the method fits a model,
+        // by CBF otherwise) are deconvolved again on their own, asking the
+        // method for its fitted curve: per-voxel results do not depend on
+        // the other voxels, so this is the fit the maps come from.
         let rank = match (&d.r2, maps.iter().find(|m| m.name == "CBF")) {
             (Some(_), _) | (None, None) => ("R²", &r_squared),
             (None, Some(cbf)) => ("CBF", &cbf.values),
+        };
+        let picked: Vec<usize> = osipy_io::curves::representative_voxels(rank, &mask, &ctx.report_voxels)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        let fitted = if picked.is_empty() {
+            None
+        } else {
+            let sub = Array2::from_shape_fn((picked.len(), nt), |(i, t)| curves[[picked[i], t]]);
+            let sub_mask: Vec<bool> = picked
+                .iter()
+                .map(|&v| fit_mask[v] && status[v].is_valid())
+                .collect();
+            let again = DeconvSettings {
+                fitted_curves: true,
+                progress: None,
+                ..settings.clone()
+            };
+            let input = DeconvInput {
+                curves: sub.view(),
+                mask: &sub_mask,
+                aif: &aif,
+                times: &times,
+            };
+            method(&input, &again, &ctx.device)?.fitted
         };
         let axes = CurveAxes {
             quantity: "ΔR2*",
@@ -588,7 +614,12 @@ impl ModalityDef for Dsc {
             rank,
         };
         plots.extend(voxel_curves(&mask, &ctx.report_voxels, axes, |v| {
-            Some((curves.row(v).to_vec(), Vec::new()))
+            let fit = picked
+                .iter()
+                .position(|p| *p == v)
+                .zip(fitted.as_ref())
+                .map_or_else(Vec::new, |(i, f)| f.row(i).to_vec());
+            Some((curves.row(v).to_vec(), fit))
         })?);
         Ok(Outputs {
             maps: MapSet {

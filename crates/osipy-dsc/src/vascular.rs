@@ -239,6 +239,18 @@ pub fn vascular_model(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Devi
     let fit = fit_batch(&model, input.curves, Some(input.mask), &opts, device)?;
     let col = |j: usize, a: &ndarray::Array2<f64>| a.column(j).to_vec();
     let status: Vec<QualityCode> = fit.status.to_vec();
+    let fitted = s.fitted_curves.then(|| {
+        let mut f = ndarray::Array2::from_elem(input.curves.dim(), f64::NAN);
+        for (v, mut row) in f.rows_mut().into_iter().enumerate() {
+            let p = fit.params.row(v);
+            if status[v].is_valid() && p.iter().all(|x| x.is_finite()) {
+                if let (Some(p), Some(out)) = (p.as_slice(), row.as_slice_mut()) {
+                    model.predict(p, out);
+                }
+            }
+        }
+        f
+    });
     Ok(Deconvolved {
         flow: col(0, &fit.params),
         flow_se: Some(col(0, &fit.std_errors)),
@@ -259,6 +271,7 @@ pub fn vascular_model(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Devi
                 std_errors: col(2, &fit.std_errors),
             },
         ],
+        fitted,
     })
 }
 
@@ -374,6 +387,21 @@ mod tests {
             assert!((d.flow[v] - p[0]).abs() < 1e-6 * p[0], "{v}: {:?}", d.flow);
             assert!((d.extra[0].values[v] - p[1]).abs() < 1e-4, "{v}");
             assert!((d.extra[1].values[v] - p[2]).abs() < 1e-4, "{v}");
+        }
+        // Fitted curves on request: the model at the fitted parameters,
+        // which reproduces these noise-free curves.
+        assert!(d.fitted.is_none());
+        let with = DeconvSettings {
+            fitted_curves: true,
+            ..s
+        };
+        let f = vascular_model(&input, &with, &Device::cpu(None))
+            .unwrap()
+            .fitted
+            .unwrap();
+        let peak = curves.iter().cloned().fold(0.0, f64::max);
+        for (x, y) in f.iter().zip(curves.iter()) {
+            assert!((x - y).abs() < 1e-6 * peak, "{x} vs {y}");
         }
         let e = VascularModel::new(&a, dt, 0).unwrap_err().to_string();
         assert!(e.contains("pipeline.transit_shape"), "{e}");
