@@ -226,3 +226,37 @@ fn version_is_printed() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), format!("osipy {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn report_redraws_a_finished_run_and_refuses_other_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("demo");
+    let (code, _, err) = osipy(&["demo", "ivim", "-o", root.to_str().unwrap(), "--no-report"]);
+    assert_eq!(code, 0, "{err}");
+    let maps = root.join("maps");
+    assert!(!maps.join("report.html").exists(), "--no-report wrote a report");
+    let (code, out, err) = osipy(&["report", maps.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("report.html") && out.contains("figures"), "{out}");
+    let html = std::fs::read_to_string(maps.join("report.html")).unwrap();
+    assert!(
+        html.contains("osipy report: IVIM") && html.matches("<img ").count() >= 10,
+        "page"
+    );
+    assert!(maps.join("figures/map_Dstar.png").is_file());
+
+    // A folder that is no run's output, and a damaged run summary.
+    let (code, _, err) = osipy(&["report", dir.path().to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no osipy_run.json") && err.contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    std::fs::write(maps.join("osipy_run.json"), "{ not json").unwrap();
+    let (code, _, err) = osipy(&["report", maps.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("osipy_run.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
+}

@@ -5,20 +5,26 @@
 use osipy_io::{read_3d, write_4d, write_mask, DemoFile, Geometry};
 use osipy_pipeline::{dro::compare, run_analysis, Config, Progress, RunOptions, MODALITIES};
 
+/// Modality `m`'s demo case written as files into a fresh folder.
+fn demo_files(m: &dyn osipy_pipeline::Modality) -> (tempfile::TempDir, osipy_io::DemoCase) {
+    let dir = tempfile::tempdir().unwrap();
+    let case = m.demo().unwrap();
+    let geometry = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
+    for (name, file) in &case.files {
+        let p = dir.path().join(name);
+        match file {
+            DemoFile::Series(v, dt) => write_4d(&p, v, &geometry, *dt).unwrap(),
+            DemoFile::Mask(v) => write_mask(&p, v, &geometry).unwrap(),
+            DemoFile::Text(t) => std::fs::write(&p, t).unwrap(),
+        }
+    }
+    (dir, case)
+}
+
 #[test]
 fn every_modality_demo_runs_from_files_and_recovers_its_truth() {
     for m in MODALITIES {
-        let dir = tempfile::tempdir().unwrap();
-        let case = m.demo().unwrap();
-        let geometry = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
-        for (name, file) in &case.files {
-            let p = dir.path().join(name);
-            match file {
-                DemoFile::Series(v, dt) => write_4d(&p, v, &geometry, *dt).unwrap(),
-                DemoFile::Mask(v) => write_mask(&p, v, &geometry).unwrap(),
-                DemoFile::Text(t) => std::fs::write(&p, t).unwrap(),
-            }
-        }
+        let (dir, case) = demo_files(*m);
         let config = Config::from_toml(&case.config).unwrap();
         assert_eq!(config.modality, m.id());
         let progress = Progress::new();
@@ -154,17 +160,7 @@ fn check_report(
 #[test]
 fn the_report_can_be_skipped_and_its_settings_are_checked() {
     let m = osipy_pipeline::modality::modality("ivim").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let case = m.demo().unwrap();
-    let geometry = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
-    for (name, file) in &case.files {
-        let p = dir.path().join(name);
-        match file {
-            DemoFile::Series(v, dt) => write_4d(&p, v, &geometry, *dt).unwrap(),
-            DemoFile::Mask(v) => write_mask(&p, v, &geometry).unwrap(),
-            DemoFile::Text(t) => std::fs::write(&p, t).unwrap(),
-        }
-    }
+    let (dir, case) = demo_files(m);
     let run = |extra: &str, no_report: bool, out: &str| {
         let config = Config::from_toml(&format!("{}\n{extra}", case.config)).map_err(|e| e.to_string())?;
         run_analysis(

@@ -162,6 +162,91 @@ fn blit(
     }
 }
 
+/// A montage being drawn: the pixels of its tiles are written, text and
+/// decorations come next.
+struct Montage {
+    buf: Vec<u8>,
+    layout: Layout,
+    slices: Vec<usize>,
+    tiles: Vec<Rect>,
+    width: u32,
+    height: u32,
+}
+
+impl Montage {
+    /// Tiles of the slices of `mask` worth showing, each voxel coloured by
+    /// `color(x, y, z)`, leaving `right` pixels for a colour bar or legend.
+    fn new(
+        grid: [usize; 3],
+        mask: &Array3<bool>,
+        right: u32,
+        color: impl Fn(usize, usize, usize) -> [u8; 3],
+    ) -> Montage {
+        register_font();
+        let slices = montage_slices(mask, 12);
+        let layout = Layout::new(grid[0], grid[1], slices.len(), right);
+        let (width, height) = layout.size();
+        let mut buf = canvas(width, height);
+        let mut tiles = Vec::new();
+        for (i, &z) in slices.iter().enumerate() {
+            blit(&mut buf, width, &layout, i, grid, |x, y| color(x, y, z));
+            let (ox, oy) = layout.tile_origin(i);
+            tiles.push((ox, oy, layout.tile.0, layout.tile.1));
+        }
+        Montage {
+            buf,
+            layout,
+            slices,
+            tiles,
+            width,
+            height,
+        }
+    }
+
+    /// Draws the title, the slice labels and then `decorate`'s text and
+    /// marks with plotters; encodes the figure.
+    fn finish(
+        mut self,
+        title: &str,
+        colorbar: Option<Rect>,
+        decorate: impl FnOnce(
+            &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+            &Layout,
+            &[usize],
+        ) -> Result<()>,
+    ) -> Result<Figure> {
+        {
+            let root =
+                BitMapBackend::with_buffer(&mut self.buf, (self.width, self.height)).into_drawing_area();
+            root.draw_text(
+                title,
+                &(FONT, 16).into_font().color(&BLACK),
+                (self.layout.gap as i32, 8),
+            )
+            .map_err(plot_err)?;
+            let small = (FONT, 12).into_font();
+            for (i, &z) in self.slices.iter().enumerate() {
+                let (ox, oy) = self.layout.tile_origin(i);
+                root.draw_text(
+                    &format!("z={z}"),
+                    &small.color(&WHITE),
+                    (ox as i32 + 3, oy as i32 + 2),
+                )
+                .map_err(plot_err)?;
+            }
+            decorate(&root, &self.layout, &self.slices)?;
+            root.present().map_err(plot_err)?;
+        }
+        Ok(Figure {
+            png: encode(&self.buf, self.width, self.height)?,
+            width: self.width,
+            height: self.height,
+            colorbar,
+            tiles: self.tiles,
+        })
+    }
+}
+
 fn encode(buf: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut enc = png::Encoder::new(&mut out, width, height);
@@ -230,59 +315,36 @@ pub fn map_montage(
     range: (f64, f64),
     markers: &[([usize; 3], String)],
 ) -> Result<Figure> {
-    register_font();
     let s = values.shape();
     let grid = [s[0], s[1], s[2]];
-    let slices = montage_slices(mask, 12);
-    let layout = Layout::new(grid[0], grid[1], slices.len(), 130);
-    let (width, height) = layout.size();
-    let mut buf = canvas(width, height);
     let (lo, hi) = range;
     let span = if hi > lo { hi - lo } else { 1.0 };
-    let mut tiles = Vec::new();
-    for (i, &z) in slices.iter().enumerate() {
-        blit(&mut buf, width, &layout, i, grid, |x, y| {
-            let v = values[(x, y, z)];
-            if !mask[(x, y, z)] {
-                OUTSIDE
-            } else if v.is_finite() {
-                viridis((v - lo) / span)
-            } else {
-                NO_VALUE
-            }
-        });
-        let (ox, oy) = layout.tile_origin(i);
-        tiles.push((ox, oy, layout.tile.0, layout.tile.1));
-    }
+    let mut m = Montage::new(grid, mask, 130, |x, y, z| {
+        let v = values[(x, y, z)];
+        if !mask[(x, y, z)] {
+            OUTSIDE
+        } else if v.is_finite() {
+            viridis((v - lo) / span)
+        } else {
+            NO_VALUE
+        }
+    });
+    let (width, height) = (m.width, m.height);
     let bar = (
-        width - layout.right + 24,
-        layout.top + 8,
+        width - m.layout.right + 24,
+        m.layout.top + 8,
         18,
-        height - layout.top - 40,
+        height - m.layout.top - 40,
     );
     for row in 0..bar.3 {
         let c = viridis(1.0 - row as f64 / (bar.3 - 1).max(1) as f64);
         for px in bar.0..bar.0 + bar.2 {
             let k = (((bar.1 + row) * width + px) * 3) as usize;
-            buf[k..k + 3].copy_from_slice(&c);
+            m.buf[k..k + 3].copy_from_slice(&c);
         }
     }
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
-        let font = (FONT, 16).into_font();
-        root.draw_text(title, &font.color(&BLACK), (layout.gap as i32, 8))
-            .map_err(plot_err)?;
+    m.finish(title, Some(bar), |root, layout, slices| {
         let small = (FONT, 12).into_font();
-        for (i, &z) in slices.iter().enumerate() {
-            let (ox, oy) = layout.tile_origin(i);
-            root.draw_text(
-                &format!("z={z}"),
-                &small.color(&WHITE),
-                (ox as i32 + 3, oy as i32 + 2),
-            )
-            .map_err(plot_err)?;
-        }
-        // Colour bar ticks and unit.
         for t in ticks(lo, hi, 5) {
             let y = bar.1 as f64 + (1.0 - (t - lo) / span) * (bar.3 - 1) as f64;
             let y = y.round() as i32;
@@ -298,15 +360,7 @@ pub fn map_montage(
             (bar.0 as i32 - 4, (bar.1 + bar.3) as i32 + 8),
         )
         .map_err(plot_err)?;
-        draw_markers(&root, &layout, &slices, grid, markers)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(Figure {
-        png: encode(&buf, width, height)?,
-        width,
-        height,
-        colorbar: Some(bar),
-        tiles,
+        draw_markers(root, layout, slices, grid, markers)
     })
 }
 
@@ -343,87 +397,59 @@ fn draw_markers(
 /// The quality mask as a montage of failure reasons, with a legend of the
 /// codes present and their voxel counts (inside the mask).
 pub fn quality_montage(quality: &Array3<u8>, mask: &Array3<bool>) -> Result<Figure> {
-    register_font();
     let s = quality.shape();
     let grid = [s[0], s[1], s[2]];
-    let slices = montage_slices(mask, 12);
-    let layout = Layout::new(grid[0], grid[1], slices.len(), 200);
-    let (width, height) = layout.size();
-    let mut buf = canvas(width, height);
     let code = |c: u8| QualityCode::from_code(c).unwrap_or(QualityCode::ModelFailure);
-    let mut tiles = Vec::new();
-    for (i, &z) in slices.iter().enumerate() {
-        blit(&mut buf, width, &layout, i, grid, |x, y| {
-            if mask[(x, y, z)] {
-                quality_color(code(quality[(x, y, z)]))
-            } else {
-                OUTSIDE
-            }
-        });
-        let (ox, oy) = layout.tile_origin(i);
-        tiles.push((ox, oy, layout.tile.0, layout.tile.1));
-    }
+    let m = Montage::new(grid, mask, 200, |x, y, z| {
+        if mask[(x, y, z)] {
+            quality_color(code(quality[(x, y, z)]))
+        } else {
+            OUTSIDE
+        }
+    });
     let mut counts = [0usize; QualityCode::ALL.len()];
     for (q, m) in quality.iter().zip(mask.iter()) {
         if *m {
             counts[code(*q).code() as usize] += 1;
         }
     }
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
-        root.draw_text(
-            "Quality: why each voxel has (or lacks) a value",
-            &(FONT, 16).into_font().color(&BLACK),
-            (layout.gap as i32, 8),
-        )
-        .map_err(plot_err)?;
-        let small = (FONT, 12).into_font();
-        for (i, &z) in slices.iter().enumerate() {
-            let (ox, oy) = layout.tile_origin(i);
-            root.draw_text(
-                &format!("z={z}"),
-                &small.color(&WHITE),
-                (ox as i32 + 3, oy as i32 + 2),
-            )
-            .map_err(plot_err)?;
-        }
-        let x0 = (width - layout.right + 14) as i32;
-        let mut y = layout.top as i32 + 4;
-        let outside = mask.iter().filter(|m| !**m).count();
-        let mut rows: Vec<([u8; 3], String)> = QualityCode::ALL
-            .iter()
-            .filter(|q| counts[q.code() as usize] > 0)
-            .map(|q| {
-                (
-                    quality_color(*q),
-                    format!("{} ({})", q.name(), counts[q.code() as usize]),
-                )
-            })
-            .collect();
-        if outside > 0 {
-            rows.push((OUTSIDE, format!("outside mask ({outside})")));
-        }
-        for (c, text) in rows {
-            root.draw(&Rectangle::new(
-                [(x0, y), (x0 + 14, y + 14)],
-                RGBColor(c[0], c[1], c[2]).filled(),
-            ))
-            .map_err(plot_err)?;
-            root.draw(&Rectangle::new([(x0, y), (x0 + 14, y + 14)], BLACK))
+    let width = m.width;
+    m.finish(
+        "Quality: why each voxel has (or lacks) a value",
+        None,
+        |root, layout, _| {
+            let small = (FONT, 12).into_font();
+            let x0 = (width - layout.right + 14) as i32;
+            let mut y = layout.top as i32 + 4;
+            let outside = mask.iter().filter(|m| !**m).count();
+            let mut rows: Vec<([u8; 3], String)> = QualityCode::ALL
+                .iter()
+                .filter(|q| counts[q.code() as usize] > 0)
+                .map(|q| {
+                    (
+                        quality_color(*q),
+                        format!("{} ({})", q.name(), counts[q.code() as usize]),
+                    )
+                })
+                .collect();
+            if outside > 0 {
+                rows.push((OUTSIDE, format!("outside mask ({outside})")));
+            }
+            for (c, text) in rows {
+                root.draw(&Rectangle::new(
+                    [(x0, y), (x0 + 14, y + 14)],
+                    RGBColor(c[0], c[1], c[2]).filled(),
+                ))
                 .map_err(plot_err)?;
-            root.draw_text(&text, &small.color(&BLACK), (x0 + 20, y + 1))
-                .map_err(plot_err)?;
-            y += 20;
-        }
-        root.present().map_err(plot_err)?;
-    }
-    Ok(Figure {
-        png: encode(&buf, width, height)?,
-        width,
-        height,
-        colorbar: None,
-        tiles,
-    })
+                root.draw(&Rectangle::new([(x0, y), (x0 + 14, y + 14)], BLACK))
+                    .map_err(plot_err)?;
+                root.draw_text(&text, &small.color(&BLACK), (x0 + 20, y + 1))
+                    .map_err(plot_err)?;
+                y += 20;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Finite (min, max) of the samples, widened by 5 % (and to a non-empty
@@ -452,35 +478,66 @@ const LINE_COLORS: [RGBColor; 4] = [
     RGBColor(148, 103, 189),
 ];
 
-/// A plot of curves: measured traces as markers, fitted ones as lines.
-pub fn line_plot(plot: &Plot) -> Result<Figure> {
+/// A chart figure of `width x height`: `draw` draws on the root area.
+fn chart_figure(
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> Result<Figure> {
     register_font();
-    let (width, height) = (640u32, 380u32);
     let mut buf = canvas(width, height);
     {
         let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(Figure {
+        png: encode(&buf, width, height)?,
+        width,
+        height,
+        colorbar: None,
+        tiles: Vec::new(),
+    })
+}
+
+/// Axes with labelled, round-numbered ticks and a faint grid.
+fn draw_mesh<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<()> {
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 13))
+        .x_label_formatter(&|v| fmt_num(*v))
+        .y_label_formatter(&|v| fmt_num(*v))
+        .light_line_style(RGBColor(246, 246, 246))
+        .draw()
+        .map_err(plot_err)
+}
+
+/// A plot of curves: measured traces as markers, fitted ones as lines.
+pub fn line_plot(plot: &Plot) -> Result<Figure> {
+    chart_figure(640, 380, |root| {
         let xr = padded_range(plot.traces.iter().flat_map(|t| t.x.iter().copied()));
         let yr = padded_range(plot.traces.iter().flat_map(|t| t.y.iter().copied()));
         // Headroom for the legend, so it does not hide the data.
         let yr = (yr.0, yr.1 + 0.12 * (yr.1 - yr.0) * plot.traces.len() as f64);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(&plot.title, (FONT, 15))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(64)
             .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)
             .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc(plot.x_label.as_str())
-            .y_desc(plot.y_label.as_str())
-            .label_style((FONT, 12))
-            .axis_desc_style((FONT, 13))
-            .x_label_formatter(&|v| fmt_num(*v))
-            .y_label_formatter(&|v| fmt_num(*v))
-            .light_line_style(RGBColor(246, 246, 246))
-            .draw()
-            .map_err(plot_err)?;
+        draw_mesh(&mut chart, &plot.x_label, &plot.y_label)?;
         for (k, t) in plot.traces.iter().enumerate() {
             let color = LINE_COLORS[k % LINE_COLORS.len()];
             let pts: Vec<(f64, f64)> =
@@ -512,24 +569,13 @@ pub fn line_plot(plot: &Plot) -> Result<Figure> {
             .border_style(RGBColor(180, 180, 180))
             .position(SeriesLabelPosition::UpperRight)
             .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(Figure {
-        png: encode(&buf, width, height)?,
-        width,
-        height,
-        colorbar: None,
-        tiles: Vec::new(),
+            .map_err(plot_err)
     })
 }
 
 /// A histogram of `values` over `range` in 40 bins; values outside the
 /// range are counted in the caption, not drawn.
 pub fn histogram(title: &str, unit: &str, values: &[f64], range: (f64, f64)) -> Result<Figure> {
-    register_font();
-    let (width, height) = (640u32, 300u32);
-    let mut buf = canvas(width, height);
     let (lo, hi) = range;
     let span = if hi > lo { hi - lo } else { 1.0 };
     const BINS: usize = 40;
@@ -545,31 +591,20 @@ pub fn histogram(title: &str, unit: &str, values: &[f64], range: (f64, f64)) -> 
         }
     }
     let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.08;
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
+    chart_figure(640, 300, |root| {
         let caption = if below + above > 0 {
             format!("{title}: {below} below, {above} above the range shown")
         } else {
             title.to_string()
         };
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(caption, (FONT, 15))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(lo..lo + span, 0f64..top)
             .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc(unit)
-            .y_desc("voxels")
-            .label_style((FONT, 12))
-            .axis_desc_style((FONT, 13))
-            .x_label_formatter(&|v| fmt_num(*v))
-            .y_label_formatter(&|v| fmt_num(*v))
-            .light_line_style(RGBColor(246, 246, 246))
-            .draw()
-            .map_err(plot_err)?;
+        draw_mesh(&mut chart, unit, "voxels")?;
         let w = span / BINS as f64;
         chart
             .draw_series(counts.iter().enumerate().map(|(i, c)| {
@@ -581,14 +616,7 @@ pub fn histogram(title: &str, unit: &str, values: &[f64], range: (f64, f64)) -> 
                 )
             }))
             .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(Figure {
-        png: encode(&buf, width, height)?,
-        width,
-        height,
-        colorbar: None,
-        tiles: Vec::new(),
+        Ok(())
     })
 }
 
