@@ -379,7 +379,7 @@ impl ModalityDef for Dce {
                     relaxivity: p.acquisition.relaxivity,
                     baseline: 0..b,
                 };
-                let (c, q) = signal_to_concentration(ds.voxels()?, &r10, &sp, method)?;
+                let (c, q) = signal_to_concentration(ds.voxels()?, &r10, &sp, method, &ctx.device)?;
                 for v in 0..n_vox {
                     if flat_mask[v] && pre[v].is_none() && !q[v].is_valid() {
                         pre[v] = Some(if t1[v].is_nan() || t1[v] <= 0.0 {

@@ -261,8 +261,14 @@ fn phantom_signal_converts_back_to_its_concentration() {
         relaxivity: acq.relaxivity,
         baseline: 0..5,
     };
-    let (c, q) =
-        signal_to_concentration(flat.view(), &[1.0 / 1.4; 4], &p, ConcentrationMethod::Spgr).unwrap();
+    let (c, q) = signal_to_concentration(
+        flat.view(),
+        &[1.0 / 1.4; 4],
+        &p,
+        ConcentrationMethod::Spgr,
+        &osipy_backend::Device::cpu(Some(2)),
+    )
+    .unwrap();
     assert!(q.iter().all(|q| *q == QualityCode::Converged));
     let want = ph.concentration.into_shape_with_order((4, n_t)).unwrap();
     assert!(c.iter().zip(want.iter()).all(|(a, b)| (a - b).abs() < 1e-9));

@@ -31,9 +31,14 @@ fn check_file(path: &Path, expect_rows: usize) {
             baseline: 1..num("numbaselinepts") as usize,
         };
         let sig = Array2::from_shape_vec((1, s.len()), s).unwrap();
-        let (c, q) =
-            signal_to_concentration(sig.view(), &[1.0 / num("T1base")], &p, ConcentrationMethod::Spgr)
-                .unwrap();
+        let (c, q) = signal_to_concentration(
+            sig.view(),
+            &[1.0 / num("T1base")],
+            &p,
+            ConcentrationMethod::Spgr,
+            &osipy_backend::Device::cpu(Some(1)),
+        )
+        .unwrap();
         assert_eq!(q[0], QualityCode::Converged, "{}", f[0]);
         for i in 1..conc.len() {
             let (got, want) = (c[[0, i]], conc[i]);
