@@ -4,6 +4,7 @@
 mod bench;
 mod deps;
 mod dro;
+mod scale;
 
 use anyhow::{bail, Context, Result};
 
@@ -53,6 +54,7 @@ fn main() -> Result<()> {
             }
         }
         // Fits the arrays a previous bench-compare saved, without Python: for profiling.
+        Some("bench-scale") => scale::bench_scale(&workspace_root(), &args[1..]),
         Some("fit-npy") => match args.get(1).map(String::as_str) {
             Some("ivim") => bench::fit_saved_ivim(&workspace_root()),
             Some("asl") => bench::fit_saved_asl(&workspace_root()),
@@ -69,10 +71,10 @@ fn main() -> Result<()> {
             fuzz(&workspace_root(), seconds)
         }
         Some(other) => {
-            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality>, fit-npy, fuzz [SECONDS]")
+            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality>, bench-scale [VOXELS...], fit-npy, fuzz [SECONDS]")
         }
         None => {
-            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality>, fit-npy, fuzz [SECONDS]")
+            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality>, bench-scale [VOXELS...], fit-npy, fuzz [SECONDS]")
         }
     }
 }

@@ -3,7 +3,7 @@
 //! and compared with its truth. One code path for every modality.
 
 use anyhow::{Context, Result};
-use osipy_io::{read_3d, write_4d, write_mask, DemoFile, Geometry};
+use osipy_io::{read_3d, Geometry};
 use osipy_pipeline::{Config, Modality};
 use std::path::Path;
 
@@ -59,20 +59,7 @@ pub fn run(m: &dyn Modality, out: &Path, overwrite: bool, no_report: bool, quiet
     }
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let case = m.demo()?;
-    let geometry = Geometry::from_affine(AFFINE);
-    for (name, file) in &case.files {
-        let path = data.join(name);
-        match file {
-            DemoFile::Series(v, dt) => write_4d(&path, v, &geometry, *dt)?,
-            DemoFile::Mask(v) => write_mask(&path, v, &geometry)?,
-            DemoFile::Text(t) => {
-                std::fs::write(&path, t).with_context(|| format!("writing {}", path.display()))?
-            }
-        }
-    }
-    let config_path = data.join("osipy.toml");
-    std::fs::write(&config_path, &case.config)
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    let config_path = case.write_files(&data, &Geometry::from_affine(AFFINE))?;
 
     let config = Config::from_file(&config_path)?;
     let start = std::time::Instant::now();

@@ -28,7 +28,9 @@ pub use concentration::{
 };
 pub use fit::{fit_model, DceFit, DceFitOptions};
 pub use models::{model, model_with_delay, DceModelEntry, DelayedPkModel, PkInput, PkModel, DELAY_BOUNDS};
-pub use pipeline::{AifSource, Dce, DceAcquisitionConfig, DceConfig, DceFittingConfig, SignalConversion};
+pub use pipeline::{
+    demo_case_sized, AifSource, Dce, DceAcquisitionConfig, DceConfig, DceFittingConfig, SignalConversion,
+};
 pub use t1::{
     look_locker_t1, vfa_signal, vfa_t1, LookLockerModel, T1Fit, T1Mapping, VfaMethod, VfaModel, VfaParams,
 };

@@ -481,7 +481,7 @@ impl ModalityDef for Dce {
     }
 
     fn demo() -> Result<DemoCase> {
-        demo_case()
+        demo_case_sized([16, 16, 4])
     }
 
     fn phantom_checks(reg: &Registry) -> Result<Vec<DroRow>> {
@@ -808,9 +808,11 @@ const DEMO_ANGLES: [f64; 4] = [2.0, 5.0, 10.0, 15.0];
 
 /// An extended-Tofts phantom as SPGR signal (SNR ~250 on the baseline), a
 /// VFA series, a mask and the config of its acquisition.
-fn demo_case() -> Result<DemoCase> {
+/// The DCE demo case (`osipy demo dce` uses 16 x 16 x 4) on any grid, for
+/// `cargo xtask bench-scale`.
+pub fn demo_case_sized(shape: [usize; 3]) -> Result<DemoCase> {
     let spec = PhantomSpec {
-        shape: [16, 16, 4],
+        shape,
         seed: 2026,
         ..PhantomSpec::extended_tofts()
     };

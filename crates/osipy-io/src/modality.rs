@@ -140,6 +140,29 @@ pub enum DemoFile {
     Text(String),
 }
 
+impl DemoCase {
+    /// Writes the case's files and its config (`osipy.toml`) into `dir`
+    /// (created if missing), images on `geometry`; returns the config's path.
+    pub fn write_files(&self, dir: &std::path::Path, geometry: &Geometry) -> Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| OsipyError::io(dir, format!("cannot create the folder: {e}")))?;
+        let text = |path: &std::path::Path, t: &str| {
+            crate::atomic_write(path, |tmp| std::fs::write(tmp, t).map_err(|e| e.to_string()))
+        };
+        for (name, file) in &self.files {
+            let path = dir.join(name);
+            match file {
+                DemoFile::Series(v, dt) => crate::write_4d(&path, v, geometry, *dt)?,
+                DemoFile::Mask(v) => crate::write_mask(&path, v, geometry)?,
+                DemoFile::Text(t) => text(&path, t)?,
+            }
+        }
+        let config = dir.join("osipy.toml");
+        text(&config, &self.config)?;
+        Ok(config)
+    }
+}
+
 /// A synthetic case with known truth: files, a config, and the true maps.
 #[derive(Debug, Clone)]
 pub struct DemoCase {

@@ -22,7 +22,7 @@ mod segmented;
 
 pub use fit::{fit_ivim, prepare, IvimFit, IvimFitOptions, IvimStrategy, Prepared};
 pub use models::{model, Biexponential, MonoExponentialAdc, Simplified, BIEXP_BOUNDS};
-pub use pipeline::{BayesianConfig, Ivim, IvimConfig, IvimFitter, IvimFittingConfig};
+pub use pipeline::{demo_case_sized, BayesianConfig, Ivim, IvimConfig, IvimFitter, IvimFittingConfig};
 
 use osipy_core::{Registry, Result};
 

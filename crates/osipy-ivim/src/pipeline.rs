@@ -273,41 +273,47 @@ impl ModalityDef for Ivim {
     }
 
     fn demo() -> Result<DemoCase> {
-        let spec = IvimPhantomSpec {
-            snr: Some(100.0),
-            noise: Noise::Rician,
-            seed: 2026,
-            ..IvimPhantomSpec::default()
-        };
-        let ph = generate(&spec)?;
-        let [nx, ny, nz] = spec.shape;
-        let bval: Vec<String> = spec.b_values.iter().map(|b| format!("{b}")).collect();
-        let truth = [("D", 5), ("f", 5), ("Dstar", 5)]
-            .iter()
-            .map(|(n, d)| {
-                ph.truth(n)
-                    .map(|t| (n.to_string(), t.clone(), *d))
-                    .ok_or_else(|| OsipyError::Validation(format!("the IVIM phantom has no truth for {n}")))
-            })
-            .collect::<Result<_>>()?;
-        Ok(DemoCase {
-            title: format!(
-                "IVIM demo: phantom {nx}x{ny}x{nz} voxels x {} b-values, Rician noise SNR 100",
-                spec.b_values.len()
-            ),
-            about: "b-values in dwi.bval, segmented fit".into(),
-            files: vec![
-                ("dwi.nii.gz".into(), DemoFile::Series(ph.signal.clone(), 1.0)),
-                ("dwi.bval".into(), DemoFile::Text(bval.join(" ") + "\n")),
-            ],
-            config: "# Written by `osipy demo ivim`.\nmodality = \"ivim\"\n\n[pipeline]\nfitting_method = \"segmented\"\nb_threshold = 200.0\n\n[data]\ndwi = \"dwi.nii.gz\"\nb_values_file = \"dwi.bval\"\n".into(),
-            truth,
-        })
+        demo_case_sized(IvimPhantomSpec::default().shape)
     }
 
     fn phantom_checks(reg: &Registry) -> Result<Vec<DroRow>> {
         phantom_rows(reg)
     }
+}
+
+/// The IVIM demo case on any grid, for `cargo xtask bench-scale`.
+pub fn demo_case_sized(shape: [usize; 3]) -> Result<DemoCase> {
+    let spec = IvimPhantomSpec {
+        shape,
+        snr: Some(100.0),
+        noise: Noise::Rician,
+        seed: 2026,
+        ..IvimPhantomSpec::default()
+    };
+    let ph = generate(&spec)?;
+    let [nx, ny, nz] = spec.shape;
+    let bval: Vec<String> = spec.b_values.iter().map(|b| format!("{b}")).collect();
+    let truth = [("D", 5), ("f", 5), ("Dstar", 5)]
+        .iter()
+        .map(|(n, d)| {
+            ph.truth(n)
+                .map(|t| (n.to_string(), t.clone(), *d))
+                .ok_or_else(|| OsipyError::Validation(format!("the IVIM phantom has no truth for {n}")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(DemoCase {
+        title: format!(
+            "IVIM demo: phantom {nx}x{ny}x{nz} voxels x {} b-values, Rician noise SNR 100",
+            spec.b_values.len()
+        ),
+        about: "b-values in dwi.bval, segmented fit".into(),
+        files: vec![
+            ("dwi.nii.gz".into(), DemoFile::Series(ph.signal.clone(), 1.0)),
+            ("dwi.bval".into(), DemoFile::Text(bval.join(" ") + "\n")),
+        ],
+        config: "# Written by `osipy demo ivim`.\nmodality = \"ivim\"\n\n[pipeline]\nfitting_method = \"segmented\"\nb_threshold = 200.0\n\n[data]\ndwi = \"dwi.nii.gz\"\nb_values_file = \"dwi.bval\"\n".into(),
+        truth,
+    })
 }
 
 /// Measured and fitted signal of the report's representative voxels (the

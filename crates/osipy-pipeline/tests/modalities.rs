@@ -2,22 +2,15 @@
 //! case written as files, run by `run_analysis`, maps compared with the
 //! case's truth.
 
-use osipy_io::{read_3d, write_4d, write_mask, DemoFile, Geometry};
+use osipy_io::{read_3d, Geometry};
 use osipy_pipeline::{dro::compare, run_analysis, Config, Progress, RunOptions, MODALITIES};
 
 /// Modality `m`'s demo case written as files into a fresh folder.
 fn demo_files(m: &dyn osipy_pipeline::Modality) -> (tempfile::TempDir, osipy_io::DemoCase) {
     let dir = tempfile::tempdir().unwrap();
     let case = m.demo().unwrap();
-    let geometry = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
-    for (name, file) in &case.files {
-        let p = dir.path().join(name);
-        match file {
-            DemoFile::Series(v, dt) => write_4d(&p, v, &geometry, *dt).unwrap(),
-            DemoFile::Mask(v) => write_mask(&p, v, &geometry).unwrap(),
-            DemoFile::Text(t) => std::fs::write(&p, t).unwrap(),
-        }
-    }
+    case.write_files(dir.path(), &Geometry::from_affine(osipy_core::IDENTITY_AFFINE))
+        .unwrap();
     (dir, case)
 }
 
