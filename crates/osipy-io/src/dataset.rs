@@ -123,11 +123,7 @@ impl Dataset {
             time_step,
             path,
         } = series;
-        let data = if data.is_standard_layout() {
-            data
-        } else {
-            data.as_standard_layout().into_owned()
-        };
+        let data = crate::nifti_io::into_standard_layout(data);
         let s = data.shape();
         let grid = [s[0], s[1], s[2]];
         let n = s[3];

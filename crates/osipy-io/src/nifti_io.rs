@@ -147,6 +147,53 @@ fn io_err(path: &Path, message: String) -> OsipyError {
     OsipyError::io(path, message)
 }
 
+/// `a` in standard (row-major) layout, so that a voxel's series is
+/// contiguous. NIfTI stores x fastest (column-major); ndarray's generic
+/// copy reads such an array with a stride of a whole volume per sample, so
+/// column-major arrays are transposed here in blocks of voxels that keep
+/// both the reads and the written rows in cache (about 3x faster on a
+/// 128x128x30x60 series).
+pub(crate) fn into_standard_layout<D: ndarray::Dimension>(
+    a: ndarray::Array<f64, D>,
+) -> ndarray::Array<f64, D> {
+    if a.is_standard_layout() {
+        return a;
+    }
+    let shape = a.shape().to_vec();
+    let column_major = a.t().is_standard_layout();
+    let (Some(src), true, 3..=4) = (a.as_slice_memory_order(), column_major, shape.len()) else {
+        return a.as_standard_layout().into_owned();
+    };
+    let (nx, ny, nz) = (shape[0], shape[1], shape[2]);
+    let nt = shape.get(3).copied().unwrap_or(1);
+    let n_vox = nx * ny * nz;
+    let mut out = vec![0.0; src.len()];
+    // Column-major spatial index s = x + nx (y + ny z); row-major voxel
+    // v = (x ny + y) nz + z; sample t of voxel s is at src[t n_vox + s].
+    const BLOCK: usize = 64;
+    let mut rows = [0usize; BLOCK];
+    for s0 in (0..n_vox).step_by(BLOCK) {
+        let len = BLOCK.min(n_vox - s0);
+        for (i, r) in rows.iter_mut().enumerate().take(len) {
+            let s = s0 + i;
+            let (x, y, z) = (s % nx, (s / nx) % ny, s / (nx * ny));
+            *r = ((x * ny + y) * nz + z) * nt;
+        }
+        for t in 0..nt {
+            let block = &src[t * n_vox + s0..t * n_vox + s0 + len];
+            for (r, v) in rows.iter().zip(block) {
+                out[r + t] = *v;
+            }
+        }
+    }
+    // The shape is the array's own, so this cannot fail; if it did, the
+    // generic copy is the answer.
+    match ndarray::Array::from_shape_vec(a.raw_dim(), out) {
+        Ok(b) => b,
+        Err(_) => a.as_standard_layout().into_owned(),
+    }
+}
+
 /// Reads a `.nii` or `.nii.gz` file of any dimensionality and stored type.
 ///
 /// A missing, truncated or corrupt file is an error naming the file and the
@@ -460,4 +507,31 @@ pub fn write_parameter_map(
     write_json(&json, &sidecar)?;
     written.push(json);
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ShapeBuilder;
+
+    /// The blocked transpose gives what ndarray's generic copy gives, for
+    /// 4D and 3D column-major arrays of sizes that do not fill the blocks.
+    #[test]
+    fn column_major_arrays_become_standard_layout_unchanged_in_value() {
+        for shape in [vec![7usize, 5, 3, 4], vec![130, 3, 2, 1], vec![9, 11, 13]] {
+            let n: usize = shape.iter().product();
+            let f = ArrayD::from_shape_vec(
+                ndarray::IxDyn(&shape).f(),
+                (0..n).map(|i| i as f64 * 0.5).collect(),
+            )
+            .unwrap();
+            assert!(!f.is_standard_layout());
+            let expected = f.as_standard_layout().into_owned();
+            let got = into_standard_layout(f);
+            assert!(got.is_standard_layout());
+            assert_eq!(got, expected, "{shape:?}");
+        }
+        let c = ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 3]), vec![1.0; 6]).unwrap();
+        assert_eq!(into_standard_layout(c.clone()), c);
+    }
 }
