@@ -94,8 +94,9 @@ pub fn bench_scale(root: &Path, args: &[String]) -> Result<()> {
             let summary: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("out/osipy_run.json"))?)?;
             let timings: Vec<(String, f64)> = serde_json::from_value(summary["timings"].clone())?;
+            // `0.0 +`: an empty f64 sum is -0.0, printed "-0.00".
             let stage = |s: &str| {
-                timings
+                0.0 + timings
                     .iter()
                     .filter(|(n, _)| n == s)
                     .map(|(_, t)| t)

@@ -39,6 +39,7 @@ fn documented_commands_and_configs_work() {
         .collect();
     pages.insert(1, "config.md".into());
     pages.insert(2, "report.md".into());
+    pages.insert(3, "performance.md".into());
     for page in &pages {
         let text = std::fs::read_to_string(docs.join(page)).unwrap();
         for block in blocks(&text, "toml") {
