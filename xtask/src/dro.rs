@@ -250,6 +250,10 @@ pub fn run(root: &Path) -> Result<bool> {
                 .with_context(|| format!("{} phantom checks", m.id()))?,
         );
     }
+    // The OSIPI IVIM task force's benchmark, beside the published algorithms.
+    let (tf_rows, tf_table) =
+        crate::ivim_tf::rows(root, &registry).context("OSIPI IVIM task force benchmark")?;
+    rows.extend(tf_rows);
     let out: PathBuf = root.join("target/dro-validate");
     std::fs::create_dir_all(&out)?;
     let all_pass = rows.iter().all(|r| r.pass);
@@ -280,6 +284,7 @@ pub fn run(root: &Path) -> Result<bool> {
             if r.pass { "pass" } else { "FAIL" }
         ));
     }
+    md.push_str(&tf_table);
     if !notes.is_empty() {
         md.push_str("\n## Cases outside tolerance\n\n");
         for n in &notes {

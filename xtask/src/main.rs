@@ -4,6 +4,7 @@
 mod bench;
 mod deps;
 mod dro;
+mod ivim_tf;
 mod scale;
 
 use anyhow::{bail, Context, Result};
