@@ -19,11 +19,19 @@ pub struct Trace {
     /// Legend text.
     pub label: String,
     /// Abscissae.
+    #[serde(deserialize_with = "null_as_nan")]
     pub x: Vec<f64>,
     /// Ordinates (NaN samples are left out of the drawing).
+    #[serde(deserialize_with = "null_as_nan")]
     pub y: Vec<f64>,
     /// Drawn as markers (measured data) rather than a line (a model).
     pub points: bool,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`, read back here as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// A figure of curves.
@@ -223,6 +231,29 @@ mod tests {
             "{e}"
         );
         assert_eq!(voxel_xyz(5, [1, 2, 3]), [0, 1, 2]);
+    }
+
+    /// A plot with missing samples survives `osipy_run.json` (NaN is
+    /// written as null and read back as NaN).
+    #[test]
+    fn plots_with_nan_round_trip_through_json() {
+        let p = Plot {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            traces: vec![Trace {
+                label: "measured".into(),
+                x: vec![0.0, 1.0],
+                y: vec![f64::NAN, 2.0],
+                points: true,
+            }],
+            voxels: vec![[1, 2, 3]],
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains("[null,2.0]"), "{text}");
+        let back: Plot = serde_json::from_str(&text).unwrap();
+        assert!(back.traces[0].y[0].is_nan() && back.traces[0].y[1] == 2.0);
+        assert_eq!(back.voxels, p.voxels);
     }
 
     #[test]
