@@ -48,5 +48,6 @@ pub use modality::{
 
 pub use atomic::{atomic_write, write_json};
 pub use nifti_io::{
-    read_3d, read_4d, read_nifti, write_4d, write_map, write_mask, write_parameter_map, Geometry, NiftiVolume,
+    read_3d, read_4d, read_nifti, write_4d, write_map, write_mask, write_parameter_map,
+    write_parameter_map_as, Geometry, NiftiVolume,
 };

@@ -549,13 +549,24 @@ pub fn write_parameter_map(
     map: &ParameterMap,
     geometry: &Geometry,
 ) -> Result<Vec<PathBuf>> {
+    write_parameter_map_as(dir, map, geometry, ".nii.gz")
+}
+
+/// [`write_parameter_map`] with the images' extension `ext`: `.nii.gz`
+/// (gzip-compressed) or `.nii` (plain, faster to write and read).
+pub fn write_parameter_map_as(
+    dir: impl AsRef<Path>,
+    map: &ParameterMap,
+    geometry: &Geometry,
+    ext: &str,
+) -> Result<Vec<PathBuf>> {
     let dir = dir.as_ref();
     let mut written = Vec::new();
-    let main = dir.join(format!("{}.nii.gz", map.name));
+    let main = dir.join(format!("{}{ext}", map.name));
     write_map(&main, &map.values, geometry)?;
     written.push(main);
     if let Some(se) = &map.std_error {
-        let p = dir.join(format!("{}_se.nii.gz", map.name));
+        let p = dir.join(format!("{}_se{ext}", map.name));
         write_map(&p, se, geometry)?;
         written.push(p);
     }
@@ -568,7 +579,7 @@ pub fn write_parameter_map(
         "Name": map.name,
         "Symbol": map.symbol,
         "Units": map.unit.symbol(),
-        "StandardErrorFile": map.std_error.as_ref().map(|_| format!("{}_se.nii.gz", map.name)),
+        "StandardErrorFile": map.std_error.as_ref().map(|_| format!("{}_se{ext}", map.name)),
         "Provenance": map.provenance,
         "QualityCounts": counts,
     });

@@ -61,6 +61,8 @@ struct RawConfig {
 pub struct OutputConfig {
     /// Output format.
     pub format: OutputFormat,
+    /// gzip the images (`.nii.gz`); `false` writes plain `.nii`, faster.
+    pub compress: bool,
     /// Write `report.html` and `figures/` (the CLI's `--no-report` overrides).
     pub report: bool,
     /// Display range [low, high] of a map's figure, by map name; other maps
@@ -84,6 +86,7 @@ impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
             format: OutputFormat::Nifti,
+            compress: true,
             report: true,
             report_ranges: BTreeMap::new(),
             report_voxels: Vec::new(),
@@ -177,6 +180,10 @@ impl Choice for LogLevel {
 /// Comments of the shared sections, by dotted path.
 const COMMON_DOCS: &[(&str, &str)] = &[
     ("output.format", "{choices} (.nii.gz + JSON sidecars)"),
+    (
+        "output.compress",
+        "true: .nii.gz; false: plain .nii (faster, larger)",
+    ),
     (
         "output.report",
         "write report.html and figures/ (--no-report skips)",

@@ -164,6 +164,9 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     ctx.report_voxels = config.output.report_voxels.clone();
     // The output folder is checked (and its staging folder made) first.
     let mut stage = Staging::new(&opts.out_dir, opts.overwrite)?;
+    if !config.output.compress {
+        stage.uncompressed();
+    }
     let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
     output::fault_point("read");
     let out = m.run(&config.pipeline, &inputs, &mut ctx, registry)?;

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::RunSummary;
 use ndarray::Array3;
 use osipy_core::{MapSet, OsipyError, QualityCode, Result};
-use osipy_io::{write_4d, write_json, write_map, write_mask, write_parameter_map, Geometry, Volume};
+use osipy_io::{write_4d, write_json, write_map, write_mask, write_parameter_map_as, Geometry, Volume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,8 @@ pub(crate) struct Staging {
     name: String,
     tmp: Option<PathBuf>,
     written: Vec<PathBuf>,
+    /// Image extension: `.nii.gz`, or `.nii` with `output.compress = false`.
+    ext: &'static str,
 }
 
 /// Prefixes of the folders a run keeps beside `OUT` (`.OUT.osipy-tmp-PID`:
@@ -162,7 +164,21 @@ impl Staging {
             name,
             tmp: Some(tmp),
             written: Vec::new(),
+            ext: ".nii.gz",
         })
+    }
+
+    /// Writes plain `.nii` images instead of `.nii.gz` (`output.compress = false`).
+    pub(crate) fn uncompressed(&mut self) {
+        self.ext = ".nii";
+    }
+
+    /// `name` (`T1.nii.gz`) with this run's image extension.
+    fn image_name(&self, name: &str) -> String {
+        match name.strip_suffix(".nii.gz") {
+            Some(stem) => format!("{stem}{}", self.ext),
+            None => name.to_string(),
+        }
     }
 
     fn tmp(&self) -> &Path {
@@ -176,11 +192,11 @@ impl Staging {
         for map in &set.maps {
             let mut map = map.clone();
             map.provenance = map.provenance.with_setting("config", config.clone());
-            let files = write_parameter_map(self.tmp(), &map, geometry)?;
+            let files = write_parameter_map_as(self.tmp(), &map, geometry, self.ext)?;
             self.written.extend(files);
         }
         self.volume("r_squared.nii.gz", &Volume::Map(set.r_squared.clone()), geometry)?;
-        let p = self.tmp().join("quality_mask.nii.gz");
+        let p = self.tmp().join(self.image_name("quality_mask.nii.gz"));
         write_mask(&p, &set.quality.mapv(|q| q.code()), geometry)?;
         self.written.push(p);
         Ok(())
@@ -188,7 +204,7 @@ impl Staging {
 
     /// Writes one more volume (a 3D map or a 4D series).
     pub(crate) fn volume(&mut self, name: &str, volume: &Volume, geometry: &Geometry) -> Result<()> {
-        let p = self.tmp().join(name);
+        let p = self.tmp().join(self.image_name(name));
         match volume {
             Volume::Map(v) => write_map(&p, v, geometry)?,
             Volume::Series(v, dt) => write_4d(&p, v, geometry, *dt)?,

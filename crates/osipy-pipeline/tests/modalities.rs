@@ -202,3 +202,52 @@ fn the_report_can_be_skipped_and_its_settings_are_checked() {
         "range caption"
     );
 }
+
+#[test]
+fn uncompressed_output_writes_plain_nifti_with_the_same_maps() {
+    let m = osipy_pipeline::modality::modality("ivim").unwrap();
+    let (dir, case) = demo_files(m);
+    let run = |extra: &str, out: &str| {
+        let config = Config::from_toml(&format!("{}\n{extra}", case.config)).unwrap();
+        run_analysis(
+            &config,
+            &RunOptions {
+                data_dir: dir.path().into(),
+                out_dir: dir.path().join(out),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let gz = run("", "gz");
+    let plain = run("[output]\ncompress = false\n", "plain");
+    let images = |s: &osipy_pipeline::RunSummary, ext: &str| {
+        s.outputs
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str())
+            .filter(|n| n.ends_with(ext))
+            .map(|n| n.trim_end_matches(ext).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(images(&plain, ".nii.gz").is_empty(), "{:?}", plain.outputs);
+    let stems = images(&plain, ".nii");
+    assert_eq!(stems, images(&gz, ".nii.gz"));
+    assert!(stems.contains(&"quality_mask".to_string()) && stems.contains(&"D_se".to_string()));
+    for stem in &stems {
+        let (a, _) = read_3d(dir.path().join(format!("gz/{stem}.nii.gz"))).unwrap();
+        let (b, _) = read_3d(dir.path().join(format!("plain/{stem}.nii"))).unwrap();
+        assert!(
+            a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{stem} differs"
+        );
+    }
+    let sidecar = std::fs::read_to_string(dir.path().join("plain/D.json")).unwrap();
+    assert!(
+        sidecar.contains("\"StandardErrorFile\": \"D_se.nii\""),
+        "{sidecar}"
+    );
+    // The report is redrawn from the plain images too.
+    std::fs::remove_file(dir.path().join("plain/report.html")).unwrap();
+    osipy_pipeline::write_report(&dir.path().join("plain")).unwrap();
+    assert!(dir.path().join("plain/report.html").is_file());
+}

@@ -153,7 +153,7 @@ impl ReportData {
             let Some(map_name) = field("Name") else {
                 continue;
             };
-            let (values, _) = read_3d(dir.join(format!("{map_name}.nii.gz")))?;
+            let (values, _) = read_3d(image(dir, &map_name))?;
             maps.push(MapImage {
                 symbol: field("Symbol").unwrap_or_else(|| map_name.clone()),
                 unit: field("Units").unwrap_or_default(),
@@ -161,12 +161,25 @@ impl ReportData {
                 values,
             });
         }
-        let (q, _) = read_3d(dir.join("quality_mask.nii.gz"))?;
+        let (q, _) = read_3d(image(dir, "quality_mask"))?;
         Ok(ReportData {
             summary,
             maps,
             quality: q.mapv(|c| if (0.0..=255.0).contains(&c) { c as u8 } else { 0 }),
         })
+    }
+}
+
+/// The image `stem` in `dir`: `stem.nii.gz`, else `stem.nii` (a run with
+/// `output.compress = false`); the first name when neither exists, so the
+/// error names what is missing.
+fn image(dir: &Path, stem: &str) -> PathBuf {
+    let gz = dir.join(format!("{stem}.nii.gz"));
+    let plain = dir.join(format!("{stem}.nii"));
+    if !gz.exists() && plain.exists() {
+        plain
+    } else {
+        gz
     }
 }
 
