@@ -176,7 +176,7 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
         tracing::warn!("{w}");
     }
 
-    stage.maps(&out.maps, &out.geometry, config)?;
+    stage.maps(&out.maps, &out.geometry, config, ctx.device.threads())?;
     output::fault_point("write");
     for (name, volume) in &out.volumes {
         stage.volume(name, volume, &out.geometry)?;

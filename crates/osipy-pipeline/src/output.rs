@@ -187,13 +187,42 @@ impl Staging {
 
     /// Writes parameter maps (with `_se` maps and sidecars carrying the
     /// config), `r_squared.nii.gz` and `quality_mask.nii.gz`.
-    pub(crate) fn maps(&mut self, set: &MapSet, geometry: &Geometry, config: &Config) -> Result<()> {
+    ///
+    /// The maps are compressed and written on up to `threads` threads, each
+    /// taking a fixed run of consecutive maps; the files are listed in map
+    /// order whatever the thread count.
+    pub(crate) fn maps(
+        &mut self,
+        set: &MapSet,
+        geometry: &Geometry,
+        config: &Config,
+        threads: usize,
+    ) -> Result<()> {
         let config = serde_json::to_value(config).map_err(|e| OsipyError::Validation(e.to_string()))?;
-        for map in &set.maps {
+        let (tmp, ext) = (self.tmp().to_path_buf(), self.ext);
+        let write = |map: &osipy_core::ParameterMap| {
             let mut map = map.clone();
             map.provenance = map.provenance.with_setting("config", config.clone());
-            let files = write_parameter_map_as(self.tmp(), &map, geometry, self.ext)?;
-            self.written.extend(files);
+            write_parameter_map_as(&tmp, &map, geometry, ext)
+        };
+        let per_thread = set.maps.len().div_ceil(threads.max(1)).max(1);
+        let written: Vec<Result<Vec<PathBuf>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = set
+                .maps
+                .chunks(per_thread)
+                .map(|run| scope.spawn(|| run.iter().map(write).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(OsipyError::Validation("a map writer thread failed".into()))]
+                    })
+                })
+                .collect()
+        });
+        for files in written {
+            self.written.extend(files?);
         }
         self.volume("r_squared.nii.gz", &Volume::Map(set.r_squared.clone()), geometry)?;
         let p = self.tmp().join(self.image_name("quality_mask.nii.gz"));

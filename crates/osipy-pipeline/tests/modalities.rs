@@ -251,3 +251,43 @@ fn uncompressed_output_writes_plain_nifti_with_the_same_maps() {
     osipy_pipeline::write_report(&dir.path().join("plain")).unwrap();
     assert!(dir.path().join("plain/report.html").is_file());
 }
+
+/// Maps are written on several threads: the files, their bytes and their
+/// order in `osipy_run.json` do not depend on the thread count.
+#[test]
+fn outputs_are_the_same_for_any_thread_count() {
+    let m = osipy_pipeline::modality::modality("dce").unwrap();
+    let (dir, case) = demo_files(m);
+    let config = Config::from_toml(&case.config).unwrap();
+    let run = |threads: usize| {
+        let out = dir.path().join(format!("t{threads}"));
+        let s = run_analysis(
+            &config,
+            &RunOptions {
+                data_dir: dir.path().into(),
+                out_dir: out.clone(),
+                threads: Some(threads),
+                no_report: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let names: Vec<String> = s
+            .outputs
+            .iter()
+            .filter_map(|p| Some(p.file_name()?.to_str()?.to_string()))
+            .collect();
+        (out, names)
+    };
+    let (one, names1) = run(1);
+    let (three, names3) = run(3);
+    assert_eq!(names1, names3);
+    assert!(names1.len() > 8, "{names1:?}");
+    for n in names1.iter().filter(|n| n.ends_with(".nii.gz")) {
+        assert_eq!(
+            std::fs::read(one.join(n)).unwrap(),
+            std::fs::read(three.join(n)).unwrap(),
+            "{n}"
+        );
+    }
+}
