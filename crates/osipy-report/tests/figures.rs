@@ -149,7 +149,7 @@ fn line_plots_draw_measured_points_and_the_fit_in_their_colours() {
 }
 
 #[test]
-fn histograms_count_in_range_values_and_report_the_rest() {
+fn histograms_draw_bars_coloured_across_the_range() {
     let values: Vec<f64> = (0..1000).map(|i| i as f64 / 1000.0).collect();
     let f = histogram("h", "mm²/s", &values, (0.1, 0.9)).unwrap();
     let (buf, w, h) = decode(&f);
