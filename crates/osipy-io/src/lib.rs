@@ -29,10 +29,12 @@
 mod atomic;
 pub mod curves;
 mod dataset;
+pub mod dicom;
 pub mod dro;
 mod inputs;
 pub mod modality;
 mod nifti_io;
+pub mod peers;
 
 pub use curves::{aif_plot, voxel_curves, CurveAxes, Plot, Trace};
 pub use dataset::{Acquisition, AxisUnit, Dataset, DynamicAxis, Sourced};

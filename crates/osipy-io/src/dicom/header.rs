@@ -1,0 +1,486 @@
+//! Header parsing: one file to a [`FileHeader`] with one [`FrameInfo`] per
+//! frame (classic files have one), and the vendor parsers for b-values.
+
+use super::SeriesInfo;
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+use osipy_core::{OsipyError, Result};
+use serde_json::{json, Map, Value};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// MR Image Storage.
+pub const MR_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
+/// Enhanced MR Image Storage.
+pub const ENHANCED_MR_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.4.1";
+/// Media Storage Directory Storage (DICOMDIR).
+const DICOMDIR: &str = "1.2.840.10008.1.3.10";
+
+/// Scanner vendor, from `Manufacturer`; it decides where b-values are read
+/// when the standard `DiffusionBValue` (0018,9087) is absent:
+///
+/// | vendor | tag | private creator | value |
+/// |---|---|---|---|
+/// | Siemens | (0019,100C) | `SIEMENS MR HEADER` | b (IS) |
+/// | GE | (0043,1039) | `GEMS_PARM_01` | first value, less 10^9 multiples (IS) |
+/// | Philips | (2001,1003) | `Philips Imaging DD 001` | b (FL) |
+///
+/// A private tag is trusted only when its block's creator (e.g. (0019,0010))
+/// names the vendor's dictionary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    /// Siemens Healthineers.
+    Siemens,
+    /// GE HealthCare.
+    Ge,
+    /// Philips.
+    Philips,
+    /// Any other, or none given: standard tags only.
+    Other,
+}
+
+impl Vendor {
+    /// The vendor a `Manufacturer` value names.
+    pub fn from_manufacturer(m: &str) -> Vendor {
+        let m = m.to_uppercase();
+        if m.contains("SIEMENS") {
+            Vendor::Siemens
+        } else if m.contains("PHILIPS") {
+            Vendor::Philips
+        } else if m.starts_with("GE") || m.contains("GENERAL ELECTRIC") {
+            Vendor::Ge
+        } else {
+            Vendor::Other
+        }
+    }
+
+    /// The b-value of a frame: the standard tag, else the vendor's private one.
+    fn b_value(self, obj: &InMemDicomObject) -> Option<f64> {
+        if let Some(b) = num(obj, tags::DIFFUSION_B_VALUE) {
+            return Some(b);
+        }
+        let private = |group: u16, elem: u16, creator: &str| {
+            let block = Tag(group, 0x0010 + (elem >> 8) - 0x10);
+            let c = text(obj, block)?;
+            c.to_uppercase()
+                .contains(&creator.to_uppercase())
+                .then(|| num(obj, Tag(group, elem)))
+                .flatten()
+        };
+        match self {
+            Vendor::Siemens => private(0x0019, 0x100C, "SIEMENS MR HEADER"),
+            Vendor::Ge => private(0x0043, 0x1039, "GEMS_PARM_01").map(|b| b.rem_euclid(1e9)),
+            Vendor::Philips => private(0x2001, 0x1003, "Philips Imaging DD 001"),
+            Vendor::Other => None,
+        }
+    }
+}
+
+/// What one file is.
+pub enum Scanned {
+    /// No DICM marker: not a DICOM Part 10 file; ignored.
+    NotDicom,
+    /// A DICOMDIR index.
+    Dicomdir,
+    /// A DICOM object that is no MR image.
+    Other {
+        path: PathBuf,
+        class: String,
+        series_uid: String,
+    },
+    /// An MR image file.
+    Image(Box<FileHeader>),
+}
+
+/// What the series assembly needs from one image file.
+#[derive(Debug, Clone)]
+pub struct FileHeader {
+    pub path: PathBuf,
+    pub series_uid: String,
+    pub series_number: Option<i64>,
+    pub series_description: String,
+    pub vendor: Vendor,
+    pub rows: usize,
+    pub cols: usize,
+    /// (row spacing, column spacing), mm.
+    pub pixel_spacing: [f64; 2],
+    pub slice_thickness: Option<f64>,
+    pub frames: Vec<FrameInfo>,
+    /// BIDS-named acquisition parameters.
+    pub params: Map<String, Value>,
+}
+
+/// One frame's position, orientation, order keys, rescale and b-value.
+#[derive(Debug, Clone)]
+pub struct FrameInfo {
+    /// Frame number within the file (0 for classic files).
+    pub frame: u32,
+    pub position: [f64; 3],
+    pub orientation: [f64; 6],
+    pub temporal_position: Option<f64>,
+    /// ms.
+    pub trigger_time: Option<f64>,
+    /// Seconds of the day (enhanced: of the date-time's day).
+    pub acquisition_time: Option<f64>,
+    pub instance: Option<f64>,
+    /// (slope, intercept).
+    pub rescale: (f64, f64),
+    pub b_value: Option<f64>,
+}
+
+/// Reads the header of `path` (up to the pixel data).
+pub fn scan_file(path: &Path) -> Result<Scanned> {
+    if path
+        .file_name()
+        .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+    {
+        return Ok(Scanned::Dicomdir);
+    }
+    if !has_marker(path)? {
+        return Ok(Scanned::NotDicom);
+    }
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| OsipyError::io(path, format!("not a readable DICOM file: {e}")))?;
+    let class = obj
+        .meta()
+        .media_storage_sop_class_uid()
+        .trim_end_matches('\0')
+        .to_string();
+    if class == DICOMDIR {
+        return Ok(Scanned::Dicomdir);
+    }
+    let series_uid = text(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
+    if class != MR_IMAGE && class != ENHANCED_MR_IMAGE {
+        return Ok(Scanned::Other {
+            path: path.to_path_buf(),
+            class: class_name(&class),
+            series_uid,
+        });
+    }
+    if series_uid.is_empty() {
+        return Err(missing(path, "SeriesInstanceUID (0020,000E)"));
+    }
+    let rows = num(&obj, tags::ROWS).ok_or_else(|| missing(path, "Rows (0028,0010)"))? as usize;
+    let cols = num(&obj, tags::COLUMNS).ok_or_else(|| missing(path, "Columns (0028,0011)"))? as usize;
+    if rows == 0 || cols == 0 {
+        return Err(OsipyError::data(
+            format!("image size of {}", path.display()),
+            format!("{rows} x {cols}"),
+            "at least one row and one column",
+        ));
+    }
+    let vendor = Vendor::from_manufacturer(&text(&obj, tags::MANUFACTURER).unwrap_or_default());
+    let enhanced = class == ENHANCED_MR_IMAGE;
+    let shared = enhanced
+        .then(|| first_item(&obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE))
+        .flatten();
+    // A functional-group attribute: per-frame item first, then shared,
+    // then the top level (classic files).
+    let group_num = |per_frame: Option<&InMemDicomObject>, seq: Tag, tag: Tag| -> Option<Vec<f64>> {
+        per_frame
+            .and_then(|f| first_item(f, seq))
+            .and_then(|g| nums(g, tag))
+            .or_else(|| shared.and_then(|s| first_item(s, seq)).and_then(|g| nums(g, tag)))
+            .or_else(|| nums(&obj, tag))
+    };
+    let spacing = group_num(None, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)
+        .filter(|v| v.len() == 2 && v.iter().all(|x| *x > 0.0 && x.is_finite()))
+        .ok_or_else(|| missing(path, "PixelSpacing (0028,0030), two positive numbers"))?;
+    let slice_thickness = group_num(None, tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS).map(|v| v[0]);
+    let frame_info = |frame: u32, item: Option<&InMemDicomObject>| -> Result<FrameInfo> {
+        let position = group_num(item, tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT)
+            .filter(|v| v.len() == 3)
+            .ok_or_else(|| missing(path, "ImagePositionPatient (0020,0032), three numbers"))?;
+        let orientation = group_num(
+            item,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+        )
+        .filter(|v| v.len() == 6)
+        .ok_or_else(|| missing(path, "ImageOrientationPatient (0020,0037), six numbers"))?;
+        let slope = group_num(
+            item,
+            tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+            tags::RESCALE_SLOPE,
+        )
+        .map_or(1.0, |v| v[0]);
+        let intercept = group_num(
+            item,
+            tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+            tags::RESCALE_INTERCEPT,
+        )
+        .map_or(0.0, |v| v[0]);
+        let content = item.and_then(|f| first_item(f, tags::FRAME_CONTENT_SEQUENCE));
+        let (temporal_position, acquisition_time, instance) = match content {
+            Some(c) => (
+                num(c, tags::TEMPORAL_POSITION_INDEX),
+                text(c, tags::FRAME_ACQUISITION_DATE_TIME).and_then(|s| datetime_seconds(&s)),
+                Some(frame as f64),
+            ),
+            None if enhanced => (None, None, Some(frame as f64)),
+            None => (
+                num(&obj, tags::TEMPORAL_POSITION_IDENTIFIER),
+                text(&obj, tags::ACQUISITION_TIME).and_then(|s| time_seconds(&s)),
+                num(&obj, tags::INSTANCE_NUMBER),
+            ),
+        };
+        let b_value = item
+            .and_then(|f| first_item(f, tags::MR_DIFFUSION_SEQUENCE))
+            .and_then(|d| num(d, tags::DIFFUSION_B_VALUE))
+            .or_else(|| vendor.b_value(&obj));
+        Ok(FrameInfo {
+            frame,
+            position: [position[0], position[1], position[2]],
+            orientation: [0, 1, 2, 3, 4, 5].map(|i| orientation[i]),
+            temporal_position,
+            trigger_time: num(&obj, tags::TRIGGER_TIME),
+            acquisition_time,
+            instance,
+            rescale: (slope, intercept),
+            b_value,
+        })
+    };
+    let frames = if enhanced {
+        let n = num(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1.0) as usize;
+        let items = obj
+            .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .ok()
+            .flatten()
+            .and_then(|e| e.items())
+            .unwrap_or(&[]);
+        if items.len() != n {
+            return Err(OsipyError::data(
+                format!("PerFrameFunctionalGroupsSequence of {}", path.display()),
+                format!("{} items", items.len()),
+                format!("one per frame (NumberOfFrames = {n})"),
+            ));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| frame_info(i as u32, Some(it)))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        vec![frame_info(0, None)?]
+    };
+    // Acquisition parameters, BIDS names and units (s, degrees, T).
+    let timing =
+        |tag: Tag| group_num(None, tags::MR_TIMING_AND_RELATED_PARAMETERS_SEQUENCE, tag).map(|v| v[0]);
+    let echo = group_num(None, tags::MR_ECHO_SEQUENCE, tags::EFFECTIVE_ECHO_TIME).map(|v| v[0]);
+    let mut params = Map::new();
+    let mut put = |key: &str, v: Option<f64>| {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            params.insert(key.into(), json!(v));
+        }
+    };
+    put(
+        "RepetitionTime",
+        timing(tags::REPETITION_TIME).map(|ms| ms / 1000.0),
+    );
+    put(
+        "EchoTime",
+        echo.or_else(|| num(&obj, tags::ECHO_TIME)).map(|ms| ms / 1000.0),
+    );
+    put(
+        "InversionTime",
+        num(&obj, tags::INVERSION_TIME).map(|ms| ms / 1000.0),
+    );
+    put("FlipAngle", timing(tags::FLIP_ANGLE));
+    put("MagneticFieldStrength", num(&obj, tags::MAGNETIC_FIELD_STRENGTH));
+    put("SliceThickness", slice_thickness);
+    for (key, tag) in [
+        ("Manufacturer", tags::MANUFACTURER),
+        ("ManufacturersModelName", tags::MANUFACTURER_MODEL_NAME),
+        ("SeriesDescription", tags::SERIES_DESCRIPTION),
+        ("ProtocolName", tags::PROTOCOL_NAME),
+    ] {
+        if let Some(v) = text(&obj, tag).filter(|s| !s.is_empty()) {
+            params.insert(key.into(), json!(v));
+        }
+    }
+    Ok(Scanned::Image(Box::new(FileHeader {
+        path: path.to_path_buf(),
+        series_number: num(&obj, tags::SERIES_NUMBER).map(|n| n as i64),
+        series_description: text(&obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
+        series_uid,
+        vendor,
+        rows,
+        cols,
+        pixel_spacing: [spacing[0], spacing[1]],
+        slice_thickness,
+        frames,
+        params,
+    })))
+}
+
+/// The sidecar of a series: the first file's parameters, the series, and
+/// the per-volume frame times and b-values.
+pub fn sidecar(first: &FileHeader, info: &SeriesInfo, times: Option<&[f64]>, bvals: Option<&[f64]>) -> Value {
+    let mut m = first.params.clone();
+    if let Some(n) = info.number {
+        m.insert("SeriesNumber".into(), json!(n));
+    }
+    m.insert("SeriesInstanceUID".into(), json!(info.uid));
+    if let Some(t) = times {
+        m.insert("FrameTimesStart".into(), json!(t));
+    }
+    if let Some(b) = bvals {
+        m.insert("bvals".into(), json!(b));
+    }
+    Value::Object(m)
+}
+
+/// The raw (not rescaled) pixels of `frames` of `path`, `len` each.
+pub fn read_frames(path: &Path, frames: &[u32], len: usize) -> Result<Vec<Vec<f64>>> {
+    let obj = OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| OsipyError::io(path, format!("not a readable DICOM file: {e}")))?;
+    let bad = |e: &dyn std::fmt::Display| OsipyError::io(path, format!("cannot decode the pixel data: {e}"));
+    let samples = num(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1.0);
+    if samples != 1.0 {
+        return Err(OsipyError::data(
+            format!("SamplesPerPixel of {}", path.display()),
+            samples.to_string(),
+            "1 (a greyscale MR image; colour images are not read)",
+        ));
+    }
+    let decoded = obj.decode_pixel_data().map_err(|e| bad(&e))?;
+    let opts = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
+    frames
+        .iter()
+        .map(|f| {
+            let v: Vec<f64> = decoded
+                .to_vec_frame_with_options(*f, &opts)
+                .map_err(|e| bad(&e))?;
+            if v.len() != len {
+                return Err(OsipyError::io(
+                    path,
+                    format!("frame {f} holds {} pixels, the header says {len}", v.len()),
+                ));
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+fn has_marker(path: &Path) -> Result<bool> {
+    let mut f = std::fs::File::open(path).map_err(|e| OsipyError::io(path, format!("cannot open: {e}")))?;
+    let mut head = [0u8; 132];
+    match f.read_exact(&mut head) {
+        Ok(()) => Ok(&head[128..] == b"DICM"),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(OsipyError::io(path, format!("cannot read: {e}"))),
+    }
+}
+
+fn missing(path: &Path, what: &str) -> OsipyError {
+    OsipyError::io(path, format!("the DICOM header has no {what}"))
+}
+
+fn class_name(uid: &str) -> String {
+    let name = match uid {
+        u if u.starts_with("1.2.840.10008.5.1.4.1.1.7") => "Secondary Capture Image",
+        u if u.starts_with("1.2.840.10008.5.1.4.1.1.88.") => "Structured Report",
+        u if u.starts_with("1.2.840.10008.5.1.4.1.1.11.") => "Presentation State",
+        "1.2.840.10008.5.1.4.1.1.4.2" => "MR Spectroscopy",
+        "1.2.840.10008.5.1.4.1.1.66" => "Raw Data",
+        "1.2.840.10008.5.1.4.1.1.2" => "CT Image",
+        _ => "non-MR-image",
+    };
+    format!("{name} (SOP class {uid})")
+}
+
+fn first_item(obj: &InMemDicomObject, seq: Tag) -> Option<&InMemDicomObject> {
+    obj.element_opt(seq).ok().flatten()?.items()?.first()
+}
+
+/// A text value, trimmed.
+fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let e = obj.element_opt(tag).ok().flatten()?;
+    let s = e.to_str().ok()?;
+    Some(
+        s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .to_string(),
+    )
+}
+
+/// All numbers of a value (DS, IS, FD, FL, US...; UN read as text or as a
+/// little-endian float).
+fn nums(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    let e = obj.element_opt(tag).ok().flatten()?;
+    if let Ok(v) = e.to_multi_float64() {
+        return (!v.is_empty()).then_some(v);
+    }
+    let bytes = e.to_bytes().ok()?;
+    if let Ok(s) = std::str::from_utf8(&bytes) {
+        let v: Option<Vec<f64>> = s
+            .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .split('\\')
+            .map(|x| x.trim().parse().ok())
+            .collect();
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            return Some(v);
+        }
+    }
+    match bytes.len() {
+        4 => Some(vec![
+            f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64
+        ]),
+        8 => Some(vec![f64::from_le_bytes(bytes[..8].try_into().ok()?)]),
+        _ => None,
+    }
+}
+
+fn num(obj: &InMemDicomObject, tag: Tag) -> Option<f64> {
+    nums(obj, tag).map(|v| v[0]).filter(|v| v.is_finite())
+}
+
+/// `HHMMSS.FFFFFF` (TM) to seconds of the day.
+fn time_seconds(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let digits = s.split('.').next()?;
+    if digits.len() < 2 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let part = |a: usize| digits.get(a..a + 2).map_or(Some(0.0), |p| p.parse::<f64>().ok());
+    let frac = s
+        .find('.')
+        .map_or(Some(0.0), |i| format!("0{}", &s[i..]).parse::<f64>().ok())?;
+    Some(part(0)? * 3600.0 + part(2)? * 60.0 + part(4)? + frac)
+}
+
+/// `YYYYMMDDHHMMSS.FFFFFF` (DT) to seconds of its day (days beyond are
+/// carried by the midnight rule of the frame times).
+fn datetime_seconds(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let s = s.split(['+', '-']).next()?;
+    time_seconds(s.get(8..)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(time_seconds("101530.5"), Some(10.0 * 3600.0 + 15.0 * 60.0 + 30.5));
+        assert_eq!(time_seconds("1015"), Some(10.0 * 3600.0 + 15.0 * 60.0));
+        assert_eq!(time_seconds("ab"), None);
+        assert_eq!(datetime_seconds("20261202101530.25"), Some(36930.25));
+    }
+
+    #[test]
+    fn vendors() {
+        assert_eq!(Vendor::from_manufacturer("SIEMENS"), Vendor::Siemens);
+        assert_eq!(Vendor::from_manufacturer("GE MEDICAL SYSTEMS"), Vendor::Ge);
+        assert_eq!(
+            Vendor::from_manufacturer("Philips Medical Systems"),
+            Vendor::Philips
+        );
+        assert_eq!(Vendor::from_manufacturer("Canon"), Vendor::Other);
+    }
+}
