@@ -15,6 +15,15 @@ const AFFINE: [[f64; 4]; 4] = [
     [0.0, 0.0, 0.0, 1.0],
 ];
 
+/// The demo geometry of `--dicom`: the same grid stored as dcm2niix lays out
+/// an axial scan (x from right to left: LAS), which DICOM can hold.
+const AFFINE_LAS: [[f64; 4]; 4] = [
+    [-2.0, 0.0, 0.0, 16.0],
+    [0.0, 2.0, 0.0, -16.0],
+    [0.0, 0.0, 4.0, -8.0],
+    [0.0, 0.0, 0.0, 1.0],
+];
+
 /// Prints, per distinct true value of `name`, the median fitted value read
 /// back from `maps/<name>.nii.gz` and the median |relative error|.
 fn table_rows(maps: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usize) -> Result<()> {
@@ -43,8 +52,16 @@ fn table_rows(maps: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usi
 }
 
 /// Runs the demo of `m` into `out` (data in `out/data`, maps in `out/maps`).
-/// An earlier demo's data or maps there are replaced only with `overwrite`.
-pub fn run(m: &dyn Modality, out: &Path, overwrite: bool, no_report: bool, quiet: bool) -> Result<()> {
+/// An earlier demo's data or maps there are replaced only with `overwrite`;
+/// `dicom` writes the series as DICOM folders.
+pub fn run(
+    m: &dyn Modality,
+    out: &Path,
+    overwrite: bool,
+    no_report: bool,
+    dicom: bool,
+    quiet: bool,
+) -> Result<()> {
     let data = out.join("data");
     let maps = out.join("maps");
     let occupied = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some());
@@ -59,7 +76,11 @@ pub fn run(m: &dyn Modality, out: &Path, overwrite: bool, no_report: bool, quiet
     }
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let case = m.demo()?;
-    let config_path = case.write_files(&data, &Geometry::from_affine(AFFINE))?;
+    let config_path = if dicom {
+        case.write_dicom_files(&data, &Geometry::from_affine(AFFINE_LAS))?
+    } else {
+        case.write_files(&data, &Geometry::from_affine(AFFINE))?
+    };
 
     let config = Config::from_file(&config_path)?;
     let start = std::time::Instant::now();

@@ -92,6 +92,10 @@ enum Command {
         /// Skip report.html and figures/.
         #[arg(long)]
         no_report: bool,
+        /// Write the phantom's series as DICOM folders (classic MR files)
+        /// instead of NIfTI, and analyse those.
+        #[arg(long)]
+        dicom: bool,
     },
 }
 
@@ -226,6 +230,7 @@ fn real_main(cli: Cli) -> Result<()> {
             output,
             overwrite,
             no_report,
+            dicom,
         } => {
             let m = modality(&id).map_err(|_| {
                 anyhow::anyhow!(
@@ -234,7 +239,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 )
             })?;
             init_logging(cli.verbose, true, None);
-            demo::run(m, &output, overwrite, no_report, cli.quiet).context("demo failed")?;
+            demo::run(m, &output, overwrite, no_report, dicom, cli.quiet).context("demo failed")?;
         }
     }
     Ok(())

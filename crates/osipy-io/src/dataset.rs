@@ -121,6 +121,7 @@ impl Dataset {
             data,
             geometry,
             time_step,
+            frame_times,
             path,
         } = series;
         let data = crate::nifti_io::into_standard_layout(data);
@@ -128,14 +129,24 @@ impl Dataset {
         let grid = [s[0], s[1], s[2]];
         let n = s[3];
         let mask = inputs.mask(grid, &geometry)?;
+        let listed = frame_times.map(|values| DynamicAxis {
+            values,
+            unit: AxisUnit::Seconds,
+            source: inputs.dicom(role).map_or_else(
+                || path.display().to_string(),
+                |d| format!("acquisition times of {}", d.source()),
+            ),
+        });
         // A zero, negative or non-finite time step gives no frame times.
-        let axis = time_step
-            .filter(|dt| *dt > 0.0 && dt.is_finite())
-            .map(|dt| DynamicAxis {
-                values: (0..n).map(|i| i as f64 * dt).collect(),
-                unit: AxisUnit::Seconds,
-                source: format!("{} (pixdim[4] = {dt} s)", path.display()),
-            });
+        let axis = listed.or_else(|| {
+            time_step
+                .filter(|dt| *dt > 0.0 && dt.is_finite())
+                .map(|dt| DynamicAxis {
+                    values: (0..n).map(|i| i as f64 * dt).collect(),
+                    unit: AxisUnit::Seconds,
+                    source: format!("{} (pixdim[4] = {dt} s)", path.display()),
+                })
+        });
         let mut acquisition = Acquisition::default();
         if let Some((sidecar, json)) = inputs.sidecar(role)? {
             let src = sidecar.display().to_string();

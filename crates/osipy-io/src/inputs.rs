@@ -5,13 +5,20 @@
 //! config names files (or inline values) per role, and roles it leaves unset
 //! are discovered in the data folder by the role's file-name rule. Modality
 //! crates read through [`Inputs`], never through `std::fs`.
+//!
+//! A file role may name a folder instead: it is read as a DICOM series
+//! ([`crate::dicom`]), `data.series` picking the series when the folder holds
+//! several. Its headers stand in for the JSON sidecar ([`Inputs::sidecar`])
+//! and give the frame times ([`Series::frame_times`]).
 
+use crate::dicom::{self, DicomSeries, SeriesSelector};
 use crate::{read_3d, read_4d, Geometry};
 use ndarray::{Array3, Array4};
 use osipy_core::{OsipyError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a role holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +27,9 @@ pub enum InputKind {
     File,
     /// Inline numbers in the config (e.g. `b_values = [0, 50, 800]`).
     Values,
+    /// Which series of a DICOM folder: a number or text, or a table of them
+    /// by role (`series = { asl = 5, m0 = 6 }`).
+    Selector,
 }
 
 /// One input role of a modality.
@@ -46,6 +56,18 @@ pub const MASK: InputSpec = InputSpec {
     discover: Some(|n| is_nifti(n) && n.contains("mask")),
 };
 
+/// The DICOM series choice every modality shares (see [`crate::dicom`]).
+pub const SERIES: InputSpec = InputSpec {
+    role: "series",
+    description: "DICOM folder with several series: series number, UID or description pattern (* ?); a table by role (e.g. { asl = 5, m0 = 6 }) for several folders",
+    example: "7",
+    kind: InputKind::Selector,
+    discover: None,
+};
+
+/// The roles every modality has besides its own: [`MASK`] and [`SERIES`].
+pub const SHARED: [InputSpec; 2] = [MASK, SERIES];
+
 /// The frame-times role of dynamic series (read by
 /// [`crate::Dataset::frame_times`]).
 pub const TIME_FILE: InputSpec = InputSpec {
@@ -69,6 +91,10 @@ pub enum DataValue {
     Path(String),
     /// Inline values.
     Values(Vec<f64>),
+    /// One number (`series = 7`).
+    Number(f64),
+    /// Values by role (`series = { asl = 5, m0 = 6 }`).
+    Table(BTreeMap<String, DataValue>),
 }
 
 /// A 4D series as read: data, geometry and the time step of its header.
@@ -80,7 +106,10 @@ pub struct Series {
     pub geometry: Geometry,
     /// `pixdim[4]` in seconds, when the header has one.
     pub time_step: Option<f64>,
-    /// The file.
+    /// Frame start times (s) from the first, when the headers list them
+    /// (DICOM acquisition times).
+    pub frame_times: Option<Vec<f64>>,
+    /// The file (or DICOM folder).
     pub path: PathBuf,
 }
 
@@ -91,6 +120,7 @@ pub struct Inputs {
     files: BTreeMap<&'static str, PathBuf>,
     values: BTreeMap<&'static str, Vec<f64>>,
     discovered: std::collections::BTreeSet<&'static str>,
+    dicom: BTreeMap<&'static str, Arc<DicomSeries>>,
 }
 
 impl Inputs {
@@ -100,15 +130,22 @@ impl Inputs {
     /// candidates for one role is an error naming both.
     pub fn resolve(dir: &Path, specs: &[InputSpec], data: &BTreeMap<String, DataValue>) -> Result<Inputs> {
         Inputs::check(specs, data)?;
-        let all: Vec<&InputSpec> = specs.iter().chain(std::iter::once(&MASK)).collect();
+        let all: Vec<&InputSpec> = specs.iter().chain(SHARED.iter()).collect();
         let mut inputs = Inputs {
             dir: dir.to_path_buf(),
             ..Inputs::default()
         };
         for spec in all {
             match (data.get(spec.role), spec.kind) {
+                (_, InputKind::Selector) => {}
                 (Some(DataValue::Path(p)), InputKind::File) => {
-                    inputs.files.insert(spec.role, resolve_path(dir, p));
+                    let path = resolve_path(dir, p);
+                    if dicom::is_dicom_folder(&path) {
+                        let selector = selector(data, spec.role)?;
+                        let series = dicom::scan(&path, selector.as_ref())?;
+                        inputs.dicom.insert(spec.role, Arc::new(series));
+                    }
+                    inputs.files.insert(spec.role, path);
                 }
                 (Some(DataValue::Values(v)), InputKind::Values) => {
                     inputs.values.insert(spec.role, v.clone());
@@ -131,7 +168,7 @@ impl Inputs {
     /// every key is a role and every value of the role's kind (what
     /// [`Inputs::resolve`] checks first; `osipy validate` runs it too).
     pub fn check(specs: &[InputSpec], data: &BTreeMap<String, DataValue>) -> Result<()> {
-        let all: Vec<&InputSpec> = specs.iter().chain(std::iter::once(&MASK)).collect();
+        let all: Vec<&InputSpec> = specs.iter().chain(SHARED.iter()).collect();
         for (key, value) in data {
             let Some(spec) = all.iter().find(|s| s.role == key) else {
                 return Err(OsipyError::UnknownName {
@@ -142,10 +179,36 @@ impl Inputs {
             };
             match (value, spec.kind) {
                 (DataValue::Path(_), InputKind::File) | (DataValue::Values(_), InputKind::Values) => {}
+                (DataValue::Path(_) | DataValue::Number(_), InputKind::Selector) => {}
+                (DataValue::Table(t), InputKind::Selector) => {
+                    for (role, v) in t {
+                        if !all.iter().any(|s| s.role == role && s.kind == InputKind::File) {
+                            return Err(OsipyError::UnknownName {
+                                kind: "data.series role".into(),
+                                name: role.clone(),
+                                valid: all
+                                    .iter()
+                                    .filter(|s| s.kind == InputKind::File)
+                                    .map(|s| s.role.to_string())
+                                    .collect(),
+                            });
+                        }
+                        if !matches!(v, DataValue::Path(_) | DataValue::Number(_)) {
+                            return Err(OsipyError::Validation(format!(
+                                "data.series.{role} must be a series number, UID or description pattern"
+                            )));
+                        }
+                    }
+                }
                 (_, kind) => return Err(wrong_kind(spec.role, kind)),
             }
         }
         Ok(())
+    }
+
+    /// The DICOM series of `role`, when its path is a folder.
+    pub fn dicom(&self, role: &str) -> Option<&DicomSeries> {
+        self.dicom.get(role).map(|d| d.as_ref())
     }
 
     /// The data folder.
@@ -183,13 +246,44 @@ impl Inputs {
         let Some(p) = self.path(role) else {
             return Ok(None);
         };
+        if let Some(d) = self.dicom(role) {
+            return Ok(Some(Series {
+                data: d.read()?,
+                geometry: d.geometry.clone(),
+                time_step: None,
+                frame_times: d.frame_times.clone(),
+                path: p.to_path_buf(),
+            }));
+        }
         let (data, geometry, time_step) = read_4d(p)?;
         Ok(Some(Series {
             data,
             geometry,
             time_step,
+            frame_times: None,
             path: p.to_path_buf(),
         }))
+    }
+
+    /// Reads the 3D image of `role` (a NIfTI, or a DICOM series of one
+    /// volume) with its geometry.
+    fn image_3d(&self, role: &str, p: &Path) -> Result<(Array3<f64>, Geometry)> {
+        let Some(d) = self.dicom(role) else {
+            return read_3d(p);
+        };
+        let [nx, ny, nz, nt] = d.shape;
+        if nt != 1 {
+            return Err(OsipyError::data(
+                format!("data.{role} ({})", d.source()),
+                format!("{nt} volumes"),
+                "one volume (a 3D image)",
+            ));
+        }
+        let v = d
+            .read()?
+            .into_shape_with_order((nx, ny, nz))
+            .map_err(|e| OsipyError::Validation(e.to_string()))?;
+        Ok((v, d.geometry.clone()))
     }
 
     /// Reads the 3D volume of `role`, if there is one, checking that it lies
@@ -198,7 +292,7 @@ impl Inputs {
         let Some(p) = self.path(role) else {
             return Ok(None);
         };
-        let (v, _) = read_3d(p)?;
+        let (v, _) = self.image_3d(role, p)?;
         check_grid(role, p, v.shape(), grid)?;
         Ok(Some(v))
     }
@@ -213,7 +307,7 @@ impl Inputs {
         let Some(p) = self.path(MASK.role) else {
             return Ok(Array3::from_elem(grid, true));
         };
-        let (m, g) = read_3d(p)?;
+        let (m, g) = self.image_3d(MASK.role, p)?;
         check_grid(MASK.role, p, m.shape(), grid)?;
         let differs = g
             .affine
@@ -251,11 +345,15 @@ impl Inputs {
     }
 
     /// The JSON sidecar of `role`'s image (`name.json` beside `name.nii[.gz]`),
-    /// if there is one.
+    /// if there is one; for a DICOM series, its headers in BIDS names (see
+    /// [`crate::dicom`]).
     pub fn sidecar(&self, role: &str) -> Result<Option<(PathBuf, serde_json::Value)>> {
         let Some(p) = self.path(role) else {
             return Ok(None);
         };
+        if let Some(d) = self.dicom(role) {
+            return Ok(Some((p.join("(DICOM headers)"), d.sidecar.clone())));
+        }
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
         let sidecar = p.with_file_name(format!("{stem}.json"));
@@ -273,7 +371,10 @@ impl Inputs {
         let mut m: BTreeMap<String, String> = self
             .files
             .iter()
-            .map(|(k, v)| (k.to_string(), v.display().to_string()))
+            .map(|(k, v)| match self.dicom(k) {
+                Some(d) => (k.to_string(), d.source()),
+                None => (k.to_string(), v.display().to_string()),
+            })
             .collect();
         for (k, v) in &self.values {
             m.insert(k.to_string(), format!("data.{k} ({} values)", v.len()));
@@ -288,8 +389,30 @@ fn wrong_kind(role: &str, kind: InputKind) -> OsipyError {
         match kind {
             InputKind::File => "a file path (a string)",
             InputKind::Values => "a list of numbers",
+            InputKind::Selector => "a series number, UID or description pattern, or a table of them by role",
         }
     ))
+}
+
+/// The DICOM series selector of `role`: `data.series.<role>`, else a plain
+/// `data.series`.
+fn selector(data: &BTreeMap<String, DataValue>, role: &str) -> Result<Option<SeriesSelector>> {
+    let value = match data.get(SERIES.role) {
+        Some(DataValue::Table(t)) => t.get(role),
+        other => other,
+    };
+    Ok(match value {
+        None => None,
+        Some(DataValue::Path(s)) => Some(SeriesSelector::parse(s)),
+        Some(DataValue::Number(n)) if n.fract() == 0.0 => Some(SeriesSelector::Number(*n as i64)),
+        Some(other) => {
+            return Err(OsipyError::data(
+                "data.series",
+                format!("{other:?}"),
+                "a series number, UID or description pattern",
+            ))
+        }
+    })
 }
 
 /// Errors unless `shape` is the primary series' grid.

@@ -19,7 +19,8 @@
 //!   acquisition parameters with their sources).
 //! * [`modality`]: the modality seam ([`ModalityDef`]) and the run context.
 //!
-//! DICOM and BIDS support come with their own issue.
+//! * [`dicom`]: DICOM folders (classic and enhanced MR) read into the same
+//!   input model, with vendor b-values and frame times.
 //!
 //! ## Cargo features
 //! | feature | default | what it adds |
@@ -41,7 +42,7 @@ pub use dataset::{Acquisition, AxisUnit, Dataset, DynamicAxis, Sourced};
 pub use dro::DroRow;
 pub use inputs::{
     check_grid, is_nifti, parse_numbers, parse_value_list, read_numbers, read_text_file, read_value_list,
-    DataValue, InputKind, InputSpec, Inputs, Series, MASK, MAX_TEXT_BYTES, TIME_FILE,
+    DataValue, InputKind, InputSpec, Inputs, Series, MASK, MAX_TEXT_BYTES, SERIES, SHARED, TIME_FILE,
 };
 pub use modality::{
     check_flip_angle, check_positive, check_seconds, choice_names, Choice, DemoCase, DemoFile, ModalityDef,
@@ -50,6 +51,6 @@ pub use modality::{
 
 pub use atomic::{atomic_write, write_json};
 pub use nifti_io::{
-    read_3d, read_4d, read_nifti, write_4d, write_map, write_mask, write_parameter_map,
+    read_3d, read_4d, read_nifti, write_4d, write_4d_f64, write_map, write_mask, write_parameter_map,
     write_parameter_map_as, Geometry, NiftiVolume,
 };

@@ -161,6 +161,36 @@ impl DemoCase {
         text(&config, &self.config)?;
         Ok(config)
     }
+
+    /// [`DemoCase::write_files`] with each series written as a DICOM folder
+    /// (classic MR files, named by the NIfTI's stem: `dce.nii.gz` becomes
+    /// `dce/`) and the config naming the folders. `geometry` must be one a
+    /// DICOM series can hold as osipy reads it (see
+    /// [`crate::dicom::synthetic::SyntheticSeries::affine`]).
+    pub fn write_dicom_files(
+        &self,
+        dir: &std::path::Path,
+        geometry: &Geometry,
+    ) -> Result<std::path::PathBuf> {
+        let mut case = self.clone();
+        let mut number = 0;
+        case.files
+            .retain(|(_, file)| !matches!(file, DemoFile::Series(..)));
+        for (name, file) in &self.files {
+            let DemoFile::Series(v, dt) = file else { continue };
+            let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
+            number += 1;
+            let mut s = crate::dicom::synthetic::SyntheticSeries::new(v, geometry.affine);
+            s.series_number = number;
+            s.description = stem.to_string();
+            s.frame_times = Some((0..v.dim().3).map(|t| t as f64 * dt).collect());
+            s.write(&dir.join(stem))?;
+            case.config = case
+                .config
+                .replace(&format!("\"{name}\""), &format!("\"{stem}\""));
+        }
+        case.write_files(dir, geometry)
+    }
 }
 
 /// A synthetic case with known truth: files, a config, and the true maps.

@@ -516,10 +516,38 @@ pub fn write_4d(
     time_step: f64,
 ) -> Result<()> {
     let data = values.mapv(|v| v as f32);
+    write_f32(
+        path.as_ref(),
+        &data.into_dyn(),
+        &series_header(geometry, time_step),
+    )
+}
+
+/// [`write_4d`] in float64: an exact copy of `values` (twice the size), e.g.
+/// of a series read from DICOM.
+pub fn write_4d_f64(
+    path: impl AsRef<Path>,
+    values: &Array4<f64>,
+    geometry: &Geometry,
+    time_step: f64,
+) -> Result<()> {
+    let path = path.as_ref();
+    check_output_name(path)?;
+    let header = series_header(geometry, time_step);
+    let data = values.view().into_dyn();
+    atomic_write(path, |tmp: &PathBuf| {
+        WriterOptions::new(tmp)
+            .reference_header(&header)
+            .write_nifti(&data)
+            .map_err(describe_write_error)
+    })
+}
+
+fn series_header(geometry: &Geometry, time_step: f64) -> NiftiHeader {
     let mut header = output_header(geometry, "osipy series");
     header.pixdim[4] = time_step as f32;
     header.xyzt_units = (header.xyzt_units & 0x07) | 8;
-    write_f32(path.as_ref(), &data.into_dyn(), &header)
+    header
 }
 
 fn check_output_name(path: &Path) -> Result<()> {

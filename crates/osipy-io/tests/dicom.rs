@@ -212,3 +212,123 @@ fn matches_dcm2niix() {
         }
     }
 }
+
+fn write_classic(dir: &std::path::Path, data: &Array4<f64>) -> Vec<std::path::PathBuf> {
+    let mut s = SyntheticSeries::new(data, AFFINE);
+    s.frame_times = Some((0..data.dim().3).map(|t| 2.0 * t as f64).collect());
+    s.write(dir).unwrap()
+}
+
+#[test]
+fn broken_folders_are_clear_errors() {
+    let data = volume((4, 4, 3, 2));
+    // A corrupt file: the marker, then garbage.
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_classic(dir.path(), &data);
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    bytes.truncate(200);
+    std::fs::write(&files[0], &bytes).unwrap();
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(
+        e.contains(&files[0].display().to_string()) && e.contains("not a readable DICOM file"),
+        "{e}"
+    );
+
+    // No DICOM at all; a DICOMDIR alone.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(e.contains("no DICOM files"), "{e}");
+    std::fs::write(dir.path().join("DICOMDIR"), [0u8; 300]).unwrap();
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(e.contains("only a DICOMDIR"), "{e}");
+
+    // A missing slice: one position's files removed.
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_classic(dir.path(), &volume((4, 4, 4, 2)));
+    // Files are IM<t*nz+k+1>: slice 2 (k = 1) of both frames.
+    std::fs::remove_file(&files[1]).unwrap();
+    std::fs::remove_file(&files[5]).unwrap();
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(
+        e.contains("slice spacing") && e.contains("a slice is missing"),
+        "{e}"
+    );
+
+    // Unequal frames per slice: one frame of one slice removed.
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_classic(dir.path(), &data);
+    std::fs::remove_file(&files[4]).unwrap();
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(e.contains("every slice needs every frame"), "{e}");
+}
+
+/// Rewrites one attribute of a file (through dicom-object).
+fn patch(path: &std::path::Path, f: impl FnOnce(&mut dicom_object::DefaultDicomObject)) {
+    let mut obj = dicom_object::open_file(path).unwrap();
+    f(&mut obj);
+    obj.write_to_file(path).unwrap();
+}
+
+#[test]
+fn mixed_series_are_clear_errors() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let data = volume((4, 4, 3, 2));
+    // Mixed orientations.
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_classic(dir.path(), &data);
+    patch(&files[2], |o| {
+        o.put(DataElement::new(
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            PrimitiveValue::from("1\\0\\0\\0\\0\\-1"),
+        ));
+    });
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(
+        e.contains("mixed orientations") && e.contains(&files[2].display().to_string()),
+        "{e}"
+    );
+
+    // A secondary capture in the series.
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_classic(dir.path(), &data);
+    let sc = dir.path().join("screenshot.dcm");
+    std::fs::copy(&files[0], &sc).unwrap();
+    patch(&sc, |o| {
+        let class = "1.2.840.10008.5.1.4.1.1.7";
+        o.put(DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(class),
+        ));
+        o.update_meta(|m| m.media_storage_sop_class_uid = class.into());
+    });
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(
+        e.contains("Secondary Capture") && e.contains("screenshot.dcm"),
+        "{e}"
+    );
+
+    // Non-image objects only.
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    std::fs::create_dir(dir.path()).unwrap();
+    let files = write_classic(dir.path(), &data);
+    for f in &files {
+        patch(f, |o| {
+            let class = "1.2.840.10008.5.1.4.1.1.88.22";
+            o.put(DataElement::new(
+                tags::SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from(class),
+            ));
+            o.update_meta(|m| m.media_storage_sop_class_uid = class.into());
+        });
+    }
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(
+        e.contains("none an MR image") && e.contains("Structured Report"),
+        "{e}"
+    );
+}

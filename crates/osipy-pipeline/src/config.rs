@@ -340,7 +340,7 @@ pub fn template(m: &dyn Modality, registry: &Registry) -> Result<String> {
     line(
         &mut out,
         "[data]",
-        "relative to DATA_PATH or absolute; unset roles are discovered",
+        "relative to DATA_PATH or absolute; a folder is read as DICOM; unset roles are discovered",
     );
     for spec in data_roles(m) {
         line(

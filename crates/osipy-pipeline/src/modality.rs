@@ -147,11 +147,7 @@ impl<M: ModalityDef> Modality for Seam<M> {
 
 /// The `[data]` keys of a modality: its roles and `mask`.
 pub(crate) fn data_roles(m: &dyn Modality) -> Vec<InputSpec> {
-    m.inputs()
-        .iter()
-        .copied()
-        .chain(std::iter::once(osipy_io::MASK))
-        .collect()
+    m.inputs().iter().copied().chain(osipy_io::SHARED).collect()
 }
 
 /// The example value of a role as TOML (a path string or a list).
@@ -159,5 +155,6 @@ pub(crate) fn role_example(spec: &InputSpec) -> toml::Value {
     match spec.kind {
         InputKind::File => toml::Value::String(String::new()),
         InputKind::Values => toml::Value::Array(Vec::new()),
+        InputKind::Selector => toml::Value::String(String::new()),
     }
 }
