@@ -11,6 +11,7 @@
 //! several. Its headers stand in for the JSON sidecar ([`Inputs::sidecar`])
 //! and give the frame times ([`Series::frame_times`]).
 
+use crate::bids::{self, Participant};
 use crate::dicom::{self, DicomSeries, SeriesSelector};
 use crate::{read_3d, read_4d, Geometry};
 use ndarray::{Array3, Array4};
@@ -30,6 +31,8 @@ pub enum InputKind {
     /// Which series of a DICOM folder: a number or text, or a table of them
     /// by role (`series = { asl = 5, m0 = 6 }`).
     Selector,
+    /// A word (`format = "bids"`, `subject = "01"`).
+    Text,
 }
 
 /// One input role of a modality.
@@ -65,8 +68,35 @@ pub const SERIES: InputSpec = InputSpec {
     discover: None,
 };
 
-/// The roles every modality has besides its own: [`MASK`] and [`SERIES`].
-pub const SHARED: [InputSpec; 2] = [MASK, SERIES];
+/// How the data folder is laid out (see [`crate::bids`]).
+pub const FORMAT: InputSpec = InputSpec {
+    role: "format",
+    description: "\"files\" (default: files named here or discovered in DATA_PATH) or \"bids\" (DATA_PATH is a BIDS dataset; set subject)",
+    example: "\"bids\"",
+    kind: InputKind::Text,
+    discover: None,
+};
+
+/// The BIDS subject of a run.
+pub const SUBJECT: InputSpec = InputSpec {
+    role: "subject",
+    description: "format = \"bids\": the subject label, without sub-",
+    example: "\"01\"",
+    kind: InputKind::Text,
+    discover: None,
+};
+
+/// The BIDS session of a run.
+pub const SESSION: InputSpec = InputSpec {
+    role: "session",
+    description: "format = \"bids\": the session label, without ses- (when the subject has sessions)",
+    example: "\"1\"",
+    kind: InputKind::Text,
+    discover: None,
+};
+
+/// The `[data]` keys every modality has besides its own roles.
+pub const SHARED: [InputSpec; 5] = [MASK, SERIES, FORMAT, SUBJECT, SESSION];
 
 /// The frame-times role of dynamic series (read by
 /// [`crate::Dataset::frame_times`]).
@@ -121,6 +151,7 @@ pub struct Inputs {
     values: BTreeMap<&'static str, Vec<f64>>,
     discovered: std::collections::BTreeSet<&'static str>,
     dicom: BTreeMap<&'static str, Arc<DicomSeries>>,
+    bids: Option<(PathBuf, Participant)>,
 }
 
 impl Inputs {
@@ -135,9 +166,15 @@ impl Inputs {
             dir: dir.to_path_buf(),
             ..Inputs::default()
         };
+        inputs.bids = participant(data)?.map(|p| (dir.to_path_buf(), p));
+        let search: Vec<PathBuf> = match &inputs.bids {
+            Some((root, p)) => bids::search_dirs(root, p)?,
+            None => vec![dir.to_path_buf()],
+        };
+        let prefix = inputs.bids.as_ref().map(|(_, p)| format!("{}_", p.prefix()));
         for spec in all {
             match (data.get(spec.role), spec.kind) {
-                (_, InputKind::Selector) => {}
+                (_, InputKind::Selector | InputKind::Text) => {}
                 (Some(DataValue::Path(p)), InputKind::File) => {
                     let path = resolve_path(dir, p);
                     if dicom::is_dicom_folder(&path) {
@@ -153,7 +190,7 @@ impl Inputs {
                 (Some(_), kind) => return Err(wrong_kind(spec.role, kind)),
                 (None, _) => {
                     if let Some(rule) = spec.discover {
-                        if let Some(p) = find_file(dir, spec.role, rule)? {
+                        if let Some(p) = find_file(&search, prefix.as_deref(), spec.role, rule)? {
                             inputs.files.insert(spec.role, p);
                             inputs.discovered.insert(spec.role);
                         }
@@ -180,6 +217,7 @@ impl Inputs {
             match (value, spec.kind) {
                 (DataValue::Path(_), InputKind::File) | (DataValue::Values(_), InputKind::Values) => {}
                 (DataValue::Path(_) | DataValue::Number(_), InputKind::Selector) => {}
+                (DataValue::Path(_), InputKind::Text) => {}
                 (DataValue::Table(t), InputKind::Selector) => {
                     for (role, v) in t {
                         if !all.iter().any(|s| s.role == role && s.kind == InputKind::File) {
@@ -204,6 +242,11 @@ impl Inputs {
             }
         }
         Ok(())
+    }
+
+    /// The BIDS dataset root and participant, for `data.format = "bids"`.
+    pub fn bids(&self) -> Option<(&Path, &Participant)> {
+        self.bids.as_ref().map(|(r, p)| (r.as_path(), p))
     }
 
     /// The DICOM series of `role`, when its path is a folder.
@@ -354,6 +397,9 @@ impl Inputs {
         if let Some(d) = self.dicom(role) {
             return Ok(Some((p.join("(DICOM headers)"), d.sidecar.clone())));
         }
+        if let Some((root, _)) = &self.bids {
+            return bids::sidecar(root, p);
+        }
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
         let sidecar = p.with_file_name(format!("{stem}.json"));
@@ -390,6 +436,7 @@ fn wrong_kind(role: &str, kind: InputKind) -> OsipyError {
             InputKind::File => "a file path (a string)",
             InputKind::Values => "a list of numbers",
             InputKind::Selector => "a series number, UID or description pattern, or a table of them by role",
+            InputKind::Text => "a word in quotes",
         }
     ))
 }
@@ -438,27 +485,79 @@ fn resolve_path(dir: &Path, p: &str) -> PathBuf {
 
 /// The one file in `dir` whose lower-cased name satisfies `rule`, if any;
 /// two or more candidates are an error naming them and `data.<role>`.
-fn find_file(dir: &Path, role: &str, rule: fn(&str) -> bool) -> Result<Option<PathBuf>> {
-    let mut hits: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| OsipyError::Io {
-            path: dir.into(),
-            message: "cannot list the data folder".into(),
-            source: Some(e),
-        })?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| rule(&n.to_lowercase()))
-        .collect();
+/// The one file in `dirs` whose lower-cased name passes `rule` (and, for
+/// BIDS, starts with the participant's `prefix`).
+fn find_file(
+    dirs: &[PathBuf],
+    prefix: Option<&str>,
+    role: &str,
+    rule: fn(&str) -> bool,
+) -> Result<Option<PathBuf>> {
+    let mut hits: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        hits.extend(
+            std::fs::read_dir(dir)
+                .map_err(|e| OsipyError::Io {
+                    path: dir.into(),
+                    message: "cannot list the data folder".into(),
+                    source: Some(e),
+                })?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| prefix.is_none_or(|p| n.starts_with(p)) && rule(&n.to_lowercase()))
+                .map(|n| dir.join(n)),
+        );
+    }
     hits.sort();
     match hits.len() {
         0 => Ok(None),
-        1 => Ok(Some(dir.join(&hits[0]))),
+        1 => Ok(hits.pop()),
         _ => Err(OsipyError::Validation(format!(
-            "several files in {} could be data.{role}: {}; name one explicitly as data.{role}",
-            dir.display(),
-            hits.join(", ")
+            "several files could be data.{role}: {}; name one explicitly as data.{role}",
+            hits.iter()
+                .map(|h| h.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
+    }
+}
+
+/// The BIDS participant of `data` (`format = "bids"`), checked.
+pub fn participant(data: &BTreeMap<String, DataValue>) -> Result<Option<Participant>> {
+    let text = |key: &str| match data.get(key) {
+        Some(DataValue::Path(s)) => Some(s.clone()),
+        _ => None,
+    };
+    match text(FORMAT.role).as_deref() {
+        None | Some("files") => {
+            for key in [SUBJECT.role, SESSION.role] {
+                if data.contains_key(key) {
+                    return Err(OsipyError::Validation(format!(
+                        "data.{key} applies to BIDS datasets only: set data.format = \"bids\""
+                    )));
+                }
+            }
+            Ok(None)
+        }
+        Some("bids") => {
+            let subject = text(SUBJECT.role).ok_or_else(|| OsipyError::MissingParameter {
+                name: "data.subject".into(),
+                needed_for: "data.format = \"bids\"".into(),
+                hint: "the subject label without sub-, e.g. subject = \"01\"".into(),
+            })?;
+            bids::check_label("data.subject", &subject)?;
+            let session = text(SESSION.role);
+            if let Some(s) = &session {
+                bids::check_label("data.session", s)?;
+            }
+            Ok(Some(Participant { subject, session }))
+        }
+        Some(other) => Err(OsipyError::UnknownName {
+            kind: "data.format".into(),
+            name: other.into(),
+            valid: vec!["files".into(), "bids".into()],
+        }),
     }
 }
 

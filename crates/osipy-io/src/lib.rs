@@ -28,6 +28,7 @@
 //! | (none) | | |
 
 mod atomic;
+pub mod bids;
 pub mod curves;
 mod dataset;
 pub mod dicom;
@@ -41,8 +42,9 @@ pub use curves::{aif_plot, voxel_curves, CurveAxes, Plot, Trace};
 pub use dataset::{Acquisition, AxisUnit, Dataset, DynamicAxis, Sourced};
 pub use dro::DroRow;
 pub use inputs::{
-    check_grid, is_nifti, parse_numbers, parse_value_list, read_numbers, read_text_file, read_value_list,
-    DataValue, InputKind, InputSpec, Inputs, Series, MASK, MAX_TEXT_BYTES, SERIES, SHARED, TIME_FILE,
+    check_grid, is_nifti, parse_numbers, parse_value_list, participant, read_numbers, read_text_file,
+    read_value_list, DataValue, InputKind, InputSpec, Inputs, Series, FORMAT, MASK, MAX_TEXT_BYTES, SERIES,
+    SESSION, SHARED, SUBJECT, TIME_FILE,
 };
 pub use modality::{
     check_flip_angle, check_positive, check_seconds, choice_names, Choice, DemoCase, DemoFile, ModalityDef,

@@ -225,6 +225,8 @@ pub struct ModalityInfo {
     /// (`model`, `fitting.max_iterations`); one for every key (tested).
     /// `{table_id}` expands to the names registered in that table.
     pub config_docs: &'static [(&'static str, &'static str)],
+    /// BIDS datatype folder of the inputs and maps (`perf`, `dwi`).
+    pub bids_datatype: &'static str,
 }
 
 impl ModalityInfo {
@@ -243,7 +245,14 @@ impl ModalityInfo {
             units,
             inputs,
             config_docs,
+            bids_datatype: "perf",
         }
+    }
+
+    /// The description with BIDS datatype `datatype` (default `perf`).
+    pub const fn with_bids_datatype(mut self, datatype: &'static str) -> Self {
+        self.bids_datatype = datatype;
+        self
     }
 }
 

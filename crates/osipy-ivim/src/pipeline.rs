@@ -174,7 +174,8 @@ const MAPS: [(usize, &str, &str, Unit); 4] = [
 
 impl ModalityDef for Ivim {
     type Config = IvimConfig;
-    const INFO: ModalityInfo = ModalityInfo::new("ivim", "IVIM", UNITS, INPUTS, DOCS);
+    const INFO: ModalityInfo =
+        ModalityInfo::new("ivim", "IVIM", UNITS, INPUTS, DOCS).with_bids_datatype("dwi");
 
     fn config_example() -> IvimConfig {
         IvimConfig::default()

@@ -80,6 +80,10 @@ pub enum OutputFormat {
     /// `.nii.gz` maps with JSON sidecars.
     #[default]
     Nifti,
+    /// A BIDS-derivatives dataset: the output folder is its root and this
+    /// run writes `sub-<label>[/ses-<label>]/<datatype>/` (needs
+    /// `data.format = "bids"`; see [`osipy_io::bids`]).
+    Bids,
 }
 
 impl Default for OutputConfig {
@@ -160,7 +164,7 @@ impl Default for LoggingConfig {
 }
 
 impl Choice for OutputFormat {
-    const ALL: &'static [Self] = &[OutputFormat::Nifti];
+    const ALL: &'static [Self] = &[OutputFormat::Nifti, OutputFormat::Bids];
 }
 
 impl Choice for DeviceChoice {

@@ -16,7 +16,7 @@ pub mod config;
 pub mod modality;
 mod output;
 
-pub use config::Config;
+pub use config::{Config, OutputFormat};
 pub use modality::{Modality, MODALITIES};
 pub use osipy_io::dro;
 pub use osipy_io::Progress;
@@ -162,8 +162,24 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     };
     let mut ctx = RunContext::new(Device::cpu(threads), opts.progress.clone().unwrap_or_default());
     ctx.report_voxels = config.output.report_voxels.clone();
+    // BIDS derivatives: the output folder is the dataset root, this run's
+    // folder the participant's datatype folder in it.
+    let bids_out = match config.output.format {
+        OutputFormat::Nifti => None,
+        OutputFormat::Bids => Some(osipy_io::participant(&config.data)?.ok_or_else(|| {
+            OsipyError::MissingParameter {
+                name: "data.format = \"bids\"".into(),
+                needed_for: "output.format = \"bids\"".into(),
+                hint: "a BIDS-derivatives output needs a BIDS input: set data.format = \"bids\" and data.subject".into(),
+            }
+        })?),
+    };
+    let run_dir = match &bids_out {
+        Some(p) => opts.out_dir.join(p.dir()).join(m.bids_datatype()),
+        None => opts.out_dir.clone(),
+    };
     // The output folder is checked (and its staging folder made) first.
-    let mut stage = Staging::new(&opts.out_dir, opts.overwrite)?;
+    let mut stage = Staging::new(&run_dir, opts.overwrite)?;
     if !config.output.compress {
         stage.uncompressed();
     }
@@ -180,6 +196,16 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     output::fault_point("write");
     for (name, volume) in &out.volumes {
         stage.volume(name, volume, &out.geometry)?;
+    }
+    if let Some(p) = &bids_out {
+        let sources: Vec<String> = m
+            .inputs()
+            .iter()
+            .chain(std::iter::once(&osipy_io::MASK))
+            .filter_map(|s| inputs.path(s.role))
+            .map(|f| osipy_io::bids::uri(&opts.data_dir, f))
+            .collect();
+        stage.bids_names(p, m.id(), &sources)?;
     }
     ctx.lap("write");
     let mut summary = RunSummary {
@@ -215,6 +241,14 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     }
     summary.outputs = stage.final_paths();
     stage.commit(&summary)?;
+    if bids_out.is_some() {
+        let nonstandard: Vec<&str> = MODALITIES
+            .iter()
+            .map(|m| m.id())
+            .filter(|id| !osipy_io::bids::RAW_SUFFIXES.contains(id))
+            .collect();
+        osipy_io::bids::write_dataset_files(&opts.out_dir, Some(&opts.data_dir), &nonstandard)?;
+    }
     Ok(summary)
 }
 

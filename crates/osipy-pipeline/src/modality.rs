@@ -48,6 +48,8 @@ pub trait Modality: Send + Sync {
     fn units(&self) -> &'static str;
     /// Input roles besides `mask`.
     fn inputs(&self) -> &'static [InputSpec];
+    /// BIDS datatype folder of its inputs and maps (`perf`, `dwi`).
+    fn bids_datatype(&self) -> &'static str;
     /// Parses a `[pipeline]` table into the canonical section.
     fn parse(&self, table: toml::Value) -> Result<serde_json::Value>;
     /// The defaults and the example (every optional key set) as TOML.
@@ -105,6 +107,9 @@ impl<M: ModalityDef> Modality for Seam<M> {
     fn inputs(&self) -> &'static [InputSpec] {
         M::INFO.inputs
     }
+    fn bids_datatype(&self) -> &'static str {
+        M::INFO.bids_datatype
+    }
     fn parse(&self, table: toml::Value) -> Result<serde_json::Value> {
         let typed: M::Config = table
             .try_into()
@@ -155,6 +160,6 @@ pub(crate) fn role_example(spec: &InputSpec) -> toml::Value {
     match spec.kind {
         InputKind::File => toml::Value::String(String::new()),
         InputKind::Values => toml::Value::Array(Vec::new()),
-        InputKind::Selector => toml::Value::String(String::new()),
+        InputKind::Selector | InputKind::Text => toml::Value::String(String::new()),
     }
 }

@@ -242,6 +242,38 @@ impl Staging {
         Ok(())
     }
 
+    /// Renames the staged images and sidecars to BIDS-derivative names of
+    /// participant `p` with suffix `suffix` (see [`osipy_io::bids::rename_run`]).
+    pub(crate) fn bids_names(
+        &mut self,
+        p: &osipy_io::bids::Participant,
+        suffix: &str,
+        sources: &[String],
+    ) -> Result<()> {
+        let tmp = self.tmp().to_path_buf();
+        let renamed = osipy_io::bids::rename_run(&tmp, p, suffix, sources)?;
+        let mut written = Vec::new();
+        for w in std::mem::take(&mut self.written) {
+            let name = w
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match renamed.get(&name) {
+                Some(new) => written.push(w.with_file_name(new)),
+                None => written.push(w),
+            }
+        }
+        // Sidecars made for images that had none.
+        for new in renamed.values() {
+            let path = tmp.join(new);
+            if !written.contains(&path) {
+                written.push(path);
+            }
+        }
+        self.written = written;
+        Ok(())
+    }
+
     /// Draws the report (`report.html`, `figures/`) of `summary` and `maps`.
     pub(crate) fn report(&mut self, summary: &RunSummary, maps: &MapSet) -> Result<()> {
         let data = osipy_report::ReportData {

@@ -153,7 +153,8 @@ impl ReportData {
             let Some(map_name) = field("Name") else {
                 continue;
             };
-            let (values, _) = read_3d(image(dir, &map_name))?;
+            // The image beside the sidecar (`Ktrans.json`, or a BIDS name).
+            let (values, _) = read_3d(image(dir, name.trim_end_matches(".json")))?;
             maps.push(MapImage {
                 symbol: field("Symbol").unwrap_or_else(|| map_name.clone()),
                 unit: field("Units").unwrap_or_default(),
@@ -161,7 +162,14 @@ impl ReportData {
                 values,
             });
         }
-        let (q, _) = read_3d(image(dir, "quality_mask"))?;
+        // `quality_mask`, or its BIDS-derivative name (`..._desc-qualityMask_<suffix>`).
+        let quality = outputs
+            .iter()
+            .find(|n| n.contains("_desc-qualityMask_") && !n.ends_with(".json"))
+            .map_or("quality_mask", |n| {
+                n.trim_end_matches(".gz").trim_end_matches(".nii")
+            });
+        let (q, _) = read_3d(image(dir, quality))?;
         Ok(ReportData {
             summary,
             maps,
