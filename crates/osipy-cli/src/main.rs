@@ -1,6 +1,6 @@
 //! # osipy-cli
 //!
-//! The `osipy` command-line tool: `run`, `report`, `dump-defaults`,
+//! The `osipy` command-line tool: `run`, `bids`, `report`, `dump-defaults`,
 //! `validate`, `list`, `demo`. Exit code 0 on success; on any error, non-zero with a one-line
 //! cause on stderr.
 //!
@@ -53,6 +53,32 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
         /// Skip report.html and figures/ (overrides output.report).
+        #[arg(long)]
+        no_report: bool,
+    },
+    /// Run a config on every participant of a BIDS dataset (BIDS-App
+    /// convention): a BIDS-derivatives dataset in OUTPUT_DIR. Participants
+    /// are independent; the exit code is 0 only when all succeeded.
+    Bids {
+        /// Root of the BIDS dataset.
+        bids_dir: PathBuf,
+        /// Root of the derivatives dataset to write.
+        output_dir: PathBuf,
+        /// Analysis level: `participant` (osipy has no group level).
+        analysis_level: String,
+        /// Participants to run (with or without sub-) [default: all].
+        #[arg(long, num_args = 1..)]
+        participant_label: Vec<String>,
+        /// TOML configuration (its [data] roles are found per participant).
+        #[arg(long)]
+        config: PathBuf,
+        /// Worker threads per participant.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Replace a participant's earlier output.
+        #[arg(long)]
+        overwrite: bool,
+        /// Skip report.html and figures/.
         #[arg(long)]
         no_report: bool,
     },
@@ -199,6 +225,71 @@ fn real_main(cli: Cli) -> Result<()> {
             tracing::info!(seconds = start.elapsed().as_secs_f64(), output = %out.display(), quality = ?summary.quality_counts, "done");
             if !cli.quiet {
                 println!("wrote {} files to {}", summary.outputs.len(), out.display());
+            }
+        }
+        Command::Bids {
+            bids_dir,
+            output_dir,
+            analysis_level,
+            participant_label,
+            config,
+            threads,
+            overwrite,
+            no_report,
+        } => {
+            if analysis_level != "participant" {
+                anyhow::bail!("analysis level {analysis_level:?}: osipy has only the \"participant\" level");
+            }
+            let cfg = Config::from_file(&config)?;
+            init_logging(cli.verbose, cli.quiet, Some(cfg.logging.level));
+            let participants = osipy_pipeline::bids_app::participants(&bids_dir, &participant_label, &cfg)?;
+            let opts = RunOptions {
+                overwrite,
+                threads,
+                no_report,
+                ..Default::default()
+            };
+            let runs = osipy_pipeline::bids_app::run_participants(
+                &bids_dir,
+                &output_dir,
+                &cfg,
+                &participants,
+                &opts,
+                |r| match &r.result {
+                    Ok(s) => {
+                        tracing::info!(participant = %r.participant.label(), files = s.outputs.len(), "done")
+                    }
+                    Err(e) => tracing::error!(participant = %r.participant.label(), "failed: {e}"),
+                },
+            );
+            let failed: Vec<String> = runs
+                .iter()
+                .filter_map(|r| {
+                    r.result
+                        .as_ref()
+                        .err()
+                        .map(|e| format!("  {}: {e}", r.participant.label()))
+                })
+                .collect();
+            println!(
+                "{} of {} participant runs succeeded into {}",
+                runs.len() - failed.len(),
+                runs.len(),
+                output_dir.display()
+            );
+            for r in &runs {
+                println!(
+                    "  {:<16} {}",
+                    r.participant.label(),
+                    if r.result.is_ok() { "ok" } else { "FAILED" }
+                );
+            }
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "{} participant run(s) failed:\n{}",
+                    failed.len(),
+                    failed.join("\n")
+                );
             }
         }
         Command::Report { out_dir } => {

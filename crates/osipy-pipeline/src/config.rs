@@ -183,7 +183,7 @@ impl Choice for LogLevel {
 
 /// Comments of the shared sections, by dotted path.
 const COMMON_DOCS: &[(&str, &str)] = &[
-    ("output.format", "{choices} (.nii.gz + JSON sidecars)"),
+    ("output.format", "{choices}: nifti = maps and sidecars in the output folder; bids = a BIDS-derivatives dataset (needs data.format = \"bids\")"),
     (
         "output.compress",
         "true: .nii.gz; false: plain .nii (faster, larger)",

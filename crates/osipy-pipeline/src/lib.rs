@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | (none) | | |
 
+pub mod bids_app;
 pub mod config;
 pub mod modality;
 mod output;
