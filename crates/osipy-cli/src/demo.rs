@@ -24,10 +24,21 @@ const AFFINE_LAS: [[f64; 4]; 4] = [
     [0.0, 0.0, 0.0, 1.0],
 ];
 
+/// How the demo's files are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// NIfTI files in one folder.
+    Nifti,
+    /// Series as DICOM folders.
+    Dicom,
+    /// A BIDS dataset (subject 01), maps as a BIDS-derivatives dataset.
+    Bids,
+}
+
 /// Prints, per distinct true value of `name`, the median fitted value read
-/// back from `maps/<name>.nii.gz` and the median |relative error|.
-fn table_rows(maps: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usize) -> Result<()> {
-    let (est, _) = read_3d(maps.join(format!("{name}.nii.gz")))?;
+/// back from its map `file` and the median |relative error|.
+fn table_rows(file: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usize) -> Result<()> {
+    let (est, _) = read_3d(file)?;
     let mut levels: Vec<f64> = truth.iter().copied().collect();
     levels.sort_by(|a, b| a.total_cmp(b));
     levels.dedup();
@@ -53,13 +64,13 @@ fn table_rows(maps: &Path, name: &str, truth: &ndarray::Array3<f64>, digits: usi
 
 /// Runs the demo of `m` into `out` (data in `out/data`, maps in `out/maps`).
 /// An earlier demo's data or maps there are replaced only with `overwrite`;
-/// `dicom` writes the series as DICOM folders.
+/// `layout` says how the data are written.
 pub fn run(
     m: &dyn Modality,
     out: &Path,
     overwrite: bool,
     no_report: bool,
-    dicom: bool,
+    layout: Layout,
     quiet: bool,
 ) -> Result<()> {
     let data = out.join("data");
@@ -76,10 +87,12 @@ pub fn run(
     }
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let case = m.demo()?;
-    let config_path = if dicom {
-        case.write_dicom_files(&data, &Geometry::from_affine(AFFINE_LAS))?
-    } else {
-        case.write_files(&data, &Geometry::from_affine(AFFINE))?
+    let config_path = match layout {
+        Layout::Dicom => case.write_dicom_files(&data, &Geometry::from_affine(AFFINE_LAS))?,
+        Layout::Bids => {
+            case.write_bids_files(&data, &Geometry::from_affine(AFFINE), m.bids_datatype(), "01")?
+        }
+        Layout::Nifti => case.write_files(&data, &Geometry::from_affine(AFFINE))?,
     };
 
     let config = Config::from_file(&config_path)?;
@@ -100,22 +113,43 @@ pub fn run(
         "{:<8} {:>10} {:>16} {:>14}",
         "param", "true", "median fitted", "median |err|"
     );
+    // Where the maps are: the output folder, or the participant's folder of
+    // the derivatives dataset.
+    let participant = osipy_io::bids::Participant {
+        subject: "01".into(),
+        session: None,
+    };
+    let run_dir = match layout {
+        Layout::Bids => maps.join(participant.dir()).join(m.bids_datatype()),
+        Layout::Nifti | Layout::Dicom => maps.clone(),
+    };
+    let file_of = |name: &str| match layout {
+        Layout::Bids => run_dir.join(osipy_io::bids::derivative_name(
+            &participant,
+            name,
+            m.id(),
+            ".nii.gz",
+        )),
+        Layout::Nifti | Layout::Dicom => run_dir.join(format!("{name}.nii.gz")),
+    };
     for (name, truth, digits) in &case.truth {
-        table_rows(&maps, name, truth, *digits)?;
+        table_rows(&file_of(name), name, truth, *digits)?;
     }
-    let names: Vec<&str> = summary
-        .outputs
+    let names: Vec<String> = case
+        .truth
         .iter()
-        .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
-        .filter(|n| n.ends_with(".json") && *n != "osipy_run.json")
-        .map(|n| n.trim_end_matches(".json"))
+        .map(|(n, _, _)| {
+            file_of(n)
+                .file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned())
+        })
         .collect();
     println!(
-        "\nmaps ({}, each with a .json sidecar and _se.nii.gz where the method gives errors), r_squared, quality_mask and osipy_run.json in {}",
+        "\nmaps ({}, each with a .json sidecar and a standard-error map where the method gives errors), R^2, the quality mask and osipy_run.json in {}",
         names.join(", "),
-        maps.display()
+        run_dir.display()
     );
-    let report = maps.join("report.html");
+    let report = run_dir.join("report.html");
     if report.is_file() {
         let secs = summary
             .timings

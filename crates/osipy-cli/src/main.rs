@@ -120,8 +120,12 @@ enum Command {
         no_report: bool,
         /// Write the phantom's series as DICOM folders (classic MR files)
         /// instead of NIfTI, and analyse those.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "bids")]
         dicom: bool,
+        /// Write the phantom as a BIDS dataset (subject 01) and the maps as a
+        /// BIDS-derivatives dataset.
+        #[arg(long)]
+        bids: bool,
     },
 }
 
@@ -322,6 +326,7 @@ fn real_main(cli: Cli) -> Result<()> {
             overwrite,
             no_report,
             dicom,
+            bids,
         } => {
             let m = modality(&id).map_err(|_| {
                 anyhow::anyhow!(
@@ -330,7 +335,12 @@ fn real_main(cli: Cli) -> Result<()> {
                 )
             })?;
             init_logging(cli.verbose, true, None);
-            demo::run(m, &output, overwrite, no_report, dicom, cli.quiet).context("demo failed")?;
+            let layout = match (dicom, bids) {
+                (true, _) => demo::Layout::Dicom,
+                (_, true) => demo::Layout::Bids,
+                _ => demo::Layout::Nifti,
+            };
+            demo::run(m, &output, overwrite, no_report, layout, cli.quiet).context("demo failed")?;
         }
     }
     Ok(())

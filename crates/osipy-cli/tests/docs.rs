@@ -40,6 +40,8 @@ fn documented_commands_and_configs_work() {
     pages.insert(1, "config.md".into());
     pages.insert(2, "report.md".into());
     pages.insert(3, "performance.md".into());
+    pages.push("dicom.md".into());
+    pages.push("bids.md".into());
     for page in &pages {
         let text = std::fs::read_to_string(docs.join(page)).unwrap();
         for block in blocks(&text, "toml") {

@@ -191,6 +191,42 @@ impl DemoCase {
         }
         case.write_files(dir, geometry)
     }
+
+    /// [`DemoCase::write_files`] as a BIDS dataset at `root`: subject
+    /// `subject`'s files in `sub-<subject>/<datatype>/` named
+    /// `sub-<subject>_<name>`, a `dataset_description.json`, and the config
+    /// (`osipy.toml` at the root) reading them with `data.format = "bids"`
+    /// and writing a BIDS-derivatives dataset.
+    pub fn write_bids_files(
+        &self,
+        root: &std::path::Path,
+        geometry: &Geometry,
+        datatype: &str,
+        subject: &str,
+    ) -> Result<std::path::PathBuf> {
+        let rel = format!("sub-{subject}/{datatype}");
+        let mut case = self.clone();
+        case.files = Vec::new();
+        for (name, file) in &self.files {
+            let bids_name = format!("sub-{subject}_{name}");
+            case.config = case
+                .config
+                .replace(&format!("\"{name}\""), &format!("\"{rel}/{bids_name}\""));
+            case.files.push((format!("{rel}/{bids_name}"), file.clone()));
+        }
+        case.config = case.config.replace(
+            "[data]\n",
+            &format!("[data]\nformat = \"bids\"\nsubject = \"{subject}\"\n"),
+        );
+        case.config.push_str("\n[output]\nformat = \"bids\"\n");
+        std::fs::create_dir_all(root.join(&rel))
+            .map_err(|e| OsipyError::io(root, format!("cannot create the folder: {e}")))?;
+        crate::atomic_write(&root.join("dataset_description.json"), |tmp| {
+            std::fs::write(tmp, "{\"Name\": \"osipy demo\", \"BIDSVersion\": \"1.10.0\"}\n")
+                .map_err(|e| e.to_string())
+        })?;
+        case.write_files(root, geometry)
+    }
 }
 
 /// A synthetic case with known truth: files, a config, and the true maps.

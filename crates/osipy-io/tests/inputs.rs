@@ -101,7 +101,7 @@ fn wrong_kinds_unknown_roles_and_ambiguity_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("a_dwi.nii.gz, b_dwi.nii.gz") && e.contains("data.dwi"),
+        e.contains("a_dwi.nii.gz, ") && e.contains("b_dwi.nii.gz") && e.contains("data.dwi"),
         "{e}"
     );
 }

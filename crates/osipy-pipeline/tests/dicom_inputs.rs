@@ -95,3 +95,64 @@ fn every_modality_gets_the_same_maps_from_dicom_as_from_nifti() {
         );
     }
 }
+
+/// DCE takes TR and flip angle from the DICOM headers when the config does
+/// not give them, with the same maps as when it does.
+#[test]
+fn dce_reads_tr_and_flip_angle_from_the_dicom_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MODALITIES.iter().find(|m| m.id() == "dce").unwrap();
+    let case = m.demo().unwrap();
+    let geometry = Geometry::from_affine(LAS);
+    let config_path = case.write_dicom_files(dir.path(), &geometry).unwrap();
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let with = run(&config, dir.path(), &dir.path().join("with"));
+    // Rewrite the dynamic series with TR and flip angle in its headers.
+    let Some((_, DemoFile::Series(v, dt))) = case.files.iter().find(|(n, _)| n.starts_with("dce")) else {
+        panic!("no dce series in the demo")
+    };
+    std::fs::remove_dir_all(dir.path().join("dce")).unwrap();
+    let mut s = SyntheticSeries::new(v, LAS);
+    s.description = "dce".into();
+    s.frame_times = Some((0..v.dim().3).map(|t| t as f64 * dt).collect());
+    s.tr = Some(0.005);
+    s.flip_angle = Some(15.0);
+    s.write(&dir.path().join("dce")).unwrap();
+    let stripped: String = config
+        .lines()
+        .filter(|l| !l.starts_with("tr =") && !l.starts_with("flip_angle ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        !stripped.contains("tr =") && !stripped.contains("flip_angle ="),
+        "{stripped}"
+    );
+    let without = run(&stripped, dir.path(), &dir.path().join("without"));
+    assert_eq!(with.quality_counts, without.quality_counts);
+    for name in ["Ktrans", "ve", "vp"] {
+        let a = read_nifti(dir.path().join("with").join(format!("{name}.nii.gz"))).unwrap();
+        let b = read_nifti(dir.path().join("without").join(format!("{name}.nii.gz"))).unwrap();
+        assert_eq!(a.data, b.data, "{name}");
+    }
+    // Without them in either place, the error names both sources.
+    std::fs::remove_dir_all(dir.path().join("dce")).unwrap();
+    case.write_dicom_files(dir.path(), &geometry).unwrap();
+    let e = Config::from_toml(&stripped)
+        .and_then(|c| {
+            run_analysis(
+                &c,
+                &RunOptions {
+                    data_dir: dir.path().into(),
+                    out_dir: dir.path().join("none"),
+                    no_report: true,
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pipeline.acquisition.tr") && e.contains("RepetitionTime"),
+        "{e}"
+    );
+}
