@@ -82,7 +82,7 @@ fn main() -> Result<()> {
 
 /// The cargo-fuzz targets of `fuzz/` (libFuzzer; needs the nightly
 /// toolchain and `cargo install cargo-fuzz`).
-const FUZZ_TARGETS: [&str; 3] = ["config", "tables", "nifti"];
+const FUZZ_TARGETS: [&str; 4] = ["config", "tables", "nifti", "dicom"];
 
 /// Runs each fuzz target for `seconds` from its committed seed corpus
 /// (new inputs go to `target/fuzz-corpus/<target>`), with a 2 GiB memory

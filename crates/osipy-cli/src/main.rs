@@ -56,9 +56,10 @@ enum Command {
         #[arg(long)]
         no_report: bool,
     },
-    /// Run a config on every participant of a BIDS dataset (BIDS-App
-    /// convention): a BIDS-derivatives dataset in OUTPUT_DIR. Participants
-    /// are independent; the exit code is 0 only when all succeeded.
+    /// Run a config on every participant of a BIDS dataset (BIDS-App batch mode)
+    ///
+    /// Writes a BIDS-derivatives dataset in OUTPUT_DIR. Participants are
+    /// independent; the exit code is 0 only when all succeeded.
     Bids {
         /// Root of the BIDS dataset.
         bids_dir: PathBuf,

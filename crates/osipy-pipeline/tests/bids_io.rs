@@ -159,8 +159,9 @@ fn every_modality_runs_from_bids_into_a_valid_derivatives_dataset() {
 }
 
 /// The ASL demo as BIDS raw data: files found by their BIDS names, the
-/// labeling parameters only in sidecars (dataset level, overridden at the
-/// subject level); the maps equal the demo's run with them in the config.
+/// labeling parameters and the M0 image's TR only in sidecars (dataset,
+/// subject and datatype levels, deeper ones overriding); the maps equal the
+/// demo's run with them in the config.
 #[test]
 fn asl_reads_its_parameters_from_inherited_sidecars() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,8 +201,13 @@ fn asl_reads_its_parameters_from_inherited_sidecars() {
     });
     std::fs::write(raw.join("asl.json"), dataset_level.to_string()).unwrap();
     std::fs::write(perf.join("sub-01_asl.json"), r#"{"LabelingDuration": 1.8}"#).unwrap();
-    let config =
-        "modality = \"asl\"\n\n[pipeline]\nm0_tr = 4.0\n\n[data]\nformat = \"bids\"\nsubject = \"01\"\n";
+    // The M0 image's TR (the demo's m0_tr) from its own sidecar.
+    std::fs::write(
+        raw.join("sub-01").join("sub-01_m0scan.json"),
+        r#"{"RepetitionTimePreparation": 4.0}"#,
+    )
+    .unwrap();
+    let config = "modality = \"asl\"\n\n[data]\nformat = \"bids\"\nsubject = \"01\"\n";
     let summary = run(config, &raw, &dir.path().join("out")).unwrap();
     assert_eq!(
         summary.inputs["asl"],

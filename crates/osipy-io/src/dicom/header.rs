@@ -141,6 +141,21 @@ pub fn scan_file(path: &Path) -> Result<Scanned> {
     if !has_marker(path)? {
         return Ok(Scanned::NotDicom);
     }
+    guarded(path, || scan_object(path))
+}
+
+/// Runs the third-party parser on `path`'s bytes: a panic in it (malformed
+/// data it did not foresee) becomes an error naming the file.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(OsipyError::io(
+            path,
+            "not a readable DICOM file: the DICOM parser failed on its malformed data",
+        ))
+    })
+}
+
+fn scan_object(path: &Path) -> Result<Scanned> {
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -336,6 +351,10 @@ pub fn sidecar(first: &FileHeader, info: &SeriesInfo, times: Option<&[f64]>, bva
 
 /// The raw (not rescaled) pixels of `frames` of `path`, `len` each.
 pub fn read_frames(path: &Path, frames: &[u32], len: usize) -> Result<Vec<Vec<f64>>> {
+    guarded(path, || decode_frames(path, frames, len))
+}
+
+fn decode_frames(path: &Path, frames: &[u32], len: usize) -> Result<Vec<Vec<f64>>> {
     let obj = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| OsipyError::io(path, format!("not a readable DICOM file: {e}")))?;
