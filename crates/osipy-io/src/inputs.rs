@@ -179,7 +179,12 @@ impl Inputs {
                     let path = resolve_path(dir, p);
                     if dicom::is_dicom_folder(&path) {
                         let selector = selector(data, spec.role)?;
-                        let series = dicom::scan(&path, selector.as_ref())?;
+                        let series = dicom::scan(&path, selector.as_ref()).map_err(|e| {
+                            OsipyError::Validation(format!(
+                                "data.{} names a folder, read as a DICOM series: {e}",
+                                spec.role
+                            ))
+                        })?;
                         inputs.dicom.insert(spec.role, Arc::new(series));
                     }
                     inputs.files.insert(spec.role, path);

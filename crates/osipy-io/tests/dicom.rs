@@ -332,3 +332,29 @@ fn mixed_series_are_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn a_multi_echo_series_is_an_error() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let data = volume((4, 4, 2, 2));
+    let mut s = SyntheticSeries::new(&data, AFFINE);
+    s.te = Some(0.01);
+    let files = s.write(dir.path()).unwrap();
+    // The second frame of every slice as a second echo.
+    for f in &files[2..] {
+        patch(f, |o| {
+            o.put(DataElement::new(
+                tags::ECHO_TIME,
+                VR::DS,
+                PrimitiveValue::from("30"),
+            ));
+        });
+    }
+    let e = scan(dir.path(), None).unwrap_err().to_string();
+    assert!(
+        e.contains("multi-echo") && e.contains("30 ms") && e.contains("10 ms"),
+        "{e}"
+    );
+}

@@ -128,6 +128,8 @@ pub struct FrameInfo {
     /// (slope, intercept).
     pub rescale: (f64, f64),
     pub b_value: Option<f64>,
+    /// ms.
+    pub echo_time: Option<f64>,
 }
 
 /// Reads the header of `path` (up to the pixel data).
@@ -243,6 +245,11 @@ fn scan_object(path: &Path) -> Result<Scanned> {
                 num(&obj, tags::INSTANCE_NUMBER),
             ),
         };
+        let echo_time = item
+            .and_then(|f| first_item(f, tags::MR_ECHO_SEQUENCE))
+            .and_then(|e| num(e, tags::EFFECTIVE_ECHO_TIME))
+            .or_else(|| group_num(None, tags::MR_ECHO_SEQUENCE, tags::EFFECTIVE_ECHO_TIME).map(|v| v[0]))
+            .or_else(|| num(&obj, tags::ECHO_TIME));
         let b_value = item
             .and_then(|f| first_item(f, tags::MR_DIFFUSION_SEQUENCE))
             .and_then(|d| num(d, tags::DIFFUSION_B_VALUE))
@@ -257,6 +264,7 @@ fn scan_object(path: &Path) -> Result<Scanned> {
             instance,
             rescale: (slope, intercept),
             b_value,
+            echo_time,
         })
     };
     let frames = if enhanced {

@@ -295,6 +295,18 @@ fn assemble(dir: &Path, info: SeriesInfo, files: Vec<FileHeader>) -> Result<Dico
             ));
         }
     }
+    // One echo per series: echoes are not frames in time.
+    if let Some((i, f)) = frames.iter().find(|(_, f)| f.echo_time != frames[0].1.echo_time) {
+        return Err(OsipyError::data(
+            format!("echo time of {}", files[*i].path.display()),
+            format!("{} ms", f.echo_time.unwrap_or(f64::NAN)),
+            format!(
+                "{} ms as in {} (a multi-echo series: export or select one echo per series)",
+                frames[0].1.echo_time.unwrap_or(f64::NAN),
+                first.path.display()
+            ),
+        ));
+    }
     let r = [o[0], o[1], o[2]];
     let c = [o[3], o[4], o[5]];
     let n = cross(r, c);
