@@ -162,4 +162,21 @@ fn fuzz_regressions_are_errors() {
         e.contains("header declares") && e.contains("damaged or truncated"),
         "{e}"
     );
+    // A DICOM element declaring a length of almost 4 GiB in a 0.7 kB file:
+    // dicom-parser reserves the declared length (with `try_reserve`, so it
+    // fails cleanly or stays untouched virtual memory), then the read ends
+    // early.
+    // An undefined value representation (`AV`), which dicom-parser reads as
+    // a long-form element of 2.4 GB.
+    for name in ["dicom-huge-length.dcm", "dicom-unknown-vr.dcm"] {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.join(name), folder.path().join("f.dcm")).unwrap();
+        let e = osipy_io::dicom::scan(folder.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.dcm") && e.contains("not a readable DICOM file"),
+            "{name}: {e}"
+        );
+    }
 }

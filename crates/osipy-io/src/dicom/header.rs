@@ -158,6 +158,7 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 fn scan_object(path: &Path) -> Result<Scanned> {
+    check_lengths(path)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -363,6 +364,7 @@ pub fn read_frames(path: &Path, frames: &[u32], len: usize) -> Result<Vec<Vec<f6
 }
 
 fn decode_frames(path: &Path, frames: &[u32], len: usize) -> Result<Vec<Vec<f64>>> {
+    check_lengths(path)?;
     let obj = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| OsipyError::io(path, format!("not a readable DICOM file: {e}")))?;
@@ -510,4 +512,137 @@ mod tests {
         );
         assert_eq!(Vendor::from_manufacturer("Canon"), Vendor::Other);
     }
+}
+
+/// Every element length `path` declares fits in the bytes that follow it.
+///
+/// dicom-parser allocates an element's declared length before reading it,
+/// so a damaged 1 kB file declaring a 4 GiB element would cost 4 GiB of
+/// memory: this walk over the element headers (values skipped, sequences
+/// and items entered, encapsulated pixel data fragments skipped) rejects
+/// such a file first. It covers the little-endian transfer syntaxes
+/// (implicit and explicit VR, native or encapsulated pixel data); others are
+/// left to the parser. A structure it cannot follow is also left to the
+/// parser: it only rejects lengths that cannot fit and value
+/// representations the standard does not define.
+fn check_lengths(path: &Path) -> Result<()> {
+    use std::io::{BufReader, Seek, SeekFrom};
+    const UNDEFINED: u32 = u32::MAX;
+    let io = |e: std::io::Error| OsipyError::io(path, format!("cannot read: {e}"));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut f = BufReader::new(file);
+    let mut pos: u64 = 132;
+    f.seek(SeekFrom::Start(pos)).map_err(io)?;
+    let too_long = |tag: (u16, u16), len: u64, remaining: u64| {
+        OsipyError::io(
+            path,
+            format!(
+                "not a readable DICOM file: element ({:04X},{:04X}) declares {len} bytes but {remaining} remain (damaged or truncated)",
+                tag.0, tag.1
+            ),
+        )
+    };
+    let mut buf = [0u8; 12];
+    let mut transfer_syntax = String::new();
+    let mut meta = true;
+    let mut explicit = true;
+    let mut fragments = false;
+    while pos + 8 <= size {
+        if f.read_exact(&mut buf[..8]).is_err() {
+            return Ok(());
+        }
+        let group = u16::from_le_bytes([buf[0], buf[1]]);
+        let elem = u16::from_le_bytes([buf[2], buf[3]]);
+        if meta && group != 0x0002 {
+            // End of the file meta group: the data set's encoding.
+            meta = false;
+            match transfer_syntax.trim_end_matches(['\0', ' ']) {
+                "1.2.840.10008.1.2" => explicit = false,
+                "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99" => return Ok(()),
+                _ => {}
+            }
+        }
+        let (len, header, sequence) = if group == 0xFFFE {
+            (
+                u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]),
+                8,
+                !fragments,
+            )
+        } else if explicit || meta {
+            let vr = [buf[4], buf[5]];
+            const VRS: [&[u8; 2]; 34] = [
+                b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB",
+                b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
+                b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+            ];
+            if !VRS.contains(&&vr) {
+                return Err(OsipyError::io(
+                    path,
+                    format!(
+                        "not a readable DICOM file: element ({group:04X},{elem:04X}) has no valid value representation (damaged)"
+                    ),
+                ));
+            }
+            if matches!(
+                &vr,
+                b"OB"
+                    | b"OD"
+                    | b"OF"
+                    | b"OL"
+                    | b"OV"
+                    | b"OW"
+                    | b"SQ"
+                    | b"UC"
+                    | b"UR"
+                    | b"UT"
+                    | b"UN"
+                    | b"SV"
+                    | b"UV"
+            ) {
+                if f.read_exact(&mut buf[8..12]).is_err() {
+                    return Ok(());
+                }
+                (
+                    u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]),
+                    12,
+                    &vr == b"SQ",
+                )
+            } else {
+                (u16::from_le_bytes([buf[6], buf[7]]) as u32, 8, false)
+            }
+        } else {
+            (u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]), 8, false)
+        };
+        pos += header;
+        if group == 0xFFFE && elem == 0xE0DD {
+            fragments = false;
+        }
+        if len == UNDEFINED {
+            if (group, elem) == (0x7FE0, 0x0010) {
+                fragments = true;
+            } else if !sequence && group != 0xFFFE {
+                // Undefined length outside a sequence (UN): not followed.
+                return Ok(());
+            }
+            continue;
+        }
+        let len = len as u64;
+        if len > size.saturating_sub(pos) {
+            return Err(too_long((group, elem), len, size.saturating_sub(pos)));
+        }
+        if sequence || (group == 0xFFFE && elem == 0xE000 && !fragments) {
+            // Enter sequences and items: their contents are elements.
+            continue;
+        }
+        if (group, elem) == (0x0002, 0x0010) && len <= 64 {
+            let mut ts = vec![0u8; len as usize];
+            f.read_exact(&mut ts).map_err(io)?;
+            transfer_syntax = String::from_utf8_lossy(&ts).into_owned();
+        } else {
+            f.seek(SeekFrom::Current(len as i64)).map_err(io)?;
+        }
+        pos += len;
+    }
+    Ok(())
 }
