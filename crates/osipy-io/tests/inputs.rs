@@ -168,7 +168,12 @@ fn fuzz_regressions_are_errors() {
     // early.
     // An undefined value representation (`AV`), which dicom-parser reads as
     // a long-form element of 2.4 GB.
-    for name in ["dicom-huge-length.dcm", "dicom-unknown-vr.dcm"] {
+    // An SV element of undefined length, read as 4 GiB.
+    for name in [
+        "dicom-huge-length.dcm",
+        "dicom-unknown-vr.dcm",
+        "dicom-undefined-length.dcm",
+    ] {
         let folder = tempfile::tempdir().unwrap();
         std::fs::copy(dir.join(name), folder.path().join("f.dcm")).unwrap();
         let e = osipy_io::dicom::scan(folder.path(), None)

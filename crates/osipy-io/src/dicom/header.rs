@@ -490,30 +490,6 @@ fn datetime_seconds(s: &str) -> Option<f64> {
     time_seconds(s.get(8..)?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_parse() {
-        assert_eq!(time_seconds("101530.5"), Some(10.0 * 3600.0 + 15.0 * 60.0 + 30.5));
-        assert_eq!(time_seconds("1015"), Some(10.0 * 3600.0 + 15.0 * 60.0));
-        assert_eq!(time_seconds("ab"), None);
-        assert_eq!(datetime_seconds("20261202101530.25"), Some(36930.25));
-    }
-
-    #[test]
-    fn vendors() {
-        assert_eq!(Vendor::from_manufacturer("SIEMENS"), Vendor::Siemens);
-        assert_eq!(Vendor::from_manufacturer("GE MEDICAL SYSTEMS"), Vendor::Ge);
-        assert_eq!(
-            Vendor::from_manufacturer("Philips Medical Systems"),
-            Vendor::Philips
-        );
-        assert_eq!(Vendor::from_manufacturer("Canon"), Vendor::Other);
-    }
-}
-
 /// Every element length `path` declares fits in the bytes that follow it.
 ///
 /// dicom-parser allocates an element's declared length before reading it,
@@ -619,11 +595,23 @@ fn check_lengths(path: &Path) -> Result<()> {
             fragments = false;
         }
         if len == UNDEFINED {
+            let vr = [buf[4], buf[5]];
             if (group, elem) == (0x7FE0, 0x0010) {
                 fragments = true;
-            } else if !sequence && group != 0xFFFE {
-                // Undefined length outside a sequence (UN): not followed.
+            } else if group == 0xFFFE || sequence || !(explicit || meta) {
+                // Items and sequences (implicit VR: any element may be one)
+                // are entered.
+            } else if &vr == b"UN" {
+                // A sequence encoded in implicit VR: not followed.
                 return Ok(());
+            } else {
+                return Err(OsipyError::io(
+                    path,
+                    format!(
+                        "not a readable DICOM file: element ({group:04X},{elem:04X}) of value representation {} has an undefined length (damaged)",
+                        String::from_utf8_lossy(&vr)
+                    ),
+                ));
             }
             continue;
         }
@@ -645,4 +633,28 @@ fn check_lengths(path: &Path) -> Result<()> {
         pos += len;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(time_seconds("101530.5"), Some(10.0 * 3600.0 + 15.0 * 60.0 + 30.5));
+        assert_eq!(time_seconds("1015"), Some(10.0 * 3600.0 + 15.0 * 60.0));
+        assert_eq!(time_seconds("ab"), None);
+        assert_eq!(datetime_seconds("20261202101530.25"), Some(36930.25));
+    }
+
+    #[test]
+    fn vendors() {
+        assert_eq!(Vendor::from_manufacturer("SIEMENS"), Vendor::Siemens);
+        assert_eq!(Vendor::from_manufacturer("GE MEDICAL SYSTEMS"), Vendor::Ge);
+        assert_eq!(
+            Vendor::from_manufacturer("Philips Medical Systems"),
+            Vendor::Philips
+        );
+        assert_eq!(Vendor::from_manufacturer("Canon"), Vendor::Other);
+    }
 }
