@@ -496,9 +496,9 @@ fn datetime_seconds(s: &str) -> Option<f64> {
 /// so a damaged 1 kB file declaring a 4 GiB element would cost 4 GiB of
 /// memory: this walk over the element headers (values skipped, sequences
 /// and items entered, encapsulated pixel data fragments skipped) rejects
-/// such a file first. It covers the little-endian transfer syntaxes
-/// (implicit and explicit VR, native or encapsulated pixel data); others are
-/// left to the parser. A structure it cannot follow is also left to the
+/// such a file first. It covers the uncompressed transfer syntaxes
+/// (implicit and explicit VR little endian, explicit VR big endian) and the
+/// encapsulated ones; deflated files are refused (not read). A structure it cannot follow is also left to the
 /// parser: it only rejects lengths that cannot fit and value
 /// representations the standard does not define.
 fn check_lengths(path: &Path) -> Result<()> {
@@ -524,27 +524,45 @@ fn check_lengths(path: &Path) -> Result<()> {
     let mut meta = true;
     let mut explicit = true;
     let mut fragments = false;
+    let mut big = false;
+    let u16_at = |b: &[u8], big: bool| {
+        if big {
+            u16::from_be_bytes([b[0], b[1]])
+        } else {
+            u16::from_le_bytes([b[0], b[1]])
+        }
+    };
+    let u32_at = |b: &[u8], big: bool| {
+        if big {
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+        } else {
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        }
+    };
     while pos + 8 <= size {
         if f.read_exact(&mut buf[..8]).is_err() {
             return Ok(());
         }
-        let group = u16::from_le_bytes([buf[0], buf[1]]);
-        let elem = u16::from_le_bytes([buf[2], buf[3]]);
-        if meta && group != 0x0002 {
-            // End of the file meta group: the data set's encoding.
+        if meta && u16::from_le_bytes([buf[0], buf[1]]) != 0x0002 {
+            // End of the file meta group (always explicit VR little
+            // endian): the data set's encoding.
             meta = false;
             match transfer_syntax.trim_end_matches(['\0', ' ']) {
                 "1.2.840.10008.1.2" => explicit = false,
-                "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99" => return Ok(()),
+                "1.2.840.10008.1.2.2" => big = true,
+                "1.2.840.10008.1.2.1.99" => {
+                    return Err(OsipyError::io(
+                        path,
+                        "the Deflated Explicit VR transfer syntax is not read: decompress the file (e.g. with dcmconv or gdcmconv)",
+                    ))
+                }
                 _ => {}
             }
         }
+        let group = u16_at(&buf[0..2], big);
+        let elem = u16_at(&buf[2..4], big);
         let (len, header, sequence) = if group == 0xFFFE {
-            (
-                u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]),
-                8,
-                !fragments,
-            )
+            (u32_at(&buf[4..8], big), 8, !fragments)
         } else if explicit || meta {
             let vr = [buf[4], buf[5]];
             const VRS: [&[u8; 2]; 34] = [
@@ -579,16 +597,12 @@ fn check_lengths(path: &Path) -> Result<()> {
                 if f.read_exact(&mut buf[8..12]).is_err() {
                     return Ok(());
                 }
-                (
-                    u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]),
-                    12,
-                    &vr == b"SQ",
-                )
+                (u32_at(&buf[8..12], big), 12, &vr == b"SQ")
             } else {
-                (u16::from_le_bytes([buf[6], buf[7]]) as u32, 8, false)
+                (u16_at(&buf[6..8], big) as u32, 8, false)
             }
         } else {
-            (u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]), 8, false)
+            (u32_at(&buf[4..8], big), 8, false)
         };
         pos += header;
         if group == 0xFFFE && elem == 0xE0DD {
