@@ -633,6 +633,24 @@ fn check_lengths(path: &Path) -> Result<()> {
         if len > size.saturating_sub(pos) {
             return Err(too_long((group, elem), len, size.saturating_sub(pos)));
         }
+        // Binary values come in whole numbers (dicom-parser reads whole
+        // numbers and would lose its place).
+        let width = match (group != 0xFFFE && (explicit || meta)).then_some([buf[4], buf[5]]) {
+            Some([b'F', b'D'] | [b'S', b'V'] | [b'U', b'V'] | [b'O', b'V'] | [b'O', b'D']) => 8,
+            Some([b'F', b'L'] | [b'S', b'L'] | [b'U', b'L'] | [b'A', b'T'] | [b'O', b'F'] | [b'O', b'L']) => {
+                4
+            }
+            Some([b'S', b'S'] | [b'U', b'S'] | [b'O', b'W']) => 2,
+            _ => 1,
+        };
+        if len % width != 0 {
+            return Err(OsipyError::io(
+                path,
+                format!(
+                    "not a readable DICOM file: element ({group:04X},{elem:04X}) holds {len} bytes, not a whole number of {width}-byte values (damaged)"
+                ),
+            ));
+        }
         if sequence || (group == 0xFFFE && elem == 0xE000 && !fragments) {
             // Enter sequences and items: their contents are elements.
             continue;
