@@ -605,6 +605,16 @@ fn check_lengths(path: &Path) -> Result<()> {
             (u32_at(&buf[4..8], big), 8, false)
         };
         pos += header;
+        if group == 0xFFFE && elem != 0xE000 && len != 0 {
+            // Delimiters have no value (dicom-parser reads any other as an
+            // element and loses its place).
+            return Err(OsipyError::io(
+                path,
+                format!(
+                    "not a readable DICOM file: delimiter (FFFE,{elem:04X}) declares {len} bytes (damaged)"
+                ),
+            ));
+        }
         if group == 0xFFFE && elem == 0xE0DD {
             fragments = false;
         }
