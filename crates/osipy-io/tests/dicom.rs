@@ -270,6 +270,19 @@ fn patch(path: &std::path::Path, f: impl FnOnce(&mut dicom_object::DefaultDicomO
     obj.write_to_file(path).unwrap();
 }
 
+/// Makes a file claim SOP class `class` (header and file meta).
+fn set_class(path: &std::path::Path, class: &str) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    patch(path, |o| {
+        o.put(DataElement::new(
+            dicom_dictionary_std::tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(class),
+        ));
+        o.update_meta(|m| m.media_storage_sop_class_uid = class.into());
+    });
+}
+
 #[test]
 fn mixed_series_are_clear_errors() {
     use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -296,15 +309,7 @@ fn mixed_series_are_clear_errors() {
     let files = write_classic(dir.path(), &data);
     let sc = dir.path().join("screenshot.dcm");
     std::fs::copy(&files[0], &sc).unwrap();
-    patch(&sc, |o| {
-        let class = "1.2.840.10008.5.1.4.1.1.7";
-        o.put(DataElement::new(
-            tags::SOP_CLASS_UID,
-            VR::UI,
-            PrimitiveValue::from(class),
-        ));
-        o.update_meta(|m| m.media_storage_sop_class_uid = class.into());
-    });
+    set_class(&sc, "1.2.840.10008.5.1.4.1.1.7");
     let e = scan(dir.path(), None).unwrap_err().to_string();
     assert!(
         e.contains("Secondary Capture") && e.contains("screenshot.dcm"),
@@ -316,15 +321,7 @@ fn mixed_series_are_clear_errors() {
     std::fs::create_dir(dir.path()).unwrap();
     let files = write_classic(dir.path(), &data);
     for f in &files {
-        patch(f, |o| {
-            let class = "1.2.840.10008.5.1.4.1.1.88.22";
-            o.put(DataElement::new(
-                tags::SOP_CLASS_UID,
-                VR::UI,
-                PrimitiveValue::from(class),
-            ));
-            o.update_meta(|m| m.media_storage_sop_class_uid = class.into());
-        });
+        set_class(f, "1.2.840.10008.5.1.4.1.1.88.22");
     }
     let e = scan(dir.path(), None).unwrap_err().to_string();
     assert!(
