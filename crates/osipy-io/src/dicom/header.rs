@@ -539,7 +539,16 @@ fn check_lengths(path: &Path) -> Result<()> {
             u32::from_le_bytes([b[0], b[1], b[2], b[3]])
         }
     };
+    // Open sequences: where each ends (`None`: at its delimiter).
+    let mut open: Vec<Option<u64>> = Vec::new();
+    let damaged = |what: String| OsipyError::io(path, format!("not a readable DICOM file: {what} (damaged)"));
     while pos + 8 <= size {
+        while let Some(Some(end)) = open.last() {
+            if pos < *end {
+                break;
+            }
+            open.pop();
+        }
         if f.read_exact(&mut buf[..8]).is_err() {
             return Ok(());
         }
@@ -616,15 +625,30 @@ fn check_lengths(path: &Path) -> Result<()> {
             ));
         }
         if group == 0xFFFE && elem == 0xE0DD {
-            fragments = false;
+            if fragments {
+                fragments = false;
+            } else if open.last() == Some(&None) {
+                open.pop();
+            } else {
+                return Err(damaged(
+                    "a sequence delimiter outside a sequence of undefined length".into(),
+                ));
+            }
+        }
+        // An item outside a sequence is read by dicom-parser as an element
+        // with a value (it then loses its place).
+        if group == 0xFFFE && elem == 0xE000 && !fragments && open.is_empty() {
+            return Err(damaged("an item outside a sequence".into()));
         }
         if len == UNDEFINED {
             let vr = [buf[4], buf[5]];
             if (group, elem) == (0x7FE0, 0x0010) {
                 fragments = true;
-            } else if group == 0xFFFE || sequence || !(explicit || meta) {
-                // Items and sequences (implicit VR: any element may be one)
-                // are entered.
+            } else if group == 0xFFFE {
+                // Items are entered.
+            } else if sequence || !(explicit || meta) {
+                // Sequences (implicit VR: any element may be one) are entered.
+                open.push(None);
             } else if &vr == b"UN" {
                 // A sequence encoded in implicit VR: not followed.
                 return Ok(());
@@ -661,8 +685,12 @@ fn check_lengths(path: &Path) -> Result<()> {
                 ),
             ));
         }
-        if sequence || (group == 0xFFFE && elem == 0xE000 && !fragments) {
-            // Enter sequences and items: their contents are elements.
+        if sequence && group != 0xFFFE {
+            open.push(Some(pos + len));
+            continue;
+        }
+        if group == 0xFFFE && elem == 0xE000 && !fragments {
+            // Enter items: their contents are elements.
             continue;
         }
         if (group, elem) == (0x0002, 0x0010) && len <= 64 {
