@@ -539,11 +539,12 @@ fn check_lengths(path: &Path) -> Result<()> {
             u32::from_le_bytes([b[0], b[1], b[2], b[3]])
         }
     };
-    // Open sequences: where each ends (`None`: at its delimiter).
-    let mut open: Vec<Option<u64>> = Vec::new();
+    // Open sequences (`true`) and items (`false`), each with where it ends
+    // (`None`: at its delimiter).
+    let mut open: Vec<(bool, Option<u64>)> = Vec::new();
     let damaged = |what: String| OsipyError::io(path, format!("not a readable DICOM file: {what} (damaged)"));
     while pos + 8 <= size {
-        while let Some(Some(end)) = open.last() {
+        while let Some((_, Some(end))) = open.last() {
             if pos < *end {
                 break;
             }
@@ -624,21 +625,28 @@ fn check_lengths(path: &Path) -> Result<()> {
                 ),
             ));
         }
-        if group == 0xFFFE && elem == 0xE0DD {
-            if fragments {
-                fragments = false;
-            } else if open.last() == Some(&None) {
-                open.pop();
-            } else {
-                return Err(damaged(
-                    "a sequence delimiter outside a sequence of undefined length".into(),
-                ));
+        // Delimiters close what they name, items open only directly in a
+        // sequence: dicom-parser reads anything else as an element with a
+        // value and loses its place.
+        if group == 0xFFFE && !fragments {
+            match elem {
+                0xE0DD if open.last() == Some(&(true, None)) => {
+                    open.pop();
+                }
+                0xE00D if open.last() == Some(&(false, None)) => {
+                    open.pop();
+                }
+                0xE000 if open.last().is_some_and(|(seq, _)| *seq) => {
+                    open.push((false, (len != UNDEFINED).then(|| pos + len as u64)));
+                }
+                _ => return Err(damaged(format!("item tag (FFFE,{elem:04X}) out of place"))),
             }
-        }
-        // An item outside a sequence is read by dicom-parser as an element
-        // with a value (it then loses its place).
-        if group == 0xFFFE && elem == 0xE000 && !fragments && open.is_empty() {
-            return Err(damaged("an item outside a sequence".into()));
+        } else if group == 0xFFFE && elem == 0xE0DD {
+            fragments = false;
+        } else if group != 0xFFFE && open.last().is_some_and(|(seq, _)| *seq) {
+            return Err(damaged(format!(
+                "element ({group:04X},{elem:04X}) directly in a sequence, outside an item"
+            )));
         }
         if len == UNDEFINED {
             let vr = [buf[4], buf[5]];
@@ -648,7 +656,7 @@ fn check_lengths(path: &Path) -> Result<()> {
                 // Items are entered.
             } else if sequence || !(explicit || meta) {
                 // Sequences (implicit VR: any element may be one) are entered.
-                open.push(None);
+                open.push((true, None));
             } else if &vr == b"UN" {
                 // A sequence encoded in implicit VR: not followed.
                 return Ok(());
@@ -686,7 +694,7 @@ fn check_lengths(path: &Path) -> Result<()> {
             ));
         }
         if sequence && group != 0xFFFE {
-            open.push(Some(pos + len));
+            open.push((true, Some(pos + len)));
             continue;
         }
         if group == 0xFFFE && elem == 0xE000 && !fragments {
