@@ -167,7 +167,8 @@ fn fuzz_regressions_are_errors() {
     // and 50 s for a 0.7 kB file): a length beyond the file's end, an
     // undefined value representation (`AV`), an SV of undefined length, a
     // big-endian data set declaring 3.7 GB, an FD of 34 bytes, a delimiter
-    // with a value, an item outside a sequence, an item directly in an item.
+    // with a value, an item outside a sequence, an item directly in an item,
+    // a meta group length that ends the meta group early (1.2 GB).
     // Each is now refused before dicom-parser reads it.
     for name in [
         "dicom-huge-length.dcm",
@@ -178,6 +179,7 @@ fn fuzz_regressions_are_errors() {
         "dicom-delimiter-length.dcm",
         "dicom-stray-item.dcm",
         "dicom-item-in-item.dcm",
+        "dicom-meta-length.dcm",
     ] {
         let folder = tempfile::tempdir().unwrap();
         std::fs::copy(dir.join(name), folder.path().join("f.dcm")).unwrap();

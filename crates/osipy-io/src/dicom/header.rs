@@ -522,6 +522,7 @@ fn check_lengths(path: &Path) -> Result<()> {
     let mut buf = [0u8; 12];
     let mut transfer_syntax = String::new();
     let mut meta = true;
+    let mut meta_end: Option<u64> = None;
     let mut explicit = true;
     let mut fragments = false;
     let mut big = false;
@@ -553,7 +554,13 @@ fn check_lengths(path: &Path) -> Result<()> {
         if f.read_exact(&mut buf[..8]).is_err() {
             return Ok(());
         }
-        if meta && u16::from_le_bytes([buf[0], buf[1]]) != 0x0002 {
+        // The meta group ends where its group length (0002,0000) says, as
+        // dicom-object reads it, else at the first element of another group.
+        let meta_over = match meta_end {
+            Some(end) => pos >= end,
+            None => u16::from_le_bytes([buf[0], buf[1]]) != 0x0002,
+        };
+        if meta && meta_over {
             // End of the file meta group (always explicit VR little
             // endian): the data set's encoding.
             meta = false;
@@ -699,6 +706,13 @@ fn check_lengths(path: &Path) -> Result<()> {
         }
         if group == 0xFFFE && elem == 0xE000 && !fragments {
             // Enter items: their contents are elements.
+            continue;
+        }
+        if meta && (group, elem) == (0x0002, 0x0000) && len == 4 {
+            let mut v = [0u8; 4];
+            f.read_exact(&mut v).map_err(io)?;
+            pos += 4;
+            meta_end = Some(pos + u32::from_le_bytes(v) as u64);
             continue;
         }
         if (group, elem) == (0x0002, 0x0010) && len <= 64 {
