@@ -357,6 +357,22 @@ pub fn rename_run(
         })
         .collect();
     images.sort();
+    // Units of each map, for its standard-error map.
+    let mut units: BTreeMap<String, Value> = BTreeMap::new();
+    for (stem, _) in &images {
+        let json = dir.join(format!("{stem}.json"));
+        if let Ok(Value::Object(m)) =
+            serde_json::from_str::<Value>(&read_text_file(&json).unwrap_or_default())
+        {
+            if let Some(u) = m.get("Units") {
+                units.insert(stem.clone(), u.clone());
+            }
+        }
+    }
+    let codes: Vec<String> = osipy_core::QualityCode::ALL
+        .iter()
+        .map(|q| format!("{} {}", q.code(), q.name()))
+        .collect();
     let mut renamed = BTreeMap::new();
     for (stem, ext) in images {
         let new_stem = derivative_name(p, &stem, suffix, "");
@@ -370,9 +386,7 @@ pub fn rename_run(
             Map::new()
         };
         let description = match stem.as_str() {
-            "quality_mask" => {
-                "quality code per voxel (0 converged; see osipy_run.json for the codes)".to_string()
-            }
+            "quality_mask" => format!("quality code of each voxel's fit: {}", codes.join(", ")),
             "r_squared" => "coefficient of determination of each voxel's fit".to_string(),
             s if s.ends_with("_se") => format!("standard error of {}", s.trim_end_matches("_se")),
             s => sidecar
@@ -381,9 +395,12 @@ pub fn rename_run(
                 .map_or_else(|| format!("{s} map"), str::to_string),
         };
         sidecar.insert("Description".into(), json!(description));
-        sidecar
-            .entry("Units")
-            .or_insert(json!(if stem == "quality_mask" { "arbitrary" } else { "" }));
+        let unit = match stem.strip_suffix("_se") {
+            Some(parent) => units.get(parent).cloned().unwrap_or(json!("")),
+            None if stem == "quality_mask" => json!("arbitrary"),
+            None => json!(""),
+        };
+        sidecar.entry("Units").or_insert(unit);
         sidecar.insert("Sources".into(), json!(sources));
         sidecar.insert("SkullStripped".into(), json!(false));
         let new_json = dir.join(format!("{new_stem}.json"));

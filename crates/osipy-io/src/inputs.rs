@@ -402,7 +402,7 @@ impl Inputs {
         if let Some(d) = self.dicom(role) {
             return Ok(Some((p.join("(DICOM headers)"), d.sidecar.clone())));
         }
-        if let Some((root, _)) = &self.bids {
+        if let Some((root, _)) = self.bids.as_ref().filter(|(root, _)| p.starts_with(root)) {
             return bids::sidecar(root, p);
         }
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();

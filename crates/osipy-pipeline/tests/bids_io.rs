@@ -144,6 +144,36 @@ fn every_modality_runs_from_bids_into_a_valid_derivatives_dataset() {
             maps += 1;
         }
         assert!(maps > case.truth.len(), "{id}: {maps} maps");
+        // Standard-error maps carry their map's unit; the quality map says
+        // what its codes mean.
+        let p = osipy_io::bids::Participant {
+            subject: id.into(),
+            session: None,
+        };
+        let sidecar = |map: &str| -> serde_json::Value {
+            let name = osipy_io::bids::derivative_name(&p, map, id, ".json");
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap()).unwrap()
+        };
+        for (name, _, _) in &case.truth {
+            let se = run_dir.join(osipy_io::bids::derivative_name(
+                &p,
+                &format!("{name}_se"),
+                id,
+                ".json",
+            ));
+            if se.is_file() {
+                assert_eq!(
+                    sidecar(&format!("{name}_se"))["Units"],
+                    sidecar(name)["Units"],
+                    "{id} {name}"
+                );
+            }
+        }
+        let q = sidecar("quality_mask")["Description"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(q.contains("1 converged") && q.contains("0 not_fitted"), "{q}");
         assert!(run_dir.join("osipy_run.json").is_file() && run_dir.join("report.html").is_file());
         // The report redraws from the BIDS-named folder.
         osipy_pipeline::write_report(&run_dir).unwrap();
