@@ -46,15 +46,8 @@ enum Command {
         /// Output folder [default: DATA_PATH/osipy_output].
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Worker threads [default: backend.threads, OSIPY_NUM_THREADS or all cores].
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Replace an existing, non-empty output folder (as a whole, once the run has succeeded).
-        #[arg(long)]
-        overwrite: bool,
-        /// Skip report.html and figures/ (overrides output.report).
-        #[arg(long)]
-        no_report: bool,
+        #[command(flatten)]
+        flags: RunFlags,
     },
     /// Run a config on every participant of a BIDS dataset (BIDS-App batch mode)
     ///
@@ -73,15 +66,8 @@ enum Command {
         /// TOML configuration (its [data] roles are found per participant).
         #[arg(long)]
         config: PathBuf,
-        /// Worker threads per participant.
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Replace a participant's earlier output.
-        #[arg(long)]
-        overwrite: bool,
-        /// Skip report.html and figures/.
-        #[arg(long)]
-        no_report: bool,
+        #[command(flatten)]
+        flags: RunFlags,
     },
     /// Redraw report.html and figures/ of a finished output folder.
     Report {
@@ -128,6 +114,20 @@ enum Command {
         #[arg(long)]
         bids: bool,
     },
+}
+
+/// How a run goes, for `run` and each participant of `bids`.
+#[derive(Debug, clap::Args)]
+struct RunFlags {
+    /// Worker threads [default: backend.threads, OSIPY_NUM_THREADS or all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Replace an existing, non-empty output folder (as a whole, once the run has succeeded).
+    #[arg(long)]
+    overwrite: bool,
+    /// Skip report.html and figures/ (overrides output.report).
+    #[arg(long)]
+    no_report: bool,
 }
 
 fn init_logging(verbose: u8, quiet: bool, config_level: Option<LogLevel>) {
@@ -214,9 +214,12 @@ fn real_main(cli: Cli) -> Result<()> {
             config,
             data_path,
             output,
-            threads,
-            overwrite,
-            no_report,
+            flags:
+                RunFlags {
+                    threads,
+                    overwrite,
+                    no_report,
+                },
         } => {
             let cfg = Config::from_file(&config)?;
             init_logging(cli.verbose, cli.quiet, Some(cfg.logging.level));
@@ -238,9 +241,12 @@ fn real_main(cli: Cli) -> Result<()> {
             analysis_level,
             participant_label,
             config,
-            threads,
-            overwrite,
-            no_report,
+            flags:
+                RunFlags {
+                    threads,
+                    overwrite,
+                    no_report,
+                },
         } => {
             if analysis_level != "participant" {
                 anyhow::bail!("analysis level {analysis_level:?}: osipy has only the \"participant\" level");
