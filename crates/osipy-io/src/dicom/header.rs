@@ -364,7 +364,8 @@ pub fn read_frames(path: &Path, frames: &[u32], len: usize) -> Result<Vec<Vec<f6
 }
 
 fn decode_frames(path: &Path, frames: &[u32], len: usize) -> Result<Vec<Vec<f64>>> {
-    check_lengths(path)?;
+    // `check_lengths` walked the whole file, pixel data included, when the
+    // series was scanned: only scanned files are read.
     let obj = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| OsipyError::io(path, format!("not a readable DICOM file: {e}")))?;
