@@ -6,7 +6,7 @@
 //! ΔM / M0, with M0 of arterial blood M0b = M0 / λ. CBF is in ml/100g/min
 //! (f = CBF / 6000 in ml/g/s), times in seconds.
 
-use crate::dual::Num;
+use osipy_fitting::dual::Num;
 use osipy_io::Choice;
 use serde::{Deserialize, Serialize};
 
@@ -251,7 +251,7 @@ pub fn single_pld_cbf(scheme: LabelingScheme, dm_over_m0: f64, s: Timing, p: &Ph
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dual::Dual;
+    use osipy_fitting::dual::Dual;
 
     const P: Physio = WHITE_PAPER_3T;
 

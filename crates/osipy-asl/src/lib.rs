@@ -16,7 +16,6 @@
 //! | (none) | | |
 
 pub mod context;
-pub mod dual;
 pub mod kinetics;
 pub mod m0;
 pub mod multi_pld;

@@ -1,7 +1,8 @@
-//! Forward-mode dual numbers: the kinetic models are written once, generic
-//! over [`Num`], and evaluated on `f64` for predictions and on [`Dual`] for
-//! exact Jacobians (no finite differences, no hand-derived derivative code
-//! to drift from the model).
+//! Forward-mode dual numbers: a signal model is written once, generic over
+//! [`Num`], and evaluated on `f64` for predictions and on [`Dual`] for exact
+//! Jacobians (no finite differences, no hand-derived derivative code to drift
+//! from the model). Used by the ASL kinetic models and the microstructure
+//! compartments.
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
@@ -19,6 +20,15 @@ pub trait Num:
     fn exp_m1(self) -> Self;
     /// The error function.
     fn erf(self) -> Self;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// Sine.
+    fn sin(self) -> Self;
+    /// Cosine.
+    fn cos(self) -> Self;
+    /// `g(self)` for any scalar function `g`, given its value `g` and
+    /// derivative `dg` at `self.value()` (special functions: Bessel...).
+    fn apply(self, g: f64, dg: f64) -> Self;
 }
 
 impl Num for f64 {
@@ -36,6 +46,18 @@ impl Num for f64 {
     }
     fn erf(self) -> Self {
         puruspe::erf(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn sin(self) -> Self {
+        f64::sin(self)
+    }
+    fn cos(self) -> Self {
+        f64::cos(self)
+    }
+    fn apply(self, g: f64, _dg: f64) -> Self {
+        g
     }
 }
 
@@ -136,6 +158,19 @@ impl<const N: usize> Num for Dual<N> {
         let dv = std::f64::consts::FRAC_2_SQRT_PI * (-self.v * self.v).exp();
         self.chain(puruspe::erf(self.v), dv)
     }
+    fn sqrt(self) -> Self {
+        let r = self.v.sqrt();
+        self.chain(r, 0.5 / r)
+    }
+    fn sin(self) -> Self {
+        self.chain(self.v.sin(), self.v.cos())
+    }
+    fn cos(self) -> Self {
+        self.chain(self.v.cos(), -self.v.sin())
+    }
+    fn apply(self, g: f64, dg: f64) -> Self {
+        self.chain(g, dg)
+    }
 }
 
 #[cfg(test)]
@@ -143,7 +178,9 @@ mod tests {
     use super::*;
 
     fn f<T: Num>(x: T, y: T) -> T {
-        (x * y).exp_m1() / (x + T::c(2.0)) - (-y).exp() * x.erf()
+        (x * y).exp_m1() / (x + T::c(2.0)) - (-y).exp() * x.erf() + (x * x + y * y).sqrt() * y.sin()
+            - x.cos()
+            + y.apply(y.value().tanh(), 1.0 / y.value().cosh().powi(2))
     }
 
     #[test]
