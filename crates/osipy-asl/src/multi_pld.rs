@@ -3,9 +3,9 @@
 //! blood volume aBV and its arrival time aATT), started from a grid over
 //! the arrival times.
 
-use osipy_fitting::dual::Dual;
 use crate::kinetics::{arterial, tissue, tissue_curve, LabelingScheme, Physio, Timing};
 use osipy_core::{OsipyError, Result, Unit};
+use osipy_fitting::dual::Dual;
 use osipy_fitting::{Model, ParamSpec};
 
 const TISSUE_PARAMS: [ParamSpec; 2] = [

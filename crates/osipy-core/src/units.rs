@@ -33,6 +33,10 @@ pub enum Unit {
     SecondsPerMm2,
     /// Degrees (flip angles).
     Degrees,
+    /// Radians (orientation angles).
+    Radians,
+    /// Micrometres (compartment radii and sizes).
+    Micrometres,
     /// Arbitrary signal units.
     Arbitrary,
 }
@@ -53,6 +57,8 @@ impl Unit {
             Unit::Mm2PerSecond => "mm^2/s",
             Unit::SecondsPerMm2 => "s/mm^2",
             Unit::Degrees => "deg",
+            Unit::Radians => "rad",
+            Unit::Micrometres => "um",
             Unit::Arbitrary => "a.u.",
         }
     }

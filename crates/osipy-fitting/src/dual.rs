@@ -178,8 +178,7 @@ mod tests {
     use super::*;
 
     fn f<T: Num>(x: T, y: T) -> T {
-        (x * y).exp_m1() / (x + T::c(2.0)) - (-y).exp() * x.erf() + (x * x + y * y).sqrt() * y.sin()
-            - x.cos()
+        (x * y).exp_m1() / (x + T::c(2.0)) - (-y).exp() * x.erf() + (x * x + y * y).sqrt() * y.sin() - x.cos()
             + y.apply(y.value().tanh(), 1.0 / y.value().cosh().powi(2))
     }
 

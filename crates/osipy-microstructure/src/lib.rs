@@ -1,0 +1,31 @@
+//! # osipy-microstructure
+//!
+//! Diffusion MRI microstructure in the manner of dmipy (Fick et al. 2019):
+//! compartments ([`compartment`]) composed into multi-compartment models with
+//! volume fractions and parameter links ([`model`]), fitted voxel by voxel by
+//! a brute-force grid start and the shared bounded LM engine, with presets
+//! for ball-and-stick, NODDI-Watson, SMT and SANDI ([`presets`]).
+//!
+//! ## Cargo features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | (none) | | |
+
+pub mod compartment;
+pub mod model;
+pub mod scheme;
+pub mod special;
+
+pub use compartment::{Compartment, Dispersion, Kind, COMPARTMENTS};
+pub use model::{LinkValue, ModelSpec, MultiCompartment};
+pub use scheme::{parse_bvecs, Scheme, Shell};
+
+use osipy_core::{Registry, Result};
+
+/// Registers the compartments.
+pub fn register(reg: &mut Registry) -> Result<()> {
+    for (name, about, c) in COMPARTMENTS {
+        reg.register(name, about, *c)?;
+    }
+    Ok(())
+}
