@@ -23,6 +23,7 @@ pub const LAYERS: &[(&str, u32)] = &[
     ("osipy-dsc", 5),
     ("osipy-asl", 5),
     ("osipy-ivim", 5),
+    ("osipy-microstructure", 5),
     // Beside the modalities: figures and the HTML report (no modality code).
     ("osipy-report", 5),
     ("osipy-pipeline", 6),
