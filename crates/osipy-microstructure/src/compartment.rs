@@ -99,12 +99,12 @@ const fn diffusivity(name: &'static str, grid: &'static [f64]) -> CParam {
         grid,
     }
 }
-const D_GRID: &[f64] = &[0.5, 1.2, 2.0, 3.0];
+const D_GRID: &[f64] = &[0.3, 0.7, 1.1, 1.5, 2.0, 2.5, 3.0];
 const RADIUS: CParam = CParam {
     name: "radius",
     kind: ParamKind::Length,
     bounds: (0.1, 20.0),
-    grid: &[1.0, 3.0, 6.0, 10.0],
+    grid: &[1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0],
 };
 /// Orientation dispersion index of a Watson distribution,
 /// ODI = 2/pi arctan(1/kappa) (Zhang et al. 2012).
@@ -112,7 +112,7 @@ pub const ODI: CParam = CParam {
     name: "odi",
     kind: ParamKind::Unitless,
     bounds: (0.01, 0.99),
-    grid: &[0.05, 0.15, 0.3, 0.5, 0.8],
+    grid: &[0.03, 0.08, 0.15, 0.25, 0.4, 0.6, 0.85],
 };
 
 /// The kinds of compartment.
@@ -142,19 +142,20 @@ impl Kind {
     /// Parameters after the orientation (theta, phi come first for oriented kinds).
     pub fn shape_params(self) -> &'static [CParam] {
         const BALL: &[CParam] = &[diffusivity("D", D_GRID)];
-        const STICK: &[CParam] = &[diffusivity("lambda_par", &[1.0, 1.7, 2.4])];
+        const PAR: &[f64] = &[0.8, 1.2, 1.6, 2.0, 2.4, 2.8];
+        const STICK: &[CParam] = &[diffusivity("lambda_par", PAR)];
         const ZEPPELIN: &[CParam] = &[
-            diffusivity("lambda_par", &[1.0, 1.7, 2.4]),
-            diffusivity("lambda_perp", &[0.2, 0.5, 1.0]),
+            diffusivity("lambda_par", PAR),
+            diffusivity("lambda_perp", &[0.1, 0.3, 0.5, 0.8, 1.2]),
         ];
-        const CYLINDER: &[CParam] = &[diffusivity("lambda_par", &[1.0, 1.7, 2.4]), RADIUS];
+        const CYLINDER: &[CParam] = &[diffusivity("lambda_par", PAR), RADIUS];
         const SPHERE_SP: &[CParam] = &[RADIUS];
         const SPHERE_GPD: &[CParam] = &[RADIUS, diffusivity("D", &[1.0, 2.0, 3.0])];
         const PLANE: &[CParam] = &[CParam {
             name: "spacing",
             kind: ParamKind::Length,
             bounds: (0.1, 50.0),
-            grid: &[2.0, 5.0, 10.0, 20.0],
+            grid: &[1.0, 2.0, 4.0, 7.0, 10.0, 15.0, 20.0, 30.0],
         }];
         match self {
             Kind::Ball => BALL,

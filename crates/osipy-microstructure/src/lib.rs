@@ -12,20 +12,28 @@
 //! | (none) | | |
 
 pub mod compartment;
+mod fit;
 pub mod model;
+pub mod phantom;
+pub mod presets;
 pub mod scheme;
 pub mod special;
 
 pub use compartment::{Compartment, Dispersion, Kind, COMPARTMENTS};
+pub use fit::{fit_microstructure, model_data};
 pub use model::{LinkValue, ModelSpec, MultiCompartment};
+pub use presets::{Preset, PRESETS};
 pub use scheme::{parse_bvecs, Scheme, Shell};
 
 use osipy_core::{Registry, Result};
 
-/// Registers the compartments.
+/// Registers the compartments and the preset models.
 pub fn register(reg: &mut Registry) -> Result<()> {
     for (name, about, c) in COMPARTMENTS {
         reg.register(name, about, *c)?;
+    }
+    for (name, about, p) in PRESETS {
+        reg.register(name, about, *p)?;
     }
     Ok(())
 }

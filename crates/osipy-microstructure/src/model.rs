@@ -44,10 +44,18 @@ const NQ: usize = 64;
 pub const MAX_SHELLS: usize = 32;
 /// Most free parameters, S0 included (the widest dual number).
 pub const MAX_FREE: usize = 16;
+/// Most starting points per voxel ([`MultiCompartment::grid_starts`]).
+pub const MAX_STARTS: usize = 8;
 /// Directions of the brute-force orientation search (upper hemisphere).
 const N_DIRECTIONS: usize = 120;
-/// Most points of the brute-force grid over the other parameters.
-const MAX_GRID: usize = 400;
+/// Budget of the brute-force grid over the other parameters, in predicted
+/// samples per voxel: the grid has at most this / samples points (and
+/// between [`MIN_GRID`] and [`MAX_GRID`]).
+const GRID_BUDGET: usize = 200_000;
+const MIN_GRID: usize = 100;
+const MAX_GRID: usize = 20_000;
+/// Values of a partial fraction on the grid.
+const FRACTION_GRID: &[f64] = &[0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95];
 
 /// A link value in the config: a number, or a text (`"stick.lambda_par"`,
 /// `"tortuous(stick)"`).
@@ -71,6 +79,9 @@ pub struct ModelSpec {
     pub spherical_mean: bool,
     /// Extra map names: (alias, source map), e.g. ("NDI", ...).
     pub aliases: Vec<(&'static str, String)>,
+    /// Default bounds by free-parameter name, config units (a preset's;
+    /// `pipeline.fitting.bounds` overrides them).
+    pub bounds: Vec<(&'static str, [f64; 2])>,
 }
 
 /// Where a compartment parameter's value comes from.
@@ -158,6 +169,23 @@ struct Grid {
     /// combinations tried.
     middle: Vec<f64>,
     points: Vec<Vec<f64>>,
+    /// How a voxel's grid is scored (precomputed where the voxel does not
+    /// change it).
+    table: GridTable,
+}
+
+/// Precomputed grid predictions.
+#[derive(Debug, Clone, Default)]
+enum GridTable {
+    /// No orientation: every point's prediction (points x samples).
+    Signals(Vec<f64>),
+    /// One free orientation shared by every oriented compartment: each
+    /// point's Legendre coefficients per shell (points x shells x NL), so a
+    /// voxel's grid at its direction mu costs one P_l(g.mu) table.
+    Legendre(Vec<[f64; NL]>),
+    /// Anything else: predicted per voxel.
+    #[default]
+    PerVoxel,
 }
 
 fn intern(s: String) -> &'static str {
@@ -434,7 +462,8 @@ impl MultiCompartment {
                 FreeParam::Param { instance, param } => instances[*instance].params[*param].kind.scale(),
                 _ => 1.0,
             };
-            let b = match bounds.get(&name) {
+            let preset = spec.bounds.iter().find(|(n, _)| *n == name).map(|(_, b)| b);
+            let b = match bounds.get(&name).or(preset) {
                 Some([lo, hi]) => (lo * scale, hi * scale),
                 None => b,
             };
@@ -487,6 +516,17 @@ impl MultiCompartment {
                 format!(
                     "at most {MAX_SHELLS} for a dispersed model (b-values within {} s/mm^2 form one shell)",
                     crate::scheme::SHELL_GAP
+                ),
+            ));
+        }
+        if samples.len() <= free.len() {
+            return Err(OsipyError::metadata(
+                if spec.spherical_mean { "shells in the b-values (b = 0 included)" } else { "DWI volumes" },
+                samples.len(),
+                format!(
+                    "more than the model's {} free parameters ({}); a spherical-mean model needs one shell per parameter and more",
+                    free.len(),
+                    specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
                 ),
             ));
         }
@@ -579,21 +619,7 @@ impl MultiCompartment {
         let s0 = x[0];
         for (ci, inst) in self.instances.iter().enumerate() {
             let w = s0 * f[ci];
-            // Resolved parameter values.
-            let mut v = [T::c(0.0); 8];
-            for (j, src) in inst.src.iter().enumerate() {
-                v[j] = match *src {
-                    Src::Free(k) => x[k],
-                    Src::Fixed(c) => T::c(c),
-                    Src::Tortuous { .. } => T::c(0.0),
-                };
-            }
-            for (j, src) in inst.src.iter().enumerate() {
-                if let Src::Tortuous { intra, par } = *src {
-                    let fi = f[intra];
-                    v[j] = (T::c(1.0) - fi / (fi + f[ci])) * v[par];
-                }
-            }
+            let v = self.resolve(ci, x, &f);
             let n = inst.params.len();
             let (orient, shape) = if inst.comp.kind.oriented() && !self.spherical_mean {
                 let skip = if inst.comp.dispersion == Dispersion::Watson {
@@ -610,7 +636,7 @@ impl MultiCompartment {
             let c0 = T::c(0.0);
             if inst.comp.dispersion == Dispersion::Watson && !self.spherical_mean {
                 let mu = orient.unwrap_or([c0, c0, T::c(1.0)]);
-                let coef = self.watson_coefficients(kind, v[2], shape, pre);
+                let coef = self.legendre_coefficients(kind, Some(v[2]), shape, pre);
                 let mut p = [c0; NL];
                 for (i, s) in self.samples.iter().enumerate() {
                     let c = mu[0] * T::c(s.g[0]) + mu[1] * T::c(s.g[1]) + mu[2] * T::c(s.g[2]);
@@ -641,20 +667,53 @@ impl MultiCompartment {
         }
     }
 
-    /// (2l + 1) f_l(kappa) k_l(shell) for each shell and even l.
-    fn watson_coefficients<T: Num>(&self, kind: Kind, odi: T, shape: &[T], pre: T) -> [[T; NL]; MAX_SHELLS] {
+    /// Parameter values of compartment `ci` for fit vector `x` and
+    /// fractions `f` (links and tortuosity resolved).
+    fn resolve<T: Num>(&self, ci: usize, x: &[T], f: &[T]) -> [T; 8] {
+        let inst = &self.instances[ci];
+        let mut v = [T::c(0.0); 8];
+        for (j, src) in inst.src.iter().enumerate() {
+            v[j] = match *src {
+                Src::Free(k) => x[k],
+                Src::Fixed(c) => T::c(c),
+                Src::Tortuous { .. } => T::c(0.0),
+            };
+        }
+        for (j, src) in inst.src.iter().enumerate() {
+            if let Src::Tortuous { intra, par } = *src {
+                let fi = f[intra];
+                v[j] = (T::c(1.0) - fi / (fi + f[ci])) * v[par];
+            }
+        }
+        v
+    }
+
+    /// (2l + 1) f_l k_l(shell) for each shell and even l: the Legendre
+    /// series in c = g.mu of the kernel (f_l = 1, `odi` None) or of its
+    /// Watson-dispersed version (f_l of the Watson density).
+    fn legendre_coefficients<T: Num>(
+        &self,
+        kind: Kind,
+        odi: Option<T>,
+        shape: &[T],
+        pre: T,
+    ) -> [[T; NL]; MAX_SHELLS] {
         let c0 = T::c(0.0);
         let mut out = [[c0; NL]; MAX_SHELLS];
-        // kappa = 1 / tan(pi/2 ODI) (Zhang et al. 2012, eq. 3).
-        let a = odi * T::c(std::f64::consts::FRAC_PI_2);
-        let kappa = a.cos() / a.sin();
-        let mut fl = [c0; NL];
-        let mut norm = c0;
-        for (n, (&c, &wq)) in self.nodes.iter().zip(&self.weights).enumerate() {
-            let d = T::c(wq) * (kappa * T::c(c * c - 1.0)).exp();
-            norm = norm + d;
-            for l in 0..NL {
-                fl[l] = fl[l] + d * T::c(self.legendre[n][l]);
+        let mut fl = [T::c(1.0); NL];
+        let mut norm = T::c(1.0);
+        if let Some(odi) = odi {
+            // kappa = 1 / tan(pi/2 ODI) (Zhang et al. 2012, eq. 3).
+            let a = odi * T::c(std::f64::consts::FRAC_PI_2);
+            let kappa = a.cos() / a.sin();
+            fl = [c0; NL];
+            norm = c0;
+            for (n, (&c, &wq)) in self.nodes.iter().zip(&self.weights).enumerate() {
+                let d = T::c(wq) * (kappa * T::c(c * c - 1.0)).exp();
+                norm = norm + d;
+                for l in 0..NL {
+                    fl[l] = fl[l] + d * T::c(self.legendre[n][l]);
+                }
             }
         }
         for (k, &(b, q)) in self.shells.iter().enumerate().take(MAX_SHELLS) {
@@ -707,14 +766,14 @@ impl MultiCompartment {
                         }
                         continue;
                     }
-                    let vals: Vec<f64> = p.grid.iter().map(|v| clamp(*v)).collect();
+                    let mut vals: Vec<f64> = p.grid.iter().map(|v| clamp(*v)).collect();
+                    vals.dedup();
                     middle[k] = vals[vals.len() / 2];
                     axes.push((k, vals));
                 }
                 FreeParam::Partial { .. } => {
-                    let vals = vec![0.1, 0.35, 0.6, 0.85];
-                    middle[k] = 0.6;
-                    axes.push((k, vals));
+                    middle[k] = 0.5;
+                    axes.push((k, FRACTION_GRID.to_vec()));
                 }
             }
         }
@@ -722,7 +781,8 @@ impl MultiCompartment {
         // Thin the axes until the grid fits.
         loop {
             let size: usize = axes.iter().map(|(_, v)| v.len()).product();
-            if size <= MAX_GRID {
+            let most = (GRID_BUDGET / self.samples.len().max(1)).clamp(MIN_GRID, MAX_GRID);
+            if size <= most {
                 break;
             }
             let Some(longest) = axes
@@ -751,6 +811,7 @@ impl MultiCompartment {
         }
         g.middle = middle.clone();
         g.points = points;
+        g.table = self.grid_table(&g);
         if !g.orientations.is_empty() {
             // Fibonacci points on the upper hemisphere.
             let golden = std::f64::consts::PI * (3.0 - 5f64.sqrt());
@@ -773,11 +834,16 @@ impl MultiCompartment {
         g
     }
 
-    /// The brute-force start for `data`: the best direction on the sphere
+    /// The brute-force starts for `data`: the best direction on the sphere
     /// grid (for every free orientation, further ones at least 45 degrees
-    /// from those chosen), then the best point of the grid over the other
-    /// parameters; S0 by least squares at each candidate.
-    fn grid_start(&self, data: &[f64], out: &mut [f64], buf: &mut [f64]) {
+    /// from those chosen), then the `out.len() / n_params` best points of
+    /// the grid over the other parameters, best first (at most
+    /// [`MAX_STARTS`]); S0 by least squares at each candidate. `buf` holds
+    /// `n_samples` values.
+    pub fn grid_starts(&self, data: &[f64], out: &mut [f64], buf: &mut [f64]) {
+        let np = self.free.len();
+        let n_starts = (out.len() / np).clamp(1, MAX_STARTS);
+        let (first, rest) = out.split_at_mut(np);
         let score = |m: &[f64]| -> (f64, f64) {
             let (mut dm, mut mm, mut dd) = (0.0, 0.0, 0.0);
             for (d, m) in data.iter().zip(m) {
@@ -790,6 +856,7 @@ impl MultiCompartment {
             }
             (dd - dm * dm / mm, dm / mm)
         };
+        let out = first;
         out.copy_from_slice(&self.grid.middle);
         if !self.grid.orientations.is_empty() {
             let mut chosen: Vec<[f64; 3]> = Vec::new();
@@ -815,31 +882,142 @@ impl MultiCompartment {
                 out[kp] = p;
             }
         }
-        let mut best = (f64::INFINITY, 0usize, 1.0);
-        let mut x = out.to_vec();
-        for (k, pt) in self.grid.points.iter().enumerate() {
-            for (j, v) in pt.iter().enumerate() {
-                if !self.grid.orientations.iter().any(|&(a, b)| a == j || b == j) {
+        // The best n_starts (score, point, S0), best first.
+        let mut best = [(f64::INFINITY, 0usize, 1.0); MAX_STARTS];
+        let mut consider = |k: usize, m: &[f64]| {
+            let (r, s) = score(m);
+            if r < best[n_starts - 1].0 {
+                let mut at = n_starts - 1;
+                while at > 0 && r < best[at - 1].0 {
+                    best[at] = best[at - 1];
+                    at -= 1;
+                }
+                best[at] = (r, k, s);
+            }
+        };
+        let ns = self.samples.len();
+        match &self.grid.table {
+            GridTable::Signals(sig) => {
+                for k in 0..self.grid.points.len() {
+                    consider(k, &sig[k * ns..(k + 1) * ns]);
+                }
+            }
+            GridTable::Legendre(coef) => {
+                let (kt, kp) = self.grid.orientations[0];
+                let mu = direction(out[kt], out[kp]);
+                let nsh = self.shells.len();
+                // P_l(g.mu) per sample, into buf's shape one l at a time
+                // would cost more passes; a small table instead.
+                let p: Vec<[f64; NL]> = self
+                    .samples
+                    .iter()
+                    .map(|s| {
+                        let mut p = [0.0; NL];
+                        even_legendre(mu[0] * s.g[0] + mu[1] * s.g[1] + mu[2] * s.g[2], &mut p);
+                        p
+                    })
+                    .collect();
+                for k in 0..self.grid.points.len() {
+                    let c = &coef[k * nsh..(k + 1) * nsh];
+                    for (i, s) in self.samples.iter().enumerate() {
+                        let cs = &c[s.shell];
+                        buf[i] = (0..NL).map(|l| cs[l] * p[i][l]).sum();
+                    }
+                    consider(k, buf);
+                }
+            }
+            GridTable::PerVoxel => {
+                let mut x = out.to_vec();
+                for (k, pt) in self.grid.points.iter().enumerate() {
+                    for (j, v) in pt.iter().enumerate() {
+                        if !self.grid.orientations.iter().any(|&(a, b)| a == j || b == j) {
+                            x[j] = *v;
+                        }
+                    }
+                    x[0] = 1.0;
+                    self.predict(&x, buf);
+                    consider(k, buf);
+                }
+            }
+        }
+        let base = out.to_vec();
+        let fallback = data.iter().copied().fold(0.0, f64::max).max(1e-12);
+        for (i, x) in std::iter::once(out)
+            .chain(rest.chunks_exact_mut(np))
+            .enumerate()
+            .take(n_starts)
+        {
+            // Fewer finite candidates than starts: repeat the best.
+            let b = if best[i].0.is_finite() { best[i] } else { best[0] };
+            x.copy_from_slice(&base);
+            for (j, v) in self.grid.points[b.1].iter().enumerate() {
+                if !self.grid.orientations.iter().any(|&(a, c)| a == j || c == j) {
                     x[j] = *v;
                 }
             }
+            x[0] = if b.2.is_finite() && b.2 > 0.0 {
+                b.2
+            } else {
+                fallback
+            };
+        }
+    }
+
+    /// The precomputed form of the grid (see [`GridTable`]).
+    fn grid_table(&self, g: &Grid) -> GridTable {
+        let ns = self.samples.len();
+        if g.orientations.is_empty() {
+            let mut sig = vec![0.0; g.points.len() * ns];
+            for (k, pt) in g.points.iter().enumerate() {
+                let mut x = pt.clone();
+                x[0] = 1.0;
+                self.predict(&x, &mut sig[k * ns..(k + 1) * ns]);
+            }
+            return GridTable::Signals(sig);
+        }
+        let (kt, kp) = g.orientations[0];
+        let shared = g.orientations.len() == 1
+            && self.shells.len() <= MAX_SHELLS
+            && self
+                .instances
+                .iter()
+                .all(|x| !x.comp.kind.oriented() || (x.src[0] == Src::Free(kt) && x.src[1] == Src::Free(kp)));
+        if !shared {
+            return GridTable::PerVoxel;
+        }
+        let nsh = self.shells.len();
+        let mut coef = vec![[0.0; NL]; g.points.len() * nsh];
+        let mut f = [0.0; 16];
+        for (k, pt) in g.points.iter().enumerate() {
+            let mut x = pt.clone();
             x[0] = 1.0;
-            self.predict(&x, buf);
-            let (r, s) = score(buf);
-            if r < best.0 {
-                best = (r, k, s);
+            self.fill_fractions(&x, &mut f[..self.instances.len().min(16)]);
+            let c = &mut coef[k * nsh..(k + 1) * nsh];
+            for (ci, inst) in self.instances.iter().enumerate() {
+                let v = self.resolve(ci, &x, &f);
+                let n = inst.params.len();
+                let kind = inst.comp.kind;
+                if kind.oriented() {
+                    let watson = inst.comp.dispersion == Dispersion::Watson;
+                    let shape = &v[if watson { 3 } else { 2 }..n];
+                    let pre = kind.prepare(shape, self.timing);
+                    let a = self.legendre_coefficients(kind, watson.then_some(v[2]), shape, pre);
+                    for (s, cs) in c.iter_mut().enumerate() {
+                        for l in 0..NL {
+                            cs[l] += f[ci] * a[s][l];
+                        }
+                    }
+                } else {
+                    let shape = &v[..n];
+                    let pre = kind.prepare(shape, self.timing);
+                    for (s, cs) in c.iter_mut().enumerate() {
+                        let (b, q) = self.shells[s];
+                        cs[0] += f[ci] * kind.kernel(0.0, b, q, self.delta, shape, pre);
+                    }
+                }
             }
         }
-        for (j, v) in self.grid.points[best.1].iter().enumerate() {
-            if !self.grid.orientations.iter().any(|&(a, b)| a == j || b == j) {
-                out[j] = *v;
-            }
-        }
-        out[0] = if best.2.is_finite() && best.2 > 0.0 {
-            best.2
-        } else {
-            data.iter().copied().fold(0.0, f64::max).max(1e-12)
-        };
+        GridTable::Legendre(coef)
     }
 
     /// Folds every free orientation of fit vector `x` onto the upper
@@ -923,11 +1101,11 @@ impl Model for MultiCompartment {
 
     fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
         let mut buf = vec![0.0; self.samples.len()];
-        self.grid_start(data, out, &mut buf);
+        self.grid_starts(data, out, &mut buf);
     }
 
     fn initial_guess_in(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
-        self.grid_start(data, out, scratch);
+        self.grid_starts(data, out, scratch);
     }
 }
 

@@ -41,6 +41,7 @@ fn model(comps: &[&str], links: &[(&str, LinkValue)], sm: bool, s: &Scheme) -> M
         links: links.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         spherical_mean: sm,
         aliases: Vec::new(),
+        bounds: Vec::new(),
     };
     MultiCompartment::new(&spec, s, &registry(), &BTreeMap::new()).unwrap()
 }
@@ -51,6 +52,7 @@ fn try_model(comps: &[&str], links: &[(&str, LinkValue)], sm: bool, s: &Scheme) 
         links: links.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         spherical_mean: sm,
         aliases: Vec::new(),
+        bounds: Vec::new(),
     };
     MultiCompartment::new(&spec, s, &registry(), &BTreeMap::new())
         .unwrap_err()
@@ -481,6 +483,11 @@ fn tortuosity_and_equality_links_hold() {
 #[test]
 fn jacobians_are_exact() {
     let s = scheme(&[0.0, 1000.0, 2000.0, 3000.0], 12, Some((0.0106, 0.0431)));
+    let many_shells = scheme(
+        &[0.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0, 8000.0],
+        3,
+        Some((0.0106, 0.0431)),
+    );
     let cases: Vec<(MultiCompartment, Vec<f64>)> = vec![
         (
             model(
@@ -502,7 +509,7 @@ fn jacobians_are_exact() {
                 &["stick", "sphere_gpd", "ball"],
                 &[("sphere_gpd.D", num(3e-3))],
                 true,
-                &s,
+                &many_shells,
             ),
             vec![1.1, 2.1, 7.0, 1.0, 0.5, 0.4],
         ),
@@ -581,4 +588,11 @@ fn bad_models_are_refused_with_what_is_valid() {
     assert!(e.contains("same kind"), "{e}");
     let e = try_model(&["watson_stick", "ball"], &[], true, &s);
     assert!(e.contains("spherical-mean"), "{e}");
+    // Seven parameters from two shells.
+    let t = scheme(&[0.0, 1000.0], 10, Some((0.0106, 0.0431)));
+    let e = try_model(&["stick", "sphere_gpd", "ball"], &[], true, &t);
+    assert!(
+        e.contains("shells") && e.contains("2") && e.contains("7 free parameters"),
+        "{e}"
+    );
 }
