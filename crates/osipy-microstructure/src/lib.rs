@@ -15,6 +15,7 @@ pub mod compartment;
 mod fit;
 pub mod model;
 pub mod phantom;
+mod pipeline;
 pub mod presets;
 pub mod scheme;
 pub mod special;
@@ -22,6 +23,9 @@ pub mod special;
 pub use compartment::{Compartment, Dispersion, Kind, COMPARTMENTS};
 pub use fit::{fit_microstructure, model_data};
 pub use model::{LinkValue, ModelSpec, MultiCompartment};
+pub use pipeline::{
+    demo_case_sized, model_spec, to_maps, Microstructure, MicrostructureConfig, MicrostructureFittingConfig,
+};
 pub use presets::{Preset, PRESETS};
 pub use scheme::{parse_bvecs, Scheme, Shell};
 

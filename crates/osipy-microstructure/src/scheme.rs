@@ -167,6 +167,20 @@ impl Scheme {
     }
 }
 
+/// `n` unit vectors spread evenly over the sphere (a Fibonacci lattice,
+/// turned by `twist` radians about z), for phantoms and examples.
+pub fn fibonacci_directions(n: usize, twist: f64) -> Vec<[f64; 3]> {
+    let golden = std::f64::consts::PI * (3.0 - 5f64.sqrt());
+    (0..n)
+        .map(|i| {
+            let z = 1.0 - 2.0 * (i as f64 + 0.5) / n as f64;
+            let r = (1.0 - z * z).sqrt();
+            let p = golden * i as f64 + twist;
+            [r * p.cos(), r * p.sin(), z]
+        })
+        .collect()
+}
+
 /// Shells by sorting b-values (s/mm^2) and splitting where neighbours are
 /// more than [`SHELL_GAP`] apart; b <= [`B0_THRESHOLD`] is its own shell.
 fn find_shells(b: &[f64]) -> (Vec<Shell>, Vec<usize>) {

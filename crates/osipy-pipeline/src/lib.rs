@@ -39,6 +39,7 @@ pub fn builtin_registry() -> Result<Registry> {
     osipy_ivim::register(&mut reg)?;
     osipy_dsc::register(&mut reg)?;
     osipy_asl::register(&mut reg)?;
+    osipy_microstructure::register(&mut reg)?;
     Ok(reg)
 }
 

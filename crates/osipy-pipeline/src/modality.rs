@@ -16,6 +16,7 @@ pub static MODALITIES: &[&dyn Modality] = &[
     &Seam::<osipy_ivim::Ivim>::NEW,
     &Seam::<osipy_dsc::Dsc>::NEW,
     &Seam::<osipy_asl::Asl>::NEW,
+    &Seam::<osipy_microstructure::Microstructure>::NEW,
 ];
 
 /// The modality called `id`, or an error listing the ids of this build.

@@ -6,7 +6,7 @@
 //!
 //! ## Map of the workspace
 //! ```text
-//! backend -> core -> fitting -> { aif, convolution } -> io -> { dce, dsc, asl, ivim, report } -> pipeline -> cli
+//! backend -> core -> fitting -> { aif, convolution } -> io -> { dce, dsc, asl, ivim, microstructure, report } -> pipeline -> cli
 //! ```
 //! | module | crate | what it holds |
 //! |---|---|---|
@@ -20,6 +20,7 @@
 //! | `ivim` | `osipy-ivim` | IVIM models and segmented / full / Bayesian fitting; the IVIM modality |
 //! | `dsc` | `osipy-dsc` | DSC deltaR2*, SVD / Tikhonov deconvolution, perfusion maps; the DSC modality |
 //! | `asl` | `osipy-asl` | ASL differences, M0 calibration, single-PLD and Buxton multi-PLD CBF / ATT; the ASL modality |
+//! | `microstructure` | `osipy-microstructure` | dmipy-style compartments, Watson dispersion, composition, NODDI / SMT / SANDI presets; the microstructure modality |
 //! | `report` | `osipy-report` | PNG figures (map montages, quality, curves, histograms) and the self-contained `report.html` |
 //!
 //! ## Cargo features
@@ -33,6 +34,7 @@
 //! | `ivim` | yes | `osipy::ivim` |
 //! | `dsc` | yes | `osipy::dsc` |
 //! | `asl` | yes | `osipy::asl` |
+//! | `microstructure` | yes | `osipy::microstructure` |
 //! | `report` | yes | `osipy::report` |
 
 pub use osipy_backend as backend;
@@ -54,6 +56,8 @@ pub use osipy_fitting as fitting;
 pub use osipy_io as io;
 #[cfg(feature = "ivim")]
 pub use osipy_ivim as ivim;
+#[cfg(feature = "microstructure")]
+pub use osipy_microstructure as microstructure;
 #[cfg(feature = "report")]
 pub use osipy_report as report;
 
@@ -77,6 +81,8 @@ pub fn registry() -> core::Result<core::Registry> {
     dsc::register(&mut reg)?;
     #[cfg(feature = "asl")]
     asl::register(&mut reg)?;
+    #[cfg(feature = "microstructure")]
+    microstructure::register(&mut reg)?;
     Ok(reg)
 }
 
@@ -139,7 +145,27 @@ mod tests {
             reg.names::<crate::asl::m0::M0Calibration>(),
             ["reference_region", "single", "voxelwise"]
         );
-        // Only what a config can select is registered: eleven tables.
-        assert_eq!(reg.tables().len(), 11);
+        assert_eq!(
+            reg.names::<crate::microstructure::Compartment>(),
+            [
+                "ball",
+                "cylinder_gpd",
+                "cylinder_soderman",
+                "dot",
+                "plane_short_pulse",
+                "sphere_gpd",
+                "sphere_short_pulse",
+                "stick",
+                "watson_stick",
+                "watson_zeppelin",
+                "zeppelin"
+            ]
+        );
+        assert_eq!(
+            reg.names::<crate::microstructure::Preset>(),
+            ["ball_stick", "custom", "noddi_watson", "sandi", "smt"]
+        );
+        // Only what a config can select is registered: thirteen tables.
+        assert_eq!(reg.tables().len(), 13);
     }
 }
