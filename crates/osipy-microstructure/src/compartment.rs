@@ -19,7 +19,7 @@
 //! | `cylinder_gpd` | exp(-b lambda_par c^2) exp(-2 (gamma G)^2 (1 - c^2) S_cyl) | van Gelderen et al. 1994 |
 //! | `sphere_short_pulse` | (3 (sin x - x cos x) / x^3)^2, x = 2 pi q R | Balinov et al. 1993 |
 //! | `sphere_gpd` | exp(-2 (gamma G)^2 S_sph) | Murday & Cotts 1968; SANDI (Palombo et al. 2020) |
-//! | `plane_short_pulse` | 2 (1 - cos x) / x^2 = (sin(x/2) / (x/2))^2, x = 2 pi q L c | Balinov et al. 1993 |
+//! | `plane_short_pulse` | exp(-b lambda_par (1 - c^2)) (sin(x/2) / (x/2))^2, x = 2 pi q L c (n the planes' normal) | Balinov et al. 1993 |
 //!
 //! with gamma G = 2 pi q / delta and, for roots x_m of J1' (cylinder, k = 1)
 //! or of the spherical j1' (sphere, k = 2), alpha_m = x_m / R:
@@ -151,12 +151,15 @@ impl Kind {
         const CYLINDER: &[CParam] = &[diffusivity("lambda_par", PAR), RADIUS];
         const SPHERE_SP: &[CParam] = &[RADIUS];
         const SPHERE_GPD: &[CParam] = &[RADIUS, diffusivity("D", &[1.0, 2.0, 3.0])];
-        const PLANE: &[CParam] = &[CParam {
-            name: "spacing",
-            kind: ParamKind::Length,
-            bounds: (0.1, 50.0),
-            grid: &[1.0, 2.0, 4.0, 7.0, 10.0, 15.0, 20.0, 30.0],
-        }];
+        const PLANE: &[CParam] = &[
+            diffusivity("lambda_par", PAR),
+            CParam {
+                name: "spacing",
+                kind: ParamKind::Length,
+                bounds: (0.1, 50.0),
+                grid: &[1.0, 2.0, 4.0, 7.0, 10.0, 15.0, 20.0, 30.0],
+            },
+        ];
         match self {
             Kind::Ball => BALL,
             Kind::Stick => STICK,
@@ -254,14 +257,16 @@ impl Kind {
                 (-(T::c(2.0 * gg * gg) * pre)).exp()
             }
             Kind::PlaneShortPulse => {
+                // Free along the planes; across them
                 // 2 (1 - cos x) / x^2 = (sin(x/2) / (x/2))^2, free of cancellation.
-                let u = T::c(std::f64::consts::PI * q) * p[0] * c;
+                let along = (-(T::c(b) * p[0] * (T::c(1.0) - c * c))).exp();
+                let u = T::c(std::f64::consts::PI * q) * p[1] * c;
                 let s = if u.value().abs() < 1e-3 {
                     T::c(1.0) - u * u / T::c(6.0)
                 } else {
                     u.sin() / u
                 };
-                s * s
+                along * s * s
             }
         }
     }
@@ -360,7 +365,7 @@ pub const COMPARTMENTS: &[(&str, &str, Compartment)] = &[
     ),
     (
         "plane_short_pulse",
-        "parallel planes at spacing L with normal (theta, phi), short pulse (P2); needs delta, Delta",
+        "parallel planes at spacing L with normal (theta, phi), free diffusion lambda_par along them, short pulse (P2); needs delta, Delta",
         plain(Kind::PlaneShortPulse),
     ),
     (

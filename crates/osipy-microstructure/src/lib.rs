@@ -18,6 +18,7 @@ pub mod phantom;
 mod pipeline;
 pub mod presets;
 pub mod scheme;
+pub mod simulate;
 pub mod special;
 
 pub use compartment::{Compartment, Dispersion, Kind, COMPARTMENTS};

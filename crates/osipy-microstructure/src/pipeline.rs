@@ -559,7 +559,7 @@ pub fn demo_case_sized(shape: [usize; 3]) -> Result<DemoCase> {
     let [nx, ny, nz] = shape;
     let level =
         |i: usize, n: usize, levels: &[f64]| levels[(i * levels.len() / n.max(1)).min(levels.len() - 1)];
-    let (odi_l, ndi_l, fwf_l) = ([0.1, 0.25, 0.45], [0.35, 0.55, 0.75], [0.05, 0.25]);
+    let (odi_l, ndi_l, fwf_l) = ([0.1, 0.25, 0.45], [0.35, 0.55, 0.75], [0.15, 0.35]);
     let n = nx * ny * nz;
     let mut truth = Array2::zeros((n, model.n_params()));
     let dirs = fibonacci_directions(n.max(1), 0.3);

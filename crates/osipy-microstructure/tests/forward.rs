@@ -523,7 +523,7 @@ fn jacobians_are_exact() {
         ),
         (
             model(&["plane_short_pulse", "zeppelin"], &[], false, &s),
-            vec![1.0, 0.7, 2.2, 6.0, 1.2, -0.3, 2.0, 0.5, 0.4],
+            vec![1.0, 0.7, 2.2, 1.5, 6.0, 1.2, -0.3, 2.0, 0.5, 0.4],
         ),
     ];
     for (m, x) in cases {
