@@ -120,9 +120,7 @@ impl Substrate {
                     let end = [x[0] + d[0], x[1] + d[1], x[2] + d[2]];
                     let r2: f64 = (0..dims).map(|k| end[k] * end[k]).sum();
                     if r2 <= r * r {
-                        for k in 0..dims {
-                            x[k] = end[k];
-                        }
+                        x[..dims].copy_from_slice(&end[..dims]);
                         return;
                     }
                     // Where the segment x + t d leaves: |x + t d| = r.
