@@ -1038,6 +1038,26 @@ impl MultiCompartment {
     }
 }
 
+/// Checks `spec` (compartment names, links, fractions, bounds) without data:
+/// binds it to a synthetic scheme with pulse timing and more shells than
+/// any model has parameters, so only the spec's own errors remain.
+pub fn check_spec(spec: &ModelSpec, reg: &Registry, bounds: &BTreeMap<String, [f64; 2]>) -> Result<()> {
+    let mut b = vec![0.0];
+    let mut g = vec![[0.0; 3]];
+    for k in 1..=20 {
+        for d in crate::scheme::fibonacci_directions(6, k as f64) {
+            b.push(500.0 * k as f64);
+            g.push(d);
+        }
+    }
+    let src = crate::scheme::Sources {
+        bval: "(check)",
+        bvec: "(check)",
+    };
+    let scheme = Scheme::new(&b, &g, Some(0.01), Some(0.04), None, src)?;
+    MultiCompartment::new(spec, &scheme, reg, bounds).map(|_| ())
+}
+
 /// Instance and parameter of `"instance.param"`; `None` as the parameter
 /// for `"instance.fraction"`.
 fn find(instances: &[Instance], key: &str) -> Option<(usize, Option<usize>)> {

@@ -163,9 +163,7 @@ impl ModalityDef for Microstructure {
 
     fn validate(p: &MicrostructureConfig, reg: &Registry) -> Result<()> {
         let spec = model_spec(p, reg)?;
-        for name in &spec.compartments {
-            reg.get::<crate::Compartment>(name)?;
-        }
+        crate::model::check_spec(&spec, reg, &p.fitting.bounds)?;
         LmSettings::from_config(p.fitting.max_iterations, p.fitting.tolerance)?;
         named_bounds(&p.fitting.bounds)?;
         check_starts(p.fitting.starts)?;

@@ -412,8 +412,9 @@ fn schema(m: &dyn Modality) -> Result<toml::Value> {
 }
 
 /// Tables whose keys are parameter names (checked later against the model).
-const FREE_TABLES: [&str; 3] = [
+const FREE_TABLES: [&str; 4] = [
     "pipeline.fitting.bounds",
+    "pipeline.links",
     "pipeline.fitting.initial_guess",
     "output.report_ranges",
 ];

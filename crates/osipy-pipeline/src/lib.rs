@@ -16,6 +16,7 @@ pub mod bids_app;
 pub mod config;
 pub mod modality;
 mod output;
+pub mod simulate;
 
 pub use config::{Config, OutputFormat};
 pub use modality::{Modality, MODALITIES};
