@@ -570,9 +570,9 @@ pub fn demo_case_sized(shape: [usize; 3]) -> Result<DemoCase> {
             for z in 0..nz {
                 let v = (x * ny + y) * nz + z;
                 let (odi, ndi, fwf) = (level(x, nx, &odi_l), level(y, ny, &ndi_l), level(z, nz, &fwf_l));
-                let d = dirs[v];
+                let d = upper(dirs[v]);
                 truth[[v, 0]] = 1000.0;
-                truth[[v, 1]] = d[2].abs().min(1.0).acos();
+                truth[[v, 1]] = d[2].min(1.0).acos();
                 truth[[v, 2]] = d[1].atan2(d[0]);
                 truth[[v, 3]] = odi;
                 truth[[v, 4]] = fwf;
@@ -615,11 +615,23 @@ pub fn demo_case_sized(shape: [usize; 3]) -> Result<DemoCase> {
     })
 }
 
+/// `d` or `-d`, whichever points into the upper hemisphere (z >= 0), so
+/// (theta, phi) of the truth and `d` name the same direction.
+fn upper(d: [f64; 3]) -> [f64; 3] {
+    if d[2] < 0.0 {
+        [-d[0], -d[1], -d[2]]
+    } else {
+        d
+    }
+}
+
 /// Parameter recovery for `cargo xtask dro-validate`: NODDI (ODI, NDI, FWF,
-/// direction) at SNR 20, 50 and 100, and ball-and-stick direction error, on
-/// the demo scheme; tolerances on the median error are NODDI's reported
-/// precision at these SNRs (Zhang et al. 2012, fig. 4: ODI and NDI within
-/// about 0.05 at SNR 20).
+/// fibre direction) at SNR 20, 50 and 100 on 1,000 voxels with the demo's
+/// scheme (Rician noise). The tolerances are this project's, not a
+/// reference's: a median absolute error of 1.6 / SNR for ODI, NDI and FWF
+/// (2 to 4 times what the fit achieves, so a regression shows), and a median
+/// direction error of 30 / sqrt(SNR) degrees over the coherent voxels
+/// (ODI <= 0.3; above that the mean direction is barely defined).
 fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
     let mut rows = Vec::new();
     let (b, g) = demo_scheme();
@@ -632,11 +644,11 @@ fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
     let shape = [10, 10, 10];
     let n = 1000;
     let mut truth = Array2::zeros((n, model.n_params()));
-    let dirs = fibonacci_directions(n, 0.7);
+    let dirs: Vec<[f64; 3]> = fibonacci_directions(n, 0.7).into_iter().map(upper).collect();
     for v in 0..n {
         let f = |k: usize| ((v * k) % n) as f64 / n as f64;
         truth[[v, 0]] = 1.0;
-        truth[[v, 1]] = dirs[v][2].abs().acos();
+        truth[[v, 1]] = dirs[v][2].acos();
         truth[[v, 2]] = dirs[v][1].atan2(dirs[v][0]);
         truth[[v, 3]] = 0.05 + 0.45 * f(7);
         truth[[v, 4]] = 0.3 * f(13);
@@ -676,6 +688,7 @@ fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
             });
         }
         let mut ang: Vec<f64> = (0..n)
+            .filter(|&v| truth[[v, 3]] <= 0.3)
             .map(|v| {
                 let a = crate::compartment::direction(fit.params[[v, 1]], fit.params[[v, 2]]);
                 let c: f64 = (0..3).map(|k| a[k] * dirs[v][k]).sum();
@@ -683,18 +696,19 @@ fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
             })
             .collect();
         ang.sort_by(f64::total_cmp);
-        let med = ang[n / 2];
-        let tol_deg = 60.0 / snr.sqrt();
+        let na = ang.len();
+        let med = ang[na / 2];
+        let tol_deg = 30.0 / snr.sqrt();
         rows.push(DroRow {
             suite: "microstructure-phantom".into(),
-            case: format!("noddi_watson snr {snr}, fibre direction (degrees)"),
+            case: format!("noddi_watson snr {snr}, fibre direction (degrees) where ODI <= 0.3"),
             parameter: "direction".into(),
-            n,
+            n: na,
             median_error: med,
-            p90_error: ang[9 * n / 10],
+            p90_error: ang[9 * na / 10],
             bias: 0.0,
             n_fail: usize::from(!(med <= tol_deg)),
-            tolerance: format!("median angle <= {tol_deg:.1} deg (60 / sqrt(SNR))"),
+            tolerance: format!("median angle <= {tol_deg:.1} deg (30 / sqrt(SNR))"),
             pass: med <= tol_deg,
         });
     }
