@@ -63,7 +63,7 @@ pub fn fit_microstructure(
             starts * np,
             opts.chunk_voxels,
             None,
-            || vec![0.0; model.n_samples()],
+            || vec![0.0; model.scratch_len()],
             |buf, v, out| {
                 if mask.is_none_or(|m| m[v]) {
                     if let Some(row) = data.row(v).as_slice() {

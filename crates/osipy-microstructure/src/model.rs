@@ -838,10 +838,15 @@ impl MultiCompartment {
     /// grid (for every free orientation, further ones at least 45 degrees
     /// from those chosen), then the `out.len() / n_params` best points of
     /// the grid over the other parameters, best first (at most
-    /// [`MAX_STARTS`]); S0 by least squares at each candidate. `buf` holds
+    /// [`MAX_STARTS`]); S0 by least squares at each candidate. `scratch`
+    /// holds [`Model::scratch_len`] values (no allocation per voxel).
     /// `n_samples` values.
-    pub fn grid_starts(&self, data: &[f64], out: &mut [f64], buf: &mut [f64]) {
-        let np = self.free.len();
+    pub fn grid_starts(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
+        let (ns, np) = (self.samples.len(), self.free.len());
+        let (buf, rest_scratch) = scratch.split_at_mut(ns);
+        let (ptable, rest_scratch) = rest_scratch.split_at_mut(ns * NL);
+        let (xs, base) = rest_scratch.split_at_mut(np);
+        let base = &mut base[..np];
         let n_starts = (out.len() / np).clamp(1, MAX_STARTS);
         let (first, rest) = out.split_at_mut(np);
         let score = |m: &[f64]| -> (f64, f64) {
@@ -908,26 +913,24 @@ impl MultiCompartment {
                 let nsh = self.shells.len();
                 // P_l(g.mu) per sample, into buf's shape one l at a time
                 // would cost more passes; a small table instead.
-                let p: Vec<[f64; NL]> = self
-                    .samples
-                    .iter()
-                    .map(|s| {
-                        let mut p = [0.0; NL];
-                        even_legendre(mu[0] * s.g[0] + mu[1] * s.g[1] + mu[2] * s.g[2], &mut p);
-                        p
-                    })
-                    .collect();
+                let mut p = [0.0; NL];
+                for (i, s) in self.samples.iter().enumerate() {
+                    even_legendre(mu[0] * s.g[0] + mu[1] * s.g[1] + mu[2] * s.g[2], &mut p);
+                    ptable[i * NL..(i + 1) * NL].copy_from_slice(&p);
+                }
                 for k in 0..self.grid.points.len() {
                     let c = &coef[k * nsh..(k + 1) * nsh];
                     for (i, s) in self.samples.iter().enumerate() {
                         let cs = &c[s.shell];
-                        buf[i] = (0..NL).map(|l| cs[l] * p[i][l]).sum();
+                        let pi = &ptable[i * NL..(i + 1) * NL];
+                        buf[i] = (0..NL).map(|l| cs[l] * pi[l]).sum();
                     }
                     consider(k, buf);
                 }
             }
             GridTable::PerVoxel => {
-                let mut x = out.to_vec();
+                let x = &mut xs[..];
+                x.copy_from_slice(out);
                 for (k, pt) in self.grid.points.iter().enumerate() {
                     for (j, v) in pt.iter().enumerate() {
                         if !self.grid.orientations.iter().any(|&(a, b)| a == j || b == j) {
@@ -935,12 +938,12 @@ impl MultiCompartment {
                         }
                     }
                     x[0] = 1.0;
-                    self.predict(&x, buf);
+                    self.predict(x, buf);
                     consider(k, buf);
                 }
             }
         }
-        let base = out.to_vec();
+        base.copy_from_slice(out);
         let fallback = data.iter().copied().fold(0.0, f64::max).max(1e-12);
         for (i, x) in std::iter::once(out)
             .chain(rest.chunks_exact_mut(np))
@@ -949,7 +952,7 @@ impl MultiCompartment {
         {
             // Fewer finite candidates than starts: repeat the best.
             let b = if best[i].0.is_finite() { best[i] } else { best[0] };
-            x.copy_from_slice(&base);
+            x.copy_from_slice(base);
             for (j, v) in self.grid.points[b.1].iter().enumerate() {
                 if !self.grid.orientations.iter().any(|&(a, c)| a == j || c == j) {
                     x[j] = *v;
@@ -1096,7 +1099,7 @@ impl Model for MultiCompartment {
     }
 
     fn scratch_len(&self) -> usize {
-        self.samples.len()
+        self.samples.len() * (1 + NL) + 2 * self.free.len()
     }
 
     fn predict(&self, params: &[f64], out: &mut [f64]) {
@@ -1120,8 +1123,8 @@ impl Model for MultiCompartment {
     }
 
     fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
-        let mut buf = vec![0.0; self.samples.len()];
-        self.grid_starts(data, out, &mut buf);
+        let mut scratch = vec![0.0; self.scratch_len()];
+        self.grid_starts(data, out, &mut scratch);
     }
 
     fn initial_guess_in(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
