@@ -14,6 +14,7 @@
 //! | `ball` | exp(-b D) | Behrens et al. 2003 |
 //! | `stick` | exp(-b lambda_par c^2) | Behrens et al. 2003 |
 //! | `zeppelin` | exp(-b (lambda_perp + (lambda_par - lambda_perp) c^2)) | Panagiotaki et al. 2012 |
+//! | `tensor` | exp(-b (lambda_3 + (lambda_1 - lambda_3) c^2 + (lambda_2 - lambda_3) c_2^2)), c_2 = g.n_2 | Basser et al. 1994 |
 //! | `dot` | 1 | Panagiotaki et al. 2012 |
 //! | `cylinder_soderman` | exp(-b lambda_par c^2) (2 J1(x) / x)^2, x = 2 pi q R sqrt(1 - c^2) | Soderman & Jonsson 1995 |
 //! | `cylinder_gpd` | exp(-b lambda_par c^2) exp(-2 (gamma G)^2 (1 - c^2) S_cyl) | van Gelderen et al. 1994 |
@@ -115,6 +116,14 @@ pub const ODI: CParam = CParam {
     grid: &[0.03, 0.08, 0.15, 0.25, 0.4, 0.6, 0.85],
 };
 
+/// Rotation psi of a tensor's second axis about its first (rad).
+const PSI: CParam = CParam {
+    name: "psi",
+    kind: ParamKind::Angle,
+    bounds: (-std::f64::consts::PI, 2.0 * std::f64::consts::PI),
+    grid: &[],
+};
+
 /// The kinds of compartment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -124,6 +133,9 @@ pub enum Kind {
     Stick,
     /// Axially symmetric tensor (G2).
     Zeppelin,
+    /// Full diffusion tensor: eigenvalues lambda_1 along n = (theta, phi),
+    /// lambda_2 along n_2 (n's frame turned by psi), lambda_3 along n x n_2.
+    Tensor,
     /// Fully restricted, no signal decay (S1).
     Dot,
     /// Cylinder, short-pulse approximation (C2).
@@ -144,9 +156,13 @@ impl Kind {
         const BALL: &[CParam] = &[diffusivity("D", D_GRID)];
         const PAR: &[f64] = &[0.8, 1.2, 1.6, 2.0, 2.4, 2.8];
         const STICK: &[CParam] = &[diffusivity("lambda_par", PAR)];
-        const ZEPPELIN: &[CParam] = &[
-            diffusivity("lambda_par", PAR),
-            diffusivity("lambda_perp", &[0.1, 0.3, 0.5, 0.8, 1.2]),
+        const ZEPPELIN: &[CParam] = &[diffusivity("lambda_par", PAR), diffusivity("lambda_perp", PERP)];
+        const PERP: &[f64] = &[0.1, 0.3, 0.5, 0.8, 1.2];
+        const TENSOR: &[CParam] = &[
+            PSI,
+            diffusivity("lambda_1", PAR),
+            diffusivity("lambda_2", PERP),
+            diffusivity("lambda_3", PERP),
         ];
         const CYLINDER: &[CParam] = &[diffusivity("lambda_par", PAR), RADIUS];
         const SPHERE_SP: &[CParam] = &[RADIUS];
@@ -164,6 +180,7 @@ impl Kind {
             Kind::Ball => BALL,
             Kind::Stick => STICK,
             Kind::Zeppelin => ZEPPELIN,
+            Kind::Tensor => TENSOR,
             Kind::Dot => &[],
             Kind::CylinderSoderman | Kind::CylinderGpd => CYLINDER,
             Kind::SphereShortPulse => SPHERE_SP,
@@ -176,7 +193,12 @@ impl Kind {
     pub fn oriented(self) -> bool {
         matches!(
             self,
-            Kind::Stick | Kind::Zeppelin | Kind::CylinderSoderman | Kind::CylinderGpd | Kind::PlaneShortPulse
+            Kind::Stick
+                | Kind::Zeppelin
+                | Kind::Tensor
+                | Kind::CylinderSoderman
+                | Kind::CylinderGpd
+                | Kind::PlaneShortPulse
         )
     }
 
@@ -225,6 +247,9 @@ impl Kind {
             Kind::Ball => (-(T::c(b) * p[0])).exp(),
             Kind::Stick => (-(T::c(b) * p[0] * c * c)).exp(),
             Kind::Zeppelin => (-(T::c(b) * (p[1] + (p[0] - p[1]) * c * c))).exp(),
+            // Not axially symmetric: the value along a g with g.n_2 = 0;
+            // the model evaluates the full form ([`Kind::tensor`]).
+            Kind::Tensor => Kind::tensor(c, T::c(0.0), b, p),
             Kind::Dot => T::c(1.0),
             Kind::CylinderSoderman => {
                 let par = (-(T::c(b) * p[0] * c * c)).exp();
@@ -270,6 +295,25 @@ impl Kind {
             }
         }
     }
+}
+
+impl Kind {
+    /// The tensor's signal for c = g.n, c_2 = g.n_2 and shape parameters
+    /// `p` = (psi, lambda_1, lambda_2, lambda_3): with c_3^2 = 1 - c^2 -
+    /// c_2^2 for a unit g, g^T D g = lambda_3 + (lambda_1 - lambda_3) c^2 +
+    /// (lambda_2 - lambda_3) c_2^2 (Basser et al. 1994).
+    #[inline]
+    pub fn tensor<T: Num>(c: T, c2: T, b: f64, p: &[T]) -> T {
+        (-(T::c(b) * (p[3] + (p[1] - p[3]) * c * c + (p[2] - p[3]) * c2 * c2))).exp()
+    }
+}
+
+/// The tensor's second axis: n's polar unit vector e_theta turned by psi
+/// towards e_phi (unit and orthogonal to [`direction`]`(theta, phi)`).
+pub fn second_axis<T: Num>(theta: T, phi: T, psi: T) -> [T; 3] {
+    let (ct, st, cp, sp) = (theta.cos(), theta.sin(), phi.cos(), phi.sin());
+    let (a, b) = (psi.cos(), psi.sin());
+    [a * ct * cp - b * sp, a * ct * sp + b * cp, -(a * st)]
 }
 
 /// 2 J1(x) / x, with its derivative 2 J0(x) / x - 4 J1(x) / x^2.
@@ -341,6 +385,11 @@ pub const COMPARTMENTS: &[(&str, &str, Compartment)] = &[
         "zeppelin",
         "axially symmetric tensor, lambda_par and lambda_perp (G2; extra-axonal space)",
         plain(Kind::Zeppelin),
+    ),
+    (
+        "tensor",
+        "full diffusion tensor: lambda_1 along (theta, phi), lambda_2 and lambda_3 across it, second axis turned by psi (DTI); not in spherical-mean models",
+        plain(Kind::Tensor),
     ),
     ("dot", "fully restricted water, no decay (S1)", plain(Kind::Dot)),
     (

@@ -106,12 +106,14 @@ pub fn fit_microstructure(
         }
         best.ok_or_else(|| OsipyError::Fitting("no start was fitted".into()))?
     };
-    let mut x = vec![0.0; np];
-    for mut row in fit.params.outer_iter_mut() {
+    let (mut x, mut se) = (vec![0.0; np], vec![0.0; np]);
+    for (mut row, mut se_row) in fit.params.outer_iter_mut().zip(fit.std_errors.outer_iter_mut()) {
         if row.iter().all(|v| v.is_finite()) {
             x.iter_mut().zip(row.iter()).for_each(|(a, b)| *a = *b);
-            model.canonical_orientation(&mut x);
+            se.iter_mut().zip(se_row.iter()).for_each(|(a, b)| *a = *b);
+            model.canonical_orientation(&mut x, Some(&mut se));
             row.iter_mut().zip(&x).for_each(|(a, b)| *a = *b);
+            se_row.iter_mut().zip(&se).for_each(|(a, b)| *a = *b);
         }
     }
     Ok(fit)

@@ -25,7 +25,8 @@ pub use compartment::{Compartment, Dispersion, Kind, COMPARTMENTS};
 pub use fit::{fit_microstructure, model_data};
 pub use model::{LinkValue, ModelSpec, MultiCompartment};
 pub use pipeline::{
-    demo_case_sized, model_spec, to_maps, Microstructure, MicrostructureConfig, MicrostructureFittingConfig,
+    demo_case_sized, fractional_anisotropy, model_spec, to_maps, Microstructure, MicrostructureConfig,
+    MicrostructureFittingConfig,
 };
 pub use presets::{Preset, PRESETS};
 pub use scheme::{parse_bvecs, Scheme, Shell};

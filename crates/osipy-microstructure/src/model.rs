@@ -23,7 +23,7 @@
 //!   spherical-harmonic convolution of dmipy (Fick et al. 2019), exact to the
 //!   truncation order [`L_MAX`] and on each shell's mean b-value.
 
-use crate::compartment::{direction, CParam, Compartment, Dispersion, Kind, ParamKind, ODI};
+use crate::compartment::{direction, second_axis, CParam, Compartment, Dispersion, Kind, ParamKind, ODI};
 use crate::scheme::Scheme;
 use crate::special::{even_legendre, gauss_legendre_01};
 use osipy_core::{OsipyError, Registry, Result, Unit};
@@ -241,6 +241,11 @@ impl MultiCompartment {
                     return Err(OsipyError::Validation(format!(
                         "compartment {name} is orientation-dispersed, which has no effect on a spherical-mean signal; use the undispersed {}",
                         name.trim_start_matches("watson_")
+                    )));
+                }
+                if comp.kind == Kind::Tensor {
+                    return Err(OsipyError::Validation(format!(
+                        "compartment {name} (a full tensor) has no spherical mean in this crate; use zeppelin, whose spherical mean is exact"
                     )));
                 }
                 params.retain(|p| p.kind != ParamKind::Angle);
@@ -647,6 +652,15 @@ impl MultiCompartment {
                     }
                     emit(i, w * e);
                 }
+            } else if kind == Kind::Tensor {
+                let n = orient.unwrap_or([c0, c0, T::c(1.0)]);
+                let n2 = second_axis(v[0], v[1], v[2]);
+                for (i, s) in self.samples.iter().enumerate() {
+                    let g = [T::c(s.g[0]), T::c(s.g[1]), T::c(s.g[2])];
+                    let c = n[0] * g[0] + n[1] * g[1] + n[2] * g[2];
+                    let c2 = n2[0] * g[0] + n2[1] * g[1] + n2[2] * g[2];
+                    emit(i, w * Kind::tensor(c, c2, s.b, shape));
+                }
             } else if kind.oriented() && self.spherical_mean {
                 for (i, s) in self.samples.iter().enumerate() {
                     let mut e = c0;
@@ -979,12 +993,13 @@ impl MultiCompartment {
             return GridTable::Signals(sig);
         }
         let (kt, kp) = g.orientations[0];
+        // (A tensor is not axially symmetric: no Legendre series in g.n.)
         let shared = g.orientations.len() == 1
             && self.shells.len() <= MAX_SHELLS
-            && self
-                .instances
-                .iter()
-                .all(|x| !x.comp.kind.oriented() || (x.src[0] == Src::Free(kt) && x.src[1] == Src::Free(kp)));
+            && self.instances.iter().all(|x| {
+                x.comp.kind != Kind::Tensor
+                    && (!x.comp.kind.oriented() || (x.src[0] == Src::Free(kt) && x.src[1] == Src::Free(kp)))
+            });
         if !shared {
             return GridTable::PerVoxel;
         }
@@ -1025,14 +1040,81 @@ impl MultiCompartment {
 
     /// Folds every free orientation of fit vector `x` onto the upper
     /// hemisphere (n and -n are the same direction): theta in [0, pi/2],
-    /// phi in (-pi, pi].
-    pub fn canonical_orientation(&self, x: &mut [f64]) {
+    /// phi in (-pi, pi]. A tensor whose axes and eigenvalues are all free
+    /// is first turned so that lambda_1 >= lambda_2 >= lambda_3 (the same
+    /// tensor; `se`, the standard errors, follow its eigenvalues), with
+    /// psi in [0, pi).
+    pub fn canonical_orientation(&self, x: &mut [f64], mut se: Option<&mut [f64]>) {
+        for inst in &self.instances {
+            if inst.comp.kind != Kind::Tensor || self.spherical_mean {
+                continue;
+            }
+            let mut k = [0usize; 6];
+            for (j, src) in inst.src.iter().enumerate().take(6) {
+                match src {
+                    Src::Free(i) => k[j] = *i,
+                    _ => k[j] = usize::MAX,
+                }
+            }
+            if k.contains(&usize::MAX) {
+                continue;
+            }
+            let n1 = direction(x[k[0]], x[k[1]]);
+            let n2 = second_axis(x[k[0]], x[k[1]], x[k[2]]);
+            let n3 = [
+                n1[1] * n2[2] - n1[2] * n2[1],
+                n1[2] * n2[0] - n1[0] * n2[2],
+                n1[0] * n2[1] - n1[1] * n2[0],
+            ];
+            let mut axes = [(x[k[3]], n1, 0usize), (x[k[4]], n2, 1), (x[k[5]], n3, 2)];
+            axes.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let (a, b) = (axes[0].1, axes[1].1);
+            let a = if a[2] < 0.0 { [-a[0], -a[1], -a[2]] } else { a };
+            let theta = a[2].clamp(-1.0, 1.0).acos();
+            let phi = a[1].atan2(a[0]);
+            let (ct, st, cp, sp) = (theta.cos(), theta.sin(), phi.cos(), phi.sin());
+            let e_theta = [ct * cp, ct * sp, -st];
+            let e_phi = [-sp, cp, 0.0];
+            let dot = |u: [f64; 3], v: [f64; 3]| u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+            let psi = dot(b, e_phi)
+                .atan2(dot(b, e_theta))
+                .rem_euclid(std::f64::consts::PI);
+            let old: Vec<f64> = k[3..6].iter().map(|&i| x[i]).collect();
+            x[k[0]] = theta;
+            x[k[1]] = phi;
+            x[k[2]] = psi;
+            for (j, ax) in axes.iter().enumerate() {
+                x[k[3 + j]] = old[ax.2];
+            }
+            if let Some(se) = se.as_deref_mut() {
+                let old: Vec<f64> = k[3..6].iter().map(|&i| se[i]).collect();
+                for (j, ax) in axes.iter().enumerate() {
+                    se[k[3 + j]] = old[ax.2];
+                }
+            }
+        }
         for &(kt, kp) in &self.grid.orientations {
             let n = direction(x[kt], x[kp]);
             let n = if n[2] < 0.0 { [-n[0], -n[1], -n[2]] } else { n };
             x[kt] = n[2].clamp(-1.0, 1.0).acos();
             x[kp] = n[1].atan2(n[0]);
         }
+    }
+
+    /// Eigenvalues (lambda_1, lambda_2, lambda_3, internal units) of each
+    /// tensor compartment for fit vector `x`, with the instance's name.
+    pub fn tensor_eigenvalues(&self, x: &[f64]) -> Vec<(&str, [f64; 3])> {
+        let mut f = [0.0; 16];
+        self.fill_fractions(x, &mut f[..self.instances.len().min(16)]);
+        self.instances
+            .iter()
+            .enumerate()
+            .filter(|(_, inst)| inst.comp.kind == Kind::Tensor)
+            .map(|(ci, inst)| {
+                let v = self.resolve(ci, x, &f);
+                (inst.name.as_str(), [v[3], v[4], v[5]])
+            })
+            .collect()
     }
 
     /// Free orientations as (theta index, phi index) in the fit vector.

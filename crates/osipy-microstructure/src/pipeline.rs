@@ -384,6 +384,30 @@ fn param_maps(model: &MultiCompartment) -> Vec<(String, Unit, f64)> {
         .collect()
 }
 
+/// A tensor's scalar maps from its eigenvalues (internal units, any
+/// order): name suffix, unit, value (Basser & Pierpaoli 1996).
+type TensorScalar = (&'static str, Unit, fn(&[f64; 3]) -> f64);
+const TENSOR_SCALARS: &[TensorScalar] = &[
+    ("fa", Unit::Dimensionless, fractional_anisotropy),
+    ("md", Unit::Mm2PerSecond, |l| (l[0] + l[1] + l[2]) / 3.0 / 1000.0),
+    ("ad", Unit::Mm2PerSecond, |l| l[0].max(l[1]).max(l[2]) / 1000.0),
+    ("rd", Unit::Mm2PerSecond, |l| {
+        (l[0] + l[1] + l[2] - l[0].max(l[1]).max(l[2])) / 2.0 / 1000.0
+    }),
+];
+
+/// FA = sqrt(3/2) |lambda - MD| / |lambda| (Basser & Pierpaoli 1996).
+pub fn fractional_anisotropy(l: &[f64; 3]) -> f64 {
+    let md = (l[0] + l[1] + l[2]) / 3.0;
+    let dev = l.iter().map(|v| (v - md) * (v - md)).sum::<f64>();
+    let norm = l.iter().map(|v| v * v).sum::<f64>();
+    if norm > 0.0 {
+        (1.5 * dev / norm).sqrt()
+    } else {
+        f64::NAN
+    }
+}
+
 /// The fit as maps on `grid`: each free parameter (config units) with its
 /// standard error, each compartment's volume fraction, the preset's
 /// aliases, R^2 and quality; and each free orientation as a unit-vector
@@ -440,6 +464,38 @@ pub fn to_maps(
                 &name,
                 Unit::Dimensionless,
                 at(&|v| fractions[v][c]),
+                quality.clone(),
+                None,
+                provenance.clone(),
+            )?);
+        }
+    }
+    // DTI scalars of each tensor compartment (Basser & Pierpaoli 1996).
+    let tensors: Vec<Vec<(&str, [f64; 3])>> = fit
+        .params
+        .outer_iter()
+        .map(|row| {
+            let x = row.to_vec();
+            if x.iter().all(|v| v.is_finite()) {
+                model.tensor_eigenvalues(&x)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let tensor_names: Vec<&str> = model
+        .tensor_eigenvalues(&vec![1.0; model.n_params()])
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for (t, inst) in tensor_names.iter().enumerate() {
+        for (suffix, unit, scalar) in TENSOR_SCALARS {
+            let name = format!("{inst}_{suffix}");
+            maps.push(ParameterMap::new(
+                &name,
+                &name,
+                *unit,
+                at(&|v| tensors[v].get(t).map_or(f64::NAN, |(_, l)| scalar(l))),
                 quality.clone(),
                 None,
                 provenance.clone(),

@@ -7,6 +7,7 @@
 //! | `noddi_watson` | ball, watson_stick, watson_zeppelin | D_iso = 3e-3, lambda_par = 1.7e-3 mm^2/s, zeppelin shares the stick's direction, ODI and lambda_par, tortuous lambda_perp | Zhang et al. 2012 |
 //! | `smt` | stick, zeppelin (spherical mean) | shared lambda_par, tortuous lambda_perp | Kaden et al. 2016 |
 //! | `sandi` | stick, sphere_gpd, ball (spherical mean) | soma D = 3e-3 mm^2/s; bounds R_s 1-12 um, D_e 0.25-3e-3 mm^2/s | Palombo et al. 2020 |
+//! | `dti` | tensor | none; eigenvalues sorted after the fit | Basser et al. 1994 |
 //! | `custom` | `pipeline.compartments` | `pipeline.links` | |
 
 use crate::model::{LinkValue, ModelSpec};
@@ -104,6 +105,20 @@ pub fn sandi() -> ModelSpec {
     s
 }
 
+/// Diffusion tensor imaging (Basser et al. 1994): one full tensor fitted
+/// by non-linear least squares; maps `FA`, `MD`, `AD`, `RD` and the
+/// principal direction (`tensor_direction`).
+pub fn dti() -> ModelSpec {
+    let mut s = spec(&["tensor"], &[], false);
+    s.aliases = vec![
+        ("FA", "tensor_fa".into()),
+        ("MD", "tensor_md".into()),
+        ("AD", "tensor_ad".into()),
+        ("RD", "tensor_rd".into()),
+    ];
+    s
+}
+
 /// An empty spec: `pipeline.compartments` and `pipeline.links` say it all.
 pub fn custom() -> ModelSpec {
     ModelSpec::default()
@@ -126,6 +141,11 @@ pub const PRESETS: &[(&str, &str, Preset)] = &[
         "sandi",
         "soma and neurite density imaging (Palombo 2020), spherical mean; needs delta, Delta",
         Preset(sandi),
+    ),
+    (
+        "dti",
+        "diffusion tensor (Basser 1994), non-linear least squares; maps FA, MD, AD, RD and the principal direction",
+        Preset(dti),
     ),
     (
         "custom",

@@ -525,6 +525,10 @@ fn jacobians_are_exact() {
             model(&["plane_short_pulse", "zeppelin"], &[], false, &s),
             vec![1.0, 0.7, 2.2, 1.5, 6.0, 1.2, -0.3, 2.0, 0.5, 0.4],
         ),
+        (
+            model(&["tensor", "ball"], &[], false, &s),
+            vec![1.0, 0.7, 2.2, 0.4, 1.8, 0.6, 0.3, 3.0, 0.7],
+        ),
     ];
     for (m, x) in cases {
         assert_eq!(m.n_params(), x.len(), "{:?}", m.param_names());
@@ -593,6 +597,99 @@ fn bad_models_are_refused_with_what_is_valid() {
     let e = try_model(&["stick", "sphere_gpd", "ball"], &[], true, &t);
     assert!(
         e.contains("shells") && e.contains("2") && e.contains("7 free parameters"),
+        "{e}"
+    );
+}
+
+/// The tensor against exp(-b g^T D g) with D = R diag(lambda) R^T built
+/// explicitly from its three axes (Basser et al. 1994), and against the
+/// zeppelin when lambda_2 = lambda_3.
+#[test]
+fn tensor_is_exp_of_minus_b_g_d_g() {
+    let s = scheme(&[0.0, 1000.0, 2500.0], 24, None);
+    let m = model(&["tensor"], &[], false, &s);
+    assert_eq!(
+        m.param_names(),
+        [
+            "S0",
+            "tensor_theta",
+            "tensor_phi",
+            "tensor_psi",
+            "tensor_lambda_1",
+            "tensor_lambda_2",
+            "tensor_lambda_3"
+        ]
+    );
+    let (t, p, psi, l) = (0.9, -2.1, 0.6, [1.9, 0.7, 0.25]);
+    let got = predict(
+        &m,
+        &[
+            ("S0", 1.0),
+            ("tensor_theta", t),
+            ("tensor_phi", p),
+            ("tensor_psi", psi),
+            ("tensor_lambda_1", l[0]),
+            ("tensor_lambda_2", l[1]),
+            ("tensor_lambda_3", l[2]),
+        ],
+    );
+    // Axes: n, then n's polar unit vector turned by psi, then their cross product.
+    let n1 = [t.sin() * p.cos(), t.sin() * p.sin(), t.cos()];
+    let et = [t.cos() * p.cos(), t.cos() * p.sin(), -t.sin()];
+    let ep = [-p.sin(), p.cos(), 0.0];
+    let n2: Vec<f64> = (0..3).map(|k| psi.cos() * et[k] + psi.sin() * ep[k]).collect();
+    let n3 = [
+        n1[1] * n2[2] - n1[2] * n2[1],
+        n1[2] * n2[0] - n1[0] * n2[2],
+        n1[0] * n2[1] - n1[1] * n2[0],
+    ];
+    let mut d = [[0.0; 3]; 3];
+    for (lam, ax) in l.iter().zip([n1.to_vec(), n2.clone(), n3.to_vec()]) {
+        for i in 0..3 {
+            for j in 0..3 {
+                d[i][j] += lam * ax[i] * ax[j];
+            }
+        }
+    }
+    for k in 0..s.len() {
+        let g = s.g[k];
+        let gdg: f64 = (0..3)
+            .map(|i| (0..3).map(|j| g[i] * d[i][j] * g[j]).sum::<f64>())
+            .sum();
+        let want = (-s.b[k] * gdg).exp(); // b in ms/um^2 inside
+        assert!((got[k] - want).abs() < 1e-12, "volume {k}: {} vs {want}", got[k]);
+    }
+    // Axially symmetric tensor = zeppelin, whatever psi.
+    let z = model(&["zeppelin"], &[], false, &s);
+    let zep = predict(
+        &z,
+        &[
+            ("S0", 1.0),
+            ("zeppelin_theta", t),
+            ("zeppelin_phi", p),
+            ("zeppelin_lambda_par", 1.9),
+            ("zeppelin_lambda_perp", 0.4),
+        ],
+    );
+    let ten = predict(
+        &m,
+        &[
+            ("S0", 1.0),
+            ("tensor_theta", t),
+            ("tensor_phi", p),
+            ("tensor_psi", 2.4),
+            ("tensor_lambda_1", 1.9),
+            ("tensor_lambda_2", 0.4),
+            ("tensor_lambda_3", 0.4),
+        ],
+    );
+    for (a, b) in zep.iter().zip(&ten) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+    // No spherical mean for a full tensor.
+    let e = try_model(&["tensor", "ball"], &[], true, &s);
+    assert!(
+        e.contains("tensor") && e.contains("spherical mean") && e.contains("zeppelin"),
         "{e}"
     );
 }

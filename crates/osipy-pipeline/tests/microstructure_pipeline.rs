@@ -177,3 +177,26 @@ fn bad_schemes_and_models_are_named() {
     );
     assert!(!dir.path().join("out").exists());
 }
+
+#[test]
+fn dti_writes_scalar_maps_and_the_principal_direction() {
+    let (dir, _) = demo_dir();
+    let out = run(dir.path(), "model = \"dti\"").unwrap();
+    let f = |n: &str| read_3d(out.join(format!("{n}.nii.gz"))).unwrap().0;
+    let (fa, md, ad, rd) = (f("FA"), f("MD"), f("AD"), f("RD"));
+    assert_eq!(fa, f("tensor_fa"));
+    let (l1, l2, l3) = (f("tensor_lambda_1"), f("tensor_lambda_2"), f("tensor_lambda_3"));
+    for i in 0..fa.len() {
+        let at = |a: &ndarray::Array3<f64>| a.as_slice().unwrap()[i];
+        assert!((0.0..=1.0).contains(&at(&fa)), "FA {}", at(&fa));
+        // Sorted eigenvalues: AD is lambda_1, RD the mean of the others.
+        assert!(at(&l1) >= at(&l2) && at(&l2) >= at(&l3));
+        // (Maps are stored as float32: 1e-6 relative.)
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs();
+        assert!(close(at(&ad), at(&l1)) && close(at(&rd), (at(&l2) + at(&l3)) / 2.0));
+        assert!(close(at(&md), (at(&ad) + 2.0 * at(&rd)) / 3.0));
+        // The phantom's tissue: MD between free water's and a tenth of it.
+        assert!((0.2e-3..3.2e-3).contains(&at(&md)), "MD {}", at(&md));
+    }
+    assert!(out.join("tensor_direction.nii.gz").is_file());
+}
