@@ -20,14 +20,30 @@
 //! | `cylinder_gpd` | exp(-b lambda_par c^2) exp(-2 (gamma G)^2 (1 - c^2) S_cyl) | van Gelderen et al. 1994 |
 //! | `sphere_short_pulse` | (3 (sin x - x cos x) / x^3)^2, x = 2 pi q R | Balinov et al. 1993 |
 //! | `sphere_gpd` | exp(-2 (gamma G)^2 S_sph) | Murday & Cotts 1968; SANDI (Palombo et al. 2020) |
+//! | `cylinder_callaghan` | exp(-b lambda_par c^2) E_C(x, s), x = 2 pi q R sqrt(1 - c^2), s = lambda_par tau / R^2 | Callaghan 1995 |
+//! | `sphere_callaghan` | E_S(x, s), x = 2 pi q R, s = D tau / R^2 | Callaghan 1995 |
+//! | `plane_callaghan` | exp(-b lambda_par (1 - c^2)) E_P(x, s), x = 2 pi q L c, s = lambda_par tau / L^2 | Callaghan 1995; Tanner & Stejskal 1968 |
 //! | `plane_short_pulse` | exp(-b lambda_par (1 - c^2)) (sin(x/2) / (x/2))^2, x = 2 pi q L c (n the planes' normal) | Balinov et al. 1993 |
 //!
 //! with gamma G = 2 pi q / delta and, for roots x_m of J1' (cylinder, k = 1)
 //! or of the spherical j1' (sphere, k = 2), alpha_m = x_m / R:
 //! S = sum_m [2 D alpha_m^2 delta - 2 + 2 e^(-D alpha_m^2 delta) + 2 e^(-D alpha_m^2 Delta)
 //! - e^(-D alpha_m^2 (Delta - delta)) - e^(-D alpha_m^2 (Delta + delta))] / (D^2 alpha_m^6 (x_m^2 - k)).
+//!
+//! The Callaghan forms are short-pulse signals at a finite diffusion time
+//! tau = Delta - delta/3, sums over the pore's eigenmodes (roots alpha of
+//! J_n' for the cylinder, of j_n' for the sphere; the weights are in
+//! [`crate::special::CallaghanTerm`]):
+//! E_C = (2 J1(x) / x)^2 + sum w e^(-alpha^2 s) (x J_n'(x))^2 / (x^2 - alpha^2)^2,
+//! E_S = (3 j1(x) / x)^2 + sum w e^(-alpha^2 s) (x j_n'(x))^2 / (x^2 - alpha^2)^2,
+//! E_P = 2 (1 - cos x) / x^2 + sum_(m >= 1) 4 e^(-(m pi)^2 s) x^2 (1 - (-1)^m cos x) / (x^2 - (m pi)^2)^2.
+//! As tau grows only the first terms stay: the short-pulse (Soderman,
+//! Balinov) forms.
 
-use crate::special::{cylinder_roots, sphere_roots};
+use crate::special::{
+    bessel_j_derivative, callaghan_cylinder_terms, callaghan_sphere_terms, cylinder_roots, sphere_roots,
+    spherical_bessel, spherical_derivative, CALLAGHAN_N_MAX,
+};
 use osipy_core::{Extension, KindInfo, Unit};
 use osipy_fitting::dual::Num;
 
@@ -148,6 +164,12 @@ pub enum Kind {
     SphereGpd,
     /// Diffusion between two parallel planes, short pulse (P2).
     PlaneShortPulse,
+    /// Cylinder, short pulses at a finite diffusion time (C3).
+    CylinderCallaghan,
+    /// Sphere, short pulses at a finite diffusion time (S3).
+    SphereCallaghan,
+    /// Parallel planes, short pulses at a finite diffusion time (P3).
+    PlaneCallaghan,
 }
 
 impl Kind {
@@ -182,10 +204,10 @@ impl Kind {
             Kind::Zeppelin => ZEPPELIN,
             Kind::Tensor => TENSOR,
             Kind::Dot => &[],
-            Kind::CylinderSoderman | Kind::CylinderGpd => CYLINDER,
+            Kind::CylinderSoderman | Kind::CylinderGpd | Kind::CylinderCallaghan => CYLINDER,
             Kind::SphereShortPulse => SPHERE_SP,
-            Kind::SphereGpd => SPHERE_GPD,
-            Kind::PlaneShortPulse => PLANE,
+            Kind::SphereGpd | Kind::SphereCallaghan => SPHERE_GPD,
+            Kind::PlaneShortPulse | Kind::PlaneCallaghan => PLANE,
         }
     }
 
@@ -198,7 +220,9 @@ impl Kind {
                 | Kind::Tensor
                 | Kind::CylinderSoderman
                 | Kind::CylinderGpd
+                | Kind::CylinderCallaghan
                 | Kind::PlaneShortPulse
+                | Kind::PlaneCallaghan
         )
     }
 
@@ -211,12 +235,22 @@ impl Kind {
                 | Kind::SphereShortPulse
                 | Kind::SphereGpd
                 | Kind::PlaneShortPulse
+                | Kind::CylinderCallaghan
+                | Kind::SphereCallaghan
+                | Kind::PlaneCallaghan
         )
     }
 
     /// The per-evaluation constant of the GPD kinds (the sum S of the module
-    /// docs, ms^2 um^2), zero for the others. `p` are the shape parameters.
+    /// docs, ms^2 um^2) and of the Callaghan kinds (s = D tau / R^2), zero
+    /// for the others. `p` are the shape parameters.
     pub fn prepare<T: Num>(self, p: &[T], timing: (f64, f64)) -> T {
+        let tau = timing.1 - timing.0 / 3.0;
+        match self {
+            Kind::CylinderCallaghan | Kind::PlaneCallaghan => return p[0] * T::c(tau) / (p[1] * p[1]),
+            Kind::SphereCallaghan => return p[1] * T::c(tau) / (p[0] * p[0]),
+            _ => {}
+        }
         let (roots, k, r, d) = match self {
             Kind::CylinderGpd => (cylinder_roots(), 1.0, p[1], p[0]),
             Kind::SphereGpd => (sphere_roots(), 2.0, p[0], p[1]),
@@ -293,8 +327,139 @@ impl Kind {
                 };
                 along * s * s
             }
+            Kind::CylinderCallaghan => {
+                let par = (-(T::c(b) * p[0] * c * c)).exp();
+                let s2 = T::c(1.0) - c * c;
+                if s2.value() <= 1e-14 || q == 0.0 {
+                    return par;
+                }
+                par * callaghan_cylinder(T::c(two_pi * q) * p[1] * s2.sqrt(), pre)
+            }
+            Kind::SphereCallaghan => callaghan_sphere(T::c(two_pi * q) * p[0], pre),
+            Kind::PlaneCallaghan => {
+                let along = (-(T::c(b) * p[0] * (T::c(1.0) - c * c))).exp();
+                let x = T::c(two_pi * q) * p[1] * c;
+                let x = if x.value() < 0.0 { -x } else { x };
+                along * callaghan_plane(x, pre)
+            }
         }
     }
+}
+
+/// Moves `x` off a removable singularity at `alpha` (both numerator and
+/// denominator of a Callaghan term vanish there): to 1e-5 alpha from it,
+/// keeping the derivative. The term's value changes by at most 1e-5 of itself.
+#[inline]
+fn off_root<T: Num>(x: T, alpha: f64) -> T {
+    let gap = x.value() - alpha;
+    let min = 1e-5 * alpha;
+    if gap.abs() >= min {
+        x
+    } else if gap >= 0.0 {
+        x + T::c(min - gap)
+    } else {
+        x - T::c(min + gap)
+    }
+}
+
+/// Terms whose factor e^(-alpha^2 s) is below e^-40 are dropped.
+const CALLAGHAN_CUTOFF: f64 = 40.0;
+
+/// E_C(x, s) of the module docs: the cylinder's perpendicular signal.
+pub fn callaghan_cylinder<T: Num>(x: T, s: T) -> T {
+    let e = jinc(x);
+    let mut sum = e * e;
+    if x.value() < 1e-6 {
+        return sum;
+    }
+    for t in callaghan_cylinder_terms() {
+        let a2 = t.alpha * t.alpha;
+        if a2 * s.value() > CALLAGHAN_CUTOFF {
+            break;
+        }
+        let x = off_root(x, t.alpha);
+        let v = x.value();
+        let n = t.n as f64;
+        let jn = puruspe::Jn(t.n, v);
+        let d1 = bessel_j_derivative(t.n, v);
+        // Bessel's equation: J'' = -J'/x - (1 - n^2/x^2) J.
+        let d2 = -d1 / v - (1.0 - n * n / (v * v)) * jn;
+        let f = x.apply(v * d1, d1 + v * d2);
+        let d = x * x - T::c(a2);
+        sum = sum + T::c(t.weight) * (-(s * T::c(a2))).exp() * f * f / (d * d);
+    }
+    sum
+}
+
+/// E_S(x, s) of the module docs: the sphere's signal.
+pub fn callaghan_sphere<T: Num>(x: T, s: T) -> T {
+    // (3 j1(x) / x)^2, with its series below 0.05 (cancellation).
+    let e = if x.value() < 0.05 {
+        let x2 = x * x;
+        T::c(1.0) - x2 / T::c(10.0) + x2 * x2 / T::c(280.0)
+    } else {
+        T::c(3.0) * (x.sin() - x * x.cos()) / (x * x * x)
+    };
+    let mut sum = e * e;
+    if x.value() < 1e-6 {
+        return sum;
+    }
+    let terms = callaghan_sphere_terms();
+    let used = terms
+        .iter()
+        .take_while(|t| t.alpha * t.alpha * s.value() <= CALLAGHAN_CUTOFF)
+        .count();
+    if used == 0 {
+        return sum;
+    }
+    let mut j = [0.0; CALLAGHAN_N_MAX as usize + 2];
+    let mut at = f64::NAN;
+    for t in &terms[..used] {
+        let a2 = t.alpha * t.alpha;
+        let x = off_root(x, t.alpha);
+        let v = x.value();
+        if v != at {
+            spherical_bessel(v, &mut j[..terms[used - 1].n_max as usize + 2]);
+            at = v;
+        }
+        let nn = (t.n * (t.n + 1)) as f64;
+        let d1 = spherical_derivative(t.n, v, &j);
+        // x^2 j'' + 2 x j' + (x^2 - n (n + 1)) j = 0.
+        let d2 = -2.0 * d1 / v - (1.0 - nn / (v * v)) * j[t.n as usize];
+        let f = x.apply(v * d1, d1 + v * d2);
+        let d = x * x - T::c(a2);
+        sum = sum + T::c(t.weight) * (-(s * T::c(a2))).exp() * f * f / (d * d);
+    }
+    sum
+}
+
+/// E_P(x, s) of the module docs (x >= 0): the signal across the planes.
+pub fn callaghan_plane<T: Num>(x: T, s: T) -> T {
+    let u = x / T::c(2.0);
+    let e = if u.value() < 1e-3 {
+        T::c(1.0) - u * u / T::c(6.0)
+    } else {
+        u.sin() / u
+    };
+    let mut sum = e * e;
+    if x.value() < 1e-6 {
+        return sum;
+    }
+    let mut m = 1.0f64;
+    loop {
+        let a = m * std::f64::consts::PI;
+        // The terms fall only as x^2 / (m pi)^4: 400 of them leave under 1e-6 at x = 20.
+        if a * a * s.value() > CALLAGHAN_CUTOFF || m > 400.0 {
+            break;
+        }
+        let x = off_root(x, a);
+        let sign = if (m as u64) % 2 == 0 { 1.0 } else { -1.0 };
+        let d = x * x - T::c(a * a);
+        let num = x * x * (T::c(1.0) - T::c(sign) * x.cos());
+        sum = sum + T::c(4.0) * (-(s * T::c(a * a))).exp() * num / (d * d);
+        m += 1.0;
+    }
+    sum
 }
 
 impl Kind {
@@ -416,6 +581,21 @@ pub const COMPARTMENTS: &[(&str, &str, Compartment)] = &[
         "plane_short_pulse",
         "parallel planes at spacing L with normal (theta, phi), free diffusion lambda_par along them, short pulse (P2); needs delta, Delta",
         plain(Kind::PlaneShortPulse),
+    ),
+    (
+        "cylinder_callaghan",
+        "cylinder of radius R, short pulses at a finite diffusion time (C3, Callaghan); needs delta, Delta",
+        plain(Kind::CylinderCallaghan),
+    ),
+    (
+        "sphere_callaghan",
+        "sphere of radius R, short pulses at a finite diffusion time (S3, Callaghan); needs delta, Delta",
+        plain(Kind::SphereCallaghan),
+    ),
+    (
+        "plane_callaghan",
+        "parallel planes at spacing L, short pulses at a finite diffusion time (P3, Callaghan); needs delta, Delta",
+        plain(Kind::PlaneCallaghan),
     ),
     (
         "watson_stick",

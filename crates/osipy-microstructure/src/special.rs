@@ -86,6 +86,195 @@ pub fn sphere_roots() -> &'static [f64] {
     })
 }
 
+/// One term of a Callaghan series: order n, root alpha of the Bessel
+/// function's derivative (J_n' for the cylinder, j_n' for the sphere) and
+/// its weight (cylinder: 4 for n = 0, 8 alpha^2 / (alpha^2 - n^2) else;
+/// sphere: 6 (2n + 1) alpha^2 / (alpha^2 - n (n + 1))). Callaghan 1995.
+#[derive(Debug, Clone, Copy)]
+pub struct CallaghanTerm {
+    /// Order n.
+    pub n: u32,
+    /// The root alpha.
+    pub alpha: f64,
+    /// The weight.
+    pub weight: f64,
+    /// The highest n of this and every earlier term (terms sorted by alpha).
+    pub n_max: u32,
+}
+
+/// Roots kept in the Callaghan series: alpha below this, n up to
+/// [`CALLAGHAN_N_MAX`]. With x = 2 pi q R up to 20 the omitted terms sum to
+/// less than 1e-4 (tested: the series is complete, sum = 1, at zero
+/// diffusion time).
+pub const CALLAGHAN_ALPHA_MAX: f64 = 100.0;
+/// Highest Bessel order of the Callaghan series.
+pub const CALLAGHAN_N_MAX: u32 = 50;
+
+fn callaghan_table(
+    derivative: impl Fn(u32, f64) -> f64,
+    weight: impl Fn(u32, f64) -> f64,
+) -> Vec<CallaghanTerm> {
+    let mut t = Vec::new();
+    for n in 0..=CALLAGHAN_N_MAX {
+        for alpha in roots_below(|x| derivative(n, x), CALLAGHAN_ALPHA_MAX) {
+            t.push(CallaghanTerm {
+                n,
+                alpha,
+                weight: weight(n, alpha),
+                n_max: 0,
+            });
+        }
+    }
+    t.sort_by(|a, b| a.alpha.total_cmp(&b.alpha));
+    let mut m = 0;
+    for x in &mut t {
+        m = m.max(x.n);
+        x.n_max = m;
+    }
+    t
+}
+
+/// J_n'(x) (integer n).
+pub fn bessel_j_derivative(n: u32, x: f64) -> f64 {
+    if n == 0 {
+        -puruspe::Jn(1, x)
+    } else {
+        0.5 * (puruspe::Jn(n - 1, x) - puruspe::Jn(n + 1, x))
+    }
+}
+
+/// The cylinder's Callaghan terms (positive roots of J_n'), by root.
+pub fn callaghan_cylinder_terms() -> &'static [CallaghanTerm] {
+    static T: OnceLock<Vec<CallaghanTerm>> = OnceLock::new();
+    T.get_or_init(|| {
+        callaghan_table(bessel_j_derivative, |n, a| {
+            if n == 0 {
+                4.0
+            } else {
+                8.0 * a * a / (a * a - (n * n) as f64)
+            }
+        })
+    })
+}
+
+/// The sphere's Callaghan terms (positive roots of j_n'), by root.
+pub fn callaghan_sphere_terms() -> &'static [CallaghanTerm] {
+    static T: OnceLock<Vec<CallaghanTerm>> = OnceLock::new();
+    T.get_or_init(|| {
+        callaghan_table(
+            |n, x| {
+                let mut j = [0.0; CALLAGHAN_N_MAX as usize + 2];
+                spherical_bessel(x, &mut j[..n as usize + 2]);
+                spherical_derivative(n, x, &j)
+            },
+            |n, a| {
+                let nn = (n * (n + 1)) as f64;
+                6.0 * (2 * n + 1) as f64 * a * a / (a * a - nn)
+            },
+        )
+    })
+}
+
+/// Spherical Bessel functions j_0(x) ... j_{len-1}(x), x >= 0: upward
+/// recurrence where it is stable (x > len), else Miller's downward
+/// recurrence normalised by j_0 or j_1 (Abramowitz & Stegun 10.1.19).
+pub fn spherical_bessel(x: f64, out: &mut [f64]) {
+    let len = out.len();
+    if len == 0 {
+        return;
+    }
+    if x < 1e-8 {
+        out.iter_mut().for_each(|v| *v = 0.0);
+        out[0] = 1.0;
+        return;
+    }
+    let (s, c) = x.sin_cos();
+    let j0 = s / x;
+    let j1 = s / (x * x) - c / x;
+    if x > len as f64 {
+        out[0] = j0;
+        if len > 1 {
+            out[1] = j1;
+        }
+        for n in 1..len.saturating_sub(1) {
+            out[n + 1] = (2 * n + 1) as f64 / x * out[n] - out[n - 1];
+        }
+        return;
+    }
+    let start = len + 20 + x as usize;
+    let (mut f_next, mut f) = (0.0, 1e-300);
+    for n in (1..=start).rev() {
+        let f_prev = (2 * n + 1) as f64 / x * f - f_next;
+        f_next = f;
+        f = f_prev;
+        if n - 1 < len {
+            out[n - 1] = f;
+        }
+        if f.abs() > 1e250 {
+            // Rescale everything computed so far.
+            f /= 1e250;
+            f_next /= 1e250;
+            for v in out.iter_mut().skip(n - 1) {
+                *v /= 1e250;
+            }
+        }
+    }
+    // Normalise by whichever of j_0, j_1 is further from a zero.
+    let scale = if j0.abs() >= j1.abs() || len < 2 {
+        j0 / out[0]
+    } else {
+        j1 / out[1]
+    };
+    out.iter_mut().for_each(|v| *v *= scale);
+}
+
+/// j_n'(x) from j_0 ... j_{n+1} at x > 0.
+pub fn spherical_derivative(n: u32, x: f64, j: &[f64]) -> f64 {
+    let n = n as usize;
+    if n == 0 {
+        -j[1]
+    } else {
+        j[n - 1] - (n + 1) as f64 / x * j[n]
+    }
+}
+
+/// Every positive root of `f` below `max`, bracketed on a 0.02 grid from
+/// 0.02 and refined by bisection.
+fn roots_below(f: impl Fn(f64) -> f64, max: f64) -> Vec<f64> {
+    let mut roots = Vec::new();
+    let mut a = 0.02;
+    let mut fa = f(a);
+    while a < max {
+        let b = a + 0.02;
+        let fb = f(b);
+        if fa != 0.0 && fb != 0.0 && fa.signum() != fb.signum() {
+            roots.push(bisect(&f, a, b, fa));
+        }
+        a = b;
+        fa = fb;
+    }
+    roots.retain(|&r| r < max);
+    roots
+}
+
+fn bisect(f: &impl Fn(f64) -> f64, a: f64, b: f64, fa: f64) -> f64 {
+    let (mut lo, mut hi, mut flo) = (a, b, fa);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        let fm = f(mid);
+        if fm.signum() == flo.signum() {
+            lo = mid;
+            flo = fm;
+        } else {
+            hi = mid;
+        }
+        if hi - lo < 1e-15 * hi {
+            break;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
 /// Terms kept in the GPD sums; the m-th term falls as x_m^-8, so the 50th is
 /// below 1e-10 of the first.
 pub const N_ROOTS: usize = 50;
@@ -100,21 +289,7 @@ fn roots_of(f: impl Fn(f64) -> f64, n: usize) -> Vec<f64> {
         let b = a + 0.05;
         let fb = f(b);
         if fa.signum() != fb.signum() {
-            let (mut lo, mut hi, mut flo) = (a, b, fa);
-            for _ in 0..200 {
-                let mid = 0.5 * (lo + hi);
-                let fm = f(mid);
-                if fm.signum() == flo.signum() {
-                    lo = mid;
-                    flo = fm;
-                } else {
-                    hi = mid;
-                }
-                if hi - lo < 1e-15 * hi {
-                    break;
-                }
-            }
-            roots.push(0.5 * (lo + hi));
+            roots.push(bisect(&f, a, b, fa));
         }
         a = b;
         fa = fb;
@@ -165,5 +340,60 @@ mod tests {
             assert!((r - t).abs() < 1e-7, "{r} vs {t}");
         }
         assert_eq!(c.len(), N_ROOTS);
+    }
+
+    #[test]
+    fn spherical_bessel_matches_closed_forms() {
+        for x in [0.01, 0.3, 1.0, 2.5, 7.0, 19.0, 45.0] {
+            let mut j = [0.0; 6];
+            spherical_bessel(x, &mut j);
+            let (s, c) = (f64::sin(x), f64::cos(x));
+            let j0 = s / x;
+            let j1 = s / (x * x) - c / x;
+            let j2 = (3.0 / (x * x) - 1.0) * s / x - 3.0 * c / (x * x);
+            let j3 = (15.0 / x.powi(3) - 6.0 / x) * s / x - (15.0 / (x * x) - 1.0) * c / x;
+            for (n, closed) in [j0, j1, j2, j3].into_iter().enumerate() {
+                // The closed forms cancel at small x: there the series
+                // x^n / (2n+1)!! (1 - x^2 / (2 (2n+3)) + x^4 / (8 (2n+3) (2n+5))),
+                // A&S 10.1.2, below x = 0.05.
+                let want = if x < 0.05 {
+                    let dfact: f64 = (1..=n).map(|k| (2 * k + 1) as f64).product();
+                    let (a, b) = ((2 * n + 3) as f64, (2 * n + 5) as f64);
+                    x.powi(n as i32) / dfact * (1.0 - x * x / (2.0 * a) + x.powi(4) / (8.0 * a * b))
+                } else {
+                    closed
+                };
+                // (Closed forms below x = 1 lose up to 1e-9 to cancellation.)
+                let tol = if x < 1.0 { 1e-8 } else { 1e-11 };
+                assert!(
+                    (j[n] - want).abs() < tol * want.abs(),
+                    "j_{n}({x}) = {} vs {want}",
+                    j[n]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn callaghan_roots_match_tables() {
+        // J_n' roots (Abramowitz & Stegun table 9.5): j'_{0,1} = 3.8317,
+        // j'_{1,1} = 1.8412, j'_{2,1} = 3.0542; spherical j_n' roots:
+        // a'_{0,1} = 4.4934 (= first zero of j_1), a'_{1,1} = 2.0816, a'_{2,1} = 3.3421.
+        let find = |t: &[CallaghanTerm], n: u32| t.iter().find(|x| x.n == n).map(|x| x.alpha).unwrap();
+        let c = callaghan_cylinder_terms();
+        for (n, want) in [(0, 3.831_705_97), (1, 1.841_183_78), (2, 3.054_236_93)] {
+            assert!((find(c, n) - want).abs() < 1e-7, "J_{n}'");
+        }
+        let s = callaghan_sphere_terms();
+        for (n, want) in [(0, 4.493_409_46), (1, 2.081_575_98), (2, 3.342_093_67)] {
+            assert!(
+                (find(s, n) - want).abs() < 1e-7,
+                "j_{n}': {} vs {want}",
+                find(s, n)
+            );
+        }
+        assert!(c
+            .windows(2)
+            .all(|w| w[0].alpha <= w[1].alpha && w[0].n_max <= w[1].n_max));
     }
 }

@@ -526,6 +526,14 @@ fn jacobians_are_exact() {
             vec![1.0, 0.7, 2.2, 1.5, 6.0, 1.2, -0.3, 2.0, 0.5, 0.4],
         ),
         (
+            model(&["cylinder_callaghan"], &[], false, &s),
+            vec![1.0, 0.7, 2.2, 1.6, 6.0],
+        ),
+        (
+            model(&["sphere_callaghan", "plane_callaghan"], &[], false, &s),
+            vec![1.0, 7.0, 2.0, 0.4, 1.1, 1.2, 9.0, 0.6],
+        ),
+        (
             model(&["tensor", "ball"], &[], false, &s),
             vec![1.0, 0.7, 2.2, 0.4, 1.8, 0.6, 0.3, 3.0, 0.7],
         ),
@@ -692,4 +700,71 @@ fn tensor_is_exp_of_minus_b_g_d_g() {
         e.contains("tensor") && e.contains("spherical mean") && e.contains("zeppelin"),
         "{e}"
     );
+}
+
+/// Callaghan's series (Callaghan 1995) against what it must contain: its
+/// long-diffusion-time limit is the short-pulse signal (Soderman, Balinov;
+/// every mode but the uniform one has decayed), and at zero diffusion time
+/// no spin has moved, so E = 1 for any q (Parseval: the modes' weights sum
+/// to one, which checks every weight and the truncation).
+#[test]
+fn callaghan_tends_to_short_pulse_forms_and_is_complete() {
+    use osipy_microstructure::compartment::{callaghan_cylinder, callaghan_plane, callaghan_sphere};
+    let s = scheme(&[0.0, 1000.0, 3000.0, 8000.0], 24, Some((0.002, 0.06)));
+    // R = 1 um, D = 2 um^2/ms, tau ~ 60 ms: s = D tau / R^2 ~ 120.
+    for (callaghan, short, shape) in [
+        (
+            "cylinder_callaghan",
+            "cylinder_soderman",
+            vec![("lambda_par", 2.0), ("radius", 1.5)],
+        ),
+        (
+            "sphere_callaghan",
+            "sphere_short_pulse",
+            vec![("radius", 1.5), ("D", 2.0)],
+        ),
+        (
+            "plane_callaghan",
+            "plane_short_pulse",
+            vec![("lambda_par", 2.0), ("spacing", 2.0)],
+        ),
+    ] {
+        let values = |comp: &str, m: &MultiCompartment| -> Vec<f64> {
+            let mut v: Vec<(String, f64)> = vec![
+                ("S0".into(), 1.0),
+                (format!("{comp}_theta"), 0.4),
+                (format!("{comp}_phi"), 1.0),
+            ];
+            v.extend(shape.iter().map(|(k, x)| (format!("{comp}_{k}"), *x)));
+            let vals: Vec<(&str, f64)> = v
+                .iter()
+                .map(|(k, x)| (k.as_str(), *x))
+                .filter(|(k, _)| m.param_names().contains(k))
+                .collect();
+            predict(m, &vals)
+        };
+        let (mc, ms) = (
+            model(&[callaghan], &[], false, &s),
+            model(&[short], &[], false, &s),
+        );
+        let (a, b) = (values(callaghan, &mc), values(short, &ms));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-10, "{callaghan} {x} vs {short} {y}");
+        }
+        assert!(
+            a.iter().any(|v| *v < 0.95),
+            "{callaghan}: no attenuation to compare"
+        );
+    }
+    for x in [0.3, 2.0, 3.8317, 7.0, 12.0, 20.0] {
+        for (name, e) in [
+            ("cylinder", callaghan_cylinder(x, 1e-12)),
+            ("sphere", callaghan_sphere(x, 1e-12)),
+            ("plane", callaghan_plane(x, 1e-12)),
+        ] {
+            assert!((e - 1.0).abs() < 1e-4, "{name}: E(x = {x}, tau = 0) = {e}");
+        }
+        // Something in between decays: the test above can fail.
+        assert!(callaghan_cylinder(x, 0.05) < 1.0 - 1e-4 || x < 1.0);
+    }
 }

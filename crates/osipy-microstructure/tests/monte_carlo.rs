@@ -136,3 +136,57 @@ fn the_simulation_is_identical_for_any_thread_count() {
     let e = simulate(Substrate::Sphere(-1.0), &s, &set, &Device::cpu(None)).unwrap_err();
     assert!(e.to_string().contains("-1"), "{e}");
 }
+
+/// Short pulses at a diffusion time too short for the long-time limit:
+/// the Callaghan forms agree with the simulation where the short-pulse
+/// (Soderman, Balinov) forms, which assume every pore mode has decayed,
+/// do not.
+#[test]
+fn callaghan_forms_match_the_simulation_at_short_diffusion_times() {
+    let dev = Device::cpu(None);
+    // Pulses of 0.1 ms and steps of 5 us: at 0.5 ms and 20 us the
+    // simulation's own finite-pulse and step errors reach 0.02 here.
+    let s = scheme(&[0.0, 1000.0, 3000.0, 6000.0], 0.0001, 0.008);
+    let cases: [(&str, &str, Substrate, Vec<f64>); 3] = [
+        // S0, theta, phi (axis along z), lambda_par, radius.
+        (
+            "cylinder_callaghan",
+            "cylinder_soderman",
+            Substrate::Cylinder(5.0),
+            vec![1.0, 0.0, 0.0, 2.0, 5.0],
+        ),
+        // S0, radius (, D for Callaghan).
+        (
+            "sphere_callaghan",
+            "sphere_short_pulse",
+            Substrate::Sphere(5.0),
+            vec![1.0, 5.0, 2.0],
+        ),
+        // S0, theta, phi (normal along z), lambda_par, spacing.
+        (
+            "plane_callaghan",
+            "plane_short_pulse",
+            Substrate::Planes(8.0),
+            vec![1.0, 0.0, 0.0, 2.0, 8.0],
+        ),
+    ];
+    for (k, (callaghan, short, substrate, x)) in cases.into_iter().enumerate() {
+        let fine = McSettings {
+            dt: 0.005,
+            ..settings(20 + k as u64)
+        };
+        let mc = simulate(substrate, &s, &fine, &dev).unwrap();
+        let model = predict(callaghan, &s, &x);
+        agree(callaghan, &model, &mc, 0.01);
+        let long_time = predict(short, &s, &x[..if short == "sphere_short_pulse" { 2 } else { 5 }]);
+        let worst = long_time
+            .iter()
+            .zip(mc.signal.iter().zip(&mc.std_error))
+            .map(|(m, (v, se))| (m - v).abs() - 4.0 * se)
+            .fold(f64::MIN, f64::max);
+        assert!(
+            worst > 0.01,
+            "{short} agrees too ({worst}): the timing does not test {callaghan}"
+        );
+    }
+}
