@@ -130,7 +130,13 @@ fn accuracy_table(
 pub type BenchFn = fn(&Path, &[String]) -> Result<()>;
 
 /// Entries name modalities of `osipy_pipeline::MODALITIES` (tested).
-pub const BENCHES: &[(&str, BenchFn)] = &[("dce", dce), ("ivim", ivim), ("dsc", dsc), ("asl", asl)];
+pub const BENCHES: &[(&str, BenchFn)] = &[
+    ("dce", dce),
+    ("ivim", ivim),
+    ("dsc", dsc),
+    ("asl", asl),
+    ("microstructure", crate::bench_ms::microstructure),
+];
 
 /// Python osipy's default fit settings: LM, 100 iterations, tolerance 1e-6.
 fn python_like_options() -> Result<DceFitOptions> {

@@ -2,6 +2,7 @@
 //! of ARCHITECTURE.md from `cargo metadata`.
 
 mod bench;
+mod bench_ms;
 mod deps;
 mod dro;
 mod ivim_tf;

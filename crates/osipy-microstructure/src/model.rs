@@ -25,7 +25,7 @@
 
 use crate::compartment::{direction, second_axis, CParam, Compartment, Dispersion, Kind, ParamKind, ODI};
 use crate::scheme::Scheme;
-use crate::special::{even_legendre, gauss_legendre_01};
+use crate::special::{even_legendre, even_legendre_with_derivative, gauss_legendre_01};
 use osipy_core::{OsipyError, Registry, Result, Unit};
 use osipy_fitting::dual::{Dual, Num};
 use osipy_fitting::{Model, ParamSpec};
@@ -153,6 +153,13 @@ pub struct MultiCompartment {
     legendre: Vec<[f64; NL]>,
     grid: Grid,
     aliases: Vec<(&'static str, String)>,
+    /// Watson-dispersed instances sharing one orientation (see `eval`).
+    watson_groups: Vec<Vec<usize>>,
+    /// Whether each instance is in a Watson group.
+    in_group: Vec<bool>,
+    /// Whether every sample of each shell has the shell's b and q (then
+    /// isotropic compartments are evaluated once per shell).
+    shells_exact: bool,
 }
 
 /// The brute-force start: directions, then a grid over the other free parameters.
@@ -560,7 +567,34 @@ impl MultiCompartment {
             legendre,
             grid: Grid::default(),
             aliases: spec.aliases.clone(),
+            watson_groups: Vec::new(),
+            in_group: Vec::new(),
+            shells_exact: false,
         };
+        if !m.spherical_mean {
+            for (ci, inst) in m.instances.iter().enumerate() {
+                if inst.comp.dispersion != Dispersion::Watson {
+                    continue;
+                }
+                let key = (inst.src[0], inst.src[1]);
+                match m
+                    .watson_groups
+                    .iter_mut()
+                    .find(|g| (m.instances[g[0]].src[0], m.instances[g[0]].src[1]) == key)
+                {
+                    Some(g) => g.push(ci),
+                    None => m.watson_groups.push(vec![ci]),
+                }
+            }
+        }
+        m.in_group = (0..m.instances.len())
+            .map(|ci| m.watson_groups.iter().any(|g| g.contains(&ci)))
+            .collect();
+        m.shells_exact = m.shells.len() <= MAX_SHELLS
+            && m.samples.iter().all(|s| {
+                let (b, q) = m.shells[s.shell];
+                (s.b - b).abs() <= 1e-12 * b && (s.q - q).abs() <= 1e-12 * q
+            });
         m.grid = m.build_grid();
         Ok(m)
     }
@@ -617,12 +651,73 @@ impl MultiCompartment {
     }
 
     /// The model signal for fit vector `x`, each sample's value passed to
-    /// `emit(sample, value)` once per compartment (the caller sums).
+    /// `emit(sample, value)` once per compartment or group (the caller sums).
+    ///
+    /// Watson-dispersed compartments sharing one orientation are one group:
+    /// their Legendre series add up per shell before each sample's
+    /// P_l(g.mu) is evaluated, once, in f64 with its derivative (the
+    /// orientation's part of the Jacobian follows from dP_l/dc, exactly).
+    /// Isotropic compartments are evaluated once per shell where every
+    /// sample of a shell has the same b and q.
     fn eval<T: Num>(&self, x: &[T], mut emit: impl FnMut(usize, T)) {
         let mut f = [T::c(0.0); 16];
         self.fill_fractions(x, &mut f[..self.instances.len().min(16)]);
         let s0 = x[0];
+        let c0 = T::c(0.0);
+        for group in &self.watson_groups {
+            let mut acc = [[c0; NL]; MAX_SHELLS];
+            let mut mu = [c0, c0, T::c(1.0)];
+            // The Watson moments of each distinct ODI (NODDI: one).
+            let mut moments: [(Src, [T; NL]); 4] = [(Src::Fixed(f64::NAN), [c0; NL]); 4];
+            let mut n_moments = 0;
+            for (k, &ci) in group.iter().enumerate() {
+                let inst = &self.instances[ci];
+                let v = self.resolve(ci, x, &f);
+                if k == 0 {
+                    mu = direction(v[0], v[1]);
+                }
+                let kind = inst.comp.kind;
+                let shape = &v[3..inst.params.len()];
+                let pre = kind.prepare(shape, self.timing);
+                let odi_src = inst.src[2];
+                let fl = match moments[..n_moments].iter().find(|(s, _)| *s == odi_src) {
+                    Some((_, fl)) => *fl,
+                    None => {
+                        let fl = self.watson_moments(v[2]);
+                        if n_moments < moments.len() {
+                            moments[n_moments] = (odi_src, fl);
+                            n_moments += 1;
+                        }
+                        fl
+                    }
+                };
+                let coef = self.legendre_coefficients(kind, Some(&fl), shape, pre);
+                let w = s0 * f[ci];
+                for (a, c) in acc.iter_mut().zip(&coef).take(self.shells.len()) {
+                    for l in 0..NL {
+                        a[l] = a[l] + w * c[l];
+                    }
+                }
+            }
+            let (mut p, mut dp) = ([0.0; NL], [0.0; NL]);
+            for (i, s) in self.samples.iter().enumerate() {
+                let c = mu[0] * T::c(s.g[0]) + mu[1] * T::c(s.g[1]) + mu[2] * T::c(s.g[2]);
+                let cv = c.value();
+                even_legendre_with_derivative(cv, &mut p, &mut dp);
+                let a = &acc[s.shell];
+                let (mut e, mut slope) = (c0, 0.0);
+                for l in 0..NL {
+                    e = e + a[l] * T::c(p[l]);
+                    slope += a[l].value() * dp[l];
+                }
+                // First order in c - c.value() is exact for the Jacobian.
+                emit(i, e + (c - T::c(cv)) * T::c(slope));
+            }
+        }
         for (ci, inst) in self.instances.iter().enumerate() {
+            if self.in_group[ci] {
+                continue;
+            }
             let w = s0 * f[ci];
             let v = self.resolve(ci, x, &f);
             let n = inst.params.len();
@@ -638,21 +733,7 @@ impl MultiCompartment {
             };
             let kind = inst.comp.kind;
             let pre = kind.prepare(shape, self.timing);
-            let c0 = T::c(0.0);
-            if inst.comp.dispersion == Dispersion::Watson && !self.spherical_mean {
-                let mu = orient.unwrap_or([c0, c0, T::c(1.0)]);
-                let coef = self.legendre_coefficients(kind, Some(v[2]), shape, pre);
-                let mut p = [c0; NL];
-                for (i, s) in self.samples.iter().enumerate() {
-                    let c = mu[0] * T::c(s.g[0]) + mu[1] * T::c(s.g[1]) + mu[2] * T::c(s.g[2]);
-                    even_legendre(c, &mut p);
-                    let mut e = c0;
-                    for l in 0..NL {
-                        e = e + coef[s.shell][l] * p[l];
-                    }
-                    emit(i, w * e);
-                }
-            } else if kind == Kind::Tensor {
+            if kind == Kind::Tensor {
                 let n = orient.unwrap_or([c0, c0, T::c(1.0)]);
                 let n2 = second_axis(v[0], v[1], v[2]);
                 for (i, s) in self.samples.iter().enumerate() {
@@ -668,6 +749,14 @@ impl MultiCompartment {
                         e = e + T::c(*wq) * kind.kernel(T::c(*c), s.b, s.q, self.delta, shape, pre);
                     }
                     emit(i, w * e);
+                }
+            } else if orient.is_none() && self.shells_exact {
+                let mut per_shell = [c0; MAX_SHELLS];
+                for (e, &(b, q)) in per_shell.iter_mut().zip(&self.shells) {
+                    *e = w * kind.kernel(c0, b, q, self.delta, shape, pre);
+                }
+                for (i, s) in self.samples.iter().enumerate() {
+                    emit(i, per_shell[s.shell]);
                 }
             } else {
                 for (i, s) in self.samples.iter().enumerate() {
@@ -702,34 +791,41 @@ impl MultiCompartment {
         v
     }
 
+    /// The Watson density's normalised Legendre moments f_l / f_0 for
+    /// `odi`: kappa = 1 / tan(pi/2 ODI) (Zhang et al. 2012, eq. 3).
+    fn watson_moments<T: Num>(&self, odi: T) -> [T; NL] {
+        let c0 = T::c(0.0);
+        let a = odi * T::c(std::f64::consts::FRAC_PI_2);
+        let kappa = a.cos() / a.sin();
+        let mut fl = [c0; NL];
+        let mut norm = c0;
+        for (n, (&c, &wq)) in self.nodes.iter().zip(&self.weights).enumerate() {
+            let d = T::c(wq) * (kappa * T::c(c * c - 1.0)).exp();
+            norm = norm + d;
+            for l in 0..NL {
+                fl[l] = fl[l] + d * T::c(self.legendre[n][l]);
+            }
+        }
+        for v in &mut fl {
+            *v = *v / norm;
+        }
+        fl
+    }
+
     /// (2l + 1) f_l k_l(shell) for each shell and even l: the Legendre
-    /// series in c = g.mu of the kernel (f_l = 1, `odi` None) or of its
-    /// Watson-dispersed version (f_l of the Watson density).
+    /// series in c = g.mu of the kernel (f_l = 1, `fl` None) or of its
+    /// Watson-dispersed version (`fl` from [`Self::watson_moments`]).
     fn legendre_coefficients<T: Num>(
         &self,
         kind: Kind,
-        odi: Option<T>,
+        fl: Option<&[T; NL]>,
         shape: &[T],
         pre: T,
     ) -> [[T; NL]; MAX_SHELLS] {
         let c0 = T::c(0.0);
         let mut out = [[c0; NL]; MAX_SHELLS];
-        let mut fl = [T::c(1.0); NL];
-        let mut norm = T::c(1.0);
-        if let Some(odi) = odi {
-            // kappa = 1 / tan(pi/2 ODI) (Zhang et al. 2012, eq. 3).
-            let a = odi * T::c(std::f64::consts::FRAC_PI_2);
-            let kappa = a.cos() / a.sin();
-            fl = [c0; NL];
-            norm = c0;
-            for (n, (&c, &wq)) in self.nodes.iter().zip(&self.weights).enumerate() {
-                let d = T::c(wq) * (kappa * T::c(c * c - 1.0)).exp();
-                norm = norm + d;
-                for l in 0..NL {
-                    fl[l] = fl[l] + d * T::c(self.legendre[n][l]);
-                }
-            }
-        }
+        let one = [T::c(1.0); NL];
+        let fl = fl.unwrap_or(&one);
         for (k, &(b, q)) in self.shells.iter().enumerate().take(MAX_SHELLS) {
             let mut kl = [c0; NL];
             for (n, (&c, &wq)) in self.nodes.iter().zip(&self.weights).enumerate() {
@@ -739,7 +835,7 @@ impl MultiCompartment {
                 }
             }
             for l in 0..NL {
-                out[k][l] = T::c((4 * l + 1) as f64) * fl[l] / norm * kl[l];
+                out[k][l] = T::c((4 * l + 1) as f64) * fl[l] * kl[l];
             }
         }
         out
@@ -858,7 +954,8 @@ impl MultiCompartment {
     pub fn grid_starts(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
         let (ns, np) = (self.samples.len(), self.free.len());
         let (buf, rest_scratch) = scratch.split_at_mut(ns);
-        let (ptable, rest_scratch) = rest_scratch.split_at_mut(ns * NL);
+        let (ptable, rest_scratch) =
+            rest_scratch.split_at_mut((ns * NL).max(self.shells.len() * NL * (NL + 1)));
         let (xs, base) = rest_scratch.split_at_mut(np);
         let base = &mut base[..np];
         let n_starts = (out.len() / np).clamp(1, MAX_STARTS);
@@ -903,8 +1000,13 @@ impl MultiCompartment {
         }
         // The best n_starts (score, point, S0), best first.
         let mut best = [(f64::INFINITY, 0usize, 1.0); MAX_STARTS];
-        let mut consider = |k: usize, m: &[f64]| {
-            let (r, s) = score(m);
+        let dd: f64 = data.iter().map(|d| d * d).sum();
+        let mut consider_parts = |k: usize, dm: f64, mm: f64| {
+            let (r, s) = if mm > 0.0 && dm > 0.0 {
+                (dd - dm * dm / mm, dm / mm)
+            } else {
+                (f64::INFINITY, 1.0)
+            };
             if r < best[n_starts - 1].0 {
                 let mut at = n_starts - 1;
                 while at > 0 && r < best[at - 1].0 {
@@ -913,6 +1015,14 @@ impl MultiCompartment {
                 }
                 best[at] = (r, k, s);
             }
+        };
+        let mut consider = |k: usize, m: &[f64]| {
+            let (mut dm, mut mm) = (0.0, 0.0);
+            for (d, m) in data.iter().zip(m) {
+                dm += d * m;
+                mm += m * m;
+            }
+            consider_parts(k, dm, mm)
         };
         let ns = self.samples.len();
         match &self.grid.table {
@@ -925,21 +1035,42 @@ impl MultiCompartment {
                 let (kt, kp) = self.grid.orientations[0];
                 let mu = direction(out[kt], out[kp]);
                 let nsh = self.shells.len();
-                // P_l(g.mu) per sample, into buf's shape one l at a time
-                // would cost more passes; a small table instead.
+                // Per shell, the data's projections D_l = sum d_i P_l(g_i.mu)
+                // and the Gram matrix G_ll' = sum P_l P_l': then a grid
+                // point with coefficients C costs sum C.D and sum C^T G C
+                // per shell instead of a pass over every sample.
+                let (proj, gram) = ptable.split_at_mut(nsh * NL);
+                let gram = &mut gram[..nsh * NL * NL];
+                proj.iter_mut().for_each(|v| *v = 0.0);
+                gram.iter_mut().for_each(|v| *v = 0.0);
                 let mut p = [0.0; NL];
-                for (i, s) in self.samples.iter().enumerate() {
+                for (s, d) in self.samples.iter().zip(data) {
                     even_legendre(mu[0] * s.g[0] + mu[1] * s.g[1] + mu[2] * s.g[2], &mut p);
-                    ptable[i * NL..(i + 1) * NL].copy_from_slice(&p);
+                    let dsh = &mut proj[s.shell * NL..(s.shell + 1) * NL];
+                    let gsh = &mut gram[s.shell * NL * NL..(s.shell + 1) * NL * NL];
+                    for l in 0..NL {
+                        dsh[l] += d * p[l];
+                        for m in l..NL {
+                            gsh[l * NL + m] += p[l] * p[m];
+                        }
+                    }
                 }
                 for k in 0..self.grid.points.len() {
                     let c = &coef[k * nsh..(k + 1) * nsh];
-                    for (i, s) in self.samples.iter().enumerate() {
-                        let cs = &c[s.shell];
-                        let pi = &ptable[i * NL..(i + 1) * NL];
-                        buf[i] = (0..NL).map(|l| cs[l] * pi[l]).sum();
+                    let (mut dm, mut mm) = (0.0, 0.0);
+                    for (sh, cs) in c.iter().enumerate() {
+                        let dsh = &proj[sh * NL..(sh + 1) * NL];
+                        let gsh = &gram[sh * NL * NL..(sh + 1) * NL * NL];
+                        for l in 0..NL {
+                            dm += cs[l] * dsh[l];
+                            let mut row = 0.5 * gsh[l * NL + l] * cs[l];
+                            for m in l + 1..NL {
+                                row += gsh[l * NL + m] * cs[m];
+                            }
+                            mm += 2.0 * cs[l] * row;
+                        }
                     }
-                    consider(k, buf);
+                    consider_parts(k, dm, mm);
                 }
             }
             GridTable::PerVoxel => {
@@ -1019,7 +1150,8 @@ impl MultiCompartment {
                     let watson = inst.comp.dispersion == Dispersion::Watson;
                     let shape = &v[if watson { 3 } else { 2 }..n];
                     let pre = kind.prepare(shape, self.timing);
-                    let a = self.legendre_coefficients(kind, watson.then_some(v[2]), shape, pre);
+                    let fl = watson.then(|| self.watson_moments(v[2]));
+                    let a = self.legendre_coefficients(kind, fl.as_ref(), shape, pre);
                     for (s, cs) in c.iter_mut().enumerate() {
                         for l in 0..NL {
                             cs[l] += f[ci] * a[s][l];
@@ -1181,7 +1313,10 @@ impl Model for MultiCompartment {
     }
 
     fn scratch_len(&self) -> usize {
-        self.samples.len() * (1 + NL) + 2 * self.free.len()
+        // Prediction, P_l table (or per-shell projections and Gram
+        // matrices), trial point, base start.
+        let table = (self.samples.len() * NL).max(self.shells.len() * NL * (NL + 1));
+        self.samples.len() + table + 2 * self.free.len()
     }
 
     fn predict(&self, params: &[f64], out: &mut [f64]) {

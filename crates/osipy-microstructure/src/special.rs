@@ -51,15 +51,59 @@ fn legendre_and_derivative(n: usize, t: f64) -> (f64, f64) {
 pub fn even_legendre<T: osipy_fitting::dual::Num, const N: usize>(t: T, out: &mut [T; N]) {
     let (mut p0, mut p1) = (T::c(1.0), t);
     out[0] = p0;
-    let mut k = 1usize;
-    while k < 2 * (N - 1) {
-        let kk = (k + 1) as f64;
-        let p2 = (T::c(2.0 * kk - 1.0) * t * p1 - T::c(kk - 1.0) * p0) / T::c(kk);
+    for n in 1..2 * (N - 1) {
+        let (a, b) = recurrence(n);
+        let p2 = T::c(a) * t * p1 - T::c(b) * p0;
         p0 = p1;
         p1 = p2;
-        k += 1;
-        if k % 2 == 0 {
-            out[k / 2] = p1;
+        if (n + 1) % 2 == 0 {
+            out[n.div_ceil(2)] = p1;
+        }
+    }
+}
+
+/// ((2n + 1) / (n + 1), n / (n + 1)): P_(n+1) = a t P_n - b P_(n-1), from a
+/// table (divisions cost more than the rest of the recurrence).
+#[inline]
+fn recurrence(n: usize) -> (f64, f64) {
+    const LEN: usize = 64;
+    const TABLE: [(f64, f64); LEN] = {
+        let mut t = [(0.0, 0.0); LEN];
+        let mut n = 0;
+        while n < LEN {
+            t[n] = ((2 * n + 1) as f64 / (n + 1) as f64, n as f64 / (n + 1) as f64);
+            n += 1;
+        }
+        t
+    };
+    if n < LEN {
+        TABLE[n]
+    } else {
+        let nf = n as f64;
+        ((2.0 * nf + 1.0) / (nf + 1.0), nf / (nf + 1.0))
+    }
+}
+
+/// Even Legendre polynomials P_0, P_2, ... at `t` and their derivatives,
+/// by the recurrences (n + 1) P_(n+1) = (2n + 1) t P_n - n P_(n-1) and
+/// P'_(n+1) = P'_(n-1) + (2n + 1) P_n (no division: exact at t = +-1).
+pub fn even_legendre_with_derivative<const N: usize>(t: f64, p: &mut [f64; N], dp: &mut [f64; N]) {
+    // (P_(n-1), P_n) and (P'_(n-1), P'_n), starting at n = 1.
+    let (mut p0, mut p1) = (1.0, t);
+    let (mut d0, mut d1) = (0.0, 1.0);
+    p[0] = 1.0;
+    dp[0] = 0.0;
+    for n in 1..2 * (N - 1) {
+        let (a, b) = recurrence(n);
+        let p2 = a * t * p1 - b * p0;
+        let d2 = d0 + (2 * n + 1) as f64 * p1;
+        p0 = p1;
+        p1 = p2;
+        d0 = d1;
+        d1 = d2;
+        if (n + 1) % 2 == 0 {
+            p[n.div_ceil(2)] = p1;
+            dp[n.div_ceil(2)] = d1;
         }
     }
 }
@@ -320,6 +364,36 @@ mod tests {
         assert!((p[2] - (35.0 * t.powi(4) - 30.0 * t * t + 3.0) / 8.0).abs() < 1e-15);
         let p6 = (231.0 * t.powi(6) - 315.0 * t.powi(4) + 105.0 * t * t - 5.0) / 16.0;
         assert!((p[3] - p6).abs() < 1e-15);
+    }
+
+    #[test]
+    fn legendre_derivatives_match_finite_differences() {
+        for t in [-1.0, -0.7, 0.0, 0.33, 0.9, 1.0] {
+            let (mut p, mut dp) = ([0.0; 11], [0.0; 11]);
+            even_legendre_with_derivative(t, &mut p, &mut dp);
+            let mut q = [0.0; 11];
+            even_legendre(t, &mut q);
+            let h = 1e-6;
+            let (mut up, mut dn) = ([0.0; 11], [0.0; 11]);
+            even_legendre(t + h, &mut up);
+            even_legendre(t - h, &mut dn);
+            for l in 0..11 {
+                assert!((p[l] - q[l]).abs() < 1e-13, "P_{}({t})", 2 * l);
+                let fd = (up[l] - dn[l]) / (2.0 * h);
+                assert!(
+                    (dp[l] - fd).abs() < 1e-5 * fd.abs().max(1.0),
+                    "P'_{}({t}): {} vs {fd}",
+                    2 * l,
+                    dp[l]
+                );
+            }
+            // P'_l(1) = l (l + 1) / 2.
+            if t == 1.0 {
+                for l in 0..11 {
+                    assert!((dp[l] - (2 * l * (2 * l + 1)) as f64 / 2.0).abs() < 1e-9);
+                }
+            }
+        }
     }
 
     #[test]
