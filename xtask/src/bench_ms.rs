@@ -259,8 +259,7 @@ pub fn microstructure(root: &Path, extra: &[String]) -> Result<()> {
         );
     }
     println!(
-        "(medians over {voxels} voxels; {} on {})",
-        "all cores",
+        "(medians over {voxels} voxels; osipy on all cores of {})",
         device.describe()
     );
     report.insert("python".into(), summary);
