@@ -20,6 +20,7 @@
 //! | (none) | | |
 
 mod batch;
+pub mod bayes;
 pub mod dual;
 mod exec;
 pub mod lm;

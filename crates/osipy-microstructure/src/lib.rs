@@ -22,7 +22,7 @@ pub mod simulate;
 pub mod special;
 
 pub use compartment::{Compartment, Dispersion, Kind, COMPARTMENTS};
-pub use fit::{fit_microstructure, model_data};
+pub use fit::{fit_microstructure, model_data, sample_microstructure};
 pub use model::{LinkValue, ModelSpec, MultiCompartment};
 pub use pipeline::{
     demo_case_sized, fractional_anisotropy, model_spec, to_maps, Microstructure, MicrostructureConfig,

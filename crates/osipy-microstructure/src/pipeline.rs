@@ -9,6 +9,7 @@ use crate::scheme::{fibonacci_directions, Sources};
 use crate::{fit_microstructure, model_data, parse_bvecs, Preset, Scheme};
 use ndarray::{Array2, Array3, Array4};
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, QualityCode, Registry, Result, Unit};
+use osipy_fitting::bayes::BayesSettings;
 use osipy_fitting::{named_bounds, BatchFit, FitOptions, LmSettings, Model};
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
@@ -74,6 +75,10 @@ pub struct MicrostructureFittingConfig {
     /// Bounds by map name (`{ stick_lambda_par = [0.5e-3, 3e-3] }`), in
     /// config units.
     pub bounds: BTreeMap<String, [f64; 2]>,
+    /// `lm` (grid start + LM) or `bayesian` (NUTS from the LM fit).
+    pub method: String,
+    /// Sampler settings of `method = "bayesian"`.
+    pub bayesian: BayesSettings,
 }
 
 impl Default for MicrostructureFittingConfig {
@@ -83,6 +88,8 @@ impl Default for MicrostructureFittingConfig {
             tolerance: 1e-6,
             starts: 3,
             bounds: BTreeMap::new(),
+            method: "lm".into(),
+            bayesian: BayesSettings::default(),
         }
     }
 }
@@ -117,6 +124,14 @@ const DOCS: &[(&str, &str)] = &[
         "fitting.bounds",
         "by map name, e.g. { sphere_gpd_radius = [1.0, 12.0] }",
     ),
+    (
+        "fitting.method",
+        "lm | bayesian (NUTS per voxel from the LM fit: posterior means, SDs as _se)",
+    ),
+    ("fitting.bayesian", "method = \"bayesian\": NUTS per voxel"),
+    ("fitting.bayesian.tune", "warm-up iterations per voxel"),
+    ("fitting.bayesian.draws", "posterior draws per voxel"),
+    ("fitting.bayesian.seed", "same seed, same maps"),
 ];
 
 const INPUTS: &[InputSpec] = &[
@@ -167,6 +182,7 @@ impl ModalityDef for Microstructure {
         LmSettings::from_config(p.fitting.max_iterations, p.fitting.tolerance)?;
         named_bounds(&p.fitting.bounds)?;
         check_starts(p.fitting.starts)?;
+        check_method(&p.fitting)?;
         for (key, v) in [("pipeline.delta", p.delta), ("pipeline.Delta", p.big_delta)] {
             if let Some(v) = v {
                 if !(v > 0.0 && v < 1.0) {
@@ -217,6 +233,7 @@ impl ModalityDef for Microstructure {
         let spec = model_spec(p, reg)?;
         let model = MultiCompartment::new(&spec, &scheme, reg, &p.fitting.bounds)?;
         check_starts(p.fitting.starts)?;
+        check_method(&p.fitting)?;
         let opts = FitOptions {
             lm: LmSettings::from_config(p.fitting.max_iterations, p.fitting.tolerance)?,
             progress: Some(ctx.progress.counter()),
@@ -239,10 +256,36 @@ impl ModalityDef for Microstructure {
             p.fitting.starts,
             &ctx.device,
         )?;
-        ctx.lap("fit");
+        let bayesian = p.fitting.method == "bayesian";
+        let fit = if bayesian {
+            ctx.lap("fit");
+            tracing::info!(
+                tune = p.fitting.bayesian.tune,
+                draws = p.fitting.bayesian.draws,
+                "sampling posteriors (NUTS)"
+            );
+            crate::fit::sample_microstructure(
+                &model,
+                &scheme,
+                ds.voxels()?,
+                &fit,
+                &p.fitting.bayesian,
+                &ctx.device,
+            )?
+        } else {
+            fit
+        };
+        ctx.lap(if bayesian { "sample" } else { "fit" });
         let provenance = Provenance::default()
             .with_method("model", &p.model)
-            .with_method("fitter", "grid start + lm")
+            .with_method(
+                "fitter",
+                if bayesian {
+                    "grid start + lm, then nuts (posterior mean)"
+                } else {
+                    "grid start + lm"
+                },
+            )
             .with_setting("compartments", model.instance_names().join(", "))
             .with_setting("spherical_mean", model.spherical_mean())
             .with_setting("starts", p.fitting.starts as f64)
@@ -250,7 +293,14 @@ impl ModalityDef for Microstructure {
                 "shells_b_s_per_mm2",
                 scheme.shells.iter().map(|s| s.b * 1000.0).collect::<Vec<_>>(),
             )
-            .with_setting("uncertainty", "standard error from the fit covariance");
+            .with_setting(
+                "uncertainty",
+                if bayesian {
+                    "posterior standard deviation"
+                } else {
+                    "standard error from the fit covariance"
+                },
+            );
         let grid = ds.grid();
         let (maps, directions) = to_maps(&model, &fit, grid, &provenance)?;
         let plots = fit_curves(&model, &scheme, &maps, &fit, ds.voxels()?, &mask, ctx)?;
@@ -271,6 +321,23 @@ impl ModalityDef for Microstructure {
 
     fn phantom_checks(reg: &Registry) -> Result<Vec<DroRow>> {
         phantom_rows(reg)
+    }
+}
+
+fn check_method(f: &MicrostructureFittingConfig) -> Result<()> {
+    match f.method.as_str() {
+        "lm" => Ok(()),
+        "bayesian" if f.bayesian.draws > 0 => Ok(()),
+        "bayesian" => Err(OsipyError::metadata(
+            "pipeline.fitting.bayesian.draws",
+            f.bayesian.draws,
+            "at least 1 posterior draw per voxel (e.g. 500)",
+        )),
+        other => Err(OsipyError::metadata(
+            "pipeline.fitting.method",
+            format!("\"{other}\""),
+            "\"lm\" (grid start + Levenberg-Marquardt) or \"bayesian\" (NUTS posterior from the LM fit)",
+        )),
     }
 }
 

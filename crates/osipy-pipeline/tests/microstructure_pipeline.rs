@@ -200,3 +200,27 @@ fn dti_writes_scalar_maps_and_the_principal_direction() {
     }
     assert!(out.join("tensor_direction.nii.gz").is_file());
 }
+
+#[test]
+fn bayesian_fits_write_posterior_means_and_sds() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = osipy_microstructure::demo_case_sized([3, 2, 1]).unwrap();
+    case.write_files(dir.path(), &Geometry::from_affine(osipy_core::IDENTITY_AFFINE))
+        .unwrap();
+    let cfg = "model = \"noddi_watson\"\n[pipeline.fitting]\nmethod = \"bayesian\"\nbayesian = { tune = 60, draws = 60, seed = 3 }";
+    let out = run(dir.path(), cfg).unwrap();
+    let (odi, _) = read_3d(out.join("ODI.nii.gz")).unwrap();
+    let (sd, _) = read_3d(out.join("watson_stick_odi_se.nii.gz")).unwrap();
+    assert!(odi.iter().all(|v| (0.0..1.0).contains(v)), "{odi:?}");
+    assert!(sd.iter().all(|v| *v > 0.0 && v.is_finite()), "{sd:?}");
+    let sidecar = std::fs::read_to_string(out.join("ODI.json")).unwrap();
+    assert!(
+        sidecar.contains("posterior standard deviation") && sidecar.contains("nuts"),
+        "{sidecar}"
+    );
+    let e = run(dir.path(), "[pipeline.fitting]\nmethod = \"mcmc\"").unwrap_err();
+    assert!(
+        e.contains("pipeline.fitting.method") && e.contains("\"mcmc\"") && e.contains("bayesian"),
+        "{e}"
+    );
+}
