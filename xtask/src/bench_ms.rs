@@ -11,7 +11,7 @@
 //! 2. Sets up Python with `xtask/python/setup_dmipy.sh` and runs
 //!    `xtask/python/bench_microstructure.py` (times dmipy and AMICO, saves
 //!    their maps).
-//! 3. Times `fit_microstructure` with 1 and 3 starts.
+//! 3. Times `fit_microstructure` with the preset's default starts (1) and 3.
 //!
 //! Prints voxels/s, the speed-ups and each method's median errors (ODI,
 //! NDI, FWF, direction in degrees); writes `microstructure.json` there.
@@ -218,7 +218,8 @@ pub fn microstructure(root: &Path, extra: &[String]) -> Result<()> {
     }
     // This project.
     let device = Device::auto()?;
-    for starts in [1usize, 3] {
+    let default_starts = presets::noddi_watson().starts(None);
+    for starts in [default_starts, 3] {
         let t = std::time::Instant::now();
         let fit = fit_microstructure(
             &model,
@@ -237,20 +238,24 @@ pub fn microstructure(root: &Path, extra: &[String]) -> Result<()> {
         // FWF is the ball's partial fraction; NDI the stick's.
         let e = errors(&col(i_odi), &col(i_ndi), &col(i_fwf), &d, &truth);
         rows.push((
-            format!("osipy ({starts} start{})", if starts > 1 { "s" } else { "" }),
+            format!(
+                "osipy ({starts} start{}{})",
+                if starts > 1 { "s" } else { "" },
+                if starts == default_starts { ", default" } else { "" }
+            ),
             voxels as f64 / wall,
             e,
         ));
     }
     let base = rows.iter().find(|r| r.0 == "dmipy").map(|r| r.1);
     println!(
-        "\n{:<18} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "\n{:<26} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "method", "voxels/s", "vs dmipy", "|ODI err|", "|NDI err|", "|FWF err|", "dir (deg)"
     );
     for (name, vps, e) in &rows {
         let ratio = base.map_or(f64::NAN, |b| vps / b);
         println!(
-            "{name:<18} {vps:>12.1} {ratio:>9.1}x {:>10.4} {:>10.4} {:>10.4} {:>10.2}",
+            "{name:<26} {vps:>12.1} {ratio:>9.1}x {:>10.4} {:>10.4} {:>10.4} {:>10.2}",
             e[0], e[1], e[2], e[3]
         );
         report.insert(

@@ -82,6 +82,23 @@ pub struct ModelSpec {
     /// Default bounds by free-parameter name, config units (a preset's;
     /// `pipeline.fitting.bounds` overrides them).
     pub bounds: Vec<(&'static str, [f64; 2])>,
+    /// LM starts per voxel when the config sets none (0: [`DEFAULT_STARTS`]).
+    pub starts: usize,
+}
+
+/// LM starts per voxel of a model that names none.
+pub const DEFAULT_STARTS: usize = 3;
+
+impl ModelSpec {
+    /// The LM starts per voxel: `configured`, else the spec's own, else
+    /// [`DEFAULT_STARTS`].
+    pub fn starts(&self, configured: Option<usize>) -> usize {
+        configured.unwrap_or(if self.starts == 0 {
+            DEFAULT_STARTS
+        } else {
+            self.starts
+        })
+    }
 }
 
 /// Where a compartment parameter's value comes from.

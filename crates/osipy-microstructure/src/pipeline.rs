@@ -71,7 +71,7 @@ pub struct MicrostructureFittingConfig {
     pub tolerance: f64,
     /// LM runs per voxel, from the best points of the brute-force grid; the
     /// lowest residual wins.
-    pub starts: usize,
+    pub starts: Option<usize>,
     /// Bounds by map name (`{ stick_lambda_par = [0.5e-3, 3e-3] }`), in
     /// config units.
     pub bounds: BTreeMap<String, [f64; 2]>,
@@ -86,7 +86,7 @@ impl Default for MicrostructureFittingConfig {
         MicrostructureFittingConfig {
             max_iterations: 200,
             tolerance: 1e-6,
-            starts: 3,
+            starts: None,
             bounds: BTreeMap::new(),
             method: "lm".into(),
             bayesian: BayesSettings::default(),
@@ -118,7 +118,7 @@ const DOCS: &[(&str, &str)] = &[
     ("fitting.tolerance", "relative change of cost and step"),
     (
         "fitting.starts",
-        "LM runs per voxel from the best grid points (1-8)",
+        "LM runs per voxel from the best grid points (1-8); unset: the model's (noddi_watson, ball_stick, dti 1; sandi 5; others 3)",
     ),
     (
         "fitting.bounds",
@@ -170,6 +170,7 @@ impl ModalityDef for Microstructure {
             big_delta: Some(0.0431),
             fitting: MicrostructureFittingConfig {
                 bounds: BTreeMap::from([("watson_stick_odi".to_string(), [0.01, 0.99])]),
+                starts: Some(3),
                 ..MicrostructureFittingConfig::default()
             },
             ..MicrostructureConfig::default()
@@ -181,7 +182,7 @@ impl ModalityDef for Microstructure {
         crate::model::check_spec(&spec, reg, &p.fitting.bounds)?;
         LmSettings::from_config(p.fitting.max_iterations, p.fitting.tolerance)?;
         named_bounds(&p.fitting.bounds)?;
-        check_starts(p.fitting.starts)?;
+        check_starts(spec.starts(p.fitting.starts))?;
         check_method(&p.fitting)?;
         for (key, v) in [("pipeline.delta", p.delta), ("pipeline.Delta", p.big_delta)] {
             if let Some(v) = v {
@@ -232,7 +233,8 @@ impl ModalityDef for Microstructure {
 
         let spec = model_spec(p, reg)?;
         let model = MultiCompartment::new(&spec, &scheme, reg, &p.fitting.bounds)?;
-        check_starts(p.fitting.starts)?;
+        let starts = spec.starts(p.fitting.starts);
+        check_starts(starts)?;
         check_method(&p.fitting)?;
         let opts = FitOptions {
             lm: LmSettings::from_config(p.fitting.max_iterations, p.fitting.tolerance)?,
@@ -253,7 +255,7 @@ impl ModalityDef for Microstructure {
             ds.voxels()?,
             Some(&mask),
             &opts,
-            p.fitting.starts,
+            starts,
             &ctx.device,
         )?;
         let bayesian = p.fitting.method == "bayesian";
@@ -288,7 +290,7 @@ impl ModalityDef for Microstructure {
             )
             .with_setting("compartments", model.instance_names().join(", "))
             .with_setting("spherical_mean", model.spherical_mean())
-            .with_setting("starts", p.fitting.starts as f64)
+            .with_setting("starts", starts as f64)
             .with_setting(
                 "shells_b_s_per_mm2",
                 scheme.shells.iter().map(|s| s.b * 1000.0).collect::<Vec<_>>(),
@@ -785,7 +787,7 @@ fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
             data.view(),
             None,
             &FitOptions::default(),
-            3,
+            crate::presets::noddi_watson().starts(None),
             &osipy_backend::Device::cpu(None),
         )?;
         for (j, name) in [(3, "ODI"), (5, "NDI"), (4, "FWF")] {

@@ -42,6 +42,7 @@ fn model(comps: &[&str], links: &[(&str, LinkValue)], sm: bool, s: &Scheme) -> M
         spherical_mean: sm,
         aliases: Vec::new(),
         bounds: Vec::new(),
+        starts: 0,
     };
     MultiCompartment::new(&spec, s, &registry(), &BTreeMap::new()).unwrap()
 }
@@ -53,6 +54,7 @@ fn try_model(comps: &[&str], links: &[(&str, LinkValue)], sm: bool, s: &Scheme) 
         spherical_mean: sm,
         aliases: Vec::new(),
         bounds: Vec::new(),
+        starts: 0,
     };
     MultiCompartment::new(&spec, s, &registry(), &BTreeMap::new())
         .unwrap_err()
