@@ -23,9 +23,14 @@ use std::path::Path;
 use std::process::Command;
 
 fn python(root: &Path) -> Result<String> {
-    let setup = root.join("../shared/bench/osipy_py/setup.sh");
+    python_from(&root.join("../shared/bench/osipy_py/setup.sh"))
+}
+
+/// Runs a setup script that prints a Python interpreter's path on its last
+/// line, and returns that path.
+pub fn python_from(setup: &Path) -> Result<String> {
     let out = Command::new("bash")
-        .arg(&setup)
+        .arg(setup)
         .output()
         .with_context(|| format!("running {}", setup.display()))?;
     if !out.status.success() {
@@ -39,7 +44,33 @@ fn python(root: &Path) -> Result<String> {
     text.lines()
         .last()
         .map(|l| l.trim().to_string())
-        .context("setup.sh printed no python path")
+        .with_context(|| format!("{} printed no python path", setup.display()))
+}
+
+/// Runs `cmd` (a Python benchmark), echoes its output but the
+/// `SUMMARY_JSON` line, and returns that line's JSON.
+pub fn run_summary(mut cmd: Command, script: &Path) -> Result<serde_json::Value> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "{} failed:\n{}\n{}",
+            script.display(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for l in stdout.lines().filter(|l| !l.starts_with("SUMMARY_JSON")) {
+        println!("   {l}");
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY_JSON "))
+        .map(serde_json::from_str)
+        .transpose()?
+        .context("no SUMMARY_JSON line")
 }
 
 /// Parses a `key: value` line of `/usr/bin/time -v`.
@@ -71,31 +102,9 @@ fn run_python_bench(
         dir.display(),
         extra.join(" ")
     );
-    let out = Command::new(&py)
-        .arg(&script)
-        .arg("--save-data")
-        .arg(&dir)
-        .args(extra)
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "{} failed:\n{}\n{}",
-            script.display(),
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    for l in stdout.lines().filter(|l| !l.starts_with("SUMMARY_JSON")) {
-        println!("   {l}");
-    }
-    let summary = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SUMMARY_JSON "))
-        .map(serde_json::from_str)
-        .transpose()?
-        .context("no SUMMARY_JSON line")?;
+    let mut cmd = Command::new(&py);
+    cmd.arg(&script).arg("--save-data").arg(&dir).args(extra);
+    let summary = run_summary(cmd, &script)?;
     Ok((dir, summary))
 }
 

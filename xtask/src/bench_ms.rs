@@ -158,24 +158,7 @@ pub fn microstructure(root: &Path, extra: &[String]) -> Result<()> {
     // Python peers.
     let mut summary = serde_json::Value::Null;
     if !rust_only {
-        let setup = root.join("xtask/python/setup_dmipy.sh");
-        let out = Command::new("bash")
-            .arg(&setup)
-            .output()
-            .with_context(|| format!("running {}", setup.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}",
-                setup.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let py = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .context("setup printed no python")?
-            .trim()
-            .to_string();
+        let py = crate::bench::python_from(&root.join("xtask/python/setup_dmipy.sh"))?;
         let script = root.join("xtask/python/bench_microstructure.py");
         println!("== {py} {} {}", script.display(), dir.display());
         let mut cmd = Command::new(&py);
@@ -183,26 +166,7 @@ pub fn microstructure(root: &Path, extra: &[String]) -> Result<()> {
         if !amico {
             cmd.arg("--no-amico");
         }
-        let out = cmd
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "{} failed:\n{stdout}\n{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        for l in stdout.lines().filter(|l| !l.starts_with("SUMMARY_JSON")) {
-            println!("   {l}");
-        }
-        summary = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("SUMMARY_JSON "))
-            .map(serde_json::from_str)
-            .transpose()?
-            .context("no SUMMARY_JSON line")?;
+        summary = crate::bench::run_summary(cmd, &script)?;
         for peer in ["dmipy", "amico"] {
             let Some(vps) = summary[peer]["voxels_per_s"].as_f64() else {
                 continue;

@@ -781,15 +781,7 @@ fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
     }
     for (snr, tol) in [(20.0, 0.08), (50.0, 0.04), (100.0, 0.02)] {
         let data = simulate_signals(&model, truth.view(), Some(snr), Noise::Rician, 11)?;
-        let fit = fit_microstructure(
-            &model,
-            &scheme,
-            data.view(),
-            None,
-            &FitOptions::default(),
-            crate::presets::noddi_watson().starts(None),
-            &osipy_backend::Device::cpu(None),
-        )?;
+        let fit = fit_phantom(&model, &scheme, &data, &crate::presets::noddi_watson())?;
         for (j, name) in [(3, "ODI"), (5, "NDI"), (4, "FWF")] {
             let est = Array3::from_shape_vec(shape, fit.params.column(j).to_vec())
                 .map_err(|e| OsipyError::Validation(e.to_string()))?;
@@ -840,6 +832,24 @@ fn phantom_rows(reg: &Registry) -> Result<Vec<DroRow>> {
     rows.extend(sandi_rows(reg)?);
     rows.extend(ball_stick_rows(reg)?);
     Ok(rows)
+}
+
+/// A phantom's fit on all cores with the model's default starts.
+fn fit_phantom(
+    model: &MultiCompartment,
+    scheme: &Scheme,
+    data: &Array2<f64>,
+    spec: &ModelSpec,
+) -> Result<BatchFit> {
+    fit_microstructure(
+        model,
+        scheme,
+        data.view(),
+        None,
+        &FitOptions::default(),
+        spec.starts(None),
+        &osipy_backend::Device::cpu(None),
+    )
 }
 
 /// A phantom row from absolute errors: passes when their median is within
@@ -937,15 +947,7 @@ fn sandi_rows(reg: &Registry) -> Result<Vec<DroRow>> {
     let mut rows = Vec::new();
     for snr in [20.0, 50.0, 100.0] {
         let data = simulate_signals(&gen, params.view(), Some(snr), Noise::Rician, 13)?;
-        let fit = fit_microstructure(
-            &model,
-            &scheme,
-            data.view(),
-            None,
-            &FitOptions::default(),
-            spec.starts(None),
-            &osipy_backend::Device::cpu(None),
-        )?;
+        let fit = fit_phantom(&model, &scheme, &data, &spec)?;
         let mut errs: [Vec<f64>; 4] = Default::default();
         for v in 0..n {
             let x = fit.params.row(v).to_vec();
@@ -1012,15 +1014,7 @@ fn ball_stick_rows(reg: &Registry) -> Result<Vec<DroRow>> {
     let mut rows = Vec::new();
     for snr in [20.0, 50.0, 100.0] {
         let data = simulate_signals(&model, truth.view(), Some(snr), Noise::Rician, 17)?;
-        let fit = fit_microstructure(
-            &model,
-            &scheme,
-            data.view(),
-            None,
-            &FitOptions::default(),
-            spec.starts(None),
-            &osipy_backend::Device::cpu(None),
-        )?;
+        let fit = fit_phantom(&model, &scheme, &data, &spec)?;
         let ang: Vec<f64> = (0..n)
             .map(|v| {
                 let a = crate::compartment::direction(fit.params[[v, 2]], fit.params[[v, 3]]);

@@ -149,13 +149,17 @@ mod tests {
             reg.names::<crate::microstructure::Compartment>(),
             [
                 "ball",
+                "cylinder_callaghan",
                 "cylinder_gpd",
                 "cylinder_soderman",
                 "dot",
+                "plane_callaghan",
                 "plane_short_pulse",
+                "sphere_callaghan",
                 "sphere_gpd",
                 "sphere_short_pulse",
                 "stick",
+                "tensor",
                 "watson_stick",
                 "watson_zeppelin",
                 "zeppelin"
@@ -163,7 +167,7 @@ mod tests {
         );
         assert_eq!(
             reg.names::<crate::microstructure::Preset>(),
-            ["ball_stick", "custom", "noddi_watson", "sandi", "smt"]
+            ["ball_stick", "custom", "dti", "noddi_watson", "sandi", "smt"]
         );
         // Only what a config can select is registered: thirteen tables.
         assert_eq!(reg.tables().len(), 13);
