@@ -143,39 +143,57 @@ pub fn signal_to_concentration(
     method: ConcentrationMethod,
     device: &Device,
 ) -> Result<(ndarray::Array2<f64>, Vec<QualityCode>)> {
-    let (n_vox, n_t) = signal.dim();
+    let mut out = signal.as_standard_layout().into_owned();
+    let n_t = out.ncols();
+    let flat = out
+        .as_slice_mut()
+        .ok_or_else(|| OsipyError::Validation("a standard-layout copy is contiguous".into()))?;
+    let quality = signal_to_concentration_in_place(flat, n_t, r10, p, method, device)?;
+    Ok((out, quality))
+}
+
+/// [`signal_to_concentration`] in place: `data` holds the signal of each
+/// voxel as a contiguous row of `n_t` frames, and each row becomes that
+/// voxel's concentration (bit for bit the same values). A run then holds
+/// one copy of the series, not two.
+pub fn signal_to_concentration_in_place(
+    data: &mut [f64],
+    n_t: usize,
+    r10: &[f64],
+    p: &SpgrParams,
+    method: ConcentrationMethod,
+    device: &Device,
+) -> Result<Vec<QualityCode>> {
+    let n_vox = if n_t > 0 { data.len() / n_t } else { 0 };
+    if n_t == 0 || n_vox * n_t != data.len() {
+        return Err(OsipyError::data(
+            "signal values",
+            data.len().to_string(),
+            format!("a whole number of voxels of {n_t} frames"),
+        ));
+    }
     osipy_core::check_per_voxel("number of R10 values", r10.len(), n_vox)?;
     p.validate(n_t)?;
-    let mut out = ndarray::Array2::zeros((n_vox, n_t));
     let quality: Vec<AtomicU8> = (0..n_vox).map(|_| AtomicU8::new(0)).collect();
-    if let Some(flat) = out.as_slice_mut() {
-        // Parallel over voxels, each writing its own row and status.
-        map_voxels(
-            device,
-            flat,
-            n_t,
-            2048,
-            None,
-            || vec![0.0; n_t],
-            |copy, v, row| {
-                let curve = signal.row(v);
-                let curve = match curve.as_slice() {
-                    Some(c) => c,
-                    None => {
-                        copy.iter_mut().zip(curve).for_each(|(c, s)| *c = *s);
-                        copy
-                    }
-                };
-                let q = convert_curve(curve, r10[v], p, method, row);
-                quality[v].store(q.code(), Ordering::Relaxed);
-            },
-        )?;
-    }
-    let quality = quality
+    // Parallel over voxels: each copies its row aside and writes it back
+    // converted, with its status.
+    map_voxels(
+        device,
+        data,
+        n_t,
+        2048,
+        None,
+        || vec![0.0; n_t],
+        |copy, v, row| {
+            copy.copy_from_slice(row);
+            let q = convert_curve(copy, r10[v], p, method, row);
+            quality[v].store(q.code(), Ordering::Relaxed);
+        },
+    )?;
+    Ok(quality
         .into_iter()
         .map(|q| QualityCode::from_code(q.into_inner()).unwrap_or(QualityCode::ModelFailure))
-        .collect();
-    Ok((out, quality))
+        .collect())
 }
 
 /// Forward SPGR signal for `R1` (1/s): used by phantoms and tests.

@@ -24,7 +24,8 @@ mod pipeline;
 pub mod t1;
 
 pub use concentration::{
-    convert_curve, signal_to_concentration, spgr_signal, ConcentrationMethod, SpgrParams,
+    convert_curve, signal_to_concentration, signal_to_concentration_in_place, spgr_signal,
+    ConcentrationMethod, SpgrParams,
 };
 pub use fit::{fit_model, DceFit, DceFitOptions};
 pub use models::{model, model_with_delay, DceModelEntry, DelayedPkModel, PkInput, PkModel, DELAY_BOUNDS};

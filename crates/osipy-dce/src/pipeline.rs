@@ -7,7 +7,7 @@
 //! AIF (population, detected or from a file) -> model fit. Voxels that fail
 //! before fitting keep their own quality code.
 
-use crate::concentration::{signal_to_concentration, ConcentrationMethod, SpgrParams};
+use crate::concentration::{signal_to_concentration_in_place, ConcentrationMethod, SpgrParams};
 use crate::phantom::{generate, PhantomSpec, SignalSettings};
 use crate::t1::{look_locker_t1, vfa_signal, vfa_t1, T1Mapping, VfaMethod, VfaParams};
 use crate::{fit_model, DceFitOptions, DceModelEntry, PkInput};
@@ -337,8 +337,9 @@ impl ModalityDef for Dce {
         // Per-voxel reasons found before fitting (T1, conversion).
         let mut pre: Vec<Option<QualityCode>> = vec![None; n_vox];
         let mut volumes = Vec::new();
-        let converted: Option<Array4<f64>> = match p.concentration {
-            SignalConversion::None => None,
+        // The signal becomes concentration in place: one copy of the series.
+        let converted: bool = match p.concentration {
+            SignalConversion::None => false,
             conversion => {
                 let method = match conversion {
                     SignalConversion::Linear => ConcentrationMethod::Linear,
@@ -379,7 +380,12 @@ impl ModalityDef for Dce {
                     relaxivity: p.acquisition.relaxivity,
                     baseline: 0..b,
                 };
-                let (c, q) = signal_to_concentration(ds.voxels()?, &r10, &sp, method, &ctx.device)?;
+                ds.voxels()?; // the shape check: voxels x frames
+                let flat = ds
+                    .data
+                    .as_slice_mut()
+                    .ok_or_else(|| OsipyError::Validation("the series is held in standard layout".into()))?;
+                let q = signal_to_concentration_in_place(flat, nt, &r10, &sp, method, &ctx.device)?;
                 for v in 0..n_vox {
                     if flat_mask[v] && pre[v].is_none() && !q[v].is_valid() {
                         pre[v] = Some(if t1[v].is_nan() || t1[v] <= 0.0 {
@@ -395,13 +401,10 @@ impl ModalityDef for Dce {
                     volumes.push(("R1.nii.gz".to_string(), Volume::Map(t1.mapv(|t| 1.0 / t))));
                     volumes.push(("T1.nii.gz".to_string(), Volume::Map(t1)));
                 }
-                Some(
-                    c.into_shape_with_order((grid[0], grid[1], grid[2], nt))
-                        .map_err(|e| OsipyError::data("concentration", e.to_string(), "a 4D array"))?,
-                )
+                true
             }
         };
-        let conc = converted.as_ref().map_or(ds.data.view(), |c| c.view());
+        let conc = ds.data.view();
         ctx.lap("concentration");
 
         let (aif, aif_source, aif_voxels) = plasma_aif(p, inputs, reg, conc, &times, &ds.mask)?;
@@ -464,8 +467,9 @@ impl ModalityDef for Dce {
             ctx,
         )?);
         if p.save_intermediate {
-            if let Some(c) = converted {
+            if converted {
                 let dt = times.get(1).map_or(1.0, |t1| t1 - times[0]);
+                let c = std::mem::replace(&mut ds.data, Array4::zeros((0, 0, 0, 0)));
                 volumes.push(("concentration.nii.gz".to_string(), Volume::Series(c, dt)));
             }
         }
