@@ -164,7 +164,7 @@ pub fn signal_to_concentration_in_place(
     method: ConcentrationMethod,
     device: &Device,
 ) -> Result<Vec<QualityCode>> {
-    let n_vox = if n_t > 0 { data.len() / n_t } else { 0 };
+    let n_vox = data.len().checked_div(n_t).unwrap_or(0);
     if n_t == 0 || n_vox * n_t != data.len() {
         return Err(OsipyError::data(
             "signal values",

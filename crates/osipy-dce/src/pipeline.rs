@@ -466,12 +466,10 @@ impl ModalityDef for Dce {
             &flat_mask,
             ctx,
         )?);
-        if p.save_intermediate {
-            if converted {
-                let dt = times.get(1).map_or(1.0, |t1| t1 - times[0]);
-                let c = std::mem::replace(&mut ds.data, Array4::zeros((0, 0, 0, 0)));
-                volumes.push(("concentration.nii.gz".to_string(), Volume::Series(c, dt)));
-            }
+        if p.save_intermediate && converted {
+            let dt = times.get(1).map_or(1.0, |t1| t1 - times[0]);
+            let c = std::mem::replace(&mut ds.data, Array4::zeros((0, 0, 0, 0)));
+            volumes.push(("concentration.nii.gz".to_string(), Volume::Series(c, dt)));
         }
         Ok(Outputs {
             maps,
