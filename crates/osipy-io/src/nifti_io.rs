@@ -457,6 +457,9 @@ pub fn read_3d(path: impl AsRef<Path>) -> Result<(Array3<f64>, Geometry)> {
 /// Reads a 4D image (x, y, z, t); a 3D file is an error naming its shape.
 pub fn read_4d(path: impl AsRef<Path>) -> Result<(Array4<f64>, Geometry, Option<f64>)> {
     let path = path.as_ref();
+    if let Some(read) = read_4d_streamed(path) {
+        return read;
+    }
     let v = read_nifti(path)?;
     let shape = v.data.shape().to_vec();
     if shape.len() != 4 {
@@ -473,6 +476,150 @@ pub fn read_4d(path: impl AsRef<Path>) -> Result<(Array4<f64>, Geometry, Option<
         .into_dimensionality::<Ix4>()
         .map_err(|e| io_err(path, e.to_string()))?;
     Ok((data, v.geometry, v.time_step))
+}
+
+/// What [`read_4d`] returns: the series, its geometry and time step.
+type Series4 = (Array4<f64>, Geometry, Option<f64>);
+
+/// Frames decoded at a time by [`read_4d_streamed`]: about this many bytes.
+const STREAM_CHUNK_BYTES: usize = 32 << 20;
+
+/// The common case of [`read_4d`] without a second copy of the series: a
+/// single-file, little-endian 4D NIfTI-1 (`.nii` or `.nii.gz`) of uint8,
+/// int16, uint16, float32 or float64 is decoded a few frames at a time
+/// (about [`STREAM_CHUNK_BYTES`]) straight into the voxel-major f64 array,
+/// so the peak is the f64 series plus one chunk, not the raw image and the
+/// series together. Values are those of the general reader, bit for bit
+/// (scl_slope and scl_inter as there). `None` when the file is not of that
+/// kind, or its header is damaged: the general reader then reads it, or says
+/// what is wrong.
+fn read_4d_streamed(path: &Path) -> Option<Result<Series4>> {
+    read_4d_chunked(path, STREAM_CHUNK_BYTES)
+}
+
+/// [`read_4d_streamed`] with chunks of about `chunk_bytes` (at least one frame).
+fn read_4d_chunked(path: &Path, chunk_bytes: usize) -> Option<Result<Series4>> {
+    use std::io::Read;
+    if !path.is_file() {
+        return None;
+    }
+    let p = path.to_path_buf();
+    let h = std::panic::catch_unwind(move || NiftiHeader::from_file(&p))
+        .ok()?
+        .ok()?;
+    let bytes_per: usize = match h.datatype {
+        2 => 1,
+        4 | 512 => 2,
+        16 => 4,
+        64 => 8,
+        _ => return None,
+    };
+    if &h.magic != b"n+1\0"
+        || h.dim[0] != 4
+        || h.dim[1..5].contains(&0)
+        || h.endianness != nifti::Endianness::Little
+        || !(h.vox_offset >= 348.0)
+        || check_data_type(&h).is_err()
+        || check_data_size(&h, path).is_err()
+    {
+        return None;
+    }
+    let (nx, ny, nz, nt) = (
+        usize::from(h.dim[1]),
+        usize::from(h.dim[2]),
+        usize::from(h.dim[3]),
+        usize::from(h.dim[4]),
+    );
+    let n_vox = nx * ny * nz;
+    // Scaling as the general reader applies it.
+    let slope = if h.scl_slope.is_finite() { h.scl_slope } else { 0.0 };
+    let inter = if h.scl_inter.is_finite() && slope != 0.0 {
+        h.scl_inter
+    } else {
+        0.0
+    };
+    let (slope, inter) = (f64::from(slope), f64::from(inter));
+    let scale = move |v: f64| if slope == 0.0 { v } else { v * slope + inter };
+    let datatype = h.datatype;
+    let decode = move |b: &[u8]| -> f64 {
+        scale(match datatype {
+            2 => f64::from(b[0]),
+            4 => f64::from(i16::from_le_bytes([b[0], b[1]])),
+            512 => f64::from(u16::from_le_bytes([b[0], b[1]])),
+            16 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            _ => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        })
+    };
+    let read = || -> std::result::Result<Vec<f64>, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let file = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut src: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        let truncated = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "file is truncated: it holds fewer bytes than its header's dimensions and data type require"
+                    .to_string()
+            } else {
+                format!("cannot read NIfTI image: {e}")
+            }
+        };
+        // Header and extensions up to the data.
+        std::io::copy(&mut (&mut src).take(h.vox_offset as u64), &mut std::io::sink()).map_err(truncated)?;
+        let frame_bytes = n_vox * bytes_per;
+        let k_max = (chunk_bytes / frame_bytes.max(1)).clamp(1, nt);
+        let mut chunk = vec![0u8; k_max * frame_bytes];
+        let mut out = vec![0.0f64; n_vox * nt];
+        // Row start of each column-major spatial index s = x + nx (y + ny z):
+        // voxel v = (x ny + y) nz + z holds its nt frames from v nt.
+        let row: Vec<usize> = (0..n_vox)
+            .map(|s| {
+                let (x, y, z) = (s % nx, (s / nx) % ny, s / (nx * ny));
+                ((x * ny + y) * nz + z) * nt
+            })
+            .collect();
+        let mut t0 = 0;
+        while t0 < nt {
+            let k = k_max.min(nt - t0);
+            let buf = &mut chunk[..k * frame_bytes];
+            src.read_exact(buf).map_err(truncated)?;
+            // Blocks of 64 voxels: their rows stay in cache while the k
+            // frames are written.
+            for s0 in (0..n_vox).step_by(64) {
+                let s1 = (s0 + 64).min(n_vox);
+                for f in 0..k {
+                    let frame = &buf[f * frame_bytes..(f + 1) * frame_bytes];
+                    for s in s0..s1 {
+                        out[row[s] + t0 + f] = decode(&frame[s * bytes_per..(s + 1) * bytes_per]);
+                    }
+                }
+            }
+            t0 += k;
+        }
+        Ok(out)
+    };
+    let data = match read() {
+        Ok(d) => d,
+        Err(msg) => return Some(Err(io_err(path, msg))),
+    };
+    let data = match Array4::from_shape_vec((nx, ny, nz, nt), data) {
+        Ok(d) => d,
+        Err(e) => return Some(Err(io_err(path, e.to_string()))),
+    };
+    let affine = affine_from_header(&h);
+    let voxel_size = [1, 2, 3].map(|i| (h.pixdim[i] as f64).abs());
+    let time_step = time_step(&h);
+    Some(Ok((
+        data,
+        Geometry {
+            affine,
+            voxel_size,
+            header: h,
+        },
+        time_step,
+    )))
 }
 
 fn output_header(geometry: &Geometry, description: &str) -> NiftiHeader {
@@ -621,6 +768,30 @@ pub fn write_parameter_map_as(
 mod tests {
     use super::*;
     use ndarray::ShapeBuilder;
+
+    /// Any chunk size (one frame, a few, all) streams the same series as
+    /// the general reader, from .nii and .nii.gz, with blocks of voxels
+    /// that do not divide the grid.
+    #[test]
+    fn chunks_of_any_size_give_the_same_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Array4::from_shape_fn((9, 8, 3, 5), |(x, y, z, t)| {
+            (x * 1000 + y * 100 + z * 10 + t) as f64 * 0.5
+        });
+        let geometry = Geometry::from_affine(osipy_core::IDENTITY_AFFINE);
+        for name in ["s.nii", "s.nii.gz"] {
+            let p = dir.path().join(name);
+            write_4d(&p, &data, &geometry, 2.0).unwrap();
+            let general = read_nifti(&p).unwrap().data.into_dimensionality::<Ix4>().unwrap();
+            assert_eq!(general, data);
+            let frame = 9 * 8 * 3 * 4;
+            for chunk in [1, frame, 2 * frame + 7, 100 * frame] {
+                let (a, _, dt) = read_4d_chunked(&p, chunk).unwrap().unwrap();
+                assert_eq!(a, general, "{name}, chunk {chunk} bytes");
+                assert_eq!(dt, Some(2.0));
+            }
+        }
+    }
 
     /// The blocked transpose gives what ndarray's generic copy gives, for
     /// 4D and 3D column-major arrays of sizes that do not fill the blocks.

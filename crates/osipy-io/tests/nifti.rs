@@ -369,3 +369,72 @@ fn failed_writes_leave_nothing_behind() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "old");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// `read_4d` decodes common single-file series a few frames at a time
+/// straight into the voxel-major array; its values, geometry and time step
+/// equal the general reader's (`read_nifti`) for every such type, scaled
+/// or not, plain or compressed (several chunks: the unit test
+/// `chunks_of_any_size_give_the_same_series` in `nifti_io`).
+#[test]
+fn streamed_series_equal_the_general_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let dims = [5usize, 4, 3, 7];
+    let n: usize = dims.iter().product();
+    let cases: [(i16, i16, Vec<u8>); 5] = [
+        (2, 8, (0..n).map(|i| (i * 7 % 251) as u8).collect()),
+        (
+            4,
+            16,
+            (0..n)
+                .flat_map(|i| ((i as i16) * 37 - 900).to_le_bytes())
+                .collect(),
+        ),
+        (
+            512,
+            16,
+            (0..n)
+                .flat_map(|i| ((i * 613 % 65521) as u16).to_le_bytes())
+                .collect(),
+        ),
+        (
+            16,
+            32,
+            (0..n)
+                .flat_map(|i| (i as f32 * 0.37 - 11.0).to_le_bytes())
+                .collect(),
+        ),
+        (
+            64,
+            64,
+            (0..n)
+                .flat_map(|i| (i as f64 / 3.0 - 7.5).to_le_bytes())
+                .collect(),
+        ),
+    ];
+    for (datatype, bitpix, data) in cases {
+        for (slope, inter) in [(1.0f32, 0.0f32), (0.5, -3.0), (0.0, 4.0)] {
+            let h = Hdr {
+                dim: dims.iter().map(|d| *d as u16).collect(),
+                datatype,
+                bitpix,
+                scl_slope: slope,
+                scl_inter: inter,
+                pixdim: [1.0, 2.0, 2.0, 3.0, 2.5, 0.0, 0.0, 0.0],
+                xyzt_units: 2 | 8,
+                ..Hdr::default()
+            };
+            let bytes = nifti_bytes(&h, &data);
+            for (name, content) in [("s.nii", bytes.clone()), ("s.nii.gz", gz(&bytes))] {
+                let p = write(dir.path(), name, &content);
+                let (a, ga, ta) = read_4d(&p).unwrap();
+                let general = read_nifti(&p).unwrap();
+                let b = general.data.into_dimensionality::<ndarray::Ix4>().unwrap();
+                assert_eq!(a, b, "type {datatype}, slope {slope}, {name}");
+                assert!(a.is_standard_layout());
+                assert_eq!(ga.affine, general.geometry.affine);
+                assert_eq!(ta, general.time_step);
+                assert_eq!(ta, Some(2.5));
+            }
+        }
+    }
+}
