@@ -553,7 +553,7 @@ fn read_4d_chunked(path: &Path, chunk_bytes: usize) -> Option<Result<Series4>> {
     let read = || -> std::result::Result<Vec<f64>, String> {
         let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
         let file = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut src: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
+        let mut src: Box<dyn Read + Send> = if path.to_string_lossy().ends_with(".gz") {
             Box::new(flate2::read::MultiGzDecoder::new(file))
         } else {
             Box::new(file)
@@ -570,7 +570,6 @@ fn read_4d_chunked(path: &Path, chunk_bytes: usize) -> Option<Result<Series4>> {
         std::io::copy(&mut (&mut src).take(h.vox_offset as u64), &mut std::io::sink()).map_err(truncated)?;
         let frame_bytes = n_vox * bytes_per;
         let k_max = (chunk_bytes / frame_bytes.max(1)).clamp(1, nt);
-        let mut chunk = vec![0u8; k_max * frame_bytes];
         let mut out = vec![0.0f64; n_vox * nt];
         // Row start of each column-major spatial index s = x + nx (y + ny z):
         // voxel v = (x ny + y) nz + z holds its nt frames from v nt.
@@ -580,24 +579,49 @@ fn read_4d_chunked(path: &Path, chunk_bytes: usize) -> Option<Result<Series4>> {
                 ((x * ny + y) * nz + z) * nt
             })
             .collect();
-        let mut t0 = 0;
-        while t0 < nt {
-            let k = k_max.min(nt - t0);
-            let buf = &mut chunk[..k * frame_bytes];
-            src.read_exact(buf).map_err(truncated)?;
-            // Blocks of 64 voxels: their rows stay in cache while the k
-            // frames are written.
-            for s0 in (0..n_vox).step_by(64) {
-                let s1 = (s0 + 64).min(n_vox);
-                for f in 0..k {
-                    let frame = &buf[f * frame_bytes..(f + 1) * frame_bytes];
-                    for s in s0..s1 {
-                        out[row[s] + t0 + f] = decode(&frame[s * bytes_per..(s + 1) * bytes_per]);
+        // One thread inflates chunks of frames while this one places the
+        // previous chunk (two buffers in turn), so decompression, which
+        // cannot be split, overlaps the reordering.
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(usize, usize, Vec<u8>)>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..2 {
+            let _ = empty_tx.send(vec![0u8; k_max * frame_bytes]);
+        }
+        std::thread::scope(|scope| -> std::result::Result<(), String> {
+            let producer = scope.spawn(move || -> std::result::Result<(), String> {
+                let mut t0 = 0;
+                while t0 < nt {
+                    let k = k_max.min(nt - t0);
+                    // The consumer has stopped: nothing more to do.
+                    let Ok(mut buf) = empty_rx.recv() else {
+                        return Ok(());
+                    };
+                    src.read_exact(&mut buf[..k * frame_bytes]).map_err(truncated)?;
+                    if full_tx.send((t0, k, buf)).is_err() {
+                        return Ok(());
+                    }
+                    t0 += k;
+                }
+                Ok(())
+            });
+            for (t0, k, buf) in full_rx {
+                // Blocks of 64 voxels: their rows stay in cache while the k
+                // frames are written.
+                for s0 in (0..n_vox).step_by(64) {
+                    let s1 = (s0 + 64).min(n_vox);
+                    for f in 0..k {
+                        let frame = &buf[f * frame_bytes..(f + 1) * frame_bytes];
+                        for s in s0..s1 {
+                            out[row[s] + t0 + f] = decode(&frame[s * bytes_per..(s + 1) * bytes_per]);
+                        }
                     }
                 }
+                let _ = empty_tx.send(buf);
             }
-            t0 += k;
-        }
+            producer
+                .join()
+                .map_err(|_| "the NIfTI reader failed on this file".to_string())?
+        })?;
         Ok(out)
     };
     let data = match read() {
