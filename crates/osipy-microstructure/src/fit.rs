@@ -128,7 +128,8 @@ pub fn fit_microstructure(
 /// vectors (each turned onto the hemisphere of the LM direction), folded as
 /// in [`fit_microstructure`]; their theta and phi SDs are those of the draws
 /// turned alike, with phi unwrapped about the mean. A voxel whose sampling
-/// fails gets status `model_failure`.
+/// fails gets status `model_failure`. `progress`, when given, counts the
+/// voxels done.
 pub fn sample_microstructure(
     model: &MultiCompartment,
     scheme: &crate::Scheme,
@@ -136,6 +137,7 @@ pub fn sample_microstructure(
     lm: &BatchFit,
     settings: &osipy_fitting::bayes::BayesSettings,
     device: &Device,
+    progress: Option<&std::sync::atomic::AtomicUsize>,
 ) -> Result<BatchFit> {
     use crate::compartment::direction;
     use osipy_core::QualityCode;
@@ -158,7 +160,7 @@ pub fn sample_microstructure(
         &mut out,
         rec_len,
         8,
-        None,
+        progress,
         || vec![0.0; ns],
         |pred, v, rec| {
             if !lm.status[v].is_valid() {

@@ -266,6 +266,8 @@ impl ModalityDef for Microstructure {
                 draws = p.fitting.bayesian.draws,
                 "sampling posteriors (NUTS)"
             );
+            ctx.progress.start(ds.n_voxels());
+            let counter = ctx.progress.counter();
             crate::fit::sample_microstructure(
                 &model,
                 &scheme,
@@ -273,6 +275,7 @@ impl ModalityDef for Microstructure {
                 &fit,
                 &p.fitting.bayesian,
                 &ctx.device,
+                Some(&counter),
             )?
         } else {
             fit

@@ -61,7 +61,7 @@ fn posterior_intervals_cover_the_truth() {
         draws: 300,
         seed: 5,
     };
-    let post = sample_microstructure(&m, &s, data.view(), &lm, &settings, &dev).unwrap();
+    let post = sample_microstructure(&m, &s, data.view(), &lm, &settings, &dev, None).unwrap();
     let (mut covered, mut pairs) = (0, 0);
     let (mut err_lm, mut err_post) = (0.0, 0.0);
     for v in 0..n {
@@ -114,7 +114,7 @@ fn posteriors_are_identical_for_any_thread_count() {
         .map(|t| {
             let dev = Device::cpu(Some(t));
             let lm = fit_microstructure(&m, &s, data.view(), None, &FitOptions::default(), 1, &dev).unwrap();
-            sample_microstructure(&m, &s, data.view(), &lm, &settings, &dev).unwrap()
+            sample_microstructure(&m, &s, data.view(), &lm, &settings, &dev, None).unwrap()
         })
         .collect();
     assert_eq!(fits[0].params, fits[1].params);
