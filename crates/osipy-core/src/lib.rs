@@ -76,6 +76,26 @@ pub fn check_per_voxel(what: &str, len: usize, n_vox: usize) -> Result<()> {
     }
 }
 
+/// Per-voxel values, voxel `v = (x ny + y) nz + z` (row-major, as a fit's
+/// rows), as an (x, y, z) array on `grid`.
+pub fn on_grid<T>(grid: [usize; 3], value: impl Fn(usize) -> T) -> ndarray::Array3<T> {
+    ndarray::Array3::from_shape_fn(grid, |(x, y, z)| value((x * grid[1] + y) * grid[2] + z))
+}
+
+/// Errors unless `len` fitted voxels fill `grid`.
+pub fn check_grid(len: usize, grid: [usize; 3]) -> Result<()> {
+    let n = grid.iter().product::<usize>();
+    if len == n {
+        Ok(())
+    } else {
+        Err(OsipyError::data(
+            "fitted voxels",
+            len.to_string(),
+            format!("{n}, the voxels of the grid {grid:?}"),
+        ))
+    }
+}
+
 /// The identity affine (1 mm isotropic voxels at the origin).
 pub const IDENTITY_AFFINE: [[f64; 4]; 4] = [
     [1.0, 0.0, 0.0, 0.0],

@@ -358,19 +358,9 @@ impl IvimFit {
     /// The fit as maps on `grid` (x, y, z): D, Dstar, f, S0 with their
     /// standard errors (posterior SDs for `bayesian`), R^2 and quality.
     pub fn to_maps(&self, grid: [usize; 3], provenance: &Provenance) -> Result<MapSet> {
-        let n = grid.iter().product::<usize>();
-        if self.status.len() != n {
-            return Err(OsipyError::data(
-                "fitted voxels",
-                self.status.len().to_string(),
-                format!("{n}, the voxels of the grid {grid:?}"),
-            ));
-        }
-        let at = |col: &dyn Fn(usize) -> f64| {
-            Array3::from_shape_fn(grid, |(x, y, z)| col((x * grid[1] + y) * grid[2] + z))
-        };
-        let quality: Array3<QualityCode> =
-            Array3::from_shape_fn(grid, |(x, y, z)| self.status[(x * grid[1] + y) * grid[2] + z]);
+        osipy_core::check_grid(self.status.len(), grid)?;
+        let at = |col: &dyn Fn(usize) -> f64| osipy_core::on_grid(grid, col);
+        let quality: Array3<QualityCode> = osipy_core::on_grid(grid, |v| self.status[v]);
         let maps = MAPS
             .iter()
             .map(|(j, name, symbol, unit)| {

@@ -490,19 +490,9 @@ pub fn to_maps(
     grid: [usize; 3],
     provenance: &Provenance,
 ) -> Result<(MapSet, Vec<(String, Volume)>)> {
-    let n = grid.iter().product::<usize>();
-    if fit.status.len() != n {
-        return Err(OsipyError::data(
-            "fitted voxels",
-            fit.status.len().to_string(),
-            format!("{n}, the voxels of the grid {grid:?}"),
-        ));
-    }
-    let at = |col: &dyn Fn(usize) -> f64| {
-        Array3::from_shape_fn(grid, |(x, y, z)| col((x * grid[1] + y) * grid[2] + z))
-    };
-    let quality: Array3<QualityCode> =
-        Array3::from_shape_fn(grid, |(x, y, z)| fit.status[(x * grid[1] + y) * grid[2] + z]);
+    osipy_core::check_grid(fit.status.len(), grid)?;
+    let at = |col: &dyn Fn(usize) -> f64| osipy_core::on_grid(grid, col);
+    let quality: Array3<QualityCode> = osipy_core::on_grid(grid, |v| fit.status[v]);
     let mut maps = Vec::new();
     for (j, (name, unit, scale)) in param_maps(model).into_iter().enumerate() {
         maps.push(ParameterMap::new(
