@@ -478,6 +478,9 @@ pub fn read_4d(path: impl AsRef<Path>) -> Result<(Array4<f64>, Geometry, Option<
     Ok((data, v.geometry, v.time_step))
 }
 
+/// Fewest frames [`read_4d_chunked`] decodes at a time (a cache line of f64).
+const MIN_CHUNK_FRAMES: usize = 8;
+
 /// What [`read_4d`] returns: the series, its geometry and time step.
 type Series4 = (Array4<f64>, Geometry, Option<f64>);
 
@@ -569,7 +572,11 @@ fn read_4d_chunked(path: &Path, chunk_bytes: usize) -> Option<Result<Series4>> {
         // Header and extensions up to the data.
         std::io::copy(&mut (&mut src).take(h.vox_offset as u64), &mut std::io::sink()).map_err(truncated)?;
         let frame_bytes = n_vox * bytes_per;
-        let k_max = (chunk_bytes / frame_bytes.max(1)).clamp(1, nt);
+        // At least 8 frames (a 64-byte line of f64 per voxel), so placing a
+        // chunk writes whole cache lines even when one frame is large.
+        let k_max = (chunk_bytes / frame_bytes.max(1))
+            .max(MIN_CHUNK_FRAMES)
+            .clamp(1, nt);
         let mut out = vec![0.0f64; n_vox * nt];
         // Row start of each column-major spatial index s = x + nx (y + ny z):
         // voxel v = (x ny + y) nz + z holds its nt frames from v nt.
@@ -660,9 +667,44 @@ fn output_header(geometry: &Geometry, description: &str) -> NiftiHeader {
 /// Writes a 3D map as float32 `.nii.gz` with the source geometry, through a
 /// temporary file renamed on completion.
 pub fn write_map(path: impl AsRef<Path>, values: &Array3<f64>, geometry: &Geometry) -> Result<()> {
-    let data = values.mapv(|v| v as f32);
+    let data = to_file_order(values, |v| v as f32);
     let header = output_header(geometry, "osipy parameter map");
     write_f32(path.as_ref(), &data.into_dyn(), &header)
+}
+
+/// `values` converted by `f` into an array of the same shape laid out x
+/// fastest (NIfTI's file order), by a tiled transpose: the writer then
+/// copies contiguous slices. Handing it the row-major array made it gather
+/// each z slice across the whole array, which grew faster than the volume
+/// (7 s for the IVIM maps of 10^7 voxels against 0.4 s for 10^6).
+fn to_file_order<T: Copy + Default, U: Copy>(values: &Array3<U>, f: impl Fn(U) -> T) -> Array3<T> {
+    use ndarray::ShapeBuilder;
+    let (nx, ny, nz) = values.dim();
+    let mut out = vec![T::default(); nx * ny * nz];
+    match values.as_slice() {
+        Some(src) => {
+            // Source (x ny + y) nz + z; destination x + nx (y + ny z).
+            const TILE: usize = 16;
+            for y in 0..ny {
+                for x0 in (0..nx).step_by(TILE) {
+                    let x1 = (x0 + TILE).min(nx);
+                    for z in 0..nz {
+                        let d = nx * (y + ny * z);
+                        for x in x0..x1 {
+                            out[d + x] = f(src[(x * ny + y) * nz + z]);
+                        }
+                    }
+                }
+            }
+        }
+        None => {
+            for ((x, y, z), v) in values.indexed_iter() {
+                out[x + nx * (y + ny * z)] = f(*v);
+            }
+        }
+    }
+    // A shape of the right size never fails here.
+    Array3::from_shape_vec((nx, ny, nz).f(), out).unwrap_or_else(|_| values.mapv(f))
 }
 
 /// Writes a 3D uint8 mask (e.g. quality codes) as `.nii.gz`.
@@ -670,7 +712,7 @@ pub fn write_mask(path: impl AsRef<Path>, values: &Array3<u8>, geometry: &Geomet
     let path = path.as_ref();
     check_output_name(path)?;
     let header = output_header(geometry, "osipy mask");
-    let data = values.clone().into_dyn();
+    let data = to_file_order(values, |v| v).into_dyn();
     atomic_write(path, |tmp: &PathBuf| {
         WriterOptions::new(tmp)
             .reference_header(&header)
@@ -792,6 +834,24 @@ pub fn write_parameter_map_as(
 mod tests {
     use super::*;
     use ndarray::ShapeBuilder;
+
+    /// The tiled transpose keeps every value at its (x, y, z), in x-fastest
+    /// memory, for shapes that do not fill the tiles.
+    #[test]
+    fn file_order_keeps_values_and_lays_x_fastest() {
+        for shape in [(37usize, 5usize, 3usize), (1, 1, 1), (16, 2, 9)] {
+            let a = Array3::from_shape_fn(shape, |(x, y, z)| (x * 10_000 + y * 100 + z) as f64);
+            let f = to_file_order(&a, |v| v as f32);
+            assert_eq!(f.dim(), a.dim());
+            assert!(f.t().is_standard_layout());
+            for ((x, y, z), v) in a.indexed_iter() {
+                assert_eq!(f[[x, y, z]], *v as f32);
+            }
+            let strided = a.slice(ndarray::s![.., ..;-1, ..]);
+            let g = to_file_order(&strided.to_owned(), |v| v);
+            assert_eq!(g, strided);
+        }
+    }
 
     /// Any chunk size (one frame, a few, all) streams the same series as
     /// the general reader, from .nii and .nii.gz, with blocks of voxels
