@@ -185,6 +185,24 @@ fn to_row_major<T: Copy>(src: &[T], dims: &[usize], f: impl Fn(T) -> f64) -> Opt
     let mut out = vec![0.0; src.len()];
     // Column-major spatial index s = x + nx (y + ny z); row-major voxel
     // v = (x ny + y) nz + z; sample t of voxel s is at src[t n_vox + s].
+    if nt == 1 {
+        // One sample per voxel: tiles of 16 z, so the writes are runs of
+        // z and the reads 16 streams along x (the 4D blocks below would
+        // write one sample per cache line).
+        const TILE: usize = 16;
+        for y in 0..ny {
+            for z0 in (0..nz).step_by(TILE) {
+                let z1 = (z0 + TILE).min(nz);
+                for x in 0..nx {
+                    let row = (x * ny + y) * nz;
+                    for z in z0..z1 {
+                        out[row + z] = f(src[x + nx * (y + ny * z)]);
+                    }
+                }
+            }
+        }
+        return Some(out);
+    }
     const BLOCK: usize = 64;
     let mut rows = [0usize; BLOCK];
     for s0 in (0..n_vox).step_by(BLOCK) {
