@@ -872,8 +872,10 @@ fn abs_row(case: String, parameter: &str, mut err: Vec<f64>, tol: f64, rule: &st
 /// with the full, oriented model (sticks along spread directions, 120
 /// directions on each of 8 shells up to b = 10,000 s/mm^2, delta 10.6 ms,
 /// Delta 43.1 ms, Rician noise per volume), fitted by the `sandi` preset on
-/// the shells' spherical means. Voxels whose fit is invalid (mostly ended
-/// on a bound) count as failures. Tolerances (this project's): median
+/// the shells' spherical means. Voxels whose fit is invalid (mostly
+/// `singular`: no unique minimum, as when a fraction at 0 leaves its
+/// compartment undetermined) count as failures. Tolerances (this
+/// project's): median
 /// absolute error of the three fractions 1 / sqrt(SNR) and of the soma
 /// radius 15 / sqrt(SNR) um, 1.3 to 4 times what the fit achieves. SANDI is
 /// poorly conditioned: even noise-free, 120 directions leave a quadrature
