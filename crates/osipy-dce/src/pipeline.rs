@@ -601,10 +601,13 @@ fn pre_contrast_t1(
             ),
         ));
     }
-    let flat = series
-        .data
-        .as_standard_layout()
-        .into_owned()
+    // The reader gives standard layout: reshaped without a copy.
+    let data = if series.data.is_standard_layout() {
+        series.data
+    } else {
+        series.data.as_standard_layout().into_owned()
+    };
+    let flat = data
         .into_shape_with_order((n_vox, n))
         .map_err(|e| OsipyError::data(format!("data.{role}"), e.to_string(), "a 4D array"))?;
     let fit = match fit {
