@@ -147,7 +147,7 @@ pub fn signal_to_concentration(
     let n_t = out.ncols();
     let flat = out
         .as_slice_mut()
-        .ok_or_else(|| OsipyError::Validation("a standard-layout copy is contiguous".into()))?;
+        .ok_or_else(|| OsipyError::data("signal layout", "not contiguous", "a standard-layout array"))?;
     let quality = signal_to_concentration_in_place(flat, n_t, r10, p, method, device)?;
     Ok((out, quality))
 }

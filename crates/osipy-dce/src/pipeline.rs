@@ -380,11 +380,9 @@ impl ModalityDef for Dce {
                     relaxivity: p.acquisition.relaxivity,
                     baseline: 0..b,
                 };
-                ds.voxels()?; // the shape check: voxels x frames
-                let flat = ds
-                    .data
-                    .as_slice_mut()
-                    .ok_or_else(|| OsipyError::Validation("the series is held in standard layout".into()))?;
+                let flat = ds.data.as_slice_mut().ok_or_else(|| {
+                    OsipyError::data("dataset layout", "not contiguous", "a standard-layout 4D array")
+                })?;
                 let q = signal_to_concentration_in_place(flat, nt, &r10, &sp, method, &ctx.device)?;
                 for v in 0..n_vox {
                     if flat_mask[v] && pre[v].is_none() && !q[v].is_valid() {

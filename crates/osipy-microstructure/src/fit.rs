@@ -177,6 +177,9 @@ pub fn sample_microstructure(
                 .collect();
             let start: Vec<f64> = lm.params.row(v).to_vec();
             let dof = (ns as f64 - np as f64).max(1.0);
+            // The sampler starts from the residual SD (sigma is sampled). A
+            // residual of 0 makes the posterior improper under the Jeffreys
+            // prior: such a voxel is not sampled (status model_failure).
             let sigma = lm.rms[v] * (ns as f64 / dof).sqrt();
             let Some(p) =
                 osipy_fitting::bayes::sample_posterior(model, y, &start, sigma, &bounds, settings, v as u64)
