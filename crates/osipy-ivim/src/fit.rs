@@ -14,6 +14,7 @@
 //! Signals are first averaged over repeated b-values and, by default,
 //! normalised to the mean b = 0 signal (then S0 is ~1).
 
+use crate::grid::{BayesOptions, DstarPrior, GridPosterior, GridSettings, RatePrior, Sampler, Summary};
 use crate::models::{Biexponential, BIEXP_BOUNDS};
 use ndarray::{Array1, Array2, ArrayView2};
 use osipy_backend::Device;
@@ -27,7 +28,8 @@ pub enum IvimStrategy {
     Segmented,
     /// Four-parameter fit started from the segmented result.
     Full,
-    /// Posterior sampling (NUTS) started from the full fit; see [`crate::bayes`].
+    /// Posterior per voxel: the exact grid posterior ([`crate::grid`]) or
+    /// NUTS sampling started from the full fit ([`crate::bayes`]).
     Bayesian,
 }
 
@@ -51,8 +53,8 @@ pub struct IvimFitOptions {
     /// Starting values of the `full` fit by parameter name, overriding the
     /// segmented start in every voxel.
     pub initial_guess: Vec<(String, f64)>,
-    /// Sampler settings of the `bayesian` strategy.
-    pub bayes: crate::bayes::BayesSettings,
+    /// Settings of the `bayesian` strategy.
+    pub bayes: crate::grid::BayesOptions,
     /// Progress counter: gains the voxels of each finished chunk of the
     /// final pass (segmented, full or bayesian).
     pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
@@ -73,7 +75,7 @@ impl Default for IvimFitOptions {
                 ..LmSettings::default()
             },
             initial_guess: Vec::new(),
-            bayes: crate::bayes::BayesSettings::default(),
+            bayes: crate::grid::BayesOptions::default(),
             progress: None,
         }
     }
@@ -93,9 +95,12 @@ pub struct IvimFit {
     /// Per-voxel quality.
     pub status: Vec<QualityCode>,
     /// `bayesian` only: 95 % credible intervals (voxels x [f lo, f hi, D lo,
-    /// D hi, D* lo, D* hi]); `params` then hold posterior means and
-    /// `std_errors` posterior SDs.
+    /// D hi, D* lo, D* hi]); `params` then hold posterior means (or medians,
+    /// as configured) and `std_errors` posterior SDs.
     pub posterior_interval: Option<Array2<f64>>,
+    /// `bayesian` with the grid and the population D* prior: the fitted
+    /// log-normal's median (mm^2/s) and SD of ln D*.
+    pub dstar_population: Option<(f64, f64)>,
 }
 
 /// Averaged, normalised signals ready to fit.
@@ -318,7 +323,29 @@ pub fn fit_ivim(
         ..FitOptions::default()
     };
     let mut full_rms: Option<Array1<f64>> = None;
-    if opts.strategy != IvimStrategy::Segmented {
+    let grid = opts.strategy == IvimStrategy::Bayesian && opts.bayes.sampler == Sampler::Grid;
+    let mut posterior_interval = None;
+    let mut dstar_population = None;
+    if grid {
+        let post = grid_posterior(&prep, &fit_mask, &bounds, opts, device)?;
+        status = (0..n_vox)
+            .map(|v| {
+                if fit_mask[v] {
+                    if post.ok[v] {
+                        QualityCode::Converged
+                    } else {
+                        QualityCode::ModelFailure
+                    }
+                } else {
+                    status[v]
+                }
+            })
+            .collect();
+        params = post.params;
+        se = post.se;
+        posterior_interval = Some(post.interval);
+        dstar_population = post.population;
+    } else if opts.strategy != IvimStrategy::Segmented {
         for &(j, value) in &initial_guess {
             params
                 .column_mut(j)
@@ -344,8 +371,7 @@ pub fn fit_ivim(
         se = r.std_errors;
         full_rms = Some(r.rms);
     }
-    let mut posterior_interval = None;
-    if opts.strategy == IvimStrategy::Bayesian {
+    if opts.strategy == IvimStrategy::Bayesian && !grid {
         let rms = full_rms.unwrap_or_else(|| Array1::from_elem(n_vox, f64::NAN));
         let nbf = nb as f64;
         // Record per voxel: 4 means, 4 SDs, 6 interval bounds, 1 ok flag.
@@ -374,7 +400,7 @@ pub fn fit_ivim(
                         start,
                         sigma,
                         [bounds[1], bounds[2], bounds[3]],
-                        &opts.bayes,
+                        &opts.bayes.nuts,
                         v as u64,
                     ) {
                         rec[..4].copy_from_slice(&p.mean);
@@ -447,5 +473,135 @@ pub fn fit_ivim(
         r2,
         status,
         posterior_interval,
+        dstar_population,
+    })
+}
+
+/// Result of [`grid_posterior`].
+struct GridResult {
+    params: Array2<f64>,
+    se: Array2<f64>,
+    interval: Array2<f64>,
+    ok: Vec<bool>,
+    population: Option<(f64, f64)>,
+}
+
+/// Voxels the population prior of D* is fitted to, at most (evenly strided
+/// over the fitted voxels): enough to pin a mean and SD, and a bounded cost
+/// on large volumes.
+const POPULATION_VOXELS: usize = 20_000;
+/// Cells of ln D* in the population fit.
+const POPULATION_BINS: usize = 64;
+
+/// The `bayesian` strategy on the grid ([`crate::grid`]): with the
+/// population prior, first the D* prior from (a stride of) the fitted
+/// voxels, then every voxel's posterior under it.
+fn grid_posterior(
+    prep: &Prepared,
+    fit_mask: &[bool],
+    bounds: &[(f64, f64)],
+    opts: &IvimFitOptions,
+    device: &Device,
+) -> Result<GridResult> {
+    let b3 = [bounds[1], bounds[2], bounds[3]];
+    let bo: &BayesOptions = &opts.bayes;
+    let nb = prep.b.len();
+    let n_vox = fit_mask.len();
+    let flat = prep
+        .data
+        .as_slice()
+        .ok_or_else(|| OsipyError::data("prepared signal layout", "strided", "contiguous rows"))?;
+    let settings = |dstar_prior| GridSettings {
+        points: bo.grid_points,
+        dstar_prior,
+        ..GridSettings::default()
+    };
+    let make = |prior| {
+        GridPosterior::new(&prep.b, b3, settings(prior)).ok_or_else(|| {
+            OsipyError::Validation(format!(
+                "the grid posterior needs finite bounds with lower < upper, a positive lower bound of Dstar for a log prior (Dstar bounds [{}, {}]) and pipeline.fitting.bayesian.grid_points >= 2 (found {})",
+                b3[2].0, b3[2].1, bo.grid_points
+            ))
+        })
+    };
+    let (prior, population) = match bo.dstar_prior {
+        DstarPrior::Uniform => (RatePrior::Uniform, None),
+        DstarPrior::LogUniform => (RatePrior::LogUniform, None),
+        DstarPrior::Population => {
+            let first = make(RatePrior::LogUniform)?;
+            let fitted: Vec<usize> = (0..n_vox).filter(|&v| fit_mask[v]).collect();
+            let stride = fitted.len().div_ceil(POPULATION_VOXELS).max(1);
+            let chosen: Vec<usize> = fitted.iter().copied().step_by(stride).collect();
+            let mut lik = vec![0.0; chosen.len() * POPULATION_BINS];
+            map_voxels(
+                device,
+                &mut lik,
+                POPULATION_BINS,
+                256,
+                None,
+                || first.scratch(),
+                |scratch, i, out| {
+                    let v = chosen[i];
+                    if !first.dstar_marginal(&flat[v * nb..(v + 1) * nb], scratch, out) {
+                        out.fill(0.0);
+                    }
+                },
+            )?;
+            let (median, sigma) =
+                crate::grid::population_prior(&lik, POPULATION_BINS, b3[2]).ok_or_else(|| {
+                    OsipyError::Fitting(format!(
+                        "no voxel has a finite IVIM posterior ({} voxels to fit): the population prior of Dstar cannot be estimated",
+                        fitted.len()
+                    ))
+                })?;
+            (RatePrior::LogNormal { median, sigma }, Some((median, sigma)))
+        }
+    };
+    let post = make(prior)?;
+    // Record: 4 values, 4 SDs, 6 interval bounds, 1 ok flag.
+    const R: usize = 15;
+    let mut rec = vec![f64::NAN; n_vox * R];
+    map_voxels(
+        device,
+        &mut rec,
+        R,
+        256,
+        opts.progress.as_deref(),
+        || post.scratch(),
+        |scratch, v, out| {
+            if !fit_mask[v] {
+                return;
+            }
+            if let Some(p) = post.voxel(&flat[v * nb..(v + 1) * nb], scratch) {
+                out[..4].copy_from_slice(match bo.summary {
+                    Summary::Mean => &p.mean,
+                    Summary::Median => &p.median,
+                });
+                out[4..8].copy_from_slice(&p.sd);
+                for (q, (lo, hi)) in p.interval.iter().enumerate() {
+                    out[8 + 2 * q] = *lo;
+                    out[9 + 2 * q] = *hi;
+                }
+                out[14] = 1.0;
+            }
+        },
+    )?;
+    let ok: Vec<bool> = (0..n_vox).map(|v| rec[v * R + 14] == 1.0).collect();
+    let col = |range: std::ops::Range<usize>| {
+        let w = range.len();
+        Array2::from_shape_fn((n_vox, w), |(v, j)| {
+            if ok[v] {
+                rec[v * R + range.start + j]
+            } else {
+                f64::NAN
+            }
+        })
+    };
+    Ok(GridResult {
+        params: col(0..4),
+        se: col(4..8),
+        interval: col(8..14),
+        ok,
+        population,
     })
 }

@@ -3,7 +3,8 @@
 //! Intravoxel incoherent motion (IVIM) diffusion MRI: the bi-exponential,
 //! simplified and mono-exponential models ([`models`]) with analytic
 //! Jacobians, and the `segmented` (a true two-step fit), `full` and
-//! `bayesian` (NUTS posterior sampling, [`bayes`]) fitting strategies
+//! `bayesian` (the exact grid posterior, [`grid`], or NUTS sampling,
+//! [`bayes`]) fitting strategies
 //! ([`fit_ivim`]). Signals are averaged over repeated b-values and
 //! normalised to S(b = 0); voxels with non-finite or non-positive signal are
 //! flagged in the quality codes. D and D* in mm^2/s, b in s/mm^2.
@@ -15,6 +16,7 @@
 
 pub mod bayes;
 mod fit;
+pub mod grid;
 pub mod models;
 pub mod phantom;
 mod pipeline;
@@ -40,7 +42,7 @@ pub fn register(reg: &mut Registry) -> Result<()> {
     )?;
     reg.register(
         "bayesian",
-        "NUTS posterior sampling per voxel (uniform priors on bounds, Jeffreys prior on noise), seeded",
+        "posterior per voxel on an exact grid (S0 and noise marginalised, D* prior fitted to the volume); or NUTS",
         IvimFitter(IvimStrategy::Bayesian),
     )
 }

@@ -2,6 +2,7 @@
 //! and its b-values to D, D*, f and S0 maps.
 
 use crate::bayes::BayesSettings;
+use crate::grid::{BayesOptions, DstarPrior, GridSettings, Sampler, Summary};
 use crate::phantom::{generate, IvimPhantomSpec, Noise};
 use crate::{fit_ivim, IvimFit, IvimFitOptions, IvimStrategy};
 use ndarray::Array3;
@@ -88,25 +89,92 @@ impl Default for IvimFittingConfig {
     }
 }
 
-/// Bayesian IVIM sampler (`[pipeline.fitting.bayesian]`).
+/// Bayesian IVIM (`[pipeline.fitting.bayesian]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BayesianConfig {
-    /// Warm-up iterations per voxel (discarded).
+    /// `grid` (exact grid posterior) or `nuts` (sampling, uniform priors).
+    pub sampler: String,
+    /// Grid: D* prior, `population`, `log-uniform` or `uniform`.
+    pub dstar_prior: String,
+    /// Grid: the value each map reports, `mean` or `median`.
+    pub summary: String,
+    /// Grid: cells per axis and refinement level.
+    pub grid_points: usize,
+    /// NUTS: warm-up iterations per voxel (discarded).
     pub tune: u64,
-    /// Posterior draws per voxel.
+    /// NUTS: posterior draws per voxel.
     pub draws: u64,
-    /// Random seed (results are reproducible for a given seed).
+    /// NUTS: random seed (results are reproducible for a given seed).
     pub seed: u64,
 }
 
 impl Default for BayesianConfig {
     fn default() -> Self {
+        let nuts = BayesSettings::default();
         BayesianConfig {
-            tune: 300,
-            draws: 500,
-            seed: 42,
+            sampler: "grid".into(),
+            dstar_prior: "population".into(),
+            summary: "mean".into(),
+            grid_points: GridSettings::default().points,
+            tune: nuts.tune,
+            draws: nuts.draws,
+            seed: nuts.seed,
         }
+    }
+}
+
+/// One of `valid` by its config name, or an error that lists them.
+fn choose<T: Copy>(key: &str, found: &str, valid: &[(&str, T)]) -> Result<T> {
+    valid
+        .iter()
+        .find(|(n, _)| *n == found)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| OsipyError::UnknownName {
+            kind: format!("value of pipeline.fitting.bayesian.{key}"),
+            name: found.into(),
+            valid: valid.iter().map(|(n, _)| n.to_string()).collect(),
+        })
+}
+
+impl BayesianConfig {
+    /// The options of [`fit_ivim`], checked.
+    pub fn options(&self) -> Result<BayesOptions> {
+        let grid_points = self.grid_points;
+        if !(4..=64).contains(&grid_points) {
+            return Err(OsipyError::data(
+                "pipeline.fitting.bayesian.grid_points",
+                grid_points.to_string(),
+                "4 to 64 cells per axis (default 16)",
+            ));
+        }
+        Ok(BayesOptions {
+            sampler: choose(
+                "sampler",
+                &self.sampler,
+                &[("grid", Sampler::Grid), ("nuts", Sampler::Nuts)],
+            )?,
+            grid_points,
+            dstar_prior: choose(
+                "dstar_prior",
+                &self.dstar_prior,
+                &[
+                    ("population", DstarPrior::Population),
+                    ("log-uniform", DstarPrior::LogUniform),
+                    ("uniform", DstarPrior::Uniform),
+                ],
+            )?,
+            summary: choose(
+                "summary",
+                &self.summary,
+                &[("mean", Summary::Mean), ("median", Summary::Median)],
+            )?,
+            nuts: BayesSettings {
+                tune: self.tune,
+                draws: self.draws,
+                seed: self.seed,
+            },
+        })
     }
 }
 
@@ -130,13 +198,26 @@ const DOCS: &[(&str, &str)] = &[
         "fitting.initial_guess",
         "full fit start, e.g. { Dstar = 0.02 }; others from segmented",
     ),
+    ("fitting.bayesian", "fitting_method = \"bayesian\""),
     (
-        "fitting.bayesian",
-        "fitting_method = \"bayesian\": NUTS per voxel",
+        "fitting.bayesian.sampler",
+        "grid (exact posterior) or nuts (sampling, uniform priors)",
     ),
-    ("fitting.bayesian.tune", "warm-up iterations per voxel"),
-    ("fitting.bayesian.draws", "posterior draws per voxel"),
-    ("fitting.bayesian.seed", "same seed, same maps"),
+    (
+        "fitting.bayesian.dstar_prior",
+        "grid: population (log-normal fitted to the volume), log-uniform or uniform",
+    ),
+    (
+        "fitting.bayesian.summary",
+        "grid: mean or median of each posterior",
+    ),
+    (
+        "fitting.bayesian.grid_points",
+        "grid: cells per axis and level, 4 to 64",
+    ),
+    ("fitting.bayesian.tune", "nuts: warm-up iterations per voxel"),
+    ("fitting.bayesian.draws", "nuts: posterior draws per voxel"),
+    ("fitting.bayesian.seed", "nuts: same seed, same maps"),
 ];
 
 const INPUTS: &[InputSpec] = &[
@@ -187,6 +268,7 @@ impl ModalityDef for Ivim {
         let f = &p.fitting;
         LmSettings::from_config(f.max_iterations, f.tolerance)?;
         named_bounds(&f.bounds)?;
+        f.bayesian.options()?;
         for name in f.bounds.keys().chain(f.initial_guess.keys()) {
             if !["D", "Dstar", "S0", "f"].contains(&name.as_str()) {
                 return Err(OsipyError::UnknownName {
@@ -235,30 +317,47 @@ impl ModalityDef for Ivim {
             bounds: named_bounds(&f.bounds)?,
             lm: LmSettings::from_config(f.max_iterations, f.tolerance)?,
             initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            bayes: BayesSettings {
-                tune: f.bayesian.tune,
-                draws: f.bayesian.draws,
-                seed: f.bayesian.seed,
-            },
+            bayes: f.bayesian.options()?,
             progress: Some(ctx.progress.counter()),
         };
         ctx.progress.start(ds.n_voxels());
         tracing::info!(strategy = %p.fitting_method, voxels = mask.iter().filter(|m| **m).count(), "fitting IVIM");
         let fit = fit_ivim(ds.voxels()?, &b, Some(&mask), &opts, &ctx.device)?;
         ctx.lap("fit");
-        let provenance = Provenance::default()
+        let mut provenance = Provenance::default()
             .with_method("model", "biexponential")
             .with_method("fitter", &p.fitting_method)
             .with_setting("b_threshold", p.b_threshold)
-            .with_setting("b_values", b.clone())
-            .with_setting(
-                "uncertainty",
-                if strategy == IvimStrategy::Bayesian {
-                    "posterior SD (values are posterior means)"
-                } else {
-                    "standard error from the fit covariance"
-                },
-            );
+            .with_setting("b_values", b.clone());
+        provenance = if strategy != IvimStrategy::Bayesian {
+            provenance.with_setting("uncertainty", "standard error from the fit covariance")
+        } else if opts.bayes.sampler == Sampler::Nuts {
+            provenance
+                .with_method("sampler", "nuts")
+                .with_setting(
+                    "priors",
+                    "uniform on the bounds of f, D, D*; Jeffreys on the noise SD",
+                )
+                .with_setting("uncertainty", "posterior SD (values are posterior means)")
+        } else {
+            let bo = &f.bayesian;
+            let prior = match fit.dstar_population {
+                Some((median, sigma)) => format!(
+                    "log-normal fitted to the volume: median {median:.4e} mm^2/s, SD of ln Dstar {sigma:.3}"
+                ),
+                None => bo.dstar_prior.clone(),
+            };
+            provenance
+                .with_method("sampler", "grid")
+                .with_setting("grid_points", bo.grid_points)
+                .with_setting("Dstar_prior", prior)
+                .with_setting(
+                    "priors",
+                    "f and D uniform on their bounds; S0 flat; Jeffreys on the noise SD",
+                )
+                .with_setting("summary", format!("posterior {}", bo.summary))
+                .with_setting("uncertainty", "posterior SD")
+        };
         let grid = ds.grid();
         let maps = fit.to_maps(grid, &provenance)?;
         let plots = fit_curves(&maps, ds.voxels()?, &b, &mask, ctx)?;

@@ -6,10 +6,11 @@ use osipy_core::QualityCode;
 use osipy_fitting::rng::Rng;
 use osipy_fitting::Model;
 use osipy_ivim::bayes::BayesSettings;
+use osipy_ivim::grid::{BayesOptions, Sampler};
 use osipy_ivim::{fit_ivim, Biexponential, IvimFitOptions, IvimStrategy};
 
 #[test]
-fn credible_intervals_cover_the_truth_at_the_stated_rate() {
+fn nuts_credible_intervals_cover_the_truth_at_the_stated_rate() {
     // 120 voxels, same truth, independent Gaussian noise (SNR 50 at b = 0).
     // A calibrated posterior puts the truth inside the 95 % interval ~95 %
     // of the time; binomial SD at n = 120 is 2 %, so we accept [0.87, 1.0].
@@ -25,10 +26,14 @@ fn credible_intervals_cover_the_truth_at_the_stated_rate() {
     let data = Array2::from_shape_fn((n, b.len()), |(_, i)| clean[i] + rng.normal() / 50.0);
     let opts = IvimFitOptions {
         strategy: IvimStrategy::Bayesian,
-        bayes: BayesSettings {
-            tune: 300,
-            draws: 400,
-            seed: 7,
+        bayes: BayesOptions {
+            sampler: Sampler::Nuts,
+            nuts: BayesSettings {
+                tune: 300,
+                draws: 400,
+                seed: 7,
+            },
+            ..Default::default()
         },
         ..Default::default()
     };
