@@ -489,7 +489,7 @@ struct GridResult {
 /// Voxels the population prior of D* is fitted to, at most (evenly strided
 /// over the fitted voxels): enough to pin a mean and SD, and a bounded cost
 /// on large volumes.
-const POPULATION_VOXELS: usize = 20_000;
+const POPULATION_VOXELS: usize = 5_000;
 /// Cells of ln D* in the population fit.
 const POPULATION_BINS: usize = 64;
 

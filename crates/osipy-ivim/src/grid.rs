@@ -30,9 +30,14 @@
 //! every cell carries equal prior mass and the posterior mass of a cell is
 //! its density at the centre (midpoint rule). The first level spans the
 //! bounds; each further level spans, per axis, the cells whose log density
-//! is within `threshold` of the maximum, plus one cell either side. Levels
-//! stop when no axis narrows to less than half its width (the mass is then
-//! spread over several cells of every axis) or after `max_levels`.
+//! is within `threshold` of the maximum, plus two cells either side. Levels
+//! stop when no axis narrows to less than 3/4 of its width (the mass is then
+//! spread over most cells of every axis) or after `max_levels`. The
+//! defaults (20 cells, 8 nats, 8 levels) were chosen against a dense fixed
+//! grid of 160 x 400 x 160 cells: posterior means agree within 0.02
+//! posterior SD at SNR 20 to 200 (`tests/grid.rs`); 16 cells with one cell
+//! of padding and a 1/2 stopping rule missed by up to 1.5 SD where f, D and
+//! D* are strongly correlated.
 //!
 //! **Summaries.** Per parameter from its marginal on the last level: the
 //! posterior median (quantiles interpolated inside a cell, density constant
@@ -161,9 +166,9 @@ pub struct GridSettings {
 impl Default for GridSettings {
     fn default() -> Self {
         GridSettings {
-            points: 16,
-            threshold: 12.0,
-            max_levels: 5,
+            points: 20,
+            threshold: 8.0,
+            max_levels: 8,
             d_prior: RatePrior::Uniform,
             dstar_prior: RatePrior::LogUniform,
         }
@@ -183,6 +188,14 @@ pub struct GridSummary {
     /// 2.5 % and 97.5 % quantiles of f, D, D*.
     pub interval: [(f64, f64); 3],
 }
+
+/// Cells kept either side of a level's box: a coarse level samples a narrow
+/// ridge only at cell centres, so the box is widened beyond the cells that
+/// pass the threshold.
+const PAD: f64 = 2.0;
+/// A level is refined again while some axis's box shrinks below this
+/// fraction of its width.
+const SHRINK: f64 = 0.75;
 
 /// One axis of a level: `points` cells over `[lo, hi]` in its coordinate.
 #[derive(Debug, Clone, Copy)]
@@ -434,11 +447,11 @@ impl GridPosterior {
             let mut narrowed = false;
             for a in 0..3 {
                 let h = axes[a].step(n);
-                let new_lo = (axes[a].lo + (lo[a] as f64 - 1.0) * h).max(axes[a].lo);
-                let new_hi = (axes[a].lo + (hi[a] as f64 + 2.0) * h).min(axes[a].hi);
+                let new_lo = (axes[a].lo + (lo[a] as f64 - PAD) * h).max(axes[a].lo);
+                let new_hi = (axes[a].lo + (hi[a] as f64 + 1.0 + PAD) * h).min(axes[a].hi);
                 next[a].lo = new_lo;
                 next[a].hi = new_hi;
-                narrowed |= new_hi - new_lo < 0.5 * (axes[a].hi - axes[a].lo);
+                narrowed |= new_hi - new_lo < SHRINK * (axes[a].hi - axes[a].lo);
             }
             if !narrowed {
                 break;

@@ -145,7 +145,7 @@ impl BayesianConfig {
             return Err(OsipyError::data(
                 "pipeline.fitting.bayesian.grid_points",
                 grid_points.to_string(),
-                "4 to 64 cells per axis (default 16)",
+                "4 to 64 cells per axis (default 20)",
             ));
         }
         Ok(BayesOptions {
