@@ -14,7 +14,9 @@
 //! Signals are first averaged over repeated b-values and, by default,
 //! normalised to the mean b = 0 signal (then S0 is ~1).
 
-use crate::grid::{BayesOptions, DstarPrior, GridPosterior, GridSettings, RatePrior, Sampler, Summary};
+use crate::grid::{
+    BayesOptions, DPrior, DstarPrior, GridPosterior, GridSettings, RatePrior, Sampler, Summary,
+};
 use crate::models::{Biexponential, BIEXP_BOUNDS};
 use ndarray::{Array1, Array2, ArrayView2};
 use osipy_backend::Device;
@@ -98,6 +100,9 @@ pub struct IvimFit {
     /// D hi, D* lo, D* hi]); `params` then hold posterior means (or medians,
     /// as configured) and `std_errors` posterior SDs.
     pub posterior_interval: Option<Array2<f64>>,
+    /// `bayesian` with the grid and the population D prior: the fitted
+    /// normal's mean and SD (mm^2/s).
+    pub d_population: Option<(f64, f64)>,
     /// `bayesian` with the grid and the population D* prior: the fitted
     /// log-normal's median (mm^2/s) and SD of ln D*.
     pub dstar_population: Option<(f64, f64)>,
@@ -326,6 +331,7 @@ pub fn fit_ivim(
     let grid = opts.strategy == IvimStrategy::Bayesian && opts.bayes.sampler == Sampler::Grid;
     let mut posterior_interval = None;
     let mut dstar_population = None;
+    let mut d_population = None;
     if grid {
         let post = grid_posterior(&prep, &fit_mask, &bounds, opts, device)?;
         status = (0..n_vox)
@@ -344,7 +350,8 @@ pub fn fit_ivim(
         params = post.params;
         se = post.se;
         posterior_interval = Some(post.interval);
-        dstar_population = post.population;
+        d_population = post.d_population;
+        dstar_population = post.dstar_population;
     } else if opts.strategy != IvimStrategy::Segmented {
         for &(j, value) in &initial_guess {
             params
@@ -473,6 +480,7 @@ pub fn fit_ivim(
         r2,
         status,
         posterior_interval,
+        d_population,
         dstar_population,
     })
 }
@@ -483,7 +491,8 @@ struct GridResult {
     se: Array2<f64>,
     interval: Array2<f64>,
     ok: Vec<bool>,
-    population: Option<(f64, f64)>,
+    d_population: Option<(f64, f64)>,
+    dstar_population: Option<(f64, f64)>,
 }
 
 /// Voxels the population prior of D* is fitted to, at most (evenly strided
@@ -511,53 +520,75 @@ fn grid_posterior(
         .data
         .as_slice()
         .ok_or_else(|| OsipyError::data("prepared signal layout", "strided", "contiguous rows"))?;
-    let settings = |dstar_prior| GridSettings {
+    let settings = |d_prior, dstar_prior| GridSettings {
         points: bo.grid_points,
+        d_prior,
         dstar_prior,
         ..GridSettings::default()
     };
-    let make = |prior| {
-        GridPosterior::new(&prep.b, b3, settings(prior)).ok_or_else(|| {
+    let make = |d_prior, dstar_prior| {
+        GridPosterior::new(&prep.b, b3, settings(d_prior, dstar_prior)).ok_or_else(|| {
             OsipyError::Validation(format!(
                 "the grid posterior needs finite bounds with lower < upper, a positive lower bound of Dstar for a log prior (Dstar bounds [{}, {}]) and pipeline.fitting.bayesian.grid_points >= 2 (found {})",
                 b3[2].0, b3[2].1, bo.grid_points
             ))
         })
     };
-    let (prior, population) = match bo.dstar_prior {
-        DstarPrior::Uniform => (RatePrior::Uniform, None),
-        DstarPrior::LogUniform => (RatePrior::LogUniform, None),
-        DstarPrior::Population => {
-            let first = make(RatePrior::LogUniform)?;
-            let fitted: Vec<usize> = (0..n_vox).filter(|&v| fit_mask[v]).collect();
-            let stride = fitted.len().div_ceil(POPULATION_VOXELS).max(1);
-            let chosen: Vec<usize> = fitted.iter().copied().step_by(stride).collect();
-            let mut lik = vec![0.0; chosen.len() * POPULATION_BINS];
-            map_voxels(
-                device,
-                &mut lik,
-                POPULATION_BINS,
-                256,
-                None,
-                || first.scratch(),
-                |scratch, i, out| {
-                    let v = chosen[i];
-                    if !first.dstar_marginal(&flat[v * nb..(v + 1) * nb], scratch, out) {
-                        out.fill(0.0);
-                    }
-                },
-            )?;
-            let (median, sigma) =
-                crate::grid::population_prior(&lik, POPULATION_BINS, b3[2]).ok_or_else(|| {
-                    OsipyError::Fitting(format!(
-                        "no voxel has a finite IVIM posterior ({} voxels to fit): the population prior of Dstar cannot be estimated",
-                        fitted.len()
-                    ))
-                })?;
-            (RatePrior::LogNormal { median, sigma }, Some((median, sigma)))
-        }
+    // Population priors: one pass over (a stride of) the fitted voxels
+    // under flat priors, then EM per rate.
+    let want_d = bo.d_prior == DPrior::Population;
+    let want_s = bo.dstar_prior == DstarPrior::Population;
+    let mut d_prior = RatePrior::Uniform;
+    let mut dstar_prior = match bo.dstar_prior {
+        DstarPrior::Uniform => RatePrior::Uniform,
+        _ => RatePrior::LogUniform,
     };
-    let post = make(prior)?;
+    let (mut d_population, mut dstar_population) = (None, None);
+    if want_d || want_s {
+        let first = make(RatePrior::Uniform, RatePrior::LogUniform)?;
+        let fitted: Vec<usize> = (0..n_vox).filter(|&v| fit_mask[v]).collect();
+        let stride = fitted.len().div_ceil(POPULATION_VOXELS).max(1);
+        let chosen: Vec<usize> = fitted.iter().copied().step_by(stride).collect();
+        const K: usize = POPULATION_BINS;
+        let mut lik = vec![0.0; chosen.len() * 2 * K];
+        map_voxels(
+            device,
+            &mut lik,
+            2 * K,
+            256,
+            None,
+            || first.scratch(),
+            |scratch, i, out| {
+                let v = chosen[i];
+                let (d, s) = out.split_at_mut(K);
+                if !first.rate_marginals(&flat[v * nb..(v + 1) * nb], scratch, d, s) {
+                    out.fill(0.0);
+                }
+            },
+        )?;
+        let none = || {
+            OsipyError::Fitting(format!(
+                "no voxel has a finite IVIM posterior ({} voxels to fit): the population priors cannot be estimated",
+                fitted.len()
+            ))
+        };
+        let rows = |offset: usize| -> Vec<f64> {
+            lik.chunks_exact(2 * K)
+                .flat_map(|r| r[offset..offset + K].iter().copied())
+                .collect()
+        };
+        if want_d {
+            let (mean, sd) = crate::grid::population_prior(&rows(0), K, b3[1], false).ok_or_else(none)?;
+            d_prior = RatePrior::Normal { mean, sd };
+            d_population = Some((mean, sd));
+        }
+        if want_s {
+            let (median, sigma) = crate::grid::population_prior(&rows(K), K, b3[2], true).ok_or_else(none)?;
+            dstar_prior = RatePrior::LogNormal { median, sigma };
+            dstar_population = Some((median, sigma));
+        }
+    }
+    let post = make(d_prior, dstar_prior)?;
     // Record: 4 values, 4 SDs, 6 interval bounds, 1 ok flag.
     const R: usize = 15;
     let mut rec = vec![f64::NAN; n_vox * R];
@@ -602,6 +633,7 @@ fn grid_posterior(
         se: col(4..8),
         interval: col(8..14),
         ok,
-        population,
+        d_population,
+        dstar_population,
     })
 }

@@ -66,6 +66,13 @@ pub enum RatePrior {
         /// SD of the logarithm.
         sigma: f64,
     },
+    /// Normal with this mean and SD, truncated to the bounds.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// SD.
+        sd: f64,
+    },
 }
 
 impl RatePrior {
@@ -75,18 +82,20 @@ impl RatePrior {
             RatePrior::Uniform => "uniform",
             RatePrior::LogUniform => "log-uniform",
             RatePrior::LogNormal { .. } => "log-normal",
+            RatePrior::Normal { .. } => "normal",
         }
     }
 
     /// Whether the grid runs in the logarithm.
     fn log(self) -> bool {
-        self != RatePrior::Uniform
+        matches!(self, RatePrior::LogUniform | RatePrior::LogNormal { .. })
     }
 
     /// Log prior density (up to a constant) at grid coordinate `t`.
     fn log_density(self, t: f64) -> f64 {
         match self {
             RatePrior::LogNormal { median, sigma } => -0.5 * ((t - median.ln()) / sigma).powi(2),
+            RatePrior::Normal { mean, sd } => -0.5 * ((t - mean) / sd).powi(2),
             _ => 0.0,
         }
     }
@@ -112,6 +121,16 @@ pub enum DstarPrior {
     Uniform,
 }
 
+/// The D prior of the grid posterior.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DPrior {
+    /// Normal (truncated to the bounds), fitted to the volume by
+    /// [`population_prior`].
+    Population,
+    /// Uniform on the bounds (default).
+    Uniform,
+}
+
 /// The value a map reports from each voxel's posterior.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Summary {
@@ -128,6 +147,8 @@ pub struct BayesOptions {
     pub sampler: Sampler,
     /// Grid: cells per axis and level.
     pub grid_points: usize,
+    /// Grid: prior of D.
+    pub d_prior: DPrior,
     /// Grid: prior of D*.
     pub dstar_prior: DstarPrior,
     /// Grid: the value reported.
@@ -141,6 +162,7 @@ impl Default for BayesOptions {
         BayesOptions {
             sampler: Sampler::Grid,
             grid_points: GridSettings::default().points,
+            d_prior: DPrior::Uniform,
             dstar_prior: DstarPrior::Population,
             summary: Summary::Mean,
             nuts: crate::bayes::BayesSettings::default(),
@@ -262,6 +284,7 @@ impl GridPosterior {
                     RatePrior::LogNormal { median, sigma } => {
                         median > 0.0 && sigma > 0.0 && sigma.is_finite()
                     }
+                    RatePrior::Normal { mean, sd } => mean.is_finite() && sd > 0.0 && sd.is_finite(),
                     _ => true,
                 };
             ok.then(|| {
@@ -378,34 +401,47 @@ impl GridPosterior {
         self.summarise(&axes, yy, max, s)
     }
 
-    /// The marginal posterior of D* on `bins.len()` equal cells spanning
-    /// the D* axis (its bounds, in the prior's coordinate), normalised to sum
-    /// to 1, into `bins`. With a log-uniform D* prior this is the voxel's
-    /// marginal likelihood of ln D* per cell, which [`population_prior`]
+    /// The marginal posteriors of D and D* on equal cells spanning each
+    /// rate's axis (its bounds, in the prior's coordinate), each normalised
+    /// to sum to 1, into `d` and `dstar` (any numbers of cells). Under a
+    /// uniform D and a log-uniform D* prior these are the voxel's marginal
+    /// likelihoods per cell of D and of ln D*, which [`population_prior`]
     /// takes. Returns false where [`Self::voxel`] would return `None`.
-    pub fn dstar_marginal(&self, y: &[f64], s: &mut GridScratch, bins: &mut [f64]) -> bool {
+    pub fn rate_marginals(&self, y: &[f64], s: &mut GridScratch, d: &mut [f64], dstar: &mut [f64]) -> bool {
         let n = self.settings.points;
         let Some((axes, _, max)) = self.explore(y, s) else {
             return false;
         };
-        bins.fill(0.0);
-        let (full, fine) = (self.axes[2], axes[2]);
-        let width = (full.hi - full.lo) / bins.len() as f64;
-        let mut total = 0.0;
-        for j in 0..n {
-            let w: f64 = (0..n * n)
-                .map(|ki| s.logp[ki * n + j])
-                .filter(|lp| *lp > f64::NEG_INFINITY)
-                .map(|lp| (lp - max).exp())
-                .sum();
-            let bin = ((fine.centre(j, n) - full.lo) / width).floor();
-            bins[(bin.max(0.0) as usize).min(bins.len() - 1)] += w;
-            total += w;
+        // Per-cell weights of the last level into s.marg: D then D*.
+        s.marg.fill(0.0);
+        for ki in 0..n * n {
+            let i = ki % n;
+            for j in 0..n {
+                let lp = s.logp[ki * n + j];
+                if lp > f64::NEG_INFINITY {
+                    let w = (lp - max).exp();
+                    s.marg[n + i] += w;
+                    s.marg[2 * n + j] += w;
+                }
+            }
         }
-        if !(total > 0.0) {
-            return false;
+        for (a, out) in [(1usize, d), (2, dstar)] {
+            if out.is_empty() {
+                continue;
+            }
+            out.fill(0.0);
+            let (full, fine) = (self.axes[a], axes[a]);
+            let width = (full.hi - full.lo) / out.len() as f64;
+            let w = &s.marg[a * n..(a + 1) * n];
+            let total: f64 = w.iter().sum();
+            if !(total > 0.0) {
+                return false;
+            }
+            for (k, wk) in w.iter().enumerate() {
+                let bin = ((fine.centre(k, n) - full.lo) / width).floor();
+                out[(bin.max(0.0) as usize).min(out.len() - 1)] += wk / total;
+            }
         }
-        bins.iter_mut().for_each(|b| *b /= total);
         true
     }
 
@@ -537,25 +573,32 @@ impl GridPosterior {
     }
 }
 
-/// Fits the population prior of ln D* (a normal, so D* is log-normal) to
-/// many voxels' D* marginals from [`GridPosterior::dstar_marginal`] under a
-/// log-uniform prior (`likelihoods`: voxels x `bins`, each row the marginal
-/// likelihood of ln D* per cell of `[ln lo, ln hi]`).
+/// Fits a population prior, a normal in the axis coordinate (ln D* when
+/// `log`, so D* is log-normal; D itself otherwise), to many voxels'
+/// marginals from [`GridPosterior::rate_marginals`] under a flat prior in
+/// that coordinate (`likelihoods`: voxels x `bins`, each row the marginal
+/// likelihood per cell of `[lo, hi]`, or of `[ln lo, ln hi]`).
 ///
 /// Empirical Bayes: the mean and SD of the normal maximise the marginal
 /// likelihood of all voxels together, found by EM (Dempster, Laird & Rubin,
-/// JRSS B 1977): each voxel's posterior moments of ln D* under the current
-/// prior, then the prior's mean and variance from their averages. This is
-/// the hierarchical (shrinkage) prior of Orton et al. (MRM 2014) reduced to
-/// D*, the one IVIM parameter the data of a voxel often leave undetermined.
-/// The SD is kept at least one cell wide. Returns `(median, sigma)` of the
-/// log-normal, or `None` without any voxel. Deterministic: sums run in voxel
-/// order.
-pub fn population_prior(likelihoods: &[f64], bins: usize, (lo, hi): (f64, f64)) -> Option<(f64, f64)> {
-    if bins == 0 || likelihoods.is_empty() || !(lo > 0.0 && hi > lo) {
+/// JRSS B 1977): each voxel's posterior moments under the current prior,
+/// then the prior's mean and variance from their averages. This is the
+/// hierarchical (shrinkage) prior of Orton et al. (MRM 2014), applied per
+/// rate. The truncation to the bounds is left out of the M-step (the fitted
+/// normal is the one whose truncation the voxels see). The SD is kept at
+/// least one cell wide. Returns `(median, sigma of ln)` when `log`, `(mean,
+/// SD)` otherwise; `None` without any voxel. Deterministic: sums run in
+/// voxel order.
+pub fn population_prior(
+    likelihoods: &[f64],
+    bins: usize,
+    (lo, hi): (f64, f64),
+    log: bool,
+) -> Option<(f64, f64)> {
+    if bins == 0 || likelihoods.is_empty() || !(hi > lo && (!log || lo > 0.0)) {
         return None;
     }
-    let (a, b) = (lo.ln(), hi.ln());
+    let (a, b) = if log { (lo.ln(), hi.ln()) } else { (lo, hi) };
     let h = (b - a) / bins as f64;
     let t: Vec<f64> = (0..bins).map(|k| a + (k as f64 + 0.5) * h).collect();
     let rows: Vec<&[f64]> = likelihoods
@@ -607,5 +650,5 @@ pub fn population_prior(likelihoods: &[f64], bins: usize, (lo, hi): (f64, f64)) 
             break;
         }
     }
-    Some((mu.exp(), var.sqrt()))
+    Some((if log { mu.exp() } else { mu }, var.sqrt()))
 }

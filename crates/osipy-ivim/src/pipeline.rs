@@ -2,7 +2,7 @@
 //! and its b-values to D, D*, f and S0 maps.
 
 use crate::bayes::BayesSettings;
-use crate::grid::{BayesOptions, DstarPrior, GridSettings, Sampler, Summary};
+use crate::grid::{BayesOptions, DPrior, DstarPrior, GridSettings, Sampler, Summary};
 use crate::phantom::{generate, IvimPhantomSpec, Noise};
 use crate::{fit_ivim, IvimFit, IvimFitOptions, IvimStrategy};
 use ndarray::Array3;
@@ -95,6 +95,8 @@ impl Default for IvimFittingConfig {
 pub struct BayesianConfig {
     /// `grid` (exact grid posterior) or `nuts` (sampling, uniform priors).
     pub sampler: String,
+    /// Grid: D prior, `population` or `uniform`.
+    pub d_prior: String,
     /// Grid: D* prior, `population`, `log-uniform` or `uniform`.
     pub dstar_prior: String,
     /// Grid: the value each map reports, `mean` or `median`.
@@ -114,6 +116,7 @@ impl Default for BayesianConfig {
         let nuts = BayesSettings::default();
         BayesianConfig {
             sampler: "grid".into(),
+            d_prior: "uniform".into(),
             dstar_prior: "population".into(),
             summary: "mean".into(),
             grid_points: GridSettings::default().points,
@@ -155,6 +158,11 @@ impl BayesianConfig {
                 &[("grid", Sampler::Grid), ("nuts", Sampler::Nuts)],
             )?,
             grid_points,
+            d_prior: choose(
+                "d_prior",
+                &self.d_prior,
+                &[("population", DPrior::Population), ("uniform", DPrior::Uniform)],
+            )?,
             dstar_prior: choose(
                 "dstar_prior",
                 &self.dstar_prior,
@@ -202,6 +210,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "fitting.bayesian.sampler",
         "grid (exact posterior) or nuts (sampling, uniform priors)",
+    ),
+    (
+        "fitting.bayesian.d_prior",
+        "grid: uniform, or population (normal fitted to the volume)",
     ),
     (
         "fitting.bayesian.dstar_prior",
@@ -347,13 +359,20 @@ impl ModalityDef for Ivim {
                 ),
                 None => bo.dstar_prior.clone(),
             };
+            let d_prior = match fit.d_population {
+                Some((mean, sd)) => format!(
+                    "normal fitted to the volume (truncated to the bounds): mean {mean:.4e} mm^2/s, SD {sd:.3e} mm^2/s"
+                ),
+                None => bo.d_prior.clone(),
+            };
             provenance
                 .with_method("sampler", "grid")
                 .with_setting("grid_points", bo.grid_points)
                 .with_setting("Dstar_prior", prior)
+                .with_setting("D_prior", d_prior)
                 .with_setting(
                     "priors",
-                    "f and D uniform on their bounds; S0 flat; Jeffreys on the noise SD",
+                    "f uniform on its bounds; S0 flat; Jeffreys on the noise SD",
                 )
                 .with_setting("summary", format!("posterior {}", bo.summary))
                 .with_setting("uncertainty", "posterior SD")

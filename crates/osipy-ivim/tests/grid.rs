@@ -6,7 +6,7 @@ use osipy_backend::Device;
 use osipy_fitting::rng::Rng;
 use osipy_fitting::Model;
 use osipy_ivim::grid::{
-    population_prior, BayesOptions, DstarPrior, GridPosterior, GridSettings, RatePrior, Summary,
+    population_prior, BayesOptions, DPrior, DstarPrior, GridPosterior, GridSettings, RatePrior, Summary,
 };
 use osipy_ivim::{fit_ivim, Biexponential, IvimFitOptions, IvimStrategy, BIEXP_BOUNDS};
 
@@ -258,11 +258,12 @@ fn median_summary_lies_inside_the_interval_and_differs_from_the_mean() {
 }
 
 #[test]
-fn the_population_prior_recovers_a_known_distribution_of_dstar() {
+fn the_population_priors_recover_known_distributions_of_d_and_dstar() {
     // 3000 voxels with ln D* ~ Normal(ln 0.04, 0.4^2) (kept inside the
-    // bounds), f = 0.3, D = 1e-3, SNR 200: D* is well determined in most
-    // voxels, so the fitted log-normal must find the population's median
-    // (within 10 %) and SD of ln D* (within 25 %).
+    // bounds), D ~ Normal(1.2e-3, (0.3e-3)^2), f = 0.3, SNR 200: both rates
+    // are well determined in most voxels, so the fitted log-normal must find
+    // the population's median (within 10 %) and SD of ln D* (within 25 %),
+    // and the fitted normal the mean (within 5 %) and SD (within 25 %) of D.
     let (median, sigma) = (0.04f64, 0.4f64);
     let n = 3000;
     let mut rng = Rng::new(99);
@@ -271,7 +272,8 @@ fn the_population_prior_recovers_a_known_distribution_of_dstar() {
     let mut data = Array2::zeros((n, B.len()));
     for v in 0..n {
         let ds = (median.ln() + sigma * rng.normal()).exp().clamp(0.006, 0.19);
-        m.predict(&[1.0, 0.3, 1.0e-3, ds], &mut clean);
+        let d = 1.2e-3 + 0.3e-3 * rng.normal();
+        m.predict(&[1.0, 0.3, d, ds], &mut clean);
         for i in 0..B.len() {
             data[[v, i]] = clean[i] + rng.normal() / 200.0;
         }
@@ -284,15 +286,16 @@ fn the_population_prior_recovers_a_known_distribution_of_dstar() {
     let g = GridPosterior::new(&B, bounds, settings).unwrap();
     let mut s = g.scratch();
     let k = 64;
-    let mut lik = vec![0.0; n * k];
+    let mut lik = vec![0.0; n * 2 * k];
     for v in 0..n {
-        assert!(g.dstar_marginal(
-            data.row(v).as_slice().unwrap(),
-            &mut s,
-            &mut lik[v * k..(v + 1) * k]
-        ));
+        let (d, ds) = lik[v * 2 * k..(v + 1) * 2 * k].split_at_mut(k);
+        assert!(g.rate_marginals(data.row(v).as_slice().unwrap(), &mut s, d, ds));
     }
-    let (m_fit, s_fit) = population_prior(&lik, k, bounds[2]).unwrap();
+    let dstar_rows: Vec<f64> = lik
+        .chunks_exact(2 * k)
+        .flat_map(|r| r[k..].iter().copied())
+        .collect();
+    let (m_fit, s_fit) = population_prior(&dstar_rows, k, bounds[2], true).unwrap();
     assert!((m_fit / median - 1.0).abs() < 0.1, "median {m_fit}");
     assert!((s_fit / sigma - 1.0).abs() < 0.25, "sigma {s_fit}");
     // Through fit_ivim, the same prior is reported.
@@ -302,6 +305,10 @@ fn the_population_prior_recovers_a_known_distribution_of_dstar() {
         None,
         &IvimFitOptions {
             strategy: IvimStrategy::Bayesian,
+            bayes: BayesOptions {
+                d_prior: DPrior::Population,
+                ..Default::default()
+            },
             ..Default::default()
         },
         &Device::cpu(Some(2)),
@@ -309,6 +316,9 @@ fn the_population_prior_recovers_a_known_distribution_of_dstar() {
     .unwrap();
     let (m2, s2) = fit.dstar_population.unwrap();
     assert!((m2 / m_fit - 1.0).abs() < 1e-9 && (s2 / s_fit - 1.0).abs() < 1e-9);
+    let (d_mean, d_sd) = fit.d_population.unwrap();
+    assert!((d_mean / 1.2e-3 - 1.0).abs() < 0.05, "D mean {d_mean}");
+    assert!((d_sd / 0.3e-3 - 1.0).abs() < 0.25, "D SD {d_sd}");
 }
 
 #[test]
