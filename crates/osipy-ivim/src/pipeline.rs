@@ -151,12 +151,44 @@ impl BayesianConfig {
                 "4 to 64 cells per axis (default 20)",
             ));
         }
+        let sampler = choose(
+            "sampler",
+            &self.sampler,
+            &[("grid", Sampler::Grid), ("nuts", Sampler::Nuts)],
+        )?;
+        // Settings of the other sampler would be silently ignored: refuse them.
+        let d = BayesianConfig::default();
+        let (own, other, keys) = if sampler == Sampler::Grid {
+            (
+                "grid",
+                "nuts",
+                [
+                    ("tune", self.tune != d.tune),
+                    ("draws", self.draws != d.draws),
+                    ("seed", self.seed != d.seed),
+                ]
+                .to_vec(),
+            )
+        } else {
+            (
+                "nuts",
+                "grid",
+                [
+                    ("d_prior", self.d_prior != d.d_prior),
+                    ("dstar_prior", self.dstar_prior != d.dstar_prior),
+                    ("summary", self.summary != d.summary),
+                    ("grid_points", self.grid_points != d.grid_points),
+                ]
+                .to_vec(),
+            )
+        };
+        if let Some((key, _)) = keys.iter().find(|(_, set)| *set) {
+            return Err(OsipyError::Validation(format!(
+                "pipeline.fitting.bayesian.{key} applies to sampler = \"{other}\", but the sampler is \"{own}\" (set sampler = \"{other}\" or remove {key})"
+            )));
+        }
         Ok(BayesOptions {
-            sampler: choose(
-                "sampler",
-                &self.sampler,
-                &[("grid", Sampler::Grid), ("nuts", Sampler::Nuts)],
-            )?,
+            sampler,
             grid_points,
             d_prior: choose(
                 "d_prior",

@@ -167,7 +167,54 @@ fn ivim_bad_inputs() {
 }
 
 #[test]
-fn bayesian_ivim_from_files_writes_posterior_maps() {
+fn bayesian_grid_ivim_from_files_writes_posterior_maps_and_names_its_priors() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = IvimPhantomSpec {
+        shape: [4, 4, 2],
+        snr: Some(100.0),
+        ..Default::default()
+    };
+    let ph = write(dir.path(), &spec);
+    let b = format!("{:?}", spec.b_values);
+    let config =
+        format!("modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayesian\"\n[data]\nb_values = {b}\n");
+    let out = run(dir.path(), &config).unwrap();
+    let (d, _) = read_3d(out.join("D.nii.gz")).unwrap();
+    let (sd, _) = read_3d(out.join("D_se.nii.gz")).unwrap();
+    let truth = ph.truth("D").unwrap();
+    for (idx, v) in d.indexed_iter() {
+        // Posterior mean within 4 posterior SDs of the truth (SNR 100).
+        assert!((v - truth[idx]).abs() < 4.0 * sd[idx] && sd[idx] > 0.0);
+    }
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("Dstar.json")).unwrap()).unwrap();
+    let prov = &sidecar["Provenance"];
+    assert_eq!(prov["methods"]["sampler"], "grid", "{prov}");
+    assert!(prov["settings"]["Dstar_prior"]
+        .as_str()
+        .unwrap()
+        .contains("log-normal fitted to the volume"));
+    assert_eq!(prov["settings"]["summary"], "posterior mean");
+    // No sampling: the same maps again.
+    let again = run(dir.path(), &config).unwrap();
+    assert_eq!(
+        read_3d(again.join("Dstar.nii.gz")).unwrap().0,
+        read_3d(out.join("Dstar.nii.gz")).unwrap().0
+    );
+    // NUTS settings with the grid sampler are refused, in words.
+    let wrong = format!("modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayesian\"\n[pipeline.fitting.bayesian]\ndraws = 100\n[data]\nb_values = {b}\n");
+    let err = run(dir.path(), &wrong).unwrap_err();
+    assert!(
+        err.contains("pipeline.fitting.bayesian.draws applies to sampler = \"nuts\""),
+        "{err}"
+    );
+    let unknown = format!("modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayesian\"\n[pipeline.fitting.bayesian]\ndstar_prior = \"flat\"\n[data]\nb_values = {b}\n");
+    let err = run(dir.path(), &unknown).unwrap_err();
+    assert!(err.contains("flat") && err.contains("log-uniform"), "{err}");
+}
+
+#[test]
+fn bayesian_nuts_ivim_from_files_writes_posterior_maps() {
     let dir = tempfile::tempdir().unwrap();
     let spec = IvimPhantomSpec {
         shape: [2, 2, 1],
@@ -177,7 +224,7 @@ fn bayesian_ivim_from_files_writes_posterior_maps() {
     let ph = write(dir.path(), &spec);
     let b = format!("{:?}", spec.b_values);
     let config = format!(
-        "modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayesian\"\n[pipeline.fitting.bayesian]\ntune = 150\ndraws = 200\nseed = 3\n[data]\nb_values = {b}\n"
+        "modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayesian\"\n[pipeline.fitting.bayesian]\nsampler = \"nuts\"\ntune = 150\ndraws = 200\nseed = 3\n[data]\nb_values = {b}\n"
     );
     let out = run(dir.path(), &config).unwrap();
     let (d, _) = read_3d(out.join("D.nii.gz")).unwrap();
