@@ -506,12 +506,14 @@ fn fit_curves(
 
 impl IvimFit {
     /// The fit as maps on `grid` (x, y, z): D, Dstar, f, S0 with their
-    /// standard errors (posterior SDs for `bayesian`), R^2 and quality.
+    /// standard errors (posterior SDs for `bayesian`), R^2 and quality; for
+    /// `bayesian` also the 95 % credible interval of f, D and Dstar
+    /// (`f_ci95_low`, `f_ci95_high`, ...).
     pub fn to_maps(&self, grid: [usize; 3], provenance: &Provenance) -> Result<MapSet> {
         osipy_core::check_grid(self.status.len(), grid)?;
         let at = |col: &dyn Fn(usize) -> f64| osipy_core::on_grid(grid, col);
         let quality: Array3<QualityCode> = osipy_core::on_grid(grid, |v| self.status[v]);
-        let maps = MAPS
+        let mut maps: Vec<ParameterMap> = MAPS
             .iter()
             .map(|(j, name, symbol, unit)| {
                 ParameterMap::new(
@@ -525,6 +527,40 @@ impl IvimFit {
                 )
             })
             .collect::<Result<_>>()?;
+        // `bayesian`: the 95 % equal-tailed credible interval of f, D, D* as
+        // two maps each, `<name>_ci95_low` and `<name>_ci95_high`.
+        if let Some(iv) = &self.posterior_interval {
+            for (q, (name, symbol, unit)) in [
+                ("f", "f", Unit::Dimensionless),
+                ("D", "D", Unit::Mm2PerSecond),
+                ("Dstar", "D*", Unit::Mm2PerSecond),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for (side, col) in [("low", 2 * q), ("high", 2 * q + 1)] {
+                    maps.push(ParameterMap::new(
+                        &format!("{name}_ci95_{side}"),
+                        &format!("{symbol} 95 % CI {side}"),
+                        unit,
+                        at(&|v| iv[[v, col]]),
+                        quality.clone(),
+                        None,
+                        provenance.clone().with_setting(
+                            "quantity",
+                            format!(
+                                "{} end of the 95 % equal-tailed credible interval of {name}",
+                                if side == "low" {
+                                    "lower (2.5 %)"
+                                } else {
+                                    "upper (97.5 %)"
+                                }
+                            ),
+                        ),
+                    )?);
+                }
+            }
+        }
         Ok(MapSet {
             maps,
             r_squared: at(&|v| self.r2[v]),

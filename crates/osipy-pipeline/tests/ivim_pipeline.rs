@@ -195,6 +195,15 @@ fn bayesian_grid_ivim_from_files_writes_posterior_maps_and_names_its_priors() {
         .unwrap()
         .contains("log-normal fitted to the volume"));
     assert_eq!(prov["settings"]["summary"], "posterior mean");
+    // The credible interval maps bracket the reported values.
+    for name in ["f", "D", "Dstar"] {
+        let (x, _) = read_3d(out.join(format!("{name}.nii.gz"))).unwrap();
+        let (lo, _) = read_3d(out.join(format!("{name}_ci95_low.nii.gz"))).unwrap();
+        let (hi, _) = read_3d(out.join(format!("{name}_ci95_high.nii.gz"))).unwrap();
+        for ((x, l), h) in x.iter().zip(&lo).zip(&hi) {
+            assert!(l <= x && x <= h && l < h, "{name}: {l} {x} {h}");
+        }
+    }
     // No sampling: the same maps again.
     let again = run(dir.path(), &config).unwrap();
     assert_eq!(
