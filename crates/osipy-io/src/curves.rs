@@ -88,16 +88,18 @@ pub fn representative_voxels(
     let mut fitted: Vec<usize> = (0..r2.len())
         .filter(|&v| mask.get(v).copied().unwrap_or(false) && r2[v].is_finite())
         .collect();
-    // Ties broken by index, so the pick does not depend on anything else.
-    fitted.sort_by(|&a, &b| r2[a].total_cmp(&r2[b]).then(a.cmp(&b)));
+    // Ties broken by index, so the pick does not depend on anything else;
+    // found by selection (linear in the volume), not by sorting.
+    let by_rank = |a: &usize, b: &usize| r2[*a].total_cmp(&r2[*b]).then(a.cmp(b));
     let mut out = Vec::new();
-    if let Some(&v) = fitted.get(fitted.len() / 2) {
+    let lowest = fitted.iter().copied().min_by(by_rank);
+    if !fitted.is_empty() {
+        let mid = fitted.len() / 2;
+        let (_, &mut v, _) = fitted.select_nth_unstable_by(mid, by_rank);
         out.push((format!("median {rank_name}"), v));
     }
-    if let Some(&v) = fitted.first() {
-        if fitted.len() > 1 {
-            out.push((format!("lowest {rank_name}"), v));
-        }
+    if let Some(v) = lowest.filter(|_| fitted.len() > 1) {
+        out.push((format!("lowest {rank_name}"), v));
     }
     for &[x, y, z] in named {
         if x >= grid[0] || y >= grid[1] || z >= grid[2] {

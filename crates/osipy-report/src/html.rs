@@ -7,7 +7,6 @@ use crate::figure::{fmt_num, quality_color, Figure};
 use crate::{MapImage, ReportData};
 use base64::Engine;
 use osipy_core::{QualityCode, Result};
-use osipy_io::dro::percentile;
 use osipy_io::Plot;
 use std::fmt::Write;
 
@@ -26,14 +25,21 @@ pub(crate) struct MapStats {
 impl MapStats {
     /// `range` is the colour range of the figures, `configured` whether it
     /// comes from `output.report_ranges`.
-    pub(crate) fn new(m: &MapImage, sorted: &[f64], range: (f64, f64), configured: bool) -> MapStats {
+    /// `n` values in the mask with the [`crate::map_percentiles`] `pct`.
+    pub(crate) fn new(
+        m: &MapImage,
+        n: usize,
+        pct: &[f64; 5],
+        range: (f64, f64),
+        configured: bool,
+    ) -> MapStats {
         MapStats {
             name: m.name.clone(),
             unit: m.unit.clone(),
-            n: sorted.len(),
-            median: percentile(sorted, 0.5),
-            q1: percentile(sorted, 0.25),
-            q3: percentile(sorted, 0.75),
+            n,
+            median: pct[2],
+            q1: pct[1],
+            q3: pct[3],
             range,
             configured,
         }
