@@ -312,7 +312,7 @@ impl ModalityDef for Ivim {
         let f = &p.fitting;
         LmSettings::from_config(f.max_iterations, f.tolerance)?;
         named_bounds(&f.bounds)?;
-        f.bayesian.options()?;
+        let bayes = f.bayesian.options()?;
         for name in f.bounds.keys().chain(f.initial_guess.keys()) {
             if !["D", "Dstar", "S0", "f"].contains(&name.as_str()) {
                 return Err(OsipyError::UnknownName {
@@ -324,7 +324,13 @@ impl ModalityDef for Ivim {
         }
         if !f.initial_guess.is_empty() && strategy == IvimStrategy::Segmented {
             return Err(OsipyError::Validation(
-                "pipeline.fitting.initial_guess applies to fitting_method = \"full\" or \"bayesian\" (segmented starts from the data)".into(),
+                "pipeline.fitting.initial_guess applies to fitting_method = \"full\" or \"bayesian\" with sampler = \"nuts\" (segmented starts from the data)".into(),
+            ));
+        }
+        if !f.initial_guess.is_empty() && strategy == IvimStrategy::Bayesian && bayes.sampler == Sampler::Grid
+        {
+            return Err(OsipyError::Validation(
+                "pipeline.fitting.initial_guess applies to fitting_method = \"full\" or \"bayesian\" with sampler = \"nuts\" (the grid posterior has no starting point: it covers the bounds)".into(),
             ));
         }
         Ok(())

@@ -8,7 +8,7 @@ use osipy_fitting::Model;
 use osipy_ivim::grid::{
     population_prior, BayesOptions, DPrior, DstarPrior, GridPosterior, GridSettings, RatePrior, Summary,
 };
-use osipy_ivim::{fit_ivim, Biexponential, IvimFitOptions, IvimStrategy, BIEXP_BOUNDS};
+use osipy_ivim::{fit_ivim, Biexponential, IvimFit, IvimFitOptions, IvimStrategy, BIEXP_BOUNDS};
 
 const B: [f64; 12] = [
     0.0, 10.0, 20.0, 30.0, 50.0, 80.0, 100.0, 200.0, 400.0, 600.0, 800.0, 1000.0,
@@ -20,6 +20,16 @@ fn noisy(truth: [f64; 4], n: usize, snr: f64, seed: u64) -> Array2<f64> {
     m.predict(&truth, &mut clean);
     let mut rng = Rng::new(seed);
     Array2::from_shape_fn((n, B.len()), |(_, i)| clean[i] + rng.normal() / snr)
+}
+
+/// `fit_ivim` with the `bayesian` strategy and `bayes` on `threads` threads.
+fn bayesian(data: &Array2<f64>, bayes: BayesOptions, threads: usize) -> osipy_core::Result<IvimFit> {
+    let opts = IvimFitOptions {
+        strategy: IvimStrategy::Bayesian,
+        bayes,
+        ..Default::default()
+    };
+    fit_ivim(data.view(), &B, None, &opts, &Device::cpu(Some(threads)))
 }
 
 /// Log marginal likelihood of (f, D, D*) with S0 (flat) and sigma (1/sigma)
@@ -228,20 +238,14 @@ fn grid_credible_intervals_cover_the_truth_at_the_stated_rate() {
 fn median_summary_lies_inside_the_interval_and_differs_from_the_mean() {
     let data = noisy([1.0, 0.1, 1.0e-3, 0.05], 20, 20.0, 5);
     let fit = |summary| {
-        fit_ivim(
-            data.view(),
-            &B,
-            None,
-            &IvimFitOptions {
-                strategy: IvimStrategy::Bayesian,
-                bayes: BayesOptions {
-                    summary,
-                    dstar_prior: DstarPrior::LogUniform,
-                    ..Default::default()
-                },
+        bayesian(
+            &data,
+            BayesOptions {
+                summary,
+                dstar_prior: DstarPrior::LogUniform,
                 ..Default::default()
             },
-            &Device::cpu(Some(1)),
+            1,
         )
         .unwrap()
     };
@@ -299,21 +303,11 @@ fn the_population_priors_recover_known_distributions_of_d_and_dstar() {
     assert!((m_fit / median - 1.0).abs() < 0.1, "median {m_fit}");
     assert!((s_fit / sigma - 1.0).abs() < 0.25, "sigma {s_fit}");
     // Through fit_ivim, the same prior is reported.
-    let fit = fit_ivim(
-        data.view(),
-        &B,
-        None,
-        &IvimFitOptions {
-            strategy: IvimStrategy::Bayesian,
-            bayes: BayesOptions {
-                d_prior: DPrior::Population,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        &Device::cpu(Some(2)),
-    )
-    .unwrap();
+    let population = BayesOptions {
+        d_prior: DPrior::Population,
+        ..Default::default()
+    };
+    let fit = bayesian(&data, population, 2).unwrap();
     let (m2, s2) = fit.dstar_population.unwrap();
     assert!((m2 / m_fit - 1.0).abs() < 1e-9 && (s2 / s_fit - 1.0).abs() < 1e-9);
     let (d_mean, d_sd) = fit.d_population.unwrap();
@@ -325,19 +319,35 @@ fn the_population_priors_recover_known_distributions_of_d_and_dstar() {
 fn a_voxel_without_signal_is_flagged_not_fitted() {
     let mut data = noisy([1.0, 0.1, 1.0e-3, 0.03], 4, 50.0, 1);
     data.row_mut(2).fill(0.0);
-    let fit = fit_ivim(
-        data.view(),
-        &B,
-        None,
-        &IvimFitOptions {
-            strategy: IvimStrategy::Bayesian,
-            ..Default::default()
-        },
-        &Device::cpu(Some(1)),
-    )
-    .unwrap();
+    let fit = bayesian(&data, BayesOptions::default(), 1).unwrap();
     assert!(!fit.status[2].is_valid() && fit.params[[2, 2]].is_nan());
     assert!([0, 1, 3]
         .iter()
         .all(|&v| fit.status[v].is_valid() && fit.params[[v, 2]].is_finite()));
+}
+
+#[test]
+fn a_log_prior_on_a_zero_lower_bound_is_an_error_that_names_the_bounds() {
+    let data = noisy([1.0, 0.1, 1.0e-3, 0.03], 4, 50.0, 1);
+    let opts = IvimFitOptions {
+        strategy: IvimStrategy::Bayesian,
+        bounds: vec![("Dstar".into(), 0.0, 0.2)],
+        ..Default::default()
+    };
+    let err = fit_ivim(data.view(), &B, None, &opts, &Device::cpu(Some(1)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("positive lower bound of Dstar") && err.contains("[0, 0.2]"),
+        "{err}"
+    );
+    // A uniform prior takes that range.
+    let uniform = IvimFitOptions {
+        bayes: BayesOptions {
+            dstar_prior: DstarPrior::Uniform,
+            ..Default::default()
+        },
+        ..opts
+    };
+    assert!(fit_ivim(data.view(), &B, None, &uniform, &Device::cpu(Some(1))).is_ok());
 }

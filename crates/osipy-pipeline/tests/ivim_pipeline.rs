@@ -220,6 +220,13 @@ fn bayesian_grid_ivim_from_files_writes_posterior_maps_and_names_its_priors() {
     let unknown = format!("modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayesian\"\n[pipeline.fitting.bayesian]\ndstar_prior = \"flat\"\n[data]\nb_values = {b}\n");
     let err = run(dir.path(), &unknown).unwrap_err();
     assert!(err.contains("flat") && err.contains("log-uniform"), "{err}");
+    // A start value means nothing to the grid: refused, not ignored.
+    let start = format!("modality = \"ivim\"\n[pipeline]\nfitting_method = \"bayesian\"\n[pipeline.fitting]\ninitial_guess = {{ Dstar = 0.02 }}\n[data]\nb_values = {b}\n");
+    let err = run(dir.path(), &start).unwrap_err();
+    assert!(
+        err.contains("initial_guess") && err.contains("no starting point"),
+        "{err}"
+    );
 }
 
 #[test]
