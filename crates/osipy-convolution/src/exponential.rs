@@ -101,11 +101,18 @@ pub fn exp_conv(t: &[f64], a: &[f64], k: f64, out: &mut [f64]) {
 
 /// Whether all steps of `t` are bitwise equal (then per-step kernels are
 /// computed once).
+/// Branch-free, so the check vectorises: it runs on every call of the
+/// fitters' model evaluations.
 fn is_uniform(t: &[f64]) -> bool {
-    t.len() < 3 || {
-        let dt = t[1] - t[0];
-        t.windows(2).all(|w| w[1] - w[0] == dt)
+    if t.len() < 3 {
+        return true;
     }
+    let dt = t[1] - t[0];
+    let mut differ = 0u8;
+    for w in t.windows(2) {
+        differ |= u8::from(w[1] - w[0] != dt);
+    }
+    differ == 0
 }
 
 /// As [`exp_conv`], also writing `dc/dk` into `dout` (same units as `out`
@@ -127,13 +134,11 @@ pub fn exp_conv_with_derivative(t: &[f64], a: &[f64], k: f64, out: &mut [f64], d
         let e = (-x).exp();
         let (dte, g1, g2, h1, h2) = (dt * e, dt * f1, dt * f2, dt * dt * d1, dt * dt * d2);
         for i in 0..n - 1 {
-            out[i + 1] = a[i] * g1 + (a[i + 1] - a[i]) * g2;
+            let da = a[i + 1] - a[i];
+            out[i + 1] = a[i] * g1 + da * g2;
+            dout[i + 1] = a[i] * h1 + da * h2;
         }
-        recur(e, out);
-        for i in 0..n - 1 {
-            dout[i + 1] = a[i] * h1 + (a[i + 1] - a[i]) * h2 - dte * out[i];
-        }
-        recur(e, dout);
+        recur_pair(e, dte, out, dout);
         return;
     }
     let (mut c, mut d) = (0.0, 0.0);
@@ -157,24 +162,35 @@ pub fn exp_conv_with_derivative(t: &[f64], a: &[f64], k: f64, out: &mut [f64], d
     }
 }
 
-/// In place, `v[i] = e v[i-1] + v[i]` for `i >= 1` (`v[0]` is the start),
-/// advancing two samples per step (`v[i+1] = e^2 v[i-1] + e v[i] + v[i+1]`)
-/// so the dependency chain is half as long.
+/// In place, the two coupled recurrences of the uniform grid,
+/// `c[i] = e c[i-1] + u[i]` and `d[i] = e d[i-1] - dte c[i-1] + w[i]`
+/// (`u`, `w` the increments held in `c`, `d` on entry; `c[0] = d[0] = 0`),
+/// advancing two samples per step so each dependency chain is half as long,
+/// and both chains run side by side:
+/// `c[i+1] = e^2 c[i-1] + (e u[i] + u[i+1])`,
+/// `d[i+1] = e^2 d[i-1] - 2 e dte c[i-1] + (e w[i] + w[i+1] - dte u[i])`.
 #[inline]
-fn recur(e: f64, v: &mut [f64]) {
-    let e2 = e * e;
-    let n = v.len();
-    let mut prev = v[0];
+fn recur_pair(e: f64, dte: f64, c: &mut [f64], d: &mut [f64]) {
+    let n = c.len().min(d.len());
+    let (c, d) = (&mut c[..n], &mut d[..n]);
+    let (e2, edte2) = (e * e, 2.0 * e * dte);
+    let (mut cp, mut dp) = (c[0], d[0]);
     let mut i = 1;
     while i + 1 < n {
-        let (u0, u1) = (v[i], v[i + 1]);
-        v[i] = e * prev + u0;
-        prev = e2 * prev + (e * u0 + u1);
-        v[i + 1] = prev;
+        let (u0, u1, w0, w1) = (c[i], c[i + 1], d[i], d[i + 1]);
+        c[i] = e * cp + u0;
+        d[i] = e * dp - dte * cp + w0;
+        let dn = e2 * dp - edte2 * cp + ((e * w0 + w1) - dte * u0);
+        cp = e2 * cp + (e * u0 + u1);
+        dp = dn;
+        c[i + 1] = cp;
+        d[i + 1] = dp;
         i += 2;
     }
     if i < n {
-        v[i] += e * prev;
+        let cn = e * cp + c[i];
+        d[i] += e * dp - dte * cp;
+        c[i] = cn;
     }
 }
 

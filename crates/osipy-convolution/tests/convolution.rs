@@ -52,11 +52,19 @@ fn exp_conv_is_exact_for_a_piecewise_linear_input() {
 #[test]
 fn exp_conv_derivative_matches_the_closed_form() {
     // d/dk [t/k - (1-e^{-kt})/k^2] = -t/k^2 - t e^{-kt}/k^2 + 2(1-e^{-kt})/k^3.
-    let t = nonuniform_grid();
-    for k in [0.01, 0.2, 2.0] {
+    // Non-uniform grids take the per-step path; uniform ones the paired
+    // recurrence, which advances two samples a step (odd and even lengths
+    // cover its tail).
+    let grids = [nonuniform_grid(), uniform_grid(0.5, 40), uniform_grid(0.5, 41)];
+    for (t, k) in grids.iter().flat_map(|t| [0.01, 0.2, 2.0].map(|k| (t, k))) {
         let mut c = vec![0.0; t.len()];
         let mut d = vec![0.0; t.len()];
-        exp_conv_with_derivative(&t, &t, k, &mut c, &mut d);
+        exp_conv_with_derivative(t, t, k, &mut c, &mut d);
+        let mut direct = vec![0.0; t.len()];
+        exp_conv(t, t, k, &mut direct);
+        for (ci, di) in c.iter().zip(&direct) {
+            assert!((ci - di).abs() <= 1e-12 * di.abs().max(1e-12), "k={k}: {ci} vs {di}");
+        }
         for (ti, di) in t.iter().zip(&d) {
             let e = (-k * ti).exp();
             let exact = -ti / (k * k) - ti * e / (k * k) + 2.0 * (1.0 - e) / (k * k * k);

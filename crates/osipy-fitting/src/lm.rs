@@ -116,9 +116,12 @@ struct Evaluation {
 }
 
 /// The damped normal equations on the inactive free set: the parameter
-/// index of each row, the gradient `J'r`, `J'J`, its factor and the step.
+/// index of each row, the gradient `J'r`, `J'J`, its factor and the step;
+/// `full` is `J'J` over all free parameters (`p x p`), from which `a` is
+/// taken once the active set is known.
 #[derive(Debug, Clone)]
 struct NormalEquations {
+    full: Vec<f64>,
     idx: Vec<usize>,
     g: Vec<f64>,
     a: Vec<f64>,
@@ -177,6 +180,7 @@ impl Workspace {
             current: evaluation(),
             trial: evaluation(),
             normal: NormalEquations {
+                full: vec![0.0; p * p],
                 idx: vec![0; p],
                 g: vec![0.0; p],
                 a: vec![0.0; p * p],
@@ -400,21 +404,38 @@ fn gram(jac: &[f64], n: usize, m: usize, normal: &mut NormalEquations) -> f64 {
 
 /// The gradient `g = J'r` on the free parameters that are not held by the
 /// active set (on a bound with the descent direction pointing out), into
-/// `normal.idx` / `normal.g`. Returns their number and the scaled gradient
-/// `max_j |g_j| / (|J_j| |r|)` (MINPACK's test).
-fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64) {
-    let n = ws.n;
+/// `normal.idx` / `normal.g`, and `J'J` on them into `normal.a`. `J'J` is
+/// formed once over all free columns (its diagonal is the column norms the
+/// scaled gradient needs). Returns their number, the scaled gradient
+/// `max_j |(J'r)_j| / (|J_j| |r|)` (MINPACK's test) and the largest
+/// diagonal entry of `normal.a`.
+fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64, f64) {
+    let (n, p) = (ws.n, ws.p);
     let rnorm = cost.sqrt();
     residual(&ws.data, &ws.current.pred, &mut ws.scratch.resid);
+    let full = &mut ws.normal.full;
+    for a in 0..p {
+        if !ws.bounds.free[a] {
+            continue;
+        }
+        let ca = &ws.current.jac[a * n..(a + 1) * n];
+        for b in 0..=a {
+            if ws.bounds.free[b] {
+                let s = dot(ca, &ws.current.jac[b * n..(b + 1) * n]);
+                full[a * p + b] = s;
+                full[b * p + a] = s;
+            }
+        }
+    }
     let mut m = 0;
     let mut gscaled: f64 = 0.0;
-    for j in 0..ws.p {
+    for j in 0..p {
         if !ws.bounds.free[j] {
             continue;
         }
         let col = &ws.current.jac[j * n..(j + 1) * n];
         let gj = dot(col, &ws.scratch.resid);
-        let cn = dot(col, col);
+        let cn = ws.normal.full[j * p + j];
         let at_lo = ws.x[j] <= ws.bounds.lower[j] && gj < 0.0;
         let at_hi = ws.x[j] >= ws.bounds.upper[j] && gj > 0.0;
         if at_lo || at_hi {
@@ -427,7 +448,15 @@ fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64) {
         ws.normal.g[m] = gj;
         m += 1;
     }
-    (m, gscaled)
+    let nm = &mut ws.normal;
+    let mut max_diag: f64 = 0.0;
+    for a in 0..m {
+        for b in 0..m {
+            nm.a[a * m + b] = nm.full[nm.idx[a] * p + nm.idx[b]];
+        }
+        max_diag = max_diag.max(nm.a[a * m + a]);
+    }
+    (m, gscaled, max_diag)
 }
 
 /// The state carried between iterations: the cost and the damping
@@ -630,12 +659,12 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
             status = QualityCode::Converged;
             break;
         }
-        let (m, gscaled) = gradient(ws, damping.cost);
+        let (m, gscaled, max_diag) = gradient(ws, damping.cost);
         if m == 0 || gscaled <= settings.gtol {
             status = QualityCode::Converged;
             break;
         }
-        let floor = gram(&ws.current.jac, ws.n, m, &mut ws.normal) * 1e-12;
+        let floor = max_diag * 1e-12;
         let sys = System { m, floor, analytic };
         let step = damped_step(model, ws, &sys, &mut damping, settings);
         if step.accepted {
