@@ -73,10 +73,10 @@ fn main() -> Result<()> {
             fuzz(&workspace_root(), seconds)
         }
         Some(other) => {
-            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality>, bench-scale [VOXELS...], fit-npy, fuzz [SECONDS]")
+            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality>, bench-scale [--modality dce|ivim] [--keep] [VOXELS...], fit-npy, fuzz [SECONDS]")
         }
         None => {
-            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality>, bench-scale [VOXELS...], fit-npy, fuzz [SECONDS]")
+            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality>, bench-scale [--modality dce|ivim] [--keep] [VOXELS...], fit-npy, fuzz [SECONDS]")
         }
     }
 }

@@ -25,10 +25,27 @@ fn grid(n: usize) -> [usize; 3] {
 const STAGES: [&str; 6] = ["read", "t1", "concentration", "fit", "write", "report"];
 
 pub fn bench_scale(root: &Path, args: &[String]) -> Result<()> {
-    let sizes: Vec<usize> = if args.is_empty() {
+    // `--keep` leaves each case's data in place (for profiling runs on it);
+    // `--modality dce|ivim` runs one modality only.
+    let keep = args.iter().any(|a| a == "--keep");
+    let mut modalities = vec!["dce", "ivim"];
+    let mut rest = Vec::new();
+    let mut it = args.iter().filter(|a| *a != "--keep");
+    while let Some(a) = it.next() {
+        if a == "--modality" {
+            let m = it.next().map(String::as_str).unwrap_or("");
+            if !["dce", "ivim"].contains(&m) {
+                bail!("--modality {m:?}: bench-scale runs \"dce\" or \"ivim\"");
+            }
+            modalities = vec![if m == "dce" { "dce" } else { "ivim" }];
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let sizes: Vec<usize> = if rest.is_empty() {
         vec![10_000, 100_000, 1_000_000]
     } else {
-        args.iter()
+        rest.iter()
             .map(|a| {
                 a.replace('_', "")
                     .parse::<usize>()
@@ -53,7 +70,7 @@ pub fn bench_scale(root: &Path, args: &[String]) -> Result<()> {
         "---|".repeat(STAGES.len())
     );
     println!("{}", table.trim_end());
-    for modality in ["dce", "ivim"] {
+    for modality in modalities {
         for &n in &sizes {
             let g = grid(n);
             let case = match modality {
@@ -121,7 +138,9 @@ pub fn bench_scale(root: &Path, args: &[String]) -> Result<()> {
             println!("{row}");
             table.push_str(&row);
             table.push('\n');
-            let _ = std::fs::remove_dir_all(&data);
+            if !keep {
+                let _ = std::fs::remove_dir_all(&data);
+            }
         }
     }
     std::fs::create_dir_all(&base)?;

@@ -63,7 +63,10 @@ fn exp_conv_derivative_matches_the_closed_form() {
         let mut direct = vec![0.0; t.len()];
         exp_conv(t, t, k, &mut direct);
         for (ci, di) in c.iter().zip(&direct) {
-            assert!((ci - di).abs() <= 1e-12 * di.abs().max(1e-12), "k={k}: {ci} vs {di}");
+            assert!(
+                (ci - di).abs() <= 1e-12 * di.abs().max(1e-12),
+                "k={k}: {ci} vs {di}"
+            );
         }
         for (ti, di) in t.iter().zip(&d) {
             let e = (-k * ti).exp();

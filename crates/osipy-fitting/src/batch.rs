@@ -1,6 +1,7 @@
 //! The batched entry point: many voxels, one model, parallel and deterministic.
 
-use crate::exec::map_voxels;
+use crate::exec::map_parts;
+use crate::lanes::{fit_lockstep, LaneWork};
 use crate::lm::{fit_one, LmOutcome, LmSettings, Workspace};
 use crate::model::{Model, ParamSpec};
 use ndarray::Array3;
@@ -50,6 +51,11 @@ pub struct FitOptions {
     /// Progress counter: the number of voxels finished so far is added here
     /// after each chunk, for a progress bar polled from another thread.
     pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    /// Fit [`crate::LANES`] voxels at a time through one model evaluation
+    /// when the model has a lockstep form ([`Model::has_lanes`]). The
+    /// results are the same bit for bit either way; `false` fits one voxel
+    /// at a time.
+    pub lockstep: bool,
 }
 
 impl Default for FitOptions {
@@ -62,6 +68,7 @@ impl Default for FitOptions {
             r2_threshold: None,
             chunk_voxels: 256,
             progress: None,
+            lockstep: true,
         }
     }
 }
@@ -358,7 +365,7 @@ struct VoxelOutcome {
     status: QualityCode,
     r2: f64,
     rms: f64,
-    iterations: f64,
+    iterations: u32,
     /// Residual variance `SSR / (n - p_free)` (NaN without degrees of freedom).
     s2: f64,
 }
@@ -369,7 +376,7 @@ impl VoxelOutcome {
             status: QualityCode::NotFitted,
             r2: f64::NAN,
             rms: f64::NAN,
-            iterations: 0.0,
+            iterations: 0,
             s2: f64::NAN,
         }
     }
@@ -411,30 +418,42 @@ fn assess(
         status,
         r2,
         rms: (outcome.ssr / n as f64).sqrt(),
-        iterations: outcome.iterations as f64,
+        iterations: outcome.iterations as u32,
         s2: if dof > 0.0 { outcome.ssr / dof } else { f64::NAN },
     }
 }
 
-/// Writes a voxel record: `p` parameters, `p` standard errors, R^2, RMS,
-/// iterations, status code. Parameters and errors are NaN unless the status
-/// is valid (and `ws` holds the solution).
-fn write_record(record: &mut [f64], p: usize, ws: Option<&Workspace>, voxel: &VoxelOutcome) {
-    let (pr, rest) = record.split_at_mut(p);
-    let (se, tail) = rest.split_at_mut(p);
-    match ws.filter(|_| voxel.status.is_valid()) {
-        Some(ws) => {
+/// One work item's share of the result arrays: a fixed chunk of voxels.
+struct VoxelOutputs<'a> {
+    params: &'a mut [f64],
+    se: &'a mut [f64],
+    r2: &'a mut [f64],
+    rms: &'a mut [f64],
+    iterations: &'a mut [u32],
+    status: &'a mut [QualityCode],
+}
+
+impl VoxelOutputs<'_> {
+    /// Writes voxel `k` of the chunk: parameters and standard errors (NaN
+    /// unless the status is valid, when `ws` holds the solution), R^2, RMS,
+    /// iterations and status.
+    fn write(&mut self, k: usize, p: usize, ws: &Workspace, voxel: &VoxelOutcome) {
+        let pr = &mut self.params[k * p..(k + 1) * p];
+        let se = &mut self.se[k * p..(k + 1) * p];
+        if voxel.status.is_valid() {
             pr.copy_from_slice(&ws.x);
             for j in 0..p {
                 se[j] = (voxel.s2 * ws.cov_diag[j]).sqrt();
             }
-        }
-        None => {
+        } else {
             pr.fill(f64::NAN);
             se.fill(f64::NAN);
         }
+        self.r2[k] = voxel.r2;
+        self.rms[k] = voxel.rms;
+        self.iterations[k] = voxel.iterations;
+        self.status[k] = voxel.status;
     }
-    tail.copy_from_slice(&[voxel.r2, voxel.rms, voxel.iterations, voxel.status.code() as f64]);
 }
 
 /// Fits `model` to every masked row of `data` (voxels x samples).
@@ -453,9 +472,50 @@ pub fn fit_batch(
     let (n_vox, n_cols) = data.dim();
     let bounds = validate(model, n_vox, n_cols, mask, opts)?;
     let p = model.n_params();
-    // Record layout per voxel: params, std errors, r2, rms, iterations, status.
-    let rec = 2 * p + 4;
-    let mut out = vec![0.0f64; n_vox * rec];
+    // The result arrays are written in place by the workers, one fixed chunk
+    // of voxels per work item: no record buffer, and each page is first
+    // touched by the thread that fills it.
+    let mut params = Array2::zeros((n_vox, p));
+    let mut std_errors = Array2::zeros((n_vox, p));
+    let mut r2 = Array1::zeros(n_vox);
+    let mut rms = Array1::zeros(n_vox);
+    let mut iterations = Array1::zeros(n_vox);
+    let mut status = Array1::from_elem(n_vox, QualityCode::NotFitted);
+    let chunk = opts.chunk_voxels.max(1);
+    let mut parts: Vec<VoxelOutputs> = (params
+        .as_slice_mut()
+        .into_iter()
+        .flat_map(|s| s.chunks_mut(chunk * p)))
+    .zip(
+        std_errors
+            .as_slice_mut()
+            .into_iter()
+            .flat_map(|s| s.chunks_mut(chunk * p)),
+    )
+    .zip(r2.as_slice_mut().into_iter().flat_map(|s| s.chunks_mut(chunk)))
+    .zip(rms.as_slice_mut().into_iter().flat_map(|s| s.chunks_mut(chunk)))
+    .zip(
+        iterations
+            .as_slice_mut()
+            .into_iter()
+            .flat_map(|s| s.chunks_mut(chunk)),
+    )
+    .zip(
+        status
+            .as_slice_mut()
+            .into_iter()
+            .flat_map(|s| s.chunks_mut(chunk)),
+    )
+    .map(|(((((params, se), r2), rms), iterations), status)| VoxelOutputs {
+        params,
+        se,
+        r2,
+        rms,
+        iterations,
+        status,
+    })
+    .collect();
+    let lockstep = opts.lockstep && model.has_lanes();
     let init = || {
         let mut ws = Workspace::new(model);
         for (j, (lo, hi)) in bounds.iter().enumerate() {
@@ -465,47 +525,55 @@ pub fn fit_batch(
         for (j, _) in &opts.pinned {
             ws.bounds.free[*j] = false;
         }
-        ws
+        let lanes = lockstep.then(|| LaneWork::new(model, &ws));
+        (ws, lanes)
     };
     let n_free = p - (0..p).filter(|j| opts.pinned.iter().any(|(i, _)| i == j)).count();
-    map_voxels(
-        device,
-        &mut out,
-        rec,
-        opts.chunk_voxels,
-        opts.progress.as_deref(),
-        init,
-        |ws, v, record| {
-            if mask.is_some_and(|m| !m[v]) {
-                write_record(record, p, None, &VoxelOutcome::not_fitted());
-                return;
-            }
-            for (d, s) in ws.data.iter_mut().zip(data.row(v)) {
-                *d = *s;
-            }
-            let pinned_bad = start_point(model, ws, v, opts);
-            let outcome = fit_one(model, ws, &opts.lm);
-            let voxel = assess(ws, &outcome, pinned_bad, n_free, opts.r2_threshold);
-            write_record(record, p, Some(ws), &voxel);
-        },
-    )?;
-
-    let mut params = Array2::zeros((n_vox, p));
-    let mut std_errors = Array2::zeros((n_vox, p));
-    let mut r2 = Array1::zeros(n_vox);
-    let mut rms = Array1::zeros(n_vox);
-    let mut iterations = Array1::zeros(n_vox);
-    let mut status = Array1::from_elem(n_vox, QualityCode::NotFitted);
-    for (v, r) in out.chunks(rec).enumerate() {
-        for j in 0..p {
-            params[[v, j]] = r[j];
-            std_errors[[v, j]] = r[p + j];
+    // Loads voxel `first + k` into `ws`: its data and start point, and
+    // whether a pinned value was not finite.
+    let load = |ws: &mut Workspace, v: usize| {
+        for (d, s) in ws.data.iter_mut().zip(data.row(v)) {
+            *d = *s;
         }
-        r2[v] = r[2 * p];
-        rms[v] = r[2 * p + 1];
-        iterations[v] = r[2 * p + 2] as u32;
-        status[v] = QualityCode::from_code(r[2 * p + 3] as u8).unwrap_or(QualityCode::ModelFailure);
-    }
+        start_point(model, ws, v, opts)
+    };
+    map_parts(device, &mut parts, init, |(ws, lanes), part, out| {
+        let first = part * chunk;
+        let masked = |k: usize| mask.is_some_and(|m| !m[first + k]);
+        match lanes {
+            Some(lw) => {
+                for k in (0..out.r2.len()).filter(|k| masked(*k)) {
+                    out.write(k, p, ws, &VoxelOutcome::not_fitted());
+                }
+                fit_lockstep(
+                    model,
+                    lw,
+                    &opts.lm,
+                    out.r2.len(),
+                    |ws, k| (!masked(k)).then(|| load(ws, first + k)),
+                    |ws, k, outcome, pinned_bad| {
+                        let voxel = assess(ws, outcome, pinned_bad, n_free, opts.r2_threshold);
+                        out.write(k, p, ws, &voxel);
+                    },
+                )
+            }
+            None => {
+                for k in 0..out.r2.len() {
+                    let voxel = if masked(k) {
+                        VoxelOutcome::not_fitted()
+                    } else {
+                        let pinned_bad = load(ws, first + k);
+                        let outcome = fit_one(model, ws, &opts.lm);
+                        assess(ws, &outcome, pinned_bad, n_free, opts.r2_threshold)
+                    };
+                    out.write(k, p, ws, &voxel);
+                }
+            }
+        }
+        if let Some(progress) = opts.progress.as_deref() {
+            progress.fetch_add(out.r2.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    })?;
     Ok(BatchFit {
         param_names: model.params().iter().map(|p| p.name.to_string()).collect(),
         params,

@@ -51,6 +51,28 @@ where
     }
 }
 
+/// Runs `kernel(workspace, part_index, part)` for every element of `parts`
+/// on `device`: each part is one fixed work item (e.g. a chunk of voxels
+/// with its slices of several output arrays), so the results do not depend
+/// on the thread count. `init` makes one workspace per worker.
+pub(crate) fn map_parts<T, W, I, F>(device: &Device, parts: &mut [T], init: I, kernel: F) -> Result<()>
+where
+    T: Send,
+    I: Fn() -> W + Sync + Send,
+    F: Fn(&mut W, usize, &mut T) + Sync + Send,
+{
+    match device {
+        Device::Cpu { .. } => for_each_chunk(device, parts, 1, 1, init, |ws, i, part| {
+            kernel(ws, i, &mut part[0])
+        })
+        .map_err(OsipyError::from),
+        other => Err(OsipyError::Fitting(format!(
+            "device {} has no fitting backend in this build",
+            other.describe()
+        ))),
+    }
+}
+
 /// Every device this build can run fits on, for the shared test suite
 /// (`tests/devices.rs`): the CPU with 1 and 2 threads today.
 pub fn built_devices() -> Vec<Device> {

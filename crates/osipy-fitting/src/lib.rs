@@ -23,6 +23,7 @@ mod batch;
 pub mod bayes;
 pub mod dual;
 mod exec;
+mod lanes;
 pub mod lm;
 mod model;
 pub mod models;
@@ -33,7 +34,9 @@ pub use batch::{
 };
 pub use exec::{built_devices, map_voxels};
 pub use lm::LmSettings;
-pub use model::{check_jacobian, finite_difference_jacobian, Model, ParamSpec};
+pub use model::{
+    check_jacobian, finite_difference_jacobian, lanes_one_by_one, Lanes, Model, ParamSpec, LANES,
+};
 
 use ndarray::ArrayView2;
 use osipy_backend::Device;

@@ -110,18 +110,20 @@ pub(crate) struct Bounds {
 
 /// A model evaluation: prediction and column-major Jacobian.
 #[derive(Debug, Clone)]
-struct Evaluation {
-    pred: Vec<f64>,
-    jac: Vec<f64>,
+pub(crate) struct Evaluation {
+    pub(crate) pred: Vec<f64>,
+    pub(crate) jac: Vec<f64>,
 }
 
 /// The damped normal equations on the inactive free set: the parameter
 /// index of each row, the gradient `J'r`, `J'J`, its factor and the step;
-/// `full` is `J'J` over all free parameters (`p x p`), from which `a` is
-/// taken once the active set is known.
+/// `full` is `J'J` over all free parameters (`p x p`) and `gall` is `J'r`
+/// for all of them, from which `a` and `g` are taken once the active set
+/// is known.
 #[derive(Debug, Clone)]
-struct NormalEquations {
-    full: Vec<f64>,
+pub(crate) struct NormalEquations {
+    pub(crate) full: Vec<f64>,
+    pub(crate) gall: Vec<f64>,
     idx: Vec<usize>,
     g: Vec<f64>,
     a: Vec<f64>,
@@ -132,10 +134,10 @@ struct NormalEquations {
 /// Evaluation scratch: the residual, a finite-difference column and the
 /// model's own scratch ([`Model::scratch_len`]).
 #[derive(Debug, Clone)]
-struct Scratch {
+pub(crate) struct Scratch {
     resid: Vec<f64>,
     fd: Vec<f64>,
-    model: Vec<f64>,
+    pub(crate) model: Vec<f64>,
 }
 
 /// Scratch memory for fitting one voxel; sized once, reused for every voxel
@@ -147,12 +149,12 @@ pub struct Workspace {
     n: usize,
     p: usize,
     pub(crate) x: Vec<f64>,
-    x_trial: Vec<f64>,
+    pub(crate) x_trial: Vec<f64>,
     pub(crate) bounds: Bounds,
-    current: Evaluation,
+    pub(crate) current: Evaluation,
     trial: Evaluation,
-    normal: NormalEquations,
-    scratch: Scratch,
+    pub(crate) normal: NormalEquations,
+    pub(crate) scratch: Scratch,
     pub(crate) cov_diag: Vec<f64>,
     pub(crate) data: Vec<f64>,
 }
@@ -181,6 +183,7 @@ impl Workspace {
             trial: evaluation(),
             normal: NormalEquations {
                 full: vec![0.0; p * p],
+                gall: vec![0.0; p],
                 idx: vec![0; p],
                 g: vec![0.0; p],
                 a: vec![0.0; p * p],
@@ -402,16 +405,13 @@ fn gram(jac: &[f64], n: usize, m: usize, normal: &mut NormalEquations) -> f64 {
     max_diag
 }
 
-/// The gradient `g = J'r` on the free parameters that are not held by the
-/// active set (on a bound with the descent direction pointing out), into
-/// `normal.idx` / `normal.g`, and `J'J` on them into `normal.a`. `J'J` is
-/// formed once over all free columns (its diagonal is the column norms the
-/// scaled gradient needs). Returns their number, the scaled gradient
-/// `max_j |(J'r)_j| / (|J_j| |r|)` (MINPACK's test) and the largest
-/// diagonal entry of `normal.a`.
-fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64, f64) {
+/// The sums one iteration needs at the current point: `J'J` over all free
+/// columns into `normal.full` (its diagonal is the column norms the scaled
+/// gradient needs) and `J'r` for every free parameter into `normal.gall`.
+/// The lockstep driver ([`crate::lanes`]) computes the same sums for several
+/// voxels at once, with the same arithmetic per voxel.
+fn reductions(ws: &mut Workspace) {
     let (n, p) = (ws.n, ws.p);
-    let rnorm = cost.sqrt();
     residual(&ws.data, &ws.current.pred, &mut ws.scratch.resid);
     let full = &mut ws.normal.full;
     for a in 0..p {
@@ -426,16 +426,28 @@ fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64, f64) {
                 full[b * p + a] = s;
             }
         }
+        ws.normal.gall[a] = dot(ca, &ws.scratch.resid);
     }
+}
+
+/// From the sums of [`reductions`]: the gradient `g = J'r` on the free
+/// parameters that are not held by the active set (on a bound with the
+/// descent direction pointing out), into `normal.idx` / `normal.g`, and
+/// `J'J` on them into `normal.a`. Returns their number, the scaled gradient
+/// `max_j |(J'r)_j| / (|J_j| |r|)` (MINPACK's test) and the largest
+/// diagonal entry of `normal.a`.
+fn select(ws: &mut Workspace, cost: f64) -> (usize, f64, f64) {
+    let p = ws.p;
+    let rnorm = cost.sqrt();
+    let nm = &mut ws.normal;
     let mut m = 0;
     let mut gscaled: f64 = 0.0;
     for j in 0..p {
         if !ws.bounds.free[j] {
             continue;
         }
-        let col = &ws.current.jac[j * n..(j + 1) * n];
-        let gj = dot(col, &ws.scratch.resid);
-        let cn = ws.normal.full[j * p + j];
+        let gj = nm.gall[j];
+        let cn = nm.full[j * p + j];
         let at_lo = ws.x[j] <= ws.bounds.lower[j] && gj < 0.0;
         let at_hi = ws.x[j] >= ws.bounds.upper[j] && gj > 0.0;
         if at_lo || at_hi {
@@ -444,11 +456,10 @@ fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64, f64) {
         if cn > 0.0 {
             gscaled = gscaled.max(gj.abs() / (cn.sqrt() * rnorm));
         }
-        ws.normal.idx[m] = j;
-        ws.normal.g[m] = gj;
+        nm.idx[m] = j;
+        nm.g[m] = gj;
         m += 1;
     }
-    let nm = &mut ws.normal;
     let mut max_diag: f64 = 0.0;
     for a in 0..m {
         for b in 0..m {
@@ -459,8 +470,7 @@ fn gradient(ws: &mut Workspace, cost: f64) -> (usize, f64, f64) {
     (m, gscaled, max_diag)
 }
 
-/// The state carried between iterations: the cost and the damping
-/// (Nielsen 1999).
+/// The damping carried between iterations (Nielsen 1999) and the cost.
 struct Damping {
     cost: f64,
     lambda: f64,
@@ -476,120 +486,166 @@ impl Damping {
     }
 }
 
-/// What the inner loop of one iteration found.
-struct StepResult {
-    /// A step lowered the cost (the trial became the current point).
-    accepted: bool,
-    /// The step (or its relative cost reduction) is below tolerance.
-    tiny: bool,
+/// The status when damping is exhausted without a usable step: no descent
+/// direction exists numerically. Converged if the gradient is small
+/// relative to the cost, else the system is singular.
+fn exhausted(gscaled: f64) -> QualityCode {
+    if gscaled <= 1e-6 {
+        QualityCode::Converged
+    } else {
+        QualityCode::Singular
+    }
 }
 
-/// The system of one iteration: `m` inactive free parameters (in
-/// `normal.idx`), the floor of the Marquardt scaling, and whether the model
-/// has an analytic Jacobian.
-struct System {
+/// What one voxel's fit carries from one model evaluation to the next: the
+/// damping and cost, the iteration count, the iteration's system (`m`
+/// parameters in `normal.idx`, the floor of the Marquardt scaling), its
+/// scaled gradient and the predicted reduction of the pending trial step.
+///
+/// The scalar driver [`fit_one`] and the lockstep driver
+/// ([`crate::lanes`]) both step through it, so the two make the same
+/// decisions with the same arithmetic.
+pub(crate) struct LmState {
+    damping: Damping,
+    iterations: usize,
     m: usize,
     floor: f64,
-    analytic: bool,
+    gscaled: f64,
+    pred_red: f64,
 }
 
-/// The inner loop of one iteration: raises the damping until a projected
-/// step on the system's parameters lowers the cost, and moves there.
-fn damped_step(
-    model: &dyn Model,
-    ws: &mut Workspace,
-    sys: &System,
-    damping: &mut Damping,
-    settings: &LmSettings,
-) -> StepResult {
-    let (m, floor, analytic) = (sys.m, sys.floor, sys.analytic);
-    let nm = &mut ws.normal;
-    loop {
-        nm.chol[..m * m].copy_from_slice(&nm.a[..m * m]);
-        for a in 0..m {
-            nm.chol[a * m + a] += damping.lambda * nm.a[a * m + a].max(floor);
-            nm.step[a] = nm.g[a];
+/// What a voxel's fit needs next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Next {
+    /// The model at `ws.x_trial`, then [`LmState::after_trial`].
+    Evaluate,
+    /// The fit has ended with this status: then [`finish`].
+    Done(QualityCode),
+}
+
+/// The verdict on a trial point.
+pub(crate) enum Verdict {
+    /// The trial lowered the cost. The caller makes it the current point
+    /// (parameters, prediction, Jacobian) and, unless `tiny` (converged),
+    /// forms the [`reductions`] there and calls [`LmState::iterate`].
+    Accepted { tiny: bool },
+    /// The trial was rejected; what comes next.
+    Rejected(Next),
+}
+
+impl LmState {
+    /// The state after the first evaluation of the start point, of cost `cost`.
+    pub(crate) fn new(cost: f64) -> LmState {
+        LmState {
+            damping: Damping {
+                cost,
+                lambda: 1e-3,
+                nu: 2.0,
+            },
+            iterations: 0,
+            m: 0,
+            floor: 0.0,
+            gscaled: 0.0,
+            pred_red: 0.0,
         }
-        if !cholesky_solve(&mut nm.chol[..m * m], m, &mut nm.step[..m]) {
-            if !damping.reject() {
-                return StepResult {
-                    accepted: false,
-                    tiny: false,
-                };
+    }
+
+    /// Starts an iteration at the current point, whose [`reductions`] are in
+    /// `ws.normal`, and proposes a step.
+    pub(crate) fn iterate(&mut self, ws: &mut Workspace, settings: &LmSettings) -> Next {
+        if self.iterations >= settings.max_iterations {
+            return Next::Done(QualityCode::MaxIterations);
+        }
+        self.iterations += 1;
+        if self.damping.cost == 0.0 {
+            return Next::Done(QualityCode::Converged);
+        }
+        let (m, gscaled, max_diag) = select(ws, self.damping.cost);
+        if m == 0 || gscaled <= settings.gtol {
+            return Next::Done(QualityCode::Converged);
+        }
+        (self.m, self.floor, self.gscaled) = (m, max_diag * 1e-12, gscaled);
+        self.propose(ws, settings)
+    }
+
+    /// Raises the damping until the damped normal equations can be solved,
+    /// and puts the projected trial point into `ws.x_trial`.
+    fn propose(&mut self, ws: &mut Workspace, settings: &LmSettings) -> Next {
+        let (m, floor) = (self.m, self.floor);
+        let damping = &mut self.damping;
+        let nm = &mut ws.normal;
+        loop {
+            nm.chol[..m * m].copy_from_slice(&nm.a[..m * m]);
+            for a in 0..m {
+                nm.chol[a * m + a] += damping.lambda * nm.a[a * m + a].max(floor);
+                nm.step[a] = nm.g[a];
             }
-            continue;
-        }
-        ws.x_trial.copy_from_slice(&ws.x);
-        for a in 0..m {
-            let j = nm.idx[a];
-            ws.x_trial[j] = (ws.x[j] + nm.step[a]).clamp(ws.bounds.lower[j], ws.bounds.upper[j]);
-        }
-        // Actual (projected) step and its predicted reduction.
-        let mut step_norm = 0.0;
-        let mut x_norm = 0.0;
-        let mut pred_red = 0.0;
-        for a in 0..m {
-            let j = nm.idx[a];
-            let d = ws.x_trial[j] - ws.x[j];
-            nm.step[a] = d;
-            step_norm += d * d;
-            x_norm += ws.x[j] * ws.x[j];
-            pred_red += 2.0 * d * nm.g[a];
-        }
-        for a in 0..m {
-            let mut s = 0.0;
-            for b in 0..m {
-                s += nm.a[a * m + b] * nm.step[b];
+            if !cholesky_solve(&mut nm.chol[..m * m], m, &mut nm.step[..m]) {
+                if !damping.reject() {
+                    return Next::Done(exhausted(self.gscaled));
+                }
+                continue;
             }
-            pred_red -= nm.step[a] * s;
+            ws.x_trial.copy_from_slice(&ws.x);
+            for a in 0..m {
+                let j = nm.idx[a];
+                ws.x_trial[j] = (ws.x[j] + nm.step[a]).clamp(ws.bounds.lower[j], ws.bounds.upper[j]);
+            }
+            // Actual (projected) step and its predicted reduction.
+            let mut step_norm = 0.0;
+            let mut x_norm = 0.0;
+            let mut pred_red = 0.0;
+            for a in 0..m {
+                let j = nm.idx[a];
+                let d = ws.x_trial[j] - ws.x[j];
+                nm.step[a] = d;
+                step_norm += d * d;
+                x_norm += ws.x[j] * ws.x[j];
+                pred_red += 2.0 * d * nm.g[a];
+            }
+            for a in 0..m {
+                let mut s = 0.0;
+                for b in 0..m {
+                    s += nm.a[a * m + b] * nm.step[b];
+                }
+                pred_red -= nm.step[a] * s;
+            }
+            if step_norm.sqrt() <= settings.xtol * (x_norm.sqrt() + settings.xtol) {
+                return Next::Done(QualityCode::Converged);
+            }
+            self.pred_red = pred_red;
+            return Next::Evaluate;
         }
-        if step_norm.sqrt() <= settings.xtol * (x_norm.sqrt() + settings.xtol) {
-            return StepResult {
-                accepted: false,
-                tiny: true,
-            };
-        }
-        // Analytic models get their Jacobian with the prediction almost for
-        // free, so it is computed here and kept if the step is accepted.
-        let (ok, _) = evaluate(
-            model,
-            &mut ws.x_trial,
-            &ws.bounds,
-            &mut ws.trial,
-            &mut ws.scratch,
-            analytic,
-        );
-        let cost_trial = if ok {
-            ssr(&ws.data, &ws.trial.pred)
-        } else {
-            f64::INFINITY
-        };
+    }
+
+    /// Judges the trial point by its cost (infinite when its evaluation was
+    /// not finite): accepted if it lowers the cost, else more damping and a
+    /// new proposal.
+    pub(crate) fn after_trial(
+        &mut self,
+        ws: &mut Workspace,
+        cost_trial: f64,
+        settings: &LmSettings,
+    ) -> Verdict {
+        let damping = &mut self.damping;
         if cost_trial < damping.cost {
-            let rho = if pred_red > 0.0 {
-                (damping.cost - cost_trial) / pred_red
+            let rho = if self.pred_red > 0.0 {
+                (damping.cost - cost_trial) / self.pred_red
             } else {
                 0.5
             };
             damping.lambda *= (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0);
             damping.nu = 2.0;
             let rel = (damping.cost - cost_trial) / damping.cost;
-            std::mem::swap(&mut ws.x, &mut ws.x_trial);
-            std::mem::swap(&mut ws.current.pred, &mut ws.trial.pred);
-            if analytic {
-                std::mem::swap(&mut ws.current.jac, &mut ws.trial.jac);
-            }
             damping.cost = cost_trial;
-            return StepResult {
-                accepted: true,
+            return Verdict::Accepted {
                 tiny: rel <= settings.ftol,
             };
         }
         if !damping.reject() {
-            return StepResult {
-                accepted: false,
-                tiny: false,
-            };
+            return Verdict::Rejected(Next::Done(exhausted(self.gscaled)));
         }
+        Verdict::Rejected(self.propose(ws, settings))
     }
 }
 
@@ -623,75 +679,34 @@ fn covariance(ws: &mut Workspace) -> bool {
     true
 }
 
-/// Fits one voxel. On entry `ws.data` holds the samples, `ws.x` the starting
-/// point, `ws.bounds` the bounds and which parameters are fitted (pinned ones
-/// keep their `ws.x` value). On return `ws.x` holds the solution and
-/// `ws.cov_diag` the diagonal of `(J'J)^-1` for free parameters (NaN for
-/// pinned ones).
-pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> LmOutcome {
-    let failed = |status| LmOutcome {
+/// The outcome of a voxel that could not be fitted at all.
+pub(crate) fn failed(status: QualityCode) -> LmOutcome {
+    LmOutcome {
         iterations: 0,
         status,
         ssr: f64::NAN,
-    };
+    }
+}
+
+/// Before the first evaluation: clears the covariance, checks the data and
+/// clamps the start point into the bounds. Returns the outcome when the
+/// voxel cannot be fitted (non-finite data).
+pub(crate) fn begin(ws: &mut Workspace) -> Option<LmOutcome> {
     ws.cov_diag.fill(f64::NAN);
     if !all_finite(&ws.data) {
-        return failed(QualityCode::NonFiniteInput);
+        return Some(failed(QualityCode::NonFiniteInput));
     }
     for j in 0..ws.p {
         ws.x[j] = ws.x[j].clamp(ws.bounds.lower[j], ws.bounds.upper[j]);
     }
-    let (ok, analytic) = ws.evaluate_current(model);
-    if !ok {
-        return failed(QualityCode::ModelFailure);
-    }
-    let mut damping = Damping {
-        cost: ssr(&ws.data, &ws.current.pred),
-        lambda: 1e-3,
-        nu: 2.0,
-    };
-    let mut status = QualityCode::MaxIterations;
-    let mut iterations = 0;
+    None
+}
 
-    while iterations < settings.max_iterations {
-        iterations += 1;
-        if damping.cost == 0.0 {
-            status = QualityCode::Converged;
-            break;
-        }
-        let (m, gscaled, max_diag) = gradient(ws, damping.cost);
-        if m == 0 || gscaled <= settings.gtol {
-            status = QualityCode::Converged;
-            break;
-        }
-        let floor = max_diag * 1e-12;
-        let sys = System { m, floor, analytic };
-        let step = damped_step(model, ws, &sys, &mut damping, settings);
-        if step.accepted {
-            if !analytic && !ws.evaluate_current(model).0 {
-                status = QualityCode::ModelFailure;
-                break;
-            }
-            if step.tiny {
-                status = QualityCode::Converged;
-                break;
-            }
-        } else if step.tiny {
-            status = QualityCode::Converged;
-            break;
-        } else {
-            // Damping exhausted without a usable step: no descent direction
-            // exists numerically. Converged if the gradient is small relative
-            // to the cost, else the system is singular.
-            status = if gscaled <= 1e-6 {
-                QualityCode::Converged
-            } else {
-                QualityCode::Singular
-            };
-            break;
-        }
-    }
-
+/// The end of a voxel's fit with `status`: the covariance diagonal at the
+/// solution (for converged and max-iteration fits; `ws.current.jac` must
+/// hold the Jacobian there) and the at-bound check.
+pub(crate) fn finish(ws: &mut Workspace, status: QualityCode, st: &LmState) -> LmOutcome {
+    let mut status = status;
     if status == QualityCode::Converged || status == QualityCode::MaxIterations {
         let identifiable = covariance(ws);
         if !identifiable && status == QualityCode::Converged {
@@ -703,9 +718,68 @@ pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> 
         status = QualityCode::AtBound;
     }
     LmOutcome {
-        iterations,
+        iterations: st.iterations,
         status,
-        ssr: damping.cost,
+        ssr: st.damping.cost,
+    }
+}
+
+/// Fits one voxel. On entry `ws.data` holds the samples, `ws.x` the starting
+/// point, `ws.bounds` the bounds and which parameters are fitted (pinned ones
+/// keep their `ws.x` value). On return `ws.x` holds the solution and
+/// `ws.cov_diag` the diagonal of `(J'J)^-1` for free parameters (NaN for
+/// pinned ones).
+pub fn fit_one(model: &dyn Model, ws: &mut Workspace, settings: &LmSettings) -> LmOutcome {
+    if let Some(outcome) = begin(ws) {
+        return outcome;
+    }
+    let (ok, analytic) = ws.evaluate_current(model);
+    if !ok {
+        return failed(QualityCode::ModelFailure);
+    }
+    let mut st = LmState::new(ssr(&ws.data, &ws.current.pred));
+    reductions(ws);
+    let mut next = st.iterate(ws, settings);
+    loop {
+        match next {
+            Next::Done(status) => return finish(ws, status, &st),
+            Next::Evaluate => {
+                // Analytic models get their Jacobian with the prediction
+                // almost for free, so it is computed here and kept if the
+                // step is accepted.
+                let (ok, _) = evaluate(
+                    model,
+                    &mut ws.x_trial,
+                    &ws.bounds,
+                    &mut ws.trial,
+                    &mut ws.scratch,
+                    analytic,
+                );
+                let cost_trial = if ok {
+                    ssr(&ws.data, &ws.trial.pred)
+                } else {
+                    f64::INFINITY
+                };
+                next = match st.after_trial(ws, cost_trial, settings) {
+                    Verdict::Rejected(next) => next,
+                    Verdict::Accepted { tiny } => {
+                        std::mem::swap(&mut ws.x, &mut ws.x_trial);
+                        std::mem::swap(&mut ws.current.pred, &mut ws.trial.pred);
+                        if analytic {
+                            std::mem::swap(&mut ws.current.jac, &mut ws.trial.jac);
+                        }
+                        if !analytic && !ws.evaluate_current(model).0 {
+                            Next::Done(QualityCode::ModelFailure)
+                        } else if tiny {
+                            Next::Done(QualityCode::Converged)
+                        } else {
+                            reductions(ws);
+                            st.iterate(ws, settings)
+                        }
+                    }
+                };
+            }
+        }
     }
 }
 

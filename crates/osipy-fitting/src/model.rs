@@ -28,6 +28,14 @@ impl ParamSpec {
     }
 }
 
+/// Voxels a model evaluates at once in lockstep
+/// ([`Model::predict_with_jacobian_lanes`]): four f64 lanes, one AVX2
+/// register (two SSE2 registers).
+pub const LANES: usize = 4;
+
+/// One value per lockstep lane.
+pub type Lanes = [f64; LANES];
+
 /// A signal model bound to its fixed inputs (time + AIF, b-values, PLDs...).
 ///
 /// Binding happens at construction: a model value already knows its sample
@@ -117,6 +125,66 @@ pub trait Model: Send + Sync {
     fn initial_guess_in(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
         let _ = scratch;
         self.initial_guess(data, out)
+    }
+
+    /// Whether the model evaluates [`LANES`] voxels in lockstep through its
+    /// own [`Model::predict_with_jacobian_lanes`]. The fitter then runs the
+    /// voxels of a chunk `LANES` at a time through each evaluation; the
+    /// results equal the one-voxel fits bit for bit.
+    fn has_lanes(&self) -> bool {
+        false
+    }
+
+    /// Prediction and analytic Jacobian for [`LANES`] parameter vectors at
+    /// once, in structure-of-arrays layout: `params[j][l]` is parameter `j`
+    /// of lane `l`, `out[i][l]` sample `i`, `jac[j * n_samples + i][l]` the
+    /// Jacobian (column-major per lane, as in [`Model::jacobian`]);
+    /// `scratch` holds `scratch_len()` lanes.
+    ///
+    /// An override must do, lane by lane, exactly the arithmetic of
+    /// [`Model::predict_with_jacobian_in`] in the same order (no fused
+    /// multiply-adds it does not use), so that lockstep fits equal one-voxel
+    /// fits bit for bit. The default evaluates lane by lane
+    /// ([`lanes_one_by_one`]); it allocates, so models that return true from
+    /// [`Model::has_lanes`] override it.
+    fn predict_with_jacobian_lanes(
+        &self,
+        params: &[Lanes],
+        out: &mut [Lanes],
+        jac: &mut [Lanes],
+        scratch: &mut [Lanes],
+    ) {
+        let _ = scratch;
+        lanes_one_by_one(self, params, out, jac);
+    }
+}
+
+/// [`Model::predict_with_jacobian_lanes`] done lane by lane through
+/// [`Model::predict_with_jacobian_in`]: the reference a lockstep override is
+/// tested against. It allocates its buffers, and it is for models with an
+/// analytic Jacobian (lockstep fitting needs one).
+pub fn lanes_one_by_one<M: Model + ?Sized>(
+    model: &M,
+    params: &[Lanes],
+    out: &mut [Lanes],
+    jac: &mut [Lanes],
+) {
+    let (n, p) = (model.n_samples(), model.n_params());
+    let mut x = vec![0.0; p];
+    let mut pred = vec![0.0; n];
+    let mut j = vec![0.0; n * p];
+    let mut scratch = vec![0.0; model.scratch_len()];
+    for l in 0..LANES {
+        for (xj, pj) in x.iter_mut().zip(params) {
+            *xj = pj[l];
+        }
+        model.predict_with_jacobian_in(&x, &mut pred, &mut j, &mut scratch);
+        for (o, v) in out.iter_mut().zip(&pred) {
+            o[l] = *v;
+        }
+        for (o, v) in jac.iter_mut().zip(&j) {
+            o[l] = *v;
+        }
     }
 }
 
