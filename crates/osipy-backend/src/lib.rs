@@ -21,6 +21,8 @@
 
 use rayon::prelude::*;
 
+pub mod simd;
+
 /// Environment variable read by [`Device::auto`] and [`threads_from_env`].
 pub const THREADS_ENV: &str = "OSIPY_NUM_THREADS";
 

@@ -23,7 +23,9 @@ use ndarray::Array2;
 use osipy_core::{check_increasing, OsipyError, Result};
 
 mod exponential;
-pub use exponential::{biexp_conv, exp_conv, exp_conv_with_derivative, exponential};
+pub use exponential::{
+    biexp_conv, exp_conv, exp_conv_with_derivative, exp_conv_with_derivative_lanes, exponential,
+};
 
 /// Checks a time grid and the samples defined on it.
 pub fn check_grid(t: &[f64], what: &str, values: &[f64]) -> Result<()> {

@@ -282,3 +282,26 @@ fn grid_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn lockstep_lanes_equal_the_one_rate_convolution_bit_for_bit() {
+    // Rates on both sides of the series switch (k dt = 0.5), zero and large.
+    let rates = [[0.0, 0.01, 0.2, 2.0], [0.999, 1.0, 1.001, 37.0]];
+    for t in [nonuniform_grid(), uniform_grid(0.5, 40), uniform_grid(0.5, 41)] {
+        let a: Vec<f64> = t.iter().map(|x| gamma_pdf(*x, 3, 1.5)).collect();
+        for k in rates {
+            let mut out = vec![[0.0; 4]; t.len()];
+            let mut dout = vec![[0.0; 4]; t.len()];
+            exp_conv_with_derivative_lanes(&t, &a, &k, &mut out, &mut dout);
+            for (l, kl) in k.iter().enumerate() {
+                let mut c = vec![0.0; t.len()];
+                let mut d = vec![0.0; t.len()];
+                exp_conv_with_derivative(&t, &a, *kl, &mut c, &mut d);
+                for i in 0..t.len() {
+                    assert_eq!(out[i][l].to_bits(), c[i].to_bits(), "k={kl}, sample {i}");
+                    assert_eq!(dout[i][l].to_bits(), d[i].to_bits(), "k={kl}, sample {i}");
+                }
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@ use crate::models::{DceModelEntry, PkInput};
 use ndarray::{ArrayView3, ArrayView4};
 use osipy_backend::Device;
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, Result, Unit};
-use osipy_fitting::{fit_batch, param_index, FitOptions, FitterFn, Model, ParamSpec};
+use osipy_fitting::{fit_batch, param_index, FitOptions, FitterFn, Lanes, Model, ParamSpec};
 
 /// Options of [`fit_model`]. `Default` fits without delay with the engine's
 /// defaults and the `lm` fitter.
@@ -95,6 +95,18 @@ impl Model for WithStart<'_> {
     fn initial_guess_in(&self, data: &[f64], out: &mut [f64], scratch: &mut [f64]) {
         self.inner.initial_guess_in(data, out, scratch);
         self.overwrite(out);
+    }
+    fn has_lanes(&self) -> bool {
+        self.inner.has_lanes()
+    }
+    fn predict_with_jacobian_lanes(
+        &self,
+        p: &[Lanes],
+        out: &mut [Lanes],
+        jac: &mut [Lanes],
+        scratch: &mut [Lanes],
+    ) {
+        self.inner.predict_with_jacobian_lanes(p, out, jac, scratch)
     }
 }
 

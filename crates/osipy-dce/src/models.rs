@@ -28,9 +28,9 @@
 //! model's differential equation (Murase, MRM 2004; Flouri et al. 2016).
 
 use crate::lls::Normal;
-use osipy_convolution::{check_grid, exp_conv, exp_conv_with_derivative};
+use osipy_convolution::{check_grid, exp_conv, exp_conv_with_derivative, exp_conv_with_derivative_lanes};
 use osipy_core::{Extension, KindInfo, OsipyError, Result, Unit};
-use osipy_fitting::{Model, ParamSpec};
+use osipy_fitting::{Lanes, Model, ParamSpec, LANES};
 
 /// 1/min to 1/s.
 const PER_MIN: f64 = 1.0 / 60.0;
@@ -88,6 +88,11 @@ fn integrals(t: &[f64], cp: &[f64], c: &[f64], mut f: impl FnMut([f64; 6])) {
 pub(crate) type Kernel =
     fn(t: &[f64], cp: &[f64], p: &[f64], out: &mut [f64], jac: Option<&mut [f64]>) -> bool;
 
+/// A model's prediction and Jacobian for [`LANES`] voxels at once
+/// ([`Model::predict_with_jacobian_lanes`]) with the AIF passed at call
+/// time: per lane, exactly the arithmetic of its `Kernel`.
+pub(crate) type LaneKernel = fn(t: &[f64], cp: &[f64], p: &[Lanes], out: &mut [Lanes], jac: &mut [Lanes]);
+
 /// A model's linearised initial guess with the AIF passed at call time.
 pub(crate) type Guess = fn(t: &[f64], cp: &[f64], c: &[f64], out: &mut [f64]);
 
@@ -119,6 +124,50 @@ fn tofts_into(
             }
         }
     }
+}
+
+/// [`tofts_into`] with the Jacobian, in lockstep lanes; with `vp` the
+/// extended model's plasma term and its column as in [`etofts_kernel`].
+#[inline(always)]
+fn tofts_lanes_into(t: &[f64], cp: &[f64], p: &[Lanes], out: &mut [Lanes], jac: &mut [Lanes], vp: bool) {
+    let n = out.len();
+    let (dk, rest) = jac.split_at_mut(n);
+    let (dve, dvp) = rest.split_at_mut(n);
+    let k: Lanes = std::array::from_fn(|l| p[0][l] * PER_MIN);
+    let kep: Lanes = std::array::from_fn(|l| k[l] / p[1][l]);
+    exp_conv_with_derivative_lanes(t, cp, &kep, out, &mut dve[..n]);
+    let k_ve: Lanes = std::array::from_fn(|l| k[l] / p[1][l]);
+    let kkep_ve: Lanes = std::array::from_fn(|l| k[l] * kep[l] / p[1][l]);
+    for i in 0..n {
+        for l in 0..LANES {
+            let (conv, dconv) = (out[i][l], dve[i][l]);
+            out[i][l] = k[l] * conv;
+            dk[i][l] = (conv + k_ve[l] * dconv) * PER_MIN;
+            dve[i][l] = -kkep_ve[l] * dconv;
+        }
+    }
+    if vp {
+        for i in 0..n {
+            dvp[i] = [cp[i]; LANES];
+            for l in 0..LANES {
+                out[i][l] += p[2][l] * cp[i];
+            }
+        }
+    }
+}
+
+fn tofts_lanes(t: &[f64], cp: &[f64], p: &[Lanes], out: &mut [Lanes], jac: &mut [Lanes]) {
+    osipy_backend::simd::wide(
+        #[inline(always)]
+        || tofts_lanes_into(t, cp, p, out, jac, false),
+    )
+}
+
+fn etofts_lanes(t: &[f64], cp: &[f64], p: &[Lanes], out: &mut [Lanes], jac: &mut [Lanes]) {
+    osipy_backend::simd::wide(
+        #[inline(always)]
+        || tofts_lanes_into(t, cp, p, out, jac, true),
+    )
 }
 
 fn tofts_kernel(t: &[f64], cp: &[f64], p: &[f64], out: &mut [f64], jac: Option<&mut [f64]>) -> bool {
@@ -371,6 +420,8 @@ pub(crate) struct Spec {
     pub(crate) params: &'static [ParamSpec],
     pub(crate) kernel: Kernel,
     pub(crate) guess: Guess,
+    /// The lockstep form of `kernel` (prediction and Jacobian), if any.
+    pub(crate) lanes: Option<LaneKernel>,
 }
 
 const PM: Unit = Unit::PerMinute;
@@ -393,6 +444,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         params: &[KTRANS, VE],
         kernel: tofts_kernel,
         guess: tofts_guess,
+        lanes: Some(tofts_lanes),
     },
     Spec {
         name: "extended_tofts",
@@ -400,6 +452,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         params: &[KTRANS, VE, VP],
         kernel: etofts_kernel,
         guess: etofts_guess,
+        lanes: Some(etofts_lanes),
     },
     Spec {
         name: "patlak",
@@ -407,6 +460,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         params: &[KTRANS, VP],
         kernel: patlak_kernel,
         guess: patlak_guess,
+        lanes: None,
     },
     Spec {
         name: "2cxm",
@@ -414,6 +468,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         params: &[FP, PS, VE_2C, VP_2C],
         kernel: tcxm_kernel,
         guess: tcxm_guess,
+        lanes: None,
     },
     Spec {
         name: "2cum",
@@ -421,6 +476,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         params: &[FP, PS, VP_2C],
         kernel: tcum_kernel,
         guess: tcum_guess,
+        lanes: None,
     },
 ];
 
@@ -460,6 +516,21 @@ impl Model for PkModel {
     }
     fn initial_guess(&self, c: &[f64], out: &mut [f64]) {
         (self.spec.guess)(&self.input.t, &self.input.cp, c, out)
+    }
+    fn has_lanes(&self) -> bool {
+        self.spec.lanes.is_some()
+    }
+    fn predict_with_jacobian_lanes(
+        &self,
+        p: &[Lanes],
+        out: &mut [Lanes],
+        jac: &mut [Lanes],
+        _scratch: &mut [Lanes],
+    ) {
+        match self.spec.lanes {
+            Some(lanes) => lanes(&self.input.t, &self.input.cp, p, out, jac),
+            None => osipy_fitting::lanes_one_by_one(self, p, out, jac),
+        }
     }
 }
 

@@ -545,15 +545,21 @@ pub fn fit_batch(
                 for k in (0..out.r2.len()).filter(|k| masked(*k)) {
                     out.write(k, p, ws, &VoxelOutcome::not_fitted());
                 }
-                fit_lockstep(
-                    model,
-                    lw,
-                    &opts.lm,
-                    out.r2.len(),
-                    |ws, k| (!masked(k)).then(|| load(ws, first + k)),
-                    |ws, k, outcome, pinned_bad| {
-                        let voxel = assess(ws, outcome, pinned_bad, n_free, opts.r2_threshold);
-                        out.write(k, p, ws, &voxel);
+                // The lane loops get AVX2 where the CPU has it (same results).
+                osipy_backend::simd::wide(
+                    #[inline(always)]
+                    || {
+                        fit_lockstep(
+                            model,
+                            lw,
+                            &opts.lm,
+                            out.r2.len(),
+                            |ws, k| (!masked(k)).then(|| load(ws, first + k)),
+                            |ws, k, outcome, pinned_bad| {
+                                let voxel = assess(ws, outcome, pinned_bad, n_free, opts.r2_threshold);
+                                out.write(k, p, ws, &voxel);
+                            },
+                        )
                     },
                 )
             }

@@ -75,6 +75,7 @@ struct Slot {
 /// `k` into `ws` (data and start point) and returns whether a pinned value
 /// was not finite, or `None` when the voxel is not fitted (the caller has
 /// stored it); `store(ws, k, outcome, pinned_bad)` takes each finished fit.
+#[inline(always)]
 pub(crate) fn fit_lockstep(
     model: &dyn Model,
     lw: &mut LaneWork,
@@ -195,6 +196,7 @@ pub(crate) fn fit_lockstep(
 /// `J'J` over the free columns and `J'r` at the current point of every lane
 /// in `lanes`, into that lane's workspace: [`crate::lm`]'s sums with the
 /// same arithmetic per lane.
+#[inline(always)]
 fn lane_reductions(lw: &mut LaneWork, lanes: &[bool; LANES]) {
     let (n, p) = (lw.n, lw.p);
     for ((r, d), f) in lw.resid.iter_mut().zip(&lw.data).zip(&lw.cur_pred) {
@@ -225,6 +227,7 @@ fn lane_reductions(lw: &mut LaneWork, lanes: &[bool; LANES]) {
 }
 
 /// `dst[i][l] = src[i][l]` for the lanes in `take`.
+#[inline(always)]
 fn blend(dst: &mut [Lanes], src: &[Lanes], take: &[bool; LANES]) {
     for (d, s) in dst.iter_mut().zip(src) {
         for l in 0..LANES {
@@ -235,6 +238,7 @@ fn blend(dst: &mut [Lanes], src: &[Lanes], take: &[bool; LANES]) {
 
 /// Per lane, [`crate::lm`]'s `dot`: four accumulators over the samples,
 /// summed as `(a0 + a1) + (a2 + a3) + tail`.
+#[inline(always)]
 fn dot(a: &[Lanes], b: &[Lanes]) -> Lanes {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -259,6 +263,7 @@ fn dot(a: &[Lanes], b: &[Lanes]) -> Lanes {
 
 /// Per lane, [`crate::lm`]'s `ssr`: the residual sum of squares with the
 /// same accumulators as [`dot`].
+#[inline(always)]
 fn ssr(data: &[Lanes], pred: &[Lanes]) -> Lanes {
     let n = data.len().min(pred.len());
     let mut acc = [[0.0f64; LANES]; 4];
@@ -282,6 +287,7 @@ fn ssr(data: &[Lanes], pred: &[Lanes]) -> Lanes {
 }
 
 /// Per lane, whether every value is finite (`x * 0` is 0 only for finite `x`).
+#[inline(always)]
 fn all_finite(v: &[Lanes]) -> [bool; LANES] {
     let mut acc = [0.0f64; LANES];
     for x in v {
