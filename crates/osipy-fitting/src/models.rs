@@ -1,7 +1,7 @@
 //! Generic exponential-decay models, used for tests, benchmarks and as the
 //! simplest examples of the [`Model`] trait. Modality crates bring their own.
 
-use crate::model::{Model, ParamSpec};
+use crate::model::{Lanes, Model, ParamSpec, LANES};
 use osipy_core::Unit;
 
 /// Mono-exponential decay `S(t) = S0 * exp(-k t)`.
@@ -169,6 +169,39 @@ impl Model for BiExponential {
             _ => (4.0 * k2.max(1e-3), (data[0] - a2).abs()),
         };
         out.copy_from_slice(&[a1, k1, a2, k2]);
+    }
+    fn has_lanes(&self) -> bool {
+        true
+    }
+    /// Lockstep form of `fill`, lane by lane the same arithmetic.
+    fn predict_with_jacobian_lanes(
+        &self,
+        p: &[Lanes],
+        out: &mut [Lanes],
+        jac: &mut [Lanes],
+        _: &mut [Lanes],
+    ) {
+        let n = self.t.len();
+        let (c0, rest) = jac.split_at_mut(n);
+        let (c1, rest) = rest.split_at_mut(n);
+        let (c2, c3) = rest.split_at_mut(n);
+        osipy_backend::simd::wide(
+            #[inline(always)]
+            || {
+                for i in 0..n {
+                    let t = self.t[i];
+                    for l in 0..LANES {
+                        let e1 = (-p[1][l] * t).exp();
+                        let e2 = (-p[3][l] * t).exp();
+                        out[i][l] = p[0][l] * e1 + p[2][l] * e2;
+                        c0[i][l] = e1;
+                        c1[i][l] = -p[0][l] * t * e1;
+                        c2[i][l] = e2;
+                        c3[i][l] = -p[2][l] * t * e2;
+                    }
+                }
+            },
+        )
     }
 }
 

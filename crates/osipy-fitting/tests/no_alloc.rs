@@ -33,7 +33,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn allocations_for(n_vox: usize) -> usize {
+fn allocations_for(n_vox: usize, lockstep: bool) -> usize {
     let t: Vec<f64> = (0..12).map(|i| i as f64 * 0.5).collect();
     let model = BiExponential::new(&t);
     let mut y = vec![0.0; 12];
@@ -42,7 +42,10 @@ fn allocations_for(n_vox: usize) -> usize {
     let data = Array2::from_shape_fn((n_vox, 12), |(v, i)| {
         y[i] * (1.0 + 0.01 * (((v * 7 + i * 3) % 11) as f64 - 5.0) / 5.0)
     });
-    let opts = FitOptions::default();
+    let opts = FitOptions {
+        lockstep,
+        ..FitOptions::default()
+    };
     let dev = Device::Cpu { threads: 1 };
     let before = ALLOCS.load(Ordering::Relaxed);
     let fit = fit_batch(&model, data.view(), None, &opts, &dev).unwrap();
@@ -57,11 +60,15 @@ fn batch_fit_allocations_do_not_grow_with_voxels() {
     // Warm-up: the first call builds the worker pool, whose thread allocates
     // as it starts, concurrently with the counting (seen as 32 vs 36, either
     // way round, in about one run of six).
-    allocations_for(10);
-    let small = allocations_for(10);
-    let large = allocations_for(2000);
-    assert_eq!(
-        small, large,
-        "allocations: {small} for 10 voxels, {large} for 2000"
-    );
+    allocations_for(10, false);
+    // One voxel at a time, and four in lockstep (the bi-exponential has a
+    // lane kernel).
+    for lockstep in [false, true] {
+        let small = allocations_for(10, lockstep);
+        let large = allocations_for(2000, lockstep);
+        assert_eq!(
+            small, large,
+            "lockstep {lockstep}: allocations: {small} for 10 voxels, {large} for 2000"
+        );
+    }
 }
