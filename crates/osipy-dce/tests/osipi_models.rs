@@ -5,7 +5,7 @@
 use ndarray::Array2;
 use osipy_backend::Device;
 use osipy_dce::{model, model_with_delay, PkInput};
-use osipy_fitting::{check_jacobian, fit_batch, FitOptions};
+use osipy_fitting::{check_jacobian, check_lanes, fit_batch, FitOptions};
 use std::path::PathBuf;
 
 struct Case {
@@ -189,6 +189,30 @@ fn two_compartment_uptake() {
         "2cum",
         &[(0, "fp", 5.0, 0.1), (1, "ps", 0.005, 0.1), (2, "vp", 0.025, 0.0)],
     );
+}
+
+#[test]
+fn lane_kernels_equal_the_one_voxel_kernels_bit_for_bit() {
+    // The OSIPI case's real AIF and grid; rates spanning the convolution's
+    // series switch and bounds, five vectors so a group is incomplete.
+    let cases = load("2cum_sd_0.0025_delay_0.csv", "t", "C_t", "cp_aif");
+    let inp = PkInput::new(&cases[0].t, &cases[0].ca).unwrap();
+    for name in ["tofts", "extended_tofts"] {
+        let m = model(name, inp.clone()).unwrap();
+        assert!(m.has_lanes(), "{name} has a lane kernel");
+        let p = m.n_params();
+        let sets: Vec<Vec<f64>> = [
+            [0.3, 0.25, 0.05],
+            [1e-3, 1e-3, 0.0],
+            [5.0, 1.0, 1.0],
+            [0.01, 0.9, 0.3],
+            [2.0, 0.02, 0.1],
+        ]
+        .iter()
+        .map(|v| v[..p].to_vec())
+        .collect();
+        assert_eq!(check_lanes(m.as_ref(), &sets), 0, "{name}");
+    }
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub use batch::{
 pub use exec::{built_devices, map_voxels};
 pub use lm::LmSettings;
 pub use model::{
-    check_jacobian, finite_difference_jacobian, lanes_one_by_one, Lanes, Model, ParamSpec, LANES,
+    check_jacobian, check_lanes, finite_difference_jacobian, lanes_one_by_one, Lanes, Model, ParamSpec, LANES,
 };
 
 use ndarray::ArrayView2;

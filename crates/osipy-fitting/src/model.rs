@@ -188,6 +188,33 @@ pub fn lanes_one_by_one<M: Model + ?Sized>(
     }
 }
 
+/// Whether the model's lane kernel ([`Model::predict_with_jacobian_lanes`])
+/// gives, bit for bit, the one-voxel prediction and Jacobian
+/// ([`lanes_one_by_one`]) for the given parameter vectors (taken
+/// [`LANES`] at a time; a short last group repeats its first vector).
+/// Returns the number of differing values (0 when the kernel is exact).
+pub fn check_lanes(model: &dyn Model, params: &[Vec<f64>]) -> usize {
+    let (n, p) = (model.n_samples(), model.n_params());
+    let mut differing = 0;
+    for group in params.chunks(LANES) {
+        let x: Vec<Lanes> = (0..p)
+            .map(|j| std::array::from_fn(|l| group.get(l).unwrap_or(&group[0])[j]))
+            .collect();
+        let (mut out, mut jac) = (vec![[0.0; LANES]; n], vec![[0.0; LANES]; n * p]);
+        let mut scratch = vec![[0.0; LANES]; model.scratch_len()];
+        model.predict_with_jacobian_lanes(&x, &mut out, &mut jac, &mut scratch);
+        let (mut out1, mut jac1) = (vec![[0.0; LANES]; n], vec![[0.0; LANES]; n * p]);
+        lanes_one_by_one(model, &x, &mut out1, &mut jac1);
+        differing += out
+            .iter()
+            .chain(&jac)
+            .zip(out1.iter().chain(&jac1))
+            .map(|(a, b)| (0..LANES).filter(|l| a[*l].to_bits() != b[*l].to_bits()).count())
+            .sum::<usize>();
+    }
+    differing
+}
+
 /// Finite-difference Jacobian (central differences), column-major, used to
 /// check analytic Jacobians. `h_rel` is the relative step (e.g. 1e-6).
 pub fn finite_difference_jacobian(model: &dyn Model, params: &[f64], h_rel: f64) -> Vec<f64> {

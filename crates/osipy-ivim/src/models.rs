@@ -8,7 +8,7 @@
 //! * mono-exponential (S0, ADC): $$S(b) = S_0\, e^{-b \cdot ADC}$$
 
 use osipy_core::{OsipyError, Result, Unit};
-use osipy_fitting::{Model, ParamSpec};
+use osipy_fitting::{Lanes, Model, ParamSpec, LANES};
 
 const MM2: Unit = Unit::Mm2PerSecond;
 
@@ -91,6 +91,40 @@ impl Model for Biexponential {
             jds[i] = -p[0] * p[1] * b * e2;
         }
         true
+    }
+    fn has_lanes(&self) -> bool {
+        true
+    }
+    /// Lockstep form of `predict_with_jacobian`, lane by lane the same
+    /// arithmetic.
+    fn predict_with_jacobian_lanes(
+        &self,
+        p: &[Lanes],
+        out: &mut [Lanes],
+        jac: &mut [Lanes],
+        _: &mut [Lanes],
+    ) {
+        let n = out.len();
+        let (js0, rest) = jac.split_at_mut(n);
+        let (jf, rest) = rest.split_at_mut(n);
+        let (jd, jds) = rest.split_at_mut(n);
+        osipy_backend::simd::wide(
+            #[inline(always)]
+            || {
+                for i in 0..n {
+                    let b = self.b[i];
+                    for l in 0..LANES {
+                        let (e1, e2) = ((-b * p[2][l]).exp(), (-b * p[3][l]).exp());
+                        let shape = (1.0 - p[1][l]) * e1 + p[1][l] * e2;
+                        out[i][l] = p[0][l] * shape;
+                        js0[i][l] = shape;
+                        jf[i][l] = p[0][l] * (e2 - e1);
+                        jd[i][l] = -p[0][l] * (1.0 - p[1][l]) * b * e1;
+                        jds[i][l] = -p[0][l] * p[1][l] * b * e2;
+                    }
+                }
+            },
+        )
     }
     /// Segmented-style start: mono-exponential on b >= 200 for D and the
     /// intercept, f from the intercept, D* = 10 D clamped.

@@ -182,6 +182,17 @@ fn segmented_is_truly_two_step_on_noise_free_data() {
     assert!(check_jacobian(&m, &[1.0, 0.1, 1e-3, 0.05]).unwrap() < 1e-6);
     assert!(check_jacobian(&Simplified::new(&b).unwrap(), &[1.0, 0.1, 1e-3]).unwrap() < 1e-6);
     assert!(check_jacobian(&MonoExponentialAdc::new(&b).unwrap(), &[1.0, 1e-3]).unwrap() < 1e-6);
+    // The bi-exponential's lane kernel (lockstep full fits) equals its
+    // one-voxel kernel bit for bit.
+    assert!(m.has_lanes());
+    let sets = [
+        vec![1.0, 0.1, 1e-3, 0.05],
+        vec![250.0, 0.0, 0.0, 0.2],
+        vec![1.0, 1.0, 5e-3, 5e-3],
+        vec![0.5, 0.3, 2e-3, 0.01],
+        vec![1.0, 0.05, 1e-4, 0.1],
+    ];
+    assert_eq!(osipy_fitting::check_lanes(&m, &sets), 0);
 }
 
 #[test]
