@@ -268,6 +268,9 @@ fn cli_run(root: &Path, dir: &Path, conc: &Array4<f64>, t: &[f64], aif: &[f64]) 
         bail!("building the osipy CLI failed");
     }
     let bin = root.join("target/release/osipy");
+    // The output of an earlier bench-compare run would make `osipy run`
+    // refuse the folder.
+    let _ = std::fs::remove_dir_all(data.join("out"));
     let out = Command::new("/usr/bin/time")
         .arg("-v")
         .arg(&bin)

@@ -591,8 +591,11 @@ fn read_4d_chunked(path: &Path, chunk_bytes: usize) -> Option<Result<Series4>> {
         std::io::copy(&mut (&mut src).take(h.vox_offset as u64), &mut std::io::sink()).map_err(truncated)?;
         let frame_bytes = n_vox * bytes_per;
         // At least 8 frames (a 64-byte line of f64 per voxel), so placing a
-        // chunk writes whole cache lines even when one frame is large.
+        // chunk writes whole cache lines even when one frame is large; and
+        // at most a quarter of the series, so that small series come in
+        // several chunks too and their inflating overlaps the placing.
         let k_max = (chunk_bytes / frame_bytes.max(1))
+            .min(nt.div_ceil(4))
             .max(MIN_CHUNK_FRAMES)
             .clamp(1, nt);
         let mut out = vec![0.0f64; n_vox * nt];
