@@ -130,7 +130,9 @@ pub trait Model: Send + Sync {
     /// Whether the model evaluates [`LANES`] voxels in lockstep through its
     /// own [`Model::predict_with_jacobian_lanes`]. The fitter then runs the
     /// voxels of a chunk `LANES` at a time through each evaluation; the
-    /// results equal the one-voxel fits bit for bit.
+    /// results equal the one-voxel fits bit for bit. A model that wraps
+    /// another forwards both lane methods, or its fits lose the lockstep
+    /// path.
     fn has_lanes(&self) -> bool {
         false
     }
