@@ -236,6 +236,13 @@ fn validate(
     opts: &FitOptions,
 ) -> Result<Vec<(f64, f64)>> {
     let p = model.n_params();
+    if p == 0 {
+        return Err(OsipyError::data(
+            format!("number of parameters of model {}", model.name()),
+            "0",
+            "at least one parameter to fit",
+        ));
+    }
     if n_cols != model.n_samples() {
         return Err(OsipyError::data(
             format!("number of samples per voxel for model {}", model.name()),
