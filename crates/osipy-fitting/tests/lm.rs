@@ -312,6 +312,30 @@ fn whole_call_errors_name_the_problem() {
         ..Default::default()
     };
     assert!(fit_batch(&mono, data.view(), None, &opts, &CPU1).is_err());
+    // A model with nothing to fit.
+    struct Constant;
+    impl Model for Constant {
+        fn name(&self) -> &str {
+            "constant"
+        }
+        fn params(&self) -> &[osipy_fitting::ParamSpec] {
+            &[]
+        }
+        fn n_samples(&self) -> usize {
+            12
+        }
+        fn predict(&self, _: &[f64], out: &mut [f64]) {
+            out.fill(1.0);
+        }
+        fn initial_guess(&self, _: &[f64], _: &mut [f64]) {}
+    }
+    let e = fit_batch(&Constant, data.view(), None, &FitOptions::default(), &CPU1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model constant") && e.contains("at least one parameter"),
+        "{e}"
+    );
 }
 
 #[test]
