@@ -4,7 +4,7 @@ use crate::models::{DceModelEntry, PkInput};
 use ndarray::{ArrayView3, ArrayView4};
 use osipy_backend::Device;
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, Result, Unit};
-use osipy_fitting::{fit_batch, param_index, FitOptions, FitterFn, Lanes, Model, ParamSpec};
+use osipy_fitting::{lm_fitter, param_index, FitOptions, FitterFn, Lanes, Model, ParamSpec, VoxelData};
 
 /// Options of [`fit_model`]. `Default` fits without delay with the engine's
 /// defaults and the `lm` fitter.
@@ -29,7 +29,7 @@ pub struct DceFitOptions {
 impl Default for DceFitOptions {
     fn default() -> Self {
         DceFitOptions {
-            fitter: (fit_batch, "lm".into()),
+            fitter: (lm_fitter, "lm".into()),
             fit: FitOptions::default(),
             fit_delay: false,
             bounds: Vec::new(),
@@ -129,6 +129,53 @@ pub fn fit_model(
     let s = concentration.shape();
     let shape = [s[0], s[1], s[2]];
     osipy_core::check_series(s, time.len(), mask.as_ref().map(|m| m.shape()))?;
+    let n_vox = shape.iter().product::<usize>();
+    // A contiguous input is reshaped as a view; only other layouts are copied.
+    let standard = concentration.as_standard_layout();
+    let data = standard
+        .view()
+        .into_shape_with_order((n_vox, s[3]))
+        .map_err(|e| OsipyError::data("concentration array", e.to_string(), "a 4D array"))?;
+    let flat_mask: Option<Vec<bool>> = mask.map(|m| m.as_standard_layout().iter().copied().collect());
+    fit_voxels(
+        entry,
+        &data,
+        shape,
+        aif,
+        time,
+        flat_mask.as_deref(),
+        options,
+        device,
+    )
+}
+
+/// [`fit_model`] on concentration curves from any [`VoxelData`] (one row per
+/// voxel of the grid `shape`, row-major over x, y, z): an array, or a
+/// source that converts each voxel's signal as the fit reads it (the run's
+/// streamed path). Voxels the source cannot load get its quality code.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_voxels(
+    entry: &DceModelEntry,
+    data: &dyn VoxelData,
+    shape: [usize; 3],
+    aif: &[f64],
+    time: &[f64],
+    mask: Option<&[bool]>,
+    options: &DceFitOptions,
+    device: &Device,
+) -> Result<DceFit> {
+    let (n_vox, n_t) = data.dim();
+    osipy_core::check_per_voxel("concentration curves", n_vox, shape.iter().product())?;
+    if n_t != time.len() {
+        return Err(OsipyError::data(
+            "frames per concentration curve",
+            n_t.to_string(),
+            format!("{}, one per frame time", time.len()),
+        ));
+    }
+    if let Some(m) = mask {
+        osipy_core::check_per_voxel("mask", m.len(), n_vox)?;
+    }
     let input = PkInput::new(time, aif)?;
     let base = if options.fit_delay {
         entry.build_delayed(input)?
@@ -150,15 +197,7 @@ pub fn fit_model(
         start,
     };
 
-    let n_vox = shape.iter().product::<usize>();
-    // A contiguous input is reshaped as a view; only other layouts are copied.
-    let standard = concentration.as_standard_layout();
-    let data = standard
-        .view()
-        .into_shape_with_order((n_vox, s[3]))
-        .map_err(|e| OsipyError::data("concentration array", e.to_string(), "a 4D array"))?;
-    let flat_mask: Option<Vec<bool>> = mask.map(|m| m.as_standard_layout().iter().copied().collect());
-    let fit = (options.fitter.0)(&m, data.view(), flat_mask.as_deref(), &fit_opts, device)?;
+    let fit = (options.fitter.0)(&m, data, mask, &fit_opts, device)?;
 
     let provenance = Provenance::default()
         .with_method("model", &name)

@@ -1,5 +1,6 @@
 //! The batched entry point: many voxels, one model, parallel and deterministic.
 
+use crate::data::VoxelData;
 use crate::exec::map_parts;
 use crate::lanes::{fit_lockstep, LaneWork};
 use crate::lm::{fit_one, LmOutcome, LmSettings, Workspace};
@@ -378,9 +379,10 @@ struct VoxelOutcome {
 }
 
 impl VoxelOutcome {
-    fn not_fitted() -> Self {
+    /// A voxel left unfitted (masked out, or its data could not be loaded).
+    fn not_fitted(status: QualityCode) -> Self {
         VoxelOutcome {
-            status: QualityCode::NotFitted,
+            status,
             r2: f64::NAN,
             rms: f64::NAN,
             iterations: 0,
@@ -463,15 +465,17 @@ impl VoxelOutputs<'_> {
     }
 }
 
-/// Fits `model` to every masked row of `data` (voxels x samples).
+/// Fits `model` to every masked row of `data` (voxels x samples): an array
+/// view, or any [`VoxelData`] that computes the rows as they are needed.
 ///
 /// Whole-call errors only for inconsistent inputs (sample count, mask length,
-/// bounds, pins, initial-guess shape). Per-voxel failures are recorded in
-/// [`BatchFit::status`] with NaN parameters. Runs in parallel on `device` in
-/// fixed chunks: results are bit-identical for any thread count.
-pub fn fit_batch(
+/// bounds, pins, initial-guess shape). Per-voxel failures, and voxels whose
+/// data could not be loaded, are recorded in [`BatchFit::status`] with NaN
+/// parameters. Runs in parallel on `device` in fixed chunks: results are
+/// bit-identical for any thread count.
+pub fn fit_batch<D: VoxelData>(
     model: &dyn Model,
-    data: ArrayView2<'_, f64>,
+    data: D,
     mask: Option<&[bool]>,
     opts: &FitOptions,
     device: &Device,
@@ -536,22 +540,20 @@ pub fn fit_batch(
         (ws, lanes)
     };
     let n_free = p - (0..p).filter(|j| opts.pinned.iter().any(|(i, _)| i == j)).count();
-    // Loads voxel `first + k` into `ws`: its data and start point, and
-    // whether a pinned value was not finite.
-    let load = |ws: &mut Workspace, v: usize| {
-        for (d, s) in ws.data.iter_mut().zip(data.row(v)) {
-            *d = *s;
+    // Loads voxel `v` into `ws`: its data and start point. Returns whether
+    // a pinned value was not finite, or why the voxel is not fitted.
+    let load = |ws: &mut Workspace, v: usize, masked: bool| {
+        if masked {
+            return Err(QualityCode::NotFitted);
         }
-        start_point(model, ws, v, opts)
+        data.load(v, &mut ws.data)?;
+        Ok(start_point(model, ws, v, opts))
     };
     map_parts(device, &mut parts, init, |(ws, lanes), part, out| {
         let first = part * chunk;
         let masked = |k: usize| mask.is_some_and(|m| !m[first + k]);
         match lanes {
             Some(lw) => {
-                for k in (0..out.r2.len()).filter(|k| masked(*k)) {
-                    out.write(k, p, ws, &VoxelOutcome::not_fitted());
-                }
                 // The lane loops get AVX2 where the CPU has it (same results).
                 osipy_backend::simd::wide(
                     #[inline(always)]
@@ -561,9 +563,14 @@ pub fn fit_batch(
                             lw,
                             &opts.lm,
                             out.r2.len(),
-                            |ws, k| (!masked(k)).then(|| load(ws, first + k)),
-                            |ws, k, outcome, pinned_bad| {
-                                let voxel = assess(ws, outcome, pinned_bad, n_free, opts.r2_threshold);
+                            |ws, k| load(ws, first + k, masked(k)),
+                            |ws, k, result| {
+                                let voxel = match result {
+                                    Ok((outcome, pinned_bad)) => {
+                                        assess(ws, outcome, pinned_bad, n_free, opts.r2_threshold)
+                                    }
+                                    Err(code) => VoxelOutcome::not_fitted(code),
+                                };
                                 out.write(k, p, ws, &voxel);
                             },
                         )
@@ -572,12 +579,12 @@ pub fn fit_batch(
             }
             None => {
                 for k in 0..out.r2.len() {
-                    let voxel = if masked(k) {
-                        VoxelOutcome::not_fitted()
-                    } else {
-                        let pinned_bad = load(ws, first + k);
-                        let outcome = fit_one(model, ws, &opts.lm);
-                        assess(ws, &outcome, pinned_bad, n_free, opts.r2_threshold)
+                    let voxel = match load(ws, first + k, masked(k)) {
+                        Ok(pinned_bad) => {
+                            let outcome = fit_one(model, ws, &opts.lm);
+                            assess(ws, &outcome, pinned_bad, n_free, opts.r2_threshold)
+                        }
+                        Err(code) => VoxelOutcome::not_fitted(code),
                     };
                     out.write(k, p, ws, &voxel);
                 }

@@ -73,16 +73,17 @@ struct Slot {
 
 /// Fits voxels `0..count` of a chunk in lockstep. `start(ws, k)` loads voxel
 /// `k` into `ws` (data and start point) and returns whether a pinned value
-/// was not finite, or `None` when the voxel is not fitted (the caller has
-/// stored it); `store(ws, k, outcome, pinned_bad)` takes each finished fit.
+/// was not finite, or the quality code of a voxel that is not fitted;
+/// `store(ws, k, result)` takes each voxel's end: its fit (outcome and
+/// whether a pinned value was not finite) or that code.
 #[inline(always)]
 pub(crate) fn fit_lockstep(
     model: &dyn Model,
     lw: &mut LaneWork,
     settings: &LmSettings,
     count: usize,
-    mut start: impl FnMut(&mut Workspace, usize) -> Option<bool>,
-    mut store: impl FnMut(&Workspace, usize, &LmOutcome, bool),
+    mut start: impl FnMut(&mut Workspace, usize) -> Result<bool, QualityCode>,
+    mut store: impl FnMut(&Workspace, usize, Result<(&LmOutcome, bool), QualityCode>),
 ) {
     let (n, p) = (lw.n, lw.p);
     let mut slots: [Option<Slot>; LANES] = std::array::from_fn(|_| None);
@@ -94,11 +95,15 @@ pub(crate) fn fit_lockstep(
                 let k = next_voxel;
                 next_voxel += 1;
                 let ws = &mut lw.ws[l];
-                let Some(pinned_bad) = start(ws, k) else {
-                    continue;
+                let pinned_bad = match start(ws, k) {
+                    Ok(pinned_bad) => pinned_bad,
+                    Err(code) => {
+                        store(ws, k, Err(code));
+                        continue;
+                    }
                 };
                 if let Some(outcome) = begin(ws) {
-                    store(ws, k, &outcome, pinned_bad);
+                    store(ws, k, Ok((&outcome, pinned_bad)));
                     continue;
                 }
                 for j in 0..p {
@@ -132,7 +137,7 @@ pub(crate) fn fit_lockstep(
             let ok = finite_pred[l] && finite_jac[l];
             match &mut s.state {
                 None if !ok => {
-                    store(ws, s.k, &failed(QualityCode::ModelFailure), s.pinned_bad);
+                    store(ws, s.k, Ok((&failed(QualityCode::ModelFailure), s.pinned_bad)));
                     *slot = None;
                 }
                 None => {
@@ -185,7 +190,7 @@ pub(crate) fn fit_lockstep(
                         *c = v[l];
                     }
                     let outcome = finish(ws, status, st);
-                    store(ws, s.k, &outcome, s.pinned_bad);
+                    store(ws, s.k, Ok((&outcome, s.pinned_bad)));
                     *slot = None;
                 }
             }

@@ -21,6 +21,7 @@
 
 mod batch;
 pub mod bayes;
+mod data;
 pub mod dual;
 mod exec;
 mod lanes;
@@ -32,19 +33,18 @@ pub mod rng;
 pub use batch::{
     fit_batch, fit_curve, named_bounds, param_index, BatchFit, FitOptions, InitialGuess, PinValue, VoxelFit,
 };
+pub use data::VoxelData;
 pub use exec::{built_devices, map_voxels};
 pub use lm::LmSettings;
 pub use model::{
     check_jacobian, check_lanes, finite_difference_jacobian, lanes_one_by_one, Lanes, Model, ParamSpec, LANES,
 };
 
-use ndarray::ArrayView2;
 use osipy_backend::Device;
 use osipy_core::{Extension, KindInfo, Registry, Result};
 
 /// Signature of a batched least-squares fitter.
-pub type FitterFn =
-    fn(&dyn Model, ArrayView2<'_, f64>, Option<&[bool]>, &FitOptions, &Device) -> Result<BatchFit>;
+pub type FitterFn = fn(&dyn Model, &dyn VoxelData, Option<&[bool]>, &FitOptions, &Device) -> Result<BatchFit>;
 
 /// Registry entry of a least-squares fitter: the function that runs.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +63,17 @@ pub fn register(reg: &mut Registry) -> Result<()> {
     reg.register(
         "lm",
         "bounded Levenberg-Marquardt (projected, active set; Marquardt 1963, Kanzow et al. 2004)",
-        Fitter(fit_batch),
+        Fitter(lm_fitter),
     )
+}
+
+/// [`fit_batch`] as a [`FitterFn`]: the registry's `lm` fitter.
+pub fn lm_fitter(
+    model: &dyn Model,
+    data: &dyn VoxelData,
+    mask: Option<&[bool]>,
+    opts: &FitOptions,
+    device: &Device,
+) -> Result<BatchFit> {
+    fit_batch(model, data, mask, opts, device)
 }

@@ -346,7 +346,7 @@ fn fitter_registry_lists_lm() {
     let f = reg.get::<osipy_fitting::Fitter>("lm").unwrap().0;
     let mono = MonoExponential::new(&times());
     let data = synth(&mono, &[10.0, 0.5], 1, 0.0, 1);
-    let r = f(&mono, data.view(), None, &FitOptions::default(), &CPU1).unwrap();
+    let r = f(&mono, &data.view(), None, &FitOptions::default(), &CPU1).unwrap();
     assert!((r.params[[0, 1]] - 0.5).abs() < 1e-9);
 }
 

@@ -8,7 +8,7 @@ use osipy_backend::Device;
 use osipy_core::QualityCode;
 use osipy_fitting::models::BiExponential;
 use osipy_fitting::rng::Rng;
-use osipy_fitting::{fit_batch, BatchFit, FitOptions, Model, ParamSpec, PinValue};
+use osipy_fitting::{fit_batch, BatchFit, FitOptions, Model, ParamSpec, PinValue, VoxelData};
 
 /// The bi-exponential with the lockstep path switched on through the
 /// trait's reference lane evaluation (lane by lane), so these tests check
@@ -156,5 +156,64 @@ fn check_lockstep(model: &dyn Model) {
             let lock = fit_batch(model, d.view(), Some(&mask), &opts, &Device::Cpu { threads }).unwrap();
             assert_same(&one, &lock, &format!("options {i}, {threads} threads"));
         }
+    }
+}
+
+/// Rows of an array, except that every voxel `v % 9 == 4` cannot be loaded:
+/// a source such as a signal-to-concentration conversion that fails there.
+struct Failing<'a>(ndarray::ArrayView2<'a, f64>);
+
+impl VoxelData for Failing<'_> {
+    fn dim(&self) -> (usize, usize) {
+        self.0.dim()
+    }
+    fn load(&self, v: usize, out: &mut [f64]) -> Result<(), QualityCode> {
+        if v % 9 == 4 {
+            return Err(QualityCode::InvalidSignal);
+        }
+        self.0.load(v, out)
+    }
+}
+
+/// A voxel its source cannot load is stored as a masked voxel is (NaN
+/// parameters and R^2, no iterations) with the source's quality code, on
+/// both drivers; every other voxel is fitted as from the array. Float32
+/// rows fit as their f64 widening does, bit for bit.
+#[test]
+fn voxels_a_source_cannot_load_keep_its_code() {
+    let t: Vec<f64> = (0..13).map(|i| i as f64 * 0.25).collect();
+    let model = BiExponential::new(&t);
+    let n_vox = 301;
+    let d = data(&model, n_vox);
+    let mask: Vec<bool> = (0..n_vox).map(|v| v % 17 != 5).collect();
+    let loadable: Vec<bool> = (0..n_vox).map(|v| mask[v] && v % 9 != 4).collect();
+    for lockstep in [true, false] {
+        let opts = FitOptions {
+            lockstep,
+            chunk_voxels: 16,
+            ..FitOptions::default()
+        };
+        for threads in [1, 2] {
+            let dev = Device::Cpu { threads };
+            let mut expected = fit_batch(&model, d.view(), Some(&loadable), &opts, &dev).unwrap();
+            for v in (0..n_vox).filter(|v| mask[*v] && !loadable[*v]) {
+                expected.status[v] = QualityCode::InvalidSignal;
+            }
+            let got = fit_batch(&model, Failing(d.view()), Some(&mask), &opts, &dev).unwrap();
+            assert!(got.status.iter().any(|s| *s == QualityCode::InvalidSignal));
+            assert_same(
+                &expected,
+                &got,
+                &format!("lockstep {lockstep}, {threads} threads"),
+            );
+        }
+        let narrow = d.mapv(|x| x as f32);
+        let widened = narrow.mapv(f64::from);
+        let dev = Device::Cpu { threads: 2 };
+        assert_same(
+            &fit_batch(&model, widened.view(), Some(&mask), &opts, &dev).unwrap(),
+            &fit_batch(&model, narrow.view(), Some(&mask), &opts, &dev).unwrap(),
+            "float32 rows",
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! came from. NIfTI inputs produce it today; DICOM and BIDS readers will
 //! produce the same type.
 
-use crate::inputs::{InputSpec, Inputs, Series, TIME_FILE};
+use crate::inputs::{AnySeries, InputSpec, Inputs, Series, TIME_FILE};
 use crate::Geometry;
-use ndarray::{Array3, Array4, ArrayView2};
+use ndarray::{Array, Array3, Array4, ArrayView2, Dimension};
 use osipy_core::{check_increasing, OsipyError, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -83,12 +83,41 @@ pub struct Acquisition {
     pub field_strength: Option<Sourced<f64>>,
 }
 
+/// The element type a series is held in: f64, or f32 when every value is
+/// exactly a float32 ([`Dataset::load_any`]).
+pub trait Sample: Copy + Default + Send + Sync + Into<f64> + std::fmt::Debug + 'static {
+    /// `v` as `Self`: exact for the values a reader stores as `Self`.
+    fn from_f64(v: f64) -> Self;
+    /// The array as f64: no copy for f64.
+    fn widen<D: Dimension>(a: Array<Self, D>) -> Array<f64, D>;
+}
+
+impl Sample for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn widen<D: Dimension>(a: Array<Self, D>) -> Array<f64, D> {
+        a
+    }
+}
+
+impl Sample for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn widen<D: Dimension>(a: Array<Self, D>) -> Array<f64, D> {
+        a.mapv(f64::from)
+    }
+}
+
 /// A 4D dataset: data in standard (C) layout so each voxel's series is
-/// contiguous, its geometry, the dynamic axis, mask and acquisition.
+/// contiguous, its geometry, the dynamic axis, mask and acquisition. The
+/// values are f64 ([`Dataset::load`]), or float32 when that is exact
+/// ([`Dataset::load_any`]).
 #[derive(Debug, Clone)]
-pub struct Dataset {
+pub struct Dataset<T = f64> {
     /// Values (x, y, z, volumes), standard layout.
-    pub data: Array4<f64>,
+    pub data: Array4<T>,
     /// Voxel-to-world geometry of the primary series (outputs use it).
     pub geometry: Geometry,
     /// Values of the last axis; `None` until known (the header's time step
@@ -102,21 +131,62 @@ pub struct Dataset {
     pub files: BTreeMap<String, String>,
 }
 
+/// A dataset held as float32 (when exact) or f64 ([`Dataset::load_any`]).
+#[derive(Debug, Clone)]
+pub enum AnyDataset {
+    /// Every value of the series is exactly a float32.
+    F32(Dataset<f32>),
+    /// Any other series.
+    F64(Dataset<f64>),
+}
+
 impl Dataset {
     /// Reads the primary series of `spec` (its role) and the mask from
     /// `inputs`, with the acquisition parameters of its JSON sidecar (BIDS
     /// names) and frame times from the header's time step. A missing series
     /// is an error naming the role and what it holds.
     pub fn load(inputs: &Inputs, spec: &InputSpec) -> Result<Dataset> {
-        let role = spec.role;
-        inputs.require(
-            role,
-            "every run of this modality",
-            &format!("set data.{role}: {}", spec.description),
-        )?;
-        let Some(series) = inputs.series(role)? else {
-            return Err(OsipyError::Validation(format!("data.{role} could not be read")));
+        require(inputs, spec)?;
+        let Some(series) = inputs.series(spec.role)? else {
+            return Err(OsipyError::Validation(format!(
+                "data.{} could not be read",
+                spec.role
+            )));
         };
+        Dataset::from_series(inputs, spec.role, series)
+    }
+
+    /// [`Dataset::load`], holding the series as float32 when every value is
+    /// exactly a float32 (uint8, int16, uint16 or float32 NIfTI samples
+    /// without scaling): half the memory, the same values once widened.
+    pub fn load_any(inputs: &Inputs, spec: &InputSpec) -> Result<AnyDataset> {
+        require(inputs, spec)?;
+        match inputs.series_any(spec.role)? {
+            Some(AnySeries::F32(s)) => Ok(AnyDataset::F32(Dataset::from_series(inputs, spec.role, s)?)),
+            Some(AnySeries::F64(s)) => Ok(AnyDataset::F64(Dataset::from_series(inputs, spec.role, s)?)),
+            None => Err(OsipyError::Validation(format!(
+                "data.{} could not be read",
+                spec.role
+            ))),
+        }
+    }
+}
+
+/// A missing primary series is an error naming its role and what it holds.
+fn require(inputs: &Inputs, spec: &InputSpec) -> Result<()> {
+    inputs
+        .require(
+            spec.role,
+            "every run of this modality",
+            &format!("set data.{}: {}", spec.role, spec.description),
+        )
+        .map(|_| ())
+}
+
+impl<T: Sample> Dataset<T> {
+    /// The dataset of `series`: standard layout, the mask of `inputs`, the
+    /// dynamic axis and the sidecar's acquisition parameters.
+    fn from_series(inputs: &Inputs, role: &str, series: Series<T>) -> Result<Dataset<T>> {
         let Series {
             data,
             geometry,
@@ -187,7 +257,7 @@ impl Dataset {
     }
 
     /// The data as `voxels x volumes` rows (a view, no copy).
-    pub fn voxels(&self) -> Result<ArrayView2<'_, f64>> {
+    pub fn voxels(&self) -> Result<ArrayView2<'_, T>> {
         let (v, n) = (self.n_voxels(), self.n_volumes());
         self.data
             .view()

@@ -13,7 +13,7 @@
 
 use crate::bids::{self, Participant};
 use crate::dicom::{self, DicomSeries, SeriesSelector};
-use crate::{read_3d, read_4d, Geometry};
+use crate::{read_3d, read_4d, AnySeries4, Geometry};
 use ndarray::{Array3, Array4};
 use osipy_core::{OsipyError, Result};
 use serde::{Deserialize, Serialize};
@@ -129,9 +129,9 @@ pub enum DataValue {
 
 /// A 4D series as read: data, geometry and the time step of its header.
 #[derive(Debug, Clone)]
-pub struct Series {
+pub struct Series<T = f64> {
     /// Values (x, y, z, volumes).
-    pub data: Array4<f64>,
+    pub data: Array4<T>,
     /// Voxel-to-world geometry.
     pub geometry: Geometry,
     /// `pixdim[4]` in seconds, when the header has one.
@@ -141,6 +141,15 @@ pub struct Series {
     pub frame_times: Option<Vec<f64>>,
     /// The file (or DICOM folder).
     pub path: PathBuf,
+}
+
+/// A series held as float32 (when exact) or f64 ([`Inputs::series_any`]).
+#[derive(Debug, Clone)]
+pub enum AnySeries {
+    /// Every value is exactly a float32.
+    F32(Series<f32>),
+    /// Any other series.
+    F64(Series<f64>),
 }
 
 /// The resolved inputs of one run.
@@ -310,6 +319,31 @@ impl Inputs {
             time_step,
             frame_times: None,
             path: p.to_path_buf(),
+        }))
+    }
+
+    /// [`Inputs::series`], holding the values as float32 when every value
+    /// is exactly a float32 (see [`crate::read_4d_any`]): half the memory,
+    /// the same values once widened to f64.
+    pub fn series_any(&self, role: &str) -> Result<Option<AnySeries>> {
+        let Some(p) = self.path(role) else {
+            return Ok(None);
+        };
+        if self.dicom(role).is_some() {
+            return Ok(self.series(role)?.map(AnySeries::F64));
+        }
+        fn series<T>((data, geometry, time_step): (Array4<T>, Geometry, Option<f64>), p: &Path) -> Series<T> {
+            Series {
+                data,
+                geometry,
+                time_step,
+                frame_times: None,
+                path: p.to_path_buf(),
+            }
+        }
+        Ok(Some(match crate::read_4d_any(p)? {
+            AnySeries4::F32(s) => AnySeries::F32(series(s, p)),
+            AnySeries4::F64(s) => AnySeries::F64(series(s, p)),
         }))
     }
 

@@ -5,7 +5,8 @@
 //! * [`read_nifti`], [`read_3d`], [`read_4d`]: `.nii` / `.nii.gz` of any stored
 //!   data type to f64, with `scl_slope`/`scl_inter` applied, the affine from the
 //!   sform (else the qform, else the voxel sizes) and the time step from
-//!   `pixdim[4]` in seconds.
+//!   `pixdim[4]` in seconds. [`read_4d_any`] holds a series as float32 when
+//!   that is exact (half the memory).
 //! * [`write_map`], [`write_mask`], [`write_4d`], [`write_parameter_map`]:
 //!   `.nii.gz` outputs with the source geometry and JSON sidecars, each written
 //!   to a temporary name and renamed when complete ([`atomic_write`]).
@@ -39,7 +40,7 @@ mod nifti_io;
 pub mod peers;
 
 pub use curves::{aif_plot, voxel_curves, CurveAxes, Plot, Trace};
-pub use dataset::{Acquisition, AxisUnit, Dataset, DynamicAxis, Sourced};
+pub use dataset::{Acquisition, AnyDataset, AxisUnit, Dataset, DynamicAxis, Sample, Sourced};
 pub use dro::DroRow;
 pub use inputs::{
     check_grid, is_nifti, parse_numbers, parse_value_list, participant, read_numbers, read_text_file,
@@ -53,6 +54,6 @@ pub use modality::{
 
 pub use atomic::{atomic_write, write_json};
 pub use nifti_io::{
-    read_3d, read_4d, read_nifti, write_4d, write_4d_f64, write_map, write_mask, write_parameter_map,
-    write_parameter_map_as, Geometry, NiftiVolume,
+    read_3d, read_4d, read_4d_any, read_nifti, write_4d, write_4d_f64, write_map, write_mask,
+    write_parameter_map, write_parameter_map_as, AnySeries4, Geometry, NiftiVolume,
 };

@@ -1,6 +1,7 @@
 //! NIfTI-1 reading and writing.
 
 use crate::atomic::{atomic_write, write_json};
+use crate::Sample;
 use ndarray::{Array3, Array4, ArrayD, Ix3, Ix4};
 use nifti::writer::WriterOptions;
 use nifti::{IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
@@ -151,9 +152,9 @@ fn io_err(path: &Path, message: String) -> OsipyError {
 /// contiguous. NIfTI stores x fastest (column-major); such arrays of up to
 /// 4 dimensions are reordered by [`to_row_major`], others by ndarray's
 /// generic copy.
-pub(crate) fn into_standard_layout<D: ndarray::Dimension>(
-    a: ndarray::Array<f64, D>,
-) -> ndarray::Array<f64, D> {
+pub(crate) fn into_standard_layout<T: Copy + Default, D: ndarray::Dimension>(
+    a: ndarray::Array<T, D>,
+) -> ndarray::Array<T, D> {
     if a.is_standard_layout() {
         return a;
     }
@@ -175,14 +176,14 @@ pub(crate) fn into_standard_layout<D: ndarray::Dimension>(
 /// cache line (a whole volume apart); this walks the source in blocks of 64
 /// voxels, so reads are contiguous and the rows being written stay in
 /// cache (about 3x faster on a 128x128x30x60 series).
-fn to_row_major<T: Copy>(src: &[T], dims: &[usize], f: impl Fn(T) -> f64) -> Option<Vec<f64>> {
+fn to_row_major<T: Copy, U: Copy + Default>(src: &[T], dims: &[usize], f: impl Fn(T) -> U) -> Option<Vec<U>> {
     if dims.is_empty() || dims.len() > 4 || dims.iter().product::<usize>() != src.len() {
         return None;
     }
     let d = |k: usize| dims.get(k).copied().unwrap_or(1);
     let (nx, ny, nz, nt) = (d(0), d(1), d(2), d(3));
     let n_vox = nx * ny * nz;
-    let mut out = vec![0.0; src.len()];
+    let mut out = vec![U::default(); src.len()];
     // Column-major spatial index s = x + nx (y + ny z); row-major voxel
     // v = (x ny + y) nz + z; sample t of voxel s is at src[t n_vox + s].
     if nt == 1 {
@@ -499,8 +500,9 @@ pub fn read_4d(path: impl AsRef<Path>) -> Result<(Array4<f64>, Geometry, Option<
 /// Fewest frames [`read_4d_chunked`] decodes at a time (a cache line of f64).
 const MIN_CHUNK_FRAMES: usize = 8;
 
-/// What [`read_4d`] returns: the series, its geometry and time step.
-type Series4 = (Array4<f64>, Geometry, Option<f64>);
+/// What [`read_4d`] returns: the series (values as `T`), its geometry and
+/// time step.
+type Series4<T = f64> = (Array4<T>, Geometry, Option<f64>);
 
 /// Frames decoded at a time by [`read_4d_streamed`]: about this many bytes.
 const STREAM_CHUNK_BYTES: usize = 32 << 20;
@@ -520,158 +522,214 @@ fn read_4d_streamed(path: &Path) -> Option<Result<Series4>> {
 
 /// [`read_4d_streamed`] with chunks of about `chunk_bytes` (at least one frame).
 fn read_4d_chunked(path: &Path, chunk_bytes: usize) -> Option<Result<Series4>> {
-    use std::io::Read;
-    if !path.is_file() {
-        return None;
+    Some(StreamPlan::of(path)?.read(chunk_bytes))
+}
+
+/// A 4D series with its values held as float32 when that is exact, else as
+/// f64 ([`read_4d_any`]).
+#[derive(Debug, Clone)]
+pub enum AnySeries4 {
+    /// Every value is exactly a float32 (uint8, int16, uint16 or float32
+    /// samples without scaling): half the memory of f64.
+    F32(Series4<f32>),
+    /// Any other series.
+    F64(Series4<f64>),
+}
+
+/// [`read_4d`], holding the values as float32 when every value is exactly a
+/// float32: a single-file NIfTI of uint8, int16, uint16 or float32 samples
+/// without scaling (`scl_slope` 0 or 1 with `scl_inter` 0). Widened to f64,
+/// the values equal [`read_4d`]'s bit for bit. Other files give f64.
+pub fn read_4d_any(path: impl AsRef<Path>) -> Result<AnySeries4> {
+    let path = path.as_ref();
+    match StreamPlan::of(path) {
+        Some(plan) if plan.exact_in_f32() => plan.read(STREAM_CHUNK_BYTES).map(AnySeries4::F32),
+        Some(plan) => plan.read(STREAM_CHUNK_BYTES).map(AnySeries4::F64),
+        None => read_4d(path).map(AnySeries4::F64),
     }
-    let p = path.to_path_buf();
-    let h = std::panic::catch_unwind(move || NiftiHeader::from_file(&p))
-        .ok()?
-        .ok()?;
-    let bytes_per: usize = match h.datatype {
-        2 => 1,
-        4 | 512 => 2,
-        16 => 4,
-        64 => 8,
-        _ => return None,
-    };
-    if &h.magic != b"n+1\0"
-        || h.dim[0] != 4
-        || h.dim[1..5].contains(&0)
-        || h.endianness != nifti::Endianness::Little
-        || !(h.vox_offset >= 348.0)
-        || check_data_type(&h).is_err()
-        || check_data_size(&h, path).is_err()
-    {
-        return None;
-    }
-    let (nx, ny, nz, nt) = (
-        usize::from(h.dim[1]),
-        usize::from(h.dim[2]),
-        usize::from(h.dim[3]),
-        usize::from(h.dim[4]),
-    );
-    let n_vox = nx * ny * nz;
-    // Scaling as the general reader applies it.
-    let slope = if h.scl_slope.is_finite() { h.scl_slope } else { 0.0 };
-    let inter = if h.scl_inter.is_finite() && slope != 0.0 {
-        h.scl_inter
-    } else {
-        0.0
-    };
-    let (slope, inter) = (f64::from(slope), f64::from(inter));
-    let scale = move |v: f64| if slope == 0.0 { v } else { v * slope + inter };
-    let datatype = h.datatype;
-    let decode = move |b: &[u8]| -> f64 {
-        scale(match datatype {
-            2 => f64::from(b[0]),
-            4 => f64::from(i16::from_le_bytes([b[0], b[1]])),
-            512 => f64::from(u16::from_le_bytes([b[0], b[1]])),
-            16 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            _ => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-        })
-    };
-    let read = || -> std::result::Result<Vec<f64>, String> {
-        let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-        let file = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut src: Box<dyn Read + Send> = if path.to_string_lossy().ends_with(".gz") {
-            Box::new(flate2::read::MultiGzDecoder::new(file))
-        } else {
-            Box::new(file)
-        };
-        let truncated = |e: std::io::Error| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                "file is truncated: it holds fewer bytes than its header's dimensions and data type require"
-                    .to_string()
-            } else {
-                format!("cannot read NIfTI image: {e}")
-            }
-        };
-        // Header and extensions up to the data.
-        std::io::copy(&mut (&mut src).take(h.vox_offset as u64), &mut std::io::sink()).map_err(truncated)?;
-        let frame_bytes = n_vox * bytes_per;
-        // At least 8 frames (a 64-byte line of f64 per voxel), so placing a
-        // chunk writes whole cache lines even when one frame is large; and
-        // at most a quarter of the series, so that small series come in
-        // several chunks too and their inflating overlaps the placing.
-        let k_max = (chunk_bytes / frame_bytes.max(1))
-            .min(nt.div_ceil(4))
-            .max(MIN_CHUNK_FRAMES)
-            .clamp(1, nt);
-        let mut out = vec![0.0f64; n_vox * nt];
-        // Row start of each column-major spatial index s = x + nx (y + ny z):
-        // voxel v = (x ny + y) nz + z holds its nt frames from v nt.
-        let row: Vec<usize> = (0..n_vox)
-            .map(|s| {
-                let (x, y, z) = (s % nx, (s / nx) % ny, s / (nx * ny));
-                ((x * ny + y) * nz + z) * nt
-            })
-            .collect();
-        // One thread inflates chunks of frames while this one places the
-        // previous chunk (two buffers in turn), so decompression, which
-        // cannot be split, overlaps the reordering.
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(usize, usize, Vec<u8>)>(1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        for _ in 0..2 {
-            let _ = empty_tx.send(vec![0u8; k_max * frame_bytes]);
+}
+
+/// A file [`read_4d_streamed`] can read: its header, checked, and how its
+/// samples decode.
+struct StreamPlan<'a> {
+    path: &'a Path,
+    h: NiftiHeader,
+    bytes_per: usize,
+    /// The header's scaling as the general reader applies it (slope 0: none).
+    slope: f64,
+    inter: f64,
+}
+
+impl<'a> StreamPlan<'a> {
+    /// The plan for `path`, or `None` when the file is not of the kind the
+    /// streamed reader handles, or its header is damaged.
+    fn of(path: &'a Path) -> Option<StreamPlan<'a>> {
+        if !path.is_file() {
+            return None;
         }
-        std::thread::scope(|scope| -> std::result::Result<(), String> {
-            let producer = scope.spawn(move || -> std::result::Result<(), String> {
-                let mut t0 = 0;
-                while t0 < nt {
-                    let k = k_max.min(nt - t0);
-                    // The consumer has stopped: nothing more to do.
-                    let Ok(mut buf) = empty_rx.recv() else {
-                        return Ok(());
-                    };
-                    src.read_exact(&mut buf[..k * frame_bytes]).map_err(truncated)?;
-                    if full_tx.send((t0, k, buf)).is_err() {
-                        return Ok(());
-                    }
-                    t0 += k;
+        let p = path.to_path_buf();
+        let h = std::panic::catch_unwind(move || NiftiHeader::from_file(&p))
+            .ok()?
+            .ok()?;
+        let bytes_per: usize = match h.datatype {
+            2 => 1,
+            4 | 512 => 2,
+            16 => 4,
+            64 => 8,
+            _ => return None,
+        };
+        if &h.magic != b"n+1\0"
+            || h.dim[0] != 4
+            || h.dim[1..5].contains(&0)
+            || h.endianness != nifti::Endianness::Little
+            || !(h.vox_offset >= 348.0)
+            || check_data_type(&h).is_err()
+            || check_data_size(&h, path).is_err()
+        {
+            return None;
+        }
+        // Scaling as the general reader applies it.
+        let slope = if h.scl_slope.is_finite() { h.scl_slope } else { 0.0 };
+        let inter = if h.scl_inter.is_finite() && slope != 0.0 {
+            h.scl_inter
+        } else {
+            0.0
+        };
+        Some(StreamPlan {
+            path,
+            bytes_per,
+            slope: f64::from(slope),
+            inter: f64::from(inter),
+            h,
+        })
+    }
+
+    /// Whether every decoded value is exactly a float32: integer samples
+    /// of at most 16 bits or float32 samples, unscaled (or scaled by 1 + 0,
+    /// which changes no value).
+    fn exact_in_f32(&self) -> bool {
+        self.bytes_per <= 4 && (self.slope == 0.0 || (self.slope == 1.0 && self.inter == 0.0))
+    }
+
+    /// Reads the series into voxel-major `T`, chunks of about `chunk_bytes`.
+    fn read<T: Sample>(&self, chunk_bytes: usize) -> Result<Series4<T>> {
+        use std::io::Read;
+        let (h, path, bytes_per) = (&self.h, self.path, self.bytes_per);
+        let (nx, ny, nz, nt) = (
+            usize::from(h.dim[1]),
+            usize::from(h.dim[2]),
+            usize::from(h.dim[3]),
+            usize::from(h.dim[4]),
+        );
+        let n_vox = nx * ny * nz;
+        let (slope, inter) = (self.slope, self.inter);
+        let scale = move |v: f64| if slope == 0.0 { v } else { v * slope + inter };
+        let datatype = h.datatype;
+        let decode = move |b: &[u8]| -> T {
+            T::from_f64(scale(match datatype {
+                2 => f64::from(b[0]),
+                4 => f64::from(i16::from_le_bytes([b[0], b[1]])),
+                512 => f64::from(u16::from_le_bytes([b[0], b[1]])),
+                16 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                _ => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            }))
+        };
+        let read = || -> std::result::Result<Vec<T>, String> {
+            let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+            let file = std::io::BufReader::with_capacity(1 << 20, file);
+            let mut src: Box<dyn Read + Send> = if path.to_string_lossy().ends_with(".gz") {
+                Box::new(flate2::read::MultiGzDecoder::new(file))
+            } else {
+                Box::new(file)
+            };
+            let truncated = |e: std::io::Error| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "file is truncated: it holds fewer bytes than its header's dimensions and data type require"
+                        .to_string()
+                } else {
+                    format!("cannot read NIfTI image: {e}")
                 }
-                Ok(())
-            });
-            for (t0, k, buf) in full_rx {
-                // Blocks of 64 voxels: their rows stay in cache while the k
-                // frames are written.
-                for s0 in (0..n_vox).step_by(64) {
-                    let s1 = (s0 + 64).min(n_vox);
-                    for f in 0..k {
-                        let frame = &buf[f * frame_bytes..(f + 1) * frame_bytes];
-                        for s in s0..s1 {
-                            out[row[s] + t0 + f] = decode(&frame[s * bytes_per..(s + 1) * bytes_per]);
+            };
+            // Header and extensions up to the data.
+            std::io::copy(&mut (&mut src).take(h.vox_offset as u64), &mut std::io::sink())
+                .map_err(truncated)?;
+            let frame_bytes = n_vox * bytes_per;
+            // At least 8 frames (a 64-byte line of f64 per voxel), so placing a
+            // chunk writes whole cache lines even when one frame is large; and
+            // at most a quarter of the series, so that small series come in
+            // several chunks too and their inflating overlaps the placing.
+            let k_max = (chunk_bytes / frame_bytes.max(1))
+                .min(nt.div_ceil(4))
+                .max(MIN_CHUNK_FRAMES)
+                .clamp(1, nt);
+            let mut out = vec![T::default(); n_vox * nt];
+            // Row start of each column-major spatial index s = x + nx (y + ny z):
+            // voxel v = (x ny + y) nz + z holds its nt frames from v nt.
+            let row: Vec<usize> = (0..n_vox)
+                .map(|s| {
+                    let (x, y, z) = (s % nx, (s / nx) % ny, s / (nx * ny));
+                    ((x * ny + y) * nz + z) * nt
+                })
+                .collect();
+            // One thread inflates chunks of frames while this one places the
+            // previous chunk (two buffers in turn), so decompression, which
+            // cannot be split, overlaps the reordering.
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(usize, usize, Vec<u8>)>(1);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            for _ in 0..2 {
+                let _ = empty_tx.send(vec![0u8; k_max * frame_bytes]);
+            }
+            std::thread::scope(|scope| -> std::result::Result<(), String> {
+                let producer = scope.spawn(move || -> std::result::Result<(), String> {
+                    let mut t0 = 0;
+                    while t0 < nt {
+                        let k = k_max.min(nt - t0);
+                        // The consumer has stopped: nothing more to do.
+                        let Ok(mut buf) = empty_rx.recv() else {
+                            return Ok(());
+                        };
+                        src.read_exact(&mut buf[..k * frame_bytes]).map_err(truncated)?;
+                        if full_tx.send((t0, k, buf)).is_err() {
+                            return Ok(());
+                        }
+                        t0 += k;
+                    }
+                    Ok(())
+                });
+                for (t0, k, buf) in full_rx {
+                    // Blocks of 64 voxels: their rows stay in cache while the k
+                    // frames are written.
+                    for s0 in (0..n_vox).step_by(64) {
+                        let s1 = (s0 + 64).min(n_vox);
+                        for f in 0..k {
+                            let frame = &buf[f * frame_bytes..(f + 1) * frame_bytes];
+                            for s in s0..s1 {
+                                out[row[s] + t0 + f] = decode(&frame[s * bytes_per..(s + 1) * bytes_per]);
+                            }
                         }
                     }
+                    let _ = empty_tx.send(buf);
                 }
-                let _ = empty_tx.send(buf);
-            }
-            producer
-                .join()
-                .map_err(|_| "the NIfTI reader failed on this file".to_string())?
-        })?;
-        Ok(out)
-    };
-    let data = match read() {
-        Ok(d) => d,
-        Err(msg) => return Some(Err(io_err(path, msg))),
-    };
-    let data = match Array4::from_shape_vec((nx, ny, nz, nt), data) {
-        Ok(d) => d,
-        Err(e) => return Some(Err(io_err(path, e.to_string()))),
-    };
-    let affine = affine_from_header(&h);
-    let voxel_size = [1, 2, 3].map(|i| (h.pixdim[i] as f64).abs());
-    let time_step = time_step(&h);
-    Some(Ok((
-        data,
-        Geometry {
-            affine,
-            voxel_size,
-            header: h,
-        },
-        time_step,
-    )))
+                producer
+                    .join()
+                    .map_err(|_| "the NIfTI reader failed on this file".to_string())?
+            })?;
+            Ok(out)
+        };
+        let data = read().map_err(|msg| io_err(path, msg))?;
+        let data = Array4::from_shape_vec((nx, ny, nz, nt), data).map_err(|e| io_err(path, e.to_string()))?;
+        let affine = affine_from_header(h);
+        let voxel_size = [1, 2, 3].map(|i| (h.pixdim[i] as f64).abs());
+        Ok((
+            data,
+            Geometry {
+                affine,
+                voxel_size,
+                header: h.clone(),
+            },
+            time_step(h),
+        ))
+    }
 }
 
 fn output_header(geometry: &Geometry, description: &str) -> NiftiHeader {

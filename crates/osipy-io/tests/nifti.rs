@@ -434,6 +434,21 @@ fn streamed_series_equal_the_general_reader() {
                 assert_eq!(ga.affine, general.geometry.affine);
                 assert_eq!(ta, general.time_step);
                 assert_eq!(ta, Some(2.5));
+                // Held as float32 exactly when every value is a float32:
+                // types of at most 32 bits (not float64), unscaled; widened,
+                // the same values bit for bit.
+                let narrow = datatype != 64 && (slope == 0.0 || (slope == 1.0 && inter == 0.0));
+                let (wide, g32) = match read_4d_any(&p).unwrap() {
+                    AnySeries4::F32((s, g, _)) => (s.mapv(f64::from), g),
+                    AnySeries4::F64((s, g, _)) => (s, g),
+                };
+                assert_eq!(
+                    matches!(read_4d_any(&p).unwrap(), AnySeries4::F32(_)),
+                    narrow,
+                    "type {datatype}, slope {slope}, inter {inter}"
+                );
+                assert!(wide.iter().zip(&a).all(|(x, y)| x.to_bits() == y.to_bits()));
+                assert_eq!(g32.affine, ga.affine);
             }
         }
     }
