@@ -11,9 +11,10 @@
 //! The `linear` method assumes $\Delta R_1 = R_{10} (S - S_0) / S_0$, valid only
 //! for small signal changes; prefer `spgr`.
 
+use ndarray::ArrayView2;
 use osipy_backend::Device;
 use osipy_core::{OsipyError, QualityCode, Result};
-use osipy_fitting::map_voxels;
+use osipy_fitting::{map_voxels, VoxelData};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -92,21 +93,35 @@ pub fn convert_curve(
     method: ConcentrationMethod,
     out: &mut [f64],
 ) -> QualityCode {
-    if !r10.is_finite() || signal.iter().any(|s| !s.is_finite()) {
-        out.fill(f64::NAN);
+    for (o, s) in out.iter_mut().zip(signal) {
+        *o = *s;
+    }
+    convert_curve_in_place(out, r10, p, method)
+}
+
+/// [`convert_curve`] in place: `curve` holds the signal and becomes the
+/// concentration (the same values, bit for bit).
+pub fn convert_curve_in_place(
+    curve: &mut [f64],
+    r10: f64,
+    p: &SpgrParams,
+    method: ConcentrationMethod,
+) -> QualityCode {
+    if !r10.is_finite() || curve.iter().any(|s| !s.is_finite()) {
+        curve.fill(f64::NAN);
         return QualityCode::NonFiniteInput;
     }
-    let base = &signal[p.baseline.clone()];
+    let base = &curve[p.baseline.clone()];
     let s0 = base.iter().sum::<f64>() / base.len() as f64;
     if !(s0 > 0.0) || !(r10 > 0.0) {
-        out.fill(f64::NAN);
+        curve.fill(f64::NAN);
         return QualityCode::InvalidSignal;
     }
     let mut ok = true;
     match method {
         ConcentrationMethod::Linear => {
-            for (o, s) in out.iter_mut().zip(signal) {
-                *o = r10 * (s - s0) / s0 / p.relaxivity;
+            for s in curve.iter_mut() {
+                *s = r10 * (*s - s0) / s0 / p.relaxivity;
             }
         }
         ConcentrationMethod::Spgr => {
@@ -114,7 +129,8 @@ pub fn convert_curve(
             let (sa, ca) = (a.sin(), a.cos());
             let e10 = (-p.tr * r10).exp();
             let m0 = s0 * (1.0 - ca * e10) / (sa * (1.0 - e10));
-            for (o, s) in out.iter_mut().zip(signal) {
+            for o in curve.iter_mut() {
+                let s = *o;
                 let y = s / (m0 * sa);
                 let e1 = (1.0 - y) / (1.0 - y * ca);
                 if e1 > 0.0 && e1 < 1.0 {
@@ -175,18 +191,16 @@ pub fn signal_to_concentration_in_place(
     osipy_core::check_per_voxel("number of R10 values", r10.len(), n_vox)?;
     p.validate(n_t)?;
     let quality: Vec<AtomicU8> = (0..n_vox).map(|_| AtomicU8::new(0)).collect();
-    // Parallel over voxels: each copies its row aside and writes it back
-    // converted, with its status.
+    // Parallel over voxels: each row is converted in place, with its status.
     map_voxels(
         device,
         data,
         n_t,
         2048,
         None,
-        || vec![0.0; n_t],
-        |copy, v, row| {
-            copy.copy_from_slice(row);
-            let q = convert_curve(copy, r10[v], p, method, row);
+        || (),
+        |_, v, row| {
+            let q = convert_curve_in_place(row, r10[v], p, method);
             quality[v].store(q.code(), Ordering::Relaxed);
         },
     )?;
@@ -194,6 +208,59 @@ pub fn signal_to_concentration_in_place(
         .into_iter()
         .map(|q| QualityCode::from_code(q.into_inner()).unwrap_or(QualityCode::ModelFailure))
         .collect())
+}
+
+/// A signal series (voxels x frames, f64 or f32) read as concentration:
+/// each voxel's curve is converted ([`convert_curve`], the same values bit
+/// for bit) when a fit loads it, so a run holds the series once, as read,
+/// and never a converted copy beside it.
+///
+/// A voxel that does not convert is refused with its quality code; one
+/// without a pre-contrast R10 (not a positive number: its T1 is missing,
+/// zero or negative) with [`QualityCode::InvalidSignal`].
+#[derive(Debug, Clone)]
+pub struct SignalAsConcentration<'a, T> {
+    signal: ArrayView2<'a, T>,
+    r10: &'a [f64],
+    params: &'a SpgrParams,
+    method: ConcentrationMethod,
+}
+
+impl<'a, T> SignalAsConcentration<'a, T> {
+    /// The conversion of `signal` with one `r10` (1/s) per voxel; an error
+    /// for a count or setting that does not fit the series.
+    pub fn new(
+        signal: ArrayView2<'a, T>,
+        r10: &'a [f64],
+        params: &'a SpgrParams,
+        method: ConcentrationMethod,
+    ) -> Result<Self> {
+        let (n_vox, n_t) = signal.dim();
+        osipy_core::check_per_voxel("number of R10 values", r10.len(), n_vox)?;
+        params.validate(n_t)?;
+        Ok(SignalAsConcentration {
+            signal,
+            r10,
+            params,
+            method,
+        })
+    }
+}
+
+impl<T: Copy + Into<f64> + Sync> VoxelData for SignalAsConcentration<'_, T> {
+    fn dim(&self) -> (usize, usize) {
+        self.signal.dim()
+    }
+
+    fn load(&self, v: usize, out: &mut [f64]) -> std::result::Result<(), QualityCode> {
+        self.signal.load(v, out)?;
+        let r10 = self.r10[v];
+        match convert_curve_in_place(out, r10, self.params, self.method) {
+            q if q.is_valid() => Ok(()),
+            _ if r10.is_nan() => Err(QualityCode::InvalidSignal),
+            q => Err(q),
+        }
+    }
 }
 
 /// Forward SPGR signal for `R1` (1/s): used by phantoms and tests.

@@ -24,10 +24,10 @@ mod pipeline;
 pub mod t1;
 
 pub use concentration::{
-    convert_curve, signal_to_concentration, signal_to_concentration_in_place, spgr_signal,
-    ConcentrationMethod, SpgrParams,
+    convert_curve, convert_curve_in_place, signal_to_concentration, signal_to_concentration_in_place,
+    spgr_signal, ConcentrationMethod, SignalAsConcentration, SpgrParams,
 };
-pub use fit::{fit_model, DceFit, DceFitOptions};
+pub use fit::{fit_model, fit_voxels, DceFit, DceFitOptions};
 pub use models::{model, model_with_delay, DceModelEntry, DelayedPkModel, PkInput, PkModel, DELAY_BOUNDS};
 pub use pipeline::{
     demo_case_sized, AifSource, Dce, DceAcquisitionConfig, DceConfig, DceFittingConfig, SignalConversion,

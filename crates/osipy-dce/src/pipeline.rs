@@ -7,20 +7,22 @@
 //! AIF (population, detected or from a file) -> model fit. Voxels that fail
 //! before fitting keep their own quality code.
 
-use crate::concentration::{signal_to_concentration_in_place, ConcentrationMethod, SpgrParams};
+use crate::concentration::{
+    signal_to_concentration_in_place, ConcentrationMethod, SignalAsConcentration, SpgrParams,
+};
 use crate::phantom::{generate, PhantomSpec, SignalSettings};
 use crate::t1::{look_locker_t1, vfa_signal, vfa_t1, T1Mapping, VfaMethod, VfaParams};
-use crate::{fit_model, DceFitOptions, DceModelEntry, PkInput};
+use crate::{fit_model, fit_voxels, DceFitOptions, DceModelEntry, PkInput};
 use ndarray::{Array3, Array4, ArrayView4};
 use osipy_aif::{detect_aif, Aif, Compartment, DetectOptions, PopulationAif};
 use osipy_core::{OsipyError, QualityCode, Registry, Result};
-use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings};
+use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings, VoxelData};
 use osipy_io::curves::voxel_xyz;
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
-    aif_plot, check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, voxel_curves, Choice,
-    CurveAxes, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef, ModalityInfo, Outputs,
-    RunContext, Sourced, Volume, TIME_FILE,
+    aif_plot, check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, voxel_curves,
+    AnyDataset, Choice, CurveAxes, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef,
+    ModalityInfo, Outputs, RunContext, Sample, Sourced, Volume, TIME_FILE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -327,157 +329,18 @@ impl ModalityDef for Dce {
     }
 
     fn run(p: &DceConfig, inputs: &Inputs, ctx: &mut RunContext, reg: &Registry) -> Result<Outputs> {
-        let mut ds = Dataset::load(inputs, &INPUTS[0])?;
-        let times = ds.frame_times(inputs, "frame times")?;
-        let grid = ds.grid();
-        let (n_vox, nt) = (ds.n_voxels(), ds.n_volumes());
-        let flat_mask = ds.flat_mask();
-        ctx.lap("read");
-
-        // Per-voxel reasons found before fitting (T1, conversion).
-        let mut pre: Vec<Option<QualityCode>> = vec![None; n_vox];
-        let mut volumes = Vec::new();
-        // The signal becomes concentration in place: one copy of the series.
-        let converted: bool = match p.concentration {
-            SignalConversion::None => false,
-            conversion => {
-                let method = match conversion {
-                    SignalConversion::Linear => ConcentrationMethod::Linear,
-                    _ => ConcentrationMethod::Spgr,
-                };
-                let acq = &ds.acquisition;
-                let tr = config_or_sidecar(
-                    "pipeline.acquisition.tr",
-                    p.acquisition.tr,
-                    acq.repetition_time.as_ref(),
-                    "repetition time in seconds, e.g. 0.005 (or RepetitionTime in the series' JSON sidecar)",
-                    |field, v| check_seconds(field, Some(v), 1.0, "0.005"),
-                )?;
-                let flip = config_or_sidecar(
-                    "pipeline.acquisition.flip_angle",
-                    p.acquisition.flip_angle,
-                    acq.flip_angle.as_ref(),
-                    "flip angle of the dynamic series in degrees (or FlipAngle in its JSON sidecar)",
-                    check_flip_angle,
-                )?;
-                let t1 = pre_contrast_t1(p, inputs, grid, &flat_mask, tr, ctx, &mut pre)?;
-                ctx.lap("t1");
-                let b = p.acquisition.baseline_frames;
-                if b == 0 || b >= nt {
-                    return Err(OsipyError::Metadata {
-                        field: "pipeline.acquisition.baseline_frames".into(),
-                        found: b.to_string(),
-                        expected: format!("between 1 and {} (the series has {nt} frames)", nt - 1),
-                    });
-                }
-                let r10: Vec<f64> = t1
-                    .iter()
-                    .map(|t| if *t > 0.0 { 1.0 / t } else { f64::NAN })
-                    .collect();
-                let sp = SpgrParams {
-                    tr,
-                    flip_angle: flip,
-                    relaxivity: p.acquisition.relaxivity,
-                    baseline: 0..b,
-                };
-                let flat = ds.data.as_slice_mut().ok_or_else(|| {
-                    OsipyError::data("dataset layout", "not contiguous", "a standard-layout 4D array")
-                })?;
-                let q = signal_to_concentration_in_place(flat, nt, &r10, &sp, method, &ctx.device)?;
-                for v in 0..n_vox {
-                    if flat_mask[v] && pre[v].is_none() && !q[v].is_valid() {
-                        pre[v] = Some(if t1[v].is_nan() || t1[v] <= 0.0 {
-                            QualityCode::InvalidSignal
-                        } else {
-                            q[v]
-                        });
-                    }
-                }
-                if p.save_intermediate {
-                    let t1 = Array3::from_shape_vec(grid, t1)
-                        .map_err(|e| OsipyError::data("T1", e.to_string(), "the grid"))?;
-                    volumes.push(("R1.nii.gz".to_string(), Volume::Map(t1.mapv(|t| 1.0 / t))));
-                    volumes.push(("T1.nii.gz".to_string(), Volume::Map(t1)));
-                }
-                true
-            }
-        };
-        let conc = ds.data.view();
-        ctx.lap("concentration");
-
-        let (aif, aif_source, aif_voxels) = plasma_aif(p, inputs, reg, conc, &times, &ds.mask)?;
-        ctx.lap("aif");
-
-        let fit_mask = Array3::from_shape_fn(grid, |(x, y, z)| {
-            let v = (x * grid[1] + y) * grid[2] + z;
-            flat_mask[v] && pre[v].is_none()
-        });
-        let f = &p.fitting;
-        let options = DceFitOptions {
-            fitter: (reg.get::<Fitter>(&f.fitter)?.0, f.fitter.clone()),
-            fit: FitOptions {
-                lm: LmSettings::from_config(f.max_iterations, f.tolerance)?,
-                r2_threshold: Some(f.r2_threshold),
-                progress: Some(ctx.progress.counter()),
-                ..FitOptions::default()
-            },
-            fit_delay: f.fit_delay,
-            bounds: named_bounds(&f.bounds)?,
-            initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        };
-        ctx.progress.start(n_vox);
-        tracing::info!(model = %p.model, voxels = fit_mask.iter().filter(|m| **m).count(), device = %ctx.device.describe(), "fitting");
-        let entry = reg.get::<DceModelEntry>(&p.model)?;
-        let mut maps = fit_model(
-            entry,
-            conc,
-            &aif,
-            &times,
-            Some(fit_mask.view()),
-            &options,
-            &ctx.device,
-        )?;
-        for (v, q) in pre.iter().enumerate() {
-            if let Some(q) = q {
-                maps.set_quality(
-                    (v / (grid[1] * grid[2]), (v / grid[2]) % grid[1], v % grid[2]),
-                    *q,
-                );
-            }
+        // Detecting the AIF and saving the concentration need the whole
+        // concentration volume: the series is then read as f64 and converted
+        // in place. Otherwise it is held as read (float32 when that is exact)
+        // and each voxel is converted when the fit loads it, so the run holds
+        // the series once, at its own precision.
+        if p.aif_source == AifSource::Detect || p.save_intermediate {
+            return run_series(p, inputs, ctx, reg, Dataset::load(inputs, &INPUTS[0])?, true);
         }
-        ctx.lap("fit");
-        let mut plots = vec![aif_plot(
-            &times,
-            &aif,
-            "time (s)",
-            "plasma concentration (mM)",
-            &aif_source,
-            aif_voxels,
-        )];
-        plots.extend(fit_curves(
-            entry,
-            f.fit_delay,
-            &times,
-            &aif,
-            conc,
-            &maps,
-            &flat_mask,
-            ctx,
-        )?);
-        if p.save_intermediate && converted {
-            let dt = times.get(1).map_or(1.0, |t1| t1 - times[0]);
-            let c = std::mem::replace(&mut ds.data, Array4::zeros((0, 0, 0, 0)));
-            volumes.push(("concentration.nii.gz".to_string(), Volume::Series(c, dt)));
+        match Dataset::load_any(inputs, &INPUTS[0])? {
+            AnyDataset::F32(ds) => run_series(p, inputs, ctx, reg, ds, false),
+            AnyDataset::F64(ds) => run_series(p, inputs, ctx, reg, ds, false),
         }
-        Ok(Outputs {
-            maps,
-            volumes,
-            shape: [grid[0], grid[1], grid[2], nt],
-            mask: flat_mask,
-            inputs: ds.files.clone(),
-            geometry: ds.geometry,
-            plots,
-        })
     }
 
     fn demo() -> Result<DemoCase> {
@@ -515,6 +378,197 @@ impl Choice for AifSource {
 
 /// Pre-contrast T1 (s) per voxel: T1 map, Look-Locker or VFA fit, or the
 /// assumed value; voxels whose T1 fit fails get their reason in `pre`.
+/// The DCE analysis of a series held as `T` (f64, or float32 when exact).
+/// With `whole`, the series is widened and converted to concentration in
+/// place (AIF detection and the saved concentration need every voxel's
+/// curve); otherwise each voxel is converted when the fit, or a report
+/// curve, loads it ([`SignalAsConcentration`]).
+fn run_series<T: Sample>(
+    p: &DceConfig,
+    inputs: &Inputs,
+    ctx: &mut RunContext,
+    reg: &Registry,
+    mut ds: Dataset<T>,
+    whole: bool,
+) -> Result<Outputs> {
+    let times = ds.frame_times(inputs, "frame times")?;
+    let grid = ds.grid();
+    let (n_vox, nt) = (ds.n_voxels(), ds.n_volumes());
+    let flat_mask = ds.flat_mask();
+    ctx.lap("read");
+
+    // Per-voxel reasons found before fitting (T1, and conversion when whole).
+    let mut pre: Vec<Option<QualityCode>> = vec![None; n_vox];
+    let mut volumes = Vec::new();
+    let conversion = match p.concentration {
+        SignalConversion::None => None,
+        conversion => {
+            let method = match conversion {
+                SignalConversion::Linear => ConcentrationMethod::Linear,
+                _ => ConcentrationMethod::Spgr,
+            };
+            let acq = &ds.acquisition;
+            let tr = config_or_sidecar(
+                "pipeline.acquisition.tr",
+                p.acquisition.tr,
+                acq.repetition_time.as_ref(),
+                "repetition time in seconds, e.g. 0.005 (or RepetitionTime in the series' JSON sidecar)",
+                |field, v| check_seconds(field, Some(v), 1.0, "0.005"),
+            )?;
+            let flip = config_or_sidecar(
+                "pipeline.acquisition.flip_angle",
+                p.acquisition.flip_angle,
+                acq.flip_angle.as_ref(),
+                "flip angle of the dynamic series in degrees (or FlipAngle in its JSON sidecar)",
+                check_flip_angle,
+            )?;
+            let t1 = pre_contrast_t1(p, inputs, grid, &flat_mask, tr, ctx, &mut pre)?;
+            ctx.lap("t1");
+            let b = p.acquisition.baseline_frames;
+            if b == 0 || b >= nt {
+                return Err(OsipyError::Metadata {
+                    field: "pipeline.acquisition.baseline_frames".into(),
+                    found: b.to_string(),
+                    expected: format!("between 1 and {} (the series has {nt} frames)", nt - 1),
+                });
+            }
+            let r10: Vec<f64> = t1
+                .iter()
+                .map(|t| if *t > 0.0 { 1.0 / t } else { f64::NAN })
+                .collect();
+            let sp = SpgrParams {
+                tr,
+                flip_angle: flip,
+                relaxivity: p.acquisition.relaxivity,
+                baseline: 0..b,
+            };
+            sp.validate(nt)?;
+            if p.save_intermediate {
+                let t1 = Array3::from_shape_vec(grid, t1)
+                    .map_err(|e| OsipyError::data("T1", e.to_string(), "the grid"))?;
+                volumes.push(("R1.nii.gz".to_string(), Volume::Map(t1.mapv(|t| 1.0 / t))));
+                volumes.push(("T1.nii.gz".to_string(), Volume::Map(t1)));
+            }
+            Some((r10, sp, method))
+        }
+    };
+    // The whole concentration volume, when the run needs it: the series
+    // widened (no copy for f64) and converted in place.
+    let conc_whole = if whole {
+        let empty = Array4::from_elem((0, 0, 0, 0), T::default());
+        let mut data = T::widen(std::mem::replace(&mut ds.data, empty));
+        if let Some((r10, sp, method)) = &conversion {
+            let flat = data.as_slice_mut().ok_or_else(|| {
+                OsipyError::data("dataset layout", "not contiguous", "a standard-layout 4D array")
+            })?;
+            let q = signal_to_concentration_in_place(flat, nt, r10, sp, *method, &ctx.device)?;
+            for v in 0..n_vox {
+                if flat_mask[v] && pre[v].is_none() && !q[v].is_valid() {
+                    pre[v] = Some(if r10[v].is_nan() {
+                        QualityCode::InvalidSignal
+                    } else {
+                        q[v]
+                    });
+                }
+            }
+        }
+        Some(data)
+    } else {
+        None
+    };
+    let conc: Box<dyn VoxelData + '_> =
+        match (&conc_whole, &conversion) {
+            (Some(c), _) => Box::new(c.view().into_shape_with_order((n_vox, nt)).map_err(|e| {
+                OsipyError::data("dataset layout", e.to_string(), "a standard-layout 4D array")
+            })?),
+            (None, Some((r10, sp, method))) => {
+                Box::new(SignalAsConcentration::new(ds.voxels()?, r10, sp, *method)?)
+            }
+            (None, None) => Box::new(ds.voxels()?),
+        };
+    ctx.lap("concentration");
+
+    let (aif, aif_source, aif_voxels) = plasma_aif(
+        p,
+        inputs,
+        reg,
+        conc_whole.as_ref().map(|c| c.view()),
+        &times,
+        &ds.mask,
+    )?;
+    ctx.lap("aif");
+
+    let fit_mask: Vec<bool> = (0..n_vox).map(|v| flat_mask[v] && pre[v].is_none()).collect();
+    let f = &p.fitting;
+    let options = DceFitOptions {
+        fitter: (reg.get::<Fitter>(&f.fitter)?.0, f.fitter.clone()),
+        fit: FitOptions {
+            lm: LmSettings::from_config(f.max_iterations, f.tolerance)?,
+            r2_threshold: Some(f.r2_threshold),
+            progress: Some(ctx.progress.counter()),
+            ..FitOptions::default()
+        },
+        fit_delay: f.fit_delay,
+        bounds: named_bounds(&f.bounds)?,
+        initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    };
+    ctx.progress.start(n_vox);
+    tracing::info!(model = %p.model, voxels = fit_mask.iter().filter(|m| **m).count(), device = %ctx.device.describe(), "fitting");
+    let entry = reg.get::<DceModelEntry>(&p.model)?;
+    let mut maps = fit_voxels(
+        entry,
+        conc.as_ref(),
+        grid,
+        &aif,
+        &times,
+        Some(&fit_mask),
+        &options,
+        &ctx.device,
+    )?;
+    for (v, q) in pre.iter().enumerate() {
+        if let Some(q) = q {
+            maps.set_quality(
+                (v / (grid[1] * grid[2]), (v / grid[2]) % grid[1], v % grid[2]),
+                *q,
+            );
+        }
+    }
+    ctx.lap("fit");
+    let mut plots = vec![aif_plot(
+        &times,
+        &aif,
+        "time (s)",
+        "plasma concentration (mM)",
+        &aif_source,
+        aif_voxels,
+    )];
+    plots.extend(fit_curves(
+        entry,
+        f.fit_delay,
+        &times,
+        &aif,
+        conc.as_ref(),
+        grid,
+        &maps,
+        &flat_mask,
+        ctx,
+    )?);
+    drop(conc);
+    if let Some(c) = conc_whole.filter(|_| p.save_intermediate && conversion.is_some()) {
+        let dt = times.get(1).map_or(1.0, |t1| t1 - times[0]);
+        volumes.push(("concentration.nii.gz".to_string(), Volume::Series(c, dt)));
+    }
+    Ok(Outputs {
+        maps,
+        volumes,
+        shape: [grid[0], grid[1], grid[2], nt],
+        mask: flat_mask,
+        inputs: ds.files.clone(),
+        geometry: ds.geometry,
+        plots,
+    })
+}
+
 fn pre_contrast_t1(
     p: &DceConfig,
     inputs: &Inputs,
@@ -635,7 +689,7 @@ fn plasma_aif(
     p: &DceConfig,
     inputs: &Inputs,
     reg: &Registry,
-    conc: ArrayView4<'_, f64>,
+    conc: Option<ArrayView4<'_, f64>>,
     times: &[f64],
     mask: &Array3<bool>,
 ) -> Result<(Vec<f64>, String, Vec<[usize; 3]>)> {
@@ -650,6 +704,11 @@ fn plasma_aif(
             Ok((aif, format!("population, {}", p.population_aif), Vec::new()))
         }
         AifSource::Detect => {
+            let conc = conc.ok_or_else(|| {
+                OsipyError::Validation(
+                    "AIF detection needs the whole concentration volume, which was not kept".into(),
+                )
+            })?;
             let d = detect_aif(conc, times, Some(mask.view()), &DetectOptions::default())?;
             tracing::info!(voxels = ?d.voxels.iter().map(|v| v.index).collect::<Vec<_>>(), "AIF detected");
             let aif = Aif::measured(times, &d.curve, Compartment::Blood)?.plasma(times, p.hematocrit)?;
@@ -684,7 +743,8 @@ fn fit_curves(
     fit_delay: bool,
     times: &[f64],
     aif: &[f64],
-    conc: ArrayView4<'_, f64>,
+    conc: &dyn VoxelData,
+    grid: [usize; 3],
     maps: &osipy_core::MapSet,
     mask: &[bool],
     ctx: &RunContext,
@@ -701,7 +761,6 @@ fn fit_curves(
         .map(|s| maps.map(s.name).map(|m| &m.values))
         .collect::<Option<_>>()
         .ok_or_else(|| OsipyError::Fitting(format!("model {} lost a parameter map", model.name())))?;
-    let grid = [conc.shape()[0], conc.shape()[1], conc.shape()[2]];
     let axes = CurveAxes {
         quantity: "concentration",
         x_label: "time (s)",
@@ -712,7 +771,9 @@ fn fit_curves(
     voxel_curves(mask, &ctx.report_voxels, axes, |v| {
         let [x, y, z] = voxel_xyz(v, grid);
         let theta: Vec<f64> = params.iter().map(|m| m[(x, y, z)]).collect();
-        let measured = conc.slice(ndarray::s![x, y, z, ..]).to_vec();
+        // A voxel that does not convert shows what it gave (NaN frames).
+        let mut measured = vec![f64::NAN; times.len()];
+        let _ = conc.load(v, &mut measured);
         let mut fitted = vec![f64::NAN; times.len()];
         if theta.iter().all(|t| t.is_finite()) {
             model.predict(&theta, &mut fitted);

@@ -321,3 +321,94 @@ fn lockstep_fits_equal_one_voxel_fits_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn signal_converted_as_the_fit_loads_it_equals_the_converted_volume() {
+    // The run's streamed path: a float32 signal series converted voxel by
+    // voxel as the fit reads it (`SignalAsConcentration`), against the
+    // whole volume converted first (`signal_to_concentration`) and then
+    // fitted. Every map equal bit for bit; voxels that do not convert
+    // (NaN frame, zero baseline, a frame beyond the SPGR range, no R10)
+    // refused with the conversion's code.
+    use osipy_dce::{signal_to_concentration, ConcentrationMethod, SignalAsConcentration, SpgrParams};
+    let spec = PhantomSpec {
+        shape: [9, 7, 3],
+        snr: Some(20.0),
+        ..PhantomSpec::extended_tofts()
+    };
+    let ph = generate(&spec).unwrap();
+    let acq = osipy_dce::phantom::SignalSettings {
+        t10: 1.4,
+        m0: 1000.0,
+        tr: 0.005,
+        flip_angle: 15.0,
+        relaxivity: 4.5,
+    };
+    let grid = spec.shape;
+    let n_vox: usize = grid.iter().product();
+    let nt = ph.time.len();
+    let mut signal = ph
+        .signal(&acq, 0.0, 1)
+        .into_shape_with_order((n_vox, nt))
+        .unwrap();
+    signal[[3, 20]] = f64::NAN;
+    signal.row_mut(10).fill(0.0);
+    signal[[17, 40]] = 1e9;
+    let narrow = signal.mapv(|s| s as f32);
+    let mut r10 = vec![1.0 / 1.4; n_vox];
+    r10[25] = f64::NAN;
+    let sp = SpgrParams {
+        tr: 0.005,
+        flip_angle: 15.0,
+        relaxivity: 4.5,
+        baseline: 0..5,
+    };
+    let entry = DceModelEntry::builtin("extended_tofts").unwrap();
+    let opts = DceFitOptions::default();
+    for device in [Device::Cpu { threads: 1 }, CPU] {
+        let (conc, q) = signal_to_concentration(
+            narrow.mapv(f64::from).view(),
+            &r10,
+            &sp,
+            ConcentrationMethod::Spgr,
+            &device,
+        )
+        .unwrap();
+        let valid: Vec<bool> = q.iter().map(|q| q.is_valid()).collect();
+        let whole = osipy_dce::fit_voxels(
+            &entry,
+            &conc.view(),
+            grid,
+            &ph.aif,
+            &ph.time,
+            Some(&valid),
+            &opts,
+            &device,
+        )
+        .unwrap();
+        let source = SignalAsConcentration::new(narrow.view(), &r10, &sp, ConcentrationMethod::Spgr).unwrap();
+        let streamed =
+            osipy_dce::fit_voxels(&entry, &source, grid, &ph.aif, &ph.time, None, &opts, &device).unwrap();
+        let bits = |a: &Array3<f64>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&whole.r_squared), bits(&streamed.r_squared));
+        for (a, b) in whole.maps.iter().zip(&streamed.maps) {
+            assert_eq!(bits(&a.values), bits(&b.values), "{}", a.name);
+        }
+        let refused = [
+            (3, QualityCode::NonFiniteInput),
+            (10, QualityCode::InvalidSignal),
+            (17, QualityCode::InvalidSignal),
+            (25, QualityCode::InvalidSignal),
+        ];
+        for (v, (a, b)) in whole.quality.iter().zip(&streamed.quality).enumerate() {
+            match refused.iter().find(|(r, _)| *r == v) {
+                Some((_, code)) => {
+                    assert_eq!(*a, QualityCode::NotFitted, "voxel {v}");
+                    assert_eq!(b, code, "voxel {v}");
+                }
+                None => assert_eq!(a, b, "voxel {v}"),
+            }
+        }
+        assert!(streamed.quality.iter().filter(|q| q.is_valid()).count() > n_vox / 2);
+    }
+}

@@ -537,3 +537,60 @@ fn zero_time_step_asks_for_a_time_file() {
     let summary = run_in(dir.path(), &Config::from_toml(&config_text("")).unwrap(), "out").unwrap();
     assert!(summary.inputs["time_file"].ends_with("times.txt"));
 }
+
+/// The run holds a float32 series as read and converts each voxel as the
+/// fit loads it; with `save_intermediate` (or AIF detection) it converts the
+/// whole volume first. Both give the same maps and quality codes, including
+/// voxels that fail T1 mapping or conversion.
+#[test]
+fn streamed_and_whole_volume_conversion_give_the_same_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = PhantomSpec {
+        shape: [6, 5, 2],
+        snr: Some(20.0),
+        ..PhantomSpec::extended_tofts()
+    };
+    write_dataset(dir.path(), &spec);
+    // Break voxels: a NaN frame, a zero baseline, a VFA series without T1.
+    let geom = Geometry::from_affine(AFFINE);
+    let (mut s, _, dt) = osipy_io::read_4d(dir.path().join("dce.nii.gz")).unwrap();
+    s[[0, 0, 0, 20]] = f64::NAN;
+    s.slice_mut(ndarray::s![1, 0, 0, ..]).fill(0.0);
+    write_4d(dir.path().join("dce.nii.gz"), &s, &geom, dt.unwrap()).unwrap();
+    let (mut vfa, _, _) = osipy_io::read_4d(dir.path().join("vfa.nii.gz")).unwrap();
+    vfa.slice_mut(ndarray::s![2, 0, 0, ..]).fill(f64::NAN);
+    write_4d(dir.path().join("vfa.nii.gz"), &vfa, &geom, 1.0).unwrap();
+    assert!(matches!(
+        osipy_io::read_4d_any(dir.path().join("dce.nii.gz")).unwrap(),
+        osipy_io::AnySeries4::F32(_)
+    ));
+    let streamed = Config::from_toml(&config_text("")).unwrap();
+    let whole = Config::from_toml(&config_text("save_intermediate = true")).unwrap();
+    run_in(dir.path(), &streamed, "streamed").unwrap();
+    run_in(dir.path(), &whole, "whole").unwrap();
+    let (q, _) = read_3d(dir.path().join("streamed/quality_mask.nii.gz")).unwrap();
+    assert_eq!(q[[0, 0, 0]], QualityCode::NonFiniteInput.code() as f64);
+    assert_eq!(q[[1, 0, 0]], QualityCode::InvalidSignal.code() as f64);
+    assert!(!QualityCode::from_code(q[[2, 0, 0]] as u8).unwrap().is_valid());
+    assert!(
+        q.iter()
+            .filter(|c| QualityCode::from_code(**c as u8).unwrap().is_valid())
+            .count()
+            > 40
+    );
+    for name in [
+        "Ktrans",
+        "Ktrans_se",
+        "ve",
+        "vp",
+        "kep",
+        "r_squared",
+        "quality_mask",
+    ] {
+        let file = format!("{name}.nii.gz");
+        let (a, _) = read_3d(dir.path().join("streamed").join(&file)).unwrap();
+        let (b, _) = read_3d(dir.path().join("whole").join(&file)).unwrap();
+        let bits = |m: &Array3<f64>| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "{name}");
+    }
+}
