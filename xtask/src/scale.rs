@@ -65,7 +65,7 @@ pub fn bench_scale(root: &Path, args: &[String]) -> Result<()> {
     let bin = root.join("target/release/osipy");
     let base = root.join("target/bench-scale");
     let mut table = format!(
-        "| modality | voxels | grid | {} | other (s) | wall (s) | µs/voxel | fit voxels/s | peak RSS (MB) |\n|---|---|---|{}---|---|---|---|---|\n",
+        "| modality | voxels | grid | {} | other (s) | wall (s) | µs/voxel | fit voxels/s | peak RSS (MiB) |\n|---|---|---|{}---|---|---|---|---|\n",
         STAGES.map(|s| format!("{s} (s)")).join(" | "),
         "---|".repeat(STAGES.len())
     );
