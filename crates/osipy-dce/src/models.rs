@@ -237,6 +237,31 @@ fn patlak_kernel(t: &[f64], cp: &[f64], p: &[f64], out: &mut [f64], jac: Option<
     has
 }
 
+/// [`patlak_kernel`] with the Jacobian, in lockstep lanes. The integral of
+/// `cp` is the same for every lane: it is formed once, in the first
+/// column of `dvp` (scratch until the end).
+fn patlak_lanes(t: &[f64], cp: &[f64], p: &[Lanes], out: &mut [Lanes], jac: &mut [Lanes]) {
+    osipy_backend::simd::wide(
+        #[inline(always)]
+        || {
+            let n = out.len();
+            let (dk, dvp) = jac.split_at_mut(n);
+            let icp = &mut dvp.as_flattened_mut()[..n];
+            exp_conv(t, cp, 0.0, icp);
+            let k: Lanes = std::array::from_fn(|l| p[0][l] * PER_MIN);
+            for i in 0..n {
+                dk[i] = [icp[i] * PER_MIN; LANES];
+                for l in 0..LANES {
+                    out[i][l] = k[l] * icp[i] + p[1][l] * cp[i];
+                }
+            }
+            for i in 0..n {
+                dvp[i] = [cp[i]; LANES];
+            }
+        },
+    )
+}
+
 /// Patlak is linear: the least-squares solution is exact.
 fn patlak_guess(t: &[f64], cp: &[f64], c: &[f64], out: &mut [f64]) {
     let mut n = Normal::<2>::new();
@@ -284,6 +309,49 @@ fn tcum_kernel(t: &[f64], cp: &[f64], p: &[f64], out: &mut [f64], jac: Option<&m
         }
     }
     has
+}
+
+/// [`tcum_kernel`] with the Jacobian, in lockstep lanes: per lane, the
+/// same expressions in the same order.
+fn tcum_lanes(t: &[f64], cp: &[f64], p: &[Lanes], out: &mut [Lanes], jac: &mut [Lanes]) {
+    osipy_backend::simd::wide(
+        #[inline(always)]
+        || {
+            let n = out.len();
+            let (df, rest) = jac.split_at_mut(n);
+            let (dps, dvp) = rest.split_at_mut(n);
+            let f: Lanes = std::array::from_fn(|l| p[0][l] * FLOW);
+            let ps: Lanes = std::array::from_fn(|l| p[1][l] * PER_MIN);
+            let vp = p[2];
+            let s: Lanes = std::array::from_fn(|l| f[l] + ps[l]);
+            let a: Lanes = std::array::from_fn(|l| f[l] * f[l] / s[l]);
+            let b: Lanes = std::array::from_fn(|l| f[l] * ps[l] / s[l]);
+            let k: Lanes = std::array::from_fn(|l| s[l] / vp[l]);
+            // The lane-constant factors, each the same sub-expression as in
+            // the one-voxel kernel.
+            let s2: Lanes = std::array::from_fn(|l| s[l] * s[l]);
+            let e_f: Lanes = std::array::from_fn(|l| f[l] * (f[l] + 2.0 * ps[l]) / s2[l]);
+            let i_f: Lanes = std::array::from_fn(|l| ps[l] * ps[l] / s2[l]);
+            let e_ps: Lanes = std::array::from_fn(|l| -(f[l] * f[l]) / s2[l]);
+            let i_ps: Lanes = std::array::from_fn(|l| f[l] * f[l] / s2[l]);
+            let vp2: Lanes = std::array::from_fn(|l| vp[l] * vp[l]);
+            // E in out, dE/dk in dvp (scratch until the end).
+            exp_conv_with_derivative_lanes(t, cp, &k, out, dvp);
+            let mut icp = 0.0;
+            for i in 0..n {
+                if i > 0 {
+                    icp += 0.5 * (t[i] - t[i - 1]) * (cp[i] + cp[i - 1]);
+                }
+                for l in 0..LANES {
+                    let (e, d) = (out[i][l], dvp[i][l]);
+                    out[i][l] = a[l] * e + b[l] * icp;
+                    df[i][l] = (e_f[l] * e + a[l] * d / vp[l] + i_f[l] * icp) * FLOW;
+                    dps[i][l] = (e_ps[l] * e + a[l] * d / vp[l] + i_ps[l] * icp) * PER_MIN;
+                    dvp[i][l] = -a[l] * d * s[l] / vp2[l];
+                }
+            }
+        },
+    )
 }
 
 /// `C = -s int C + F int ca + q int int ca`, `s = (F+P)/vp`, `q = F P / vp`.
@@ -460,7 +528,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         params: &[KTRANS, VP],
         kernel: patlak_kernel,
         guess: patlak_guess,
-        lanes: None,
+        lanes: Some(patlak_lanes),
     },
     Spec {
         name: "2cxm",
@@ -476,7 +544,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         params: &[FP, PS, VP_2C],
         kernel: tcum_kernel,
         guess: tcum_guess,
-        lanes: None,
+        lanes: Some(tcum_lanes),
     },
 ];
 

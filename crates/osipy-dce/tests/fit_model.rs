@@ -276,12 +276,14 @@ fn phantom_signal_converts_back_to_its_concentration() {
 
 #[test]
 fn lockstep_fits_equal_one_voxel_fits_bit_for_bit() {
-    // The Tofts models fit four voxels per evaluation through their lane
-    // kernels (with AVX2 where the CPU has it); switching that off must not
-    // change a single bit of any map, on a uniform and a non-uniform grid.
+    // The models with lane kernels fit four voxels per evaluation (with
+    // AVX2 where the CPU has it); switching that off must not change a
+    // single bit of any map, on a uniform and a non-uniform grid.
     for (name, levels) in [
         ("tofts", vec![vec![0.05, 0.2, 0.5], vec![0.1, 0.3, 0.5]]),
         ("extended_tofts", PhantomSpec::extended_tofts().levels),
+        ("patlak", vec![vec![0.02, 0.1], vec![0.02, 0.08]]),
+        ("2cum", vec![vec![10.0, 40.0], vec![0.05, 0.15], vec![0.03, 0.08]]),
     ] {
         let spec = PhantomSpec {
             model: name.into(),
@@ -411,4 +413,38 @@ fn signal_converted_as_the_fit_loads_it_equals_the_converted_volume() {
         }
         assert!(streamed.quality.iter().filter(|q| q.is_valid()).count() > n_vox / 2);
     }
+}
+
+/// Whether the fitter was handed a model with lane kernels.
+static SAW_LANES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn recording_fitter(
+    model: &dyn osipy_fitting::Model,
+    data: &dyn osipy_fitting::VoxelData,
+    mask: Option<&[bool]>,
+    opts: &FitOptions,
+    device: &Device,
+) -> osipy_core::Result<osipy_fitting::BatchFit> {
+    SAW_LANES.store(model.has_lanes(), std::sync::atomic::Ordering::SeqCst);
+    osipy_fitting::lm_fitter(model, data, mask, opts, device)
+}
+
+#[test]
+fn the_run_hands_the_fitter_a_model_with_lanes() {
+    // `fit_model` wraps the model to apply starting values by name; the
+    // wrapper must keep the lane kernels, or every DCE run would silently
+    // fit one voxel at a time (same maps, a third slower).
+    let spec = PhantomSpec {
+        shape: [3, 3, 1],
+        ..PhantomSpec::extended_tofts()
+    };
+    let ph = generate(&spec).unwrap();
+    let opts = DceFitOptions {
+        fitter: (recording_fitter, "recording".into()),
+        initial_guess: vec![("ve".into(), 0.2)],
+        ..DceFitOptions::default()
+    };
+    SAW_LANES.store(false, std::sync::atomic::Ordering::SeqCst);
+    fit_phantom("extended_tofts", &ph, &opts).unwrap();
+    assert!(SAW_LANES.load(std::sync::atomic::Ordering::SeqCst));
 }

@@ -197,7 +197,7 @@ fn lane_kernels_equal_the_one_voxel_kernels_bit_for_bit() {
     // series switch and bounds, five vectors so a group is incomplete.
     let cases = load("2cum_sd_0.0025_delay_0.csv", "t", "C_t", "cp_aif");
     let inp = PkInput::new(&cases[0].t, &cases[0].ca).unwrap();
-    for name in ["tofts", "extended_tofts"] {
+    for name in ["tofts", "extended_tofts", "patlak"] {
         let m = model(name, inp.clone()).unwrap();
         assert!(m.has_lanes(), "{name} has a lane kernel");
         let p = m.n_params();
@@ -213,6 +213,18 @@ fn lane_kernels_equal_the_one_voxel_kernels_bit_for_bit() {
         .collect();
         assert_eq!(check_lanes(m.as_ref(), &sets), 0, "{name}");
     }
+    // 2CUM (Fp ml/100ml/min, PS 1/min, vp): flows and volumes across their
+    // bounds, so the rate s / vp spans the convolution's series switch.
+    let m = model("2cum", inp.clone()).unwrap();
+    assert!(m.has_lanes(), "2cum has a lane kernel");
+    let sets = vec![
+        vec![30.0, 0.1, 0.05],
+        vec![1e-3, 0.0, 1e-4],
+        vec![200.0, 5.0, 1.0],
+        vec![5.0, 0.02, 0.3],
+        vec![60.0, 1.0, 1e-3],
+    ];
+    assert_eq!(check_lanes(m.as_ref(), &sets), 0, "2cum");
 }
 
 #[test]
