@@ -397,8 +397,8 @@ fn tcxm_irf(p: &[f64]) -> (f64, f64, f64, f64) {
 /// `A1 = F (F/vp - beta) / (alpha - beta)`, `A2 = F - A1` are differentiated by
 /// the quotient rule, and `dE/dk` comes from the convolution recursion.
 fn tcxm_kernel(t: &[f64], cp: &[f64], p: &[f64], out: &mut [f64], jac: Option<&mut [f64]>) -> bool {
-    let (a1, alpha, a2, beta) = tcxm_irf(p);
     let Some(jac) = jac else {
+        let (a1, alpha, a2, beta) = tcxm_irf(p);
         // Both exponential recursions advanced together, so no second buffer.
         out[0] = 0.0;
         let (mut c1, mut c2) = (0.0, 0.0);
@@ -410,45 +410,115 @@ fn tcxm_kernel(t: &[f64], cp: &[f64], p: &[f64], out: &mut [f64], jac: Option<&m
         return false;
     };
     let n = out.len();
-    let (f, ps, ve, vp) = (p[0] * FLOW, p[1] * PER_MIN, p[2], p[3]);
-    let q = f * ps / (vp * ve);
-    let gap = alpha - beta;
-    // d(s, q, F, F/vp) / d(F, P, ve, vp), per-second units.
-    let ds = [
-        1.0 / vp,
-        1.0 / vp + 1.0 / ve,
-        -ps / (ve * ve),
-        -(f + ps) / (vp * vp),
-    ];
-    let dq = [ps / (vp * ve), f / (vp * ve), -q / ve, -q / vp];
-    let df = [1.0, 0.0, 0.0, 0.0];
-    let dfvp = [1.0 / vp, 0.0, 0.0, -f / (vp * vp)];
-    let unit = [FLOW, PER_MIN, 1.0, 1.0];
-    let num = f * (f / vp - beta);
-    let mut da = [0.0; 4];
-    let mut db = [0.0; 4];
-    let mut da1 = [0.0; 4];
-    let mut da2 = [0.0; 4];
-    for j in 0..4 {
-        da[j] = (alpha * ds[j] - dq[j]) / gap;
-        db[j] = (dq[j] - beta * ds[j]) / gap;
-        let dnum = df[j] * (f / vp - beta) + f * (dfvp[j] - db[j]);
-        da1[j] = (dnum * gap - num * (da[j] - db[j])) / (gap * gap);
-        da2[j] = df[j] - da1[j];
-    }
+    let c = TcxmCoefficients::new(p);
     // Scratch in the Jacobian columns: E(alpha), E'(alpha), E(beta), E'(beta).
     let (c0, rest) = jac.split_at_mut(n);
     let (c1, rest) = rest.split_at_mut(n);
     let (c2, c3) = rest.split_at_mut(n);
-    exp_conv_with_derivative(t, cp, alpha, c0, c1);
-    exp_conv_with_derivative(t, cp, beta, c2, c3);
+    exp_conv_with_derivative(t, cp, c.alpha, c0, c1);
+    exp_conv_with_derivative(t, cp, c.beta, c2, c3);
     for i in 0..n {
         let (ea, dea, eb, deb) = (c0[i], c1[i], c2[i], c3[i]);
-        out[i] = a1 * ea + a2 * eb;
-        let d = |j: usize| (da1[j] * ea + a1 * dea * da[j] + da2[j] * eb + a2 * deb * db[j]) * unit[j];
-        (c0[i], c1[i], c2[i], c3[i]) = (d(0), d(1), d(2), d(3));
+        out[i] = c.a1 * ea + c.a2 * eb;
+        (c0[i], c1[i], c2[i], c3[i]) = (
+            c.d(0, ea, dea, eb, deb),
+            c.d(1, ea, dea, eb, deb),
+            c.d(2, ea, dea, eb, deb),
+            c.d(3, ea, dea, eb, deb),
+        );
     }
     true
+}
+
+/// The 2CXM amplitudes, eigenvalues and their derivatives by (F, P, ve, vp)
+/// for one parameter vector (see [`tcxm_kernel`]).
+struct TcxmCoefficients {
+    a1: f64,
+    alpha: f64,
+    a2: f64,
+    beta: f64,
+    da: [f64; 4],
+    db: [f64; 4],
+    da1: [f64; 4],
+    da2: [f64; 4],
+}
+
+impl TcxmCoefficients {
+    fn new(p: &[f64]) -> Self {
+        let (a1, alpha, a2, beta) = tcxm_irf(p);
+        let (f, ps, ve, vp) = (p[0] * FLOW, p[1] * PER_MIN, p[2], p[3]);
+        let q = f * ps / (vp * ve);
+        let gap = alpha - beta;
+        // d(s, q, F, F/vp) / d(F, P, ve, vp), per-second units.
+        let ds = [
+            1.0 / vp,
+            1.0 / vp + 1.0 / ve,
+            -ps / (ve * ve),
+            -(f + ps) / (vp * vp),
+        ];
+        let dq = [ps / (vp * ve), f / (vp * ve), -q / ve, -q / vp];
+        let df = [1.0, 0.0, 0.0, 0.0];
+        let dfvp = [1.0 / vp, 0.0, 0.0, -f / (vp * vp)];
+        let num = f * (f / vp - beta);
+        let mut c = TcxmCoefficients {
+            a1,
+            alpha,
+            a2,
+            beta,
+            da: [0.0; 4],
+            db: [0.0; 4],
+            da1: [0.0; 4],
+            da2: [0.0; 4],
+        };
+        for j in 0..4 {
+            c.da[j] = (alpha * ds[j] - dq[j]) / gap;
+            c.db[j] = (dq[j] - beta * ds[j]) / gap;
+            let dnum = df[j] * (f / vp - beta) + f * (dfvp[j] - c.db[j]);
+            c.da1[j] = (dnum * gap - num * (c.da[j] - c.db[j])) / (gap * gap);
+            c.da2[j] = df[j] - c.da1[j];
+        }
+        c
+    }
+
+    /// Column `j` of the Jacobian at one time point, from `E(alpha)`,
+    /// `E'(alpha)`, `E(beta)` and `E'(beta)` there.
+    #[inline(always)]
+    fn d(&self, j: usize, ea: f64, dea: f64, eb: f64, deb: f64) -> f64 {
+        const UNIT: [f64; 4] = [FLOW, PER_MIN, 1.0, 1.0];
+        (self.da1[j] * ea + self.a1 * dea * self.da[j] + self.da2[j] * eb + self.a2 * deb * self.db[j])
+            * UNIT[j]
+    }
+}
+
+/// [`tcxm_kernel`] with the Jacobian, in lockstep lanes: each lane's
+/// coefficients as one voxel's, then both convolutions four lanes at a time.
+fn tcxm_lanes(t: &[f64], cp: &[f64], p: &[Lanes], out: &mut [Lanes], jac: &mut [Lanes]) {
+    osipy_backend::simd::wide(
+        #[inline(always)]
+        || {
+            let n = out.len();
+            let c: [TcxmCoefficients; LANES] =
+                std::array::from_fn(|l| TcxmCoefficients::new(&[p[0][l], p[1][l], p[2][l], p[3][l]]));
+            let alpha: Lanes = std::array::from_fn(|l| c[l].alpha);
+            let beta: Lanes = std::array::from_fn(|l| c[l].beta);
+            let (c0, rest) = jac.split_at_mut(n);
+            let (c1, rest) = rest.split_at_mut(n);
+            let (c2, c3) = rest.split_at_mut(n);
+            exp_conv_with_derivative_lanes(t, cp, &alpha, c0, c1);
+            exp_conv_with_derivative_lanes(t, cp, &beta, c2, c3);
+            for i in 0..n {
+                for l in 0..LANES {
+                    let (ea, dea, eb, deb) = (c0[i][l], c1[i][l], c2[i][l], c3[i][l]);
+                    let cl = &c[l];
+                    out[i][l] = cl.a1 * ea + cl.a2 * eb;
+                    c0[i][l] = cl.d(0, ea, dea, eb, deb);
+                    c1[i][l] = cl.d(1, ea, dea, eb, deb);
+                    c2[i][l] = cl.d(2, ea, dea, eb, deb);
+                    c3[i][l] = cl.d(3, ea, dea, eb, deb);
+                }
+            }
+        },
+    )
 }
 
 /// One interval of the exponential-convolution recursion (see
@@ -536,7 +606,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         params: &[FP, PS, VE_2C, VP_2C],
         kernel: tcxm_kernel,
         guess: tcxm_guess,
-        lanes: None,
+        lanes: Some(tcxm_lanes),
     },
     Spec {
         name: "2cum",

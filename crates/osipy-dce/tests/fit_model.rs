@@ -284,6 +284,10 @@ fn lockstep_fits_equal_one_voxel_fits_bit_for_bit() {
         ("extended_tofts", PhantomSpec::extended_tofts().levels),
         ("patlak", vec![vec![0.02, 0.1], vec![0.02, 0.08]]),
         ("2cum", vec![vec![10.0, 40.0], vec![0.05, 0.15], vec![0.03, 0.08]]),
+        (
+            "2cxm",
+            vec![vec![15.0, 40.0], vec![0.1, 0.2], vec![0.1, 0.3], vec![0.05]],
+        ),
     ] {
         let spec = PhantomSpec {
             model: name.into(),

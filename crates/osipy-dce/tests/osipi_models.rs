@@ -225,6 +225,18 @@ fn lane_kernels_equal_the_one_voxel_kernels_bit_for_bit() {
         vec![60.0, 1.0, 1e-3],
     ];
     assert_eq!(check_lanes(m.as_ref(), &sets), 0, "2cum");
+    // 2CXM (Fp, PS, ve, vp): distinct and nearly equal eigenvalues, no
+    // exchange, fast exchange.
+    let m = model("2cxm", inp.clone()).unwrap();
+    assert!(m.has_lanes(), "2cxm has a lane kernel");
+    let sets = vec![
+        vec![30.0, 0.1, 0.2, 0.05],
+        vec![5.0, 0.15, 0.1, 0.02],
+        vec![200.0, 5.0, 1.0, 1.0],
+        vec![1e-3, 0.0, 1e-4, 1e-4],
+        vec![60.0, 1.0, 0.5, 1e-3],
+    ];
+    assert_eq!(check_lanes(m.as_ref(), &sets), 0, "2cxm");
 }
 
 #[test]
