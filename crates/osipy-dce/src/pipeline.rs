@@ -15,14 +15,15 @@ use crate::t1::{look_locker_t1, vfa_signal, vfa_t1, T1Mapping, VfaMethod, VfaPar
 use crate::{fit_model, fit_voxels, DceFitOptions, DceModelEntry, PkInput};
 use ndarray::{Array3, Array4, ArrayView4};
 use osipy_aif::{detect_aif, Aif, Compartment, DetectOptions, PopulationAif};
+use osipy_backend::Device;
 use osipy_core::{OsipyError, QualityCode, Registry, Result};
 use osipy_fitting::{named_bounds, FitOptions, Fitter, LmSettings, VoxelData};
 use osipy_io::curves::voxel_xyz;
 use osipy_io::dro::{compare, DroRow};
 use osipy_io::{
     aif_plot, check_flip_angle, check_positive, check_seconds, choice_names, is_nifti, voxel_curves,
-    AnyDataset, Choice, CurveAxes, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs, ModalityDef,
-    ModalityInfo, Outputs, RunContext, Sample, Sourced, Volume, TIME_FILE,
+    Acquisition, AnyDataset, Choice, CurveAxes, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs,
+    ModalityDef, ModalityInfo, Outputs, RunContext, Sample, Sourced, Volume, TIME_FILE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -334,13 +335,35 @@ impl ModalityDef for Dce {
         // in place. Otherwise it is held as read (float32 when that is exact)
         // and each voxel is converted when the fit loads it, so the run holds
         // the series once, at its own precision.
-        if p.aif_source == AifSource::Detect || p.save_intermediate {
-            return run_series(p, inputs, ctx, reg, Dataset::load(inputs, &INPUTS[0])?, true);
-        }
-        match Dataset::load_any(inputs, &INPUTS[0])? {
-            AnyDataset::F32(ds) => run_series(p, inputs, ctx, reg, ds, false),
-            AnyDataset::F64(ds) => run_series(p, inputs, ctx, reg, ds, false),
-        }
+        let whole = p.aif_source == AifSource::Detect || p.save_intermediate;
+        // The pre-contrast T1 comes from other files: it is mapped while the
+        // series is read. A gzip-compressed series is inflated on one core
+        // and placed on another, which it leaves mostly idle: T1 then takes
+        // one thread, so that the inflating keeps its core. The maps are the
+        // same either way (fits are bit-identical for any thread count).
+        let plan = t1_plan(p, inputs)?;
+        let gzip = inputs
+            .path(INPUTS[0].role)
+            .is_some_and(|f| f.to_string_lossy().ends_with(".gz"));
+        let device = match ctx.device {
+            Device::Cpu { .. } if gzip => Device::Cpu { threads: 1 },
+            other => other,
+        };
+        std::thread::scope(|scope| {
+            let t1 = plan.map(|T1Plan { grid, mask, tr }| {
+                scope.spawn(move || {
+                    let mut pre = vec![None; mask.len()];
+                    pre_contrast_t1(p, inputs, grid, &mask, tr, &device, &mut pre).map(|t1| (t1, pre))
+                })
+            });
+            if whole {
+                return run_series(p, inputs, ctx, reg, Dataset::load(inputs, &INPUTS[0])?, true, t1);
+            }
+            match Dataset::load_any(inputs, &INPUTS[0])? {
+                AnyDataset::F32(ds) => run_series(p, inputs, ctx, reg, ds, false, t1),
+                AnyDataset::F64(ds) => run_series(p, inputs, ctx, reg, ds, false, t1),
+            }
+        })
     }
 
     fn demo() -> Result<DemoCase> {
@@ -378,11 +401,54 @@ impl Choice for AifSource {
 
 /// Pre-contrast T1 (s) per voxel: T1 map, Look-Locker or VFA fit, or the
 /// assumed value; voxels whose T1 fit fails get their reason in `pre`.
+/// The pre-contrast T1 (s) per voxel and the quality codes of voxels whose
+/// mapping failed, as mapped beside the read of the series.
+type T1Job<'scope> = std::thread::ScopedJoinHandle<'scope, Result<(Vec<f64>, Vec<Option<QualityCode>>)>>;
+
+/// What mapping T1 needs before the series is read.
+struct T1Plan {
+    /// The series' grid (x, y, z), from its header.
+    grid: [usize; 3],
+    /// The mask on that grid, one flag per voxel.
+    mask: Vec<bool>,
+    /// TR (s) of the dynamic series.
+    tr: f64,
+}
+
+/// The [`T1Plan`] of a run; `None` when the series is already concentration,
+/// or its header cannot be read alone (reading the series then says what
+/// is wrong).
+fn t1_plan(p: &DceConfig, inputs: &Inputs) -> Result<Option<T1Plan>> {
+    let role = INPUTS[0].role;
+    if p.concentration == SignalConversion::None {
+        return Ok(None);
+    }
+    let Some(([nx, ny, nz, _], geometry)) = inputs.series_header(role) else {
+        return Ok(None);
+    };
+    let grid = [nx, ny, nz];
+    let tr = dynamic_tr(p, &Acquisition::from_sidecar(inputs, role)?)?;
+    let mask = inputs.mask(grid, &geometry)?.iter().copied().collect();
+    Ok(Some(T1Plan { grid, mask, tr }))
+}
+
+/// TR (s) of the dynamic series: the config's, else its sidecar's.
+fn dynamic_tr(p: &DceConfig, acq: &Acquisition) -> Result<f64> {
+    config_or_sidecar(
+        "pipeline.acquisition.tr",
+        p.acquisition.tr,
+        acq.repetition_time.as_ref(),
+        "repetition time in seconds, e.g. 0.005 (or RepetitionTime in the series' JSON sidecar)",
+        |field, v| check_seconds(field, Some(v), 1.0, "0.005"),
+    )
+}
+
 /// The DCE analysis of a series held as `T` (f64, or float32 when exact).
 /// With `whole`, the series is widened and converted to concentration in
 /// place (AIF detection and the saved concentration need every voxel's
 /// curve); otherwise each voxel is converted when the fit, or a report
-/// curve, loads it ([`SignalAsConcentration`]).
+/// curve, loads it ([`SignalAsConcentration`]). `t1`: the T1 mapping
+/// started beside the read, if any (else it is mapped here).
 fn run_series<T: Sample>(
     p: &DceConfig,
     inputs: &Inputs,
@@ -390,6 +456,7 @@ fn run_series<T: Sample>(
     reg: &Registry,
     mut ds: Dataset<T>,
     whole: bool,
+    t1: Option<T1Job<'_>>,
 ) -> Result<Outputs> {
     let times = ds.frame_times(inputs, "frame times")?;
     let grid = ds.grid();
@@ -408,13 +475,7 @@ fn run_series<T: Sample>(
                 _ => ConcentrationMethod::Spgr,
             };
             let acq = &ds.acquisition;
-            let tr = config_or_sidecar(
-                "pipeline.acquisition.tr",
-                p.acquisition.tr,
-                acq.repetition_time.as_ref(),
-                "repetition time in seconds, e.g. 0.005 (or RepetitionTime in the series' JSON sidecar)",
-                |field, v| check_seconds(field, Some(v), 1.0, "0.005"),
-            )?;
+            let tr = dynamic_tr(p, acq)?;
             let flip = config_or_sidecar(
                 "pipeline.acquisition.flip_angle",
                 p.acquisition.flip_angle,
@@ -422,7 +483,16 @@ fn run_series<T: Sample>(
                 "flip angle of the dynamic series in degrees (or FlipAngle in its JSON sidecar)",
                 check_flip_angle,
             )?;
-            let t1 = pre_contrast_t1(p, inputs, grid, &flat_mask, tr, ctx, &mut pre)?;
+            let t1 = match t1 {
+                Some(job) => {
+                    let (t1, failed) = job
+                        .join()
+                        .map_err(|_| OsipyError::Fitting("T1 mapping stopped unexpectedly".into()))??;
+                    pre = failed;
+                    t1
+                }
+                None => pre_contrast_t1(p, inputs, grid, &flat_mask, tr, &ctx.device, &mut pre)?,
+            };
             ctx.lap("t1");
             let b = p.acquisition.baseline_frames;
             if b == 0 || b >= nt {
@@ -575,7 +645,7 @@ fn pre_contrast_t1(
     grid: [usize; 3],
     mask: &[bool],
     tr: f64,
-    ctx: &RunContext,
+    device: &Device,
     pre: &mut [Option<QualityCode>],
 ) -> Result<Vec<f64>> {
     let n_vox = grid.iter().product::<usize>();
@@ -663,7 +733,7 @@ fn pre_contrast_t1(
         .into_shape_with_order((n_vox, n))
         .map_err(|e| OsipyError::data(format!("data.{role}"), e.to_string(), "a 4D array"))?;
     let fit = match fit {
-        T1Mapping::LookLocker => look_locker_t1(flat.view(), &axis, Some(mask), &ctx.device)?,
+        T1Mapping::LookLocker => look_locker_t1(flat.view(), &axis, Some(mask), device)?,
         T1Mapping::Vfa => vfa_t1(
             flat.view(),
             &VfaParams {
@@ -673,7 +743,7 @@ fn pre_contrast_t1(
             None,
             VfaMethod::NonLinear,
             Some(mask),
-            &ctx.device,
+            device,
         )?,
     };
     for v in 0..n_vox {

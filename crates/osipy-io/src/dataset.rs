@@ -83,6 +83,28 @@ pub struct Acquisition {
     pub field_strength: Option<Sourced<f64>>,
 }
 
+impl Acquisition {
+    /// The parameters the JSON sidecar of `role` gives (BIDS names; a DICOM
+    /// series' headers stand in for it), each with its source; none without
+    /// a sidecar.
+    pub fn from_sidecar(inputs: &Inputs, role: &str) -> Result<Acquisition> {
+        let mut acquisition = Acquisition::default();
+        if let Some((sidecar, json)) = inputs.sidecar(role)? {
+            let src = sidecar.display().to_string();
+            let get = |key: &str| {
+                json.get(key)
+                    .and_then(|v| v.as_f64())
+                    .map(|v| Sourced::new(v, format!("{src} ({key})")))
+            };
+            acquisition.repetition_time = get("RepetitionTime");
+            acquisition.echo_time = get("EchoTime");
+            acquisition.flip_angle = get("FlipAngle");
+            acquisition.field_strength = get("MagneticFieldStrength");
+        }
+        Ok(acquisition)
+    }
+}
+
 /// The element type a series is held in: f64, or f32 when every value is
 /// exactly a float32 ([`Dataset::load_any`]).
 pub trait Sample: Copy + Default + Send + Sync + Into<f64> + std::fmt::Debug + 'static {
@@ -217,19 +239,7 @@ impl<T: Sample> Dataset<T> {
                     source: format!("{} (pixdim[4] = {dt} s)", path.display()),
                 })
         });
-        let mut acquisition = Acquisition::default();
-        if let Some((sidecar, json)) = inputs.sidecar(role)? {
-            let src = sidecar.display().to_string();
-            let get = |key: &str| {
-                json.get(key)
-                    .and_then(|v| v.as_f64())
-                    .map(|v| Sourced::new(v, format!("{src} ({key})")))
-            };
-            acquisition.repetition_time = get("RepetitionTime");
-            acquisition.echo_time = get("EchoTime");
-            acquisition.flip_angle = get("FlipAngle");
-            acquisition.field_strength = get("MagneticFieldStrength");
-        }
+        let acquisition = Acquisition::from_sidecar(inputs, role)?;
         Ok(Dataset {
             data,
             geometry,

@@ -322,6 +322,19 @@ impl Inputs {
         }))
     }
 
+    /// The shape (x, y, z, volumes) and geometry of the 4D series of `role`
+    /// from its header alone (a NIfTI header, or the DICOM series' own), as
+    /// [`Inputs::series`] would give them; `None` without such a series, or
+    /// when its header cannot be read here (reading the series then says
+    /// what is wrong).
+    pub fn series_header(&self, role: &str) -> Option<([usize; 4], Geometry)> {
+        let p = self.path(role)?;
+        if let Some(d) = self.dicom(role) {
+            return Some((d.shape, d.geometry.clone()));
+        }
+        crate::nifti_io::read_4d_header(p)
+    }
+
     /// [`Inputs::series`], holding the values as float32 when every value
     /// is exactly a float32 (see [`crate::read_4d_any`]): half the memory,
     /// the same values once widened to f64.

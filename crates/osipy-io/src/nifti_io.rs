@@ -549,6 +549,29 @@ pub fn read_4d_any(path: impl AsRef<Path>) -> Result<AnySeries4> {
     }
 }
 
+/// The shape (x, y, z, volumes) and geometry of a 4D NIfTI-1 file from its
+/// header alone: what [`read_4d`] gives with the data. `None` for another
+/// file or a header that cannot be read (reading the file says why).
+pub(crate) fn read_4d_header(path: &Path) -> Option<([usize; 4], Geometry)> {
+    if !path.is_file() {
+        return None;
+    }
+    let p = path.to_path_buf();
+    let h = std::panic::catch_unwind(move || NiftiHeader::from_file(&p))
+        .ok()?
+        .ok()?;
+    if h.dim[0] != 4 || h.dim[1..5].contains(&0) {
+        return None;
+    }
+    let shape = [1, 2, 3, 4].map(|i| usize::from(h.dim[i]));
+    let geometry = Geometry {
+        affine: affine_from_header(&h),
+        voxel_size: [1, 2, 3].map(|i| (h.pixdim[i] as f64).abs()),
+        header: h,
+    };
+    Some((shape, geometry))
+}
+
 /// A file [`read_4d_streamed`] can read: its header, checked, and how its
 /// samples decode.
 struct StreamPlan<'a> {
@@ -625,14 +648,24 @@ impl<'a> StreamPlan<'a> {
         let (slope, inter) = (self.slope, self.inter);
         let scale = move |v: f64| if slope == 0.0 { v } else { v * slope + inter };
         let datatype = h.datatype;
-        let decode = move |b: &[u8]| -> T {
-            T::from_f64(scale(match datatype {
-                2 => f64::from(b[0]),
-                4 => f64::from(i16::from_le_bytes([b[0], b[1]])),
-                512 => f64::from(u16::from_le_bytes([b[0], b[1]])),
-                16 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                _ => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-            }))
+        // Places one chunk of frames with the sample type's own decoder (one
+        // loop per type, so no per-sample dispatch).
+        let place_chunk = |buf: &[u8], k: usize, t0: usize, row: &[usize], out: &mut [T]| match datatype {
+            2 => place(buf, k, t0, row, out, |b: [u8; 1]| {
+                T::from_f64(scale(f64::from(b[0])))
+            }),
+            4 => place(buf, k, t0, row, out, |b: [u8; 2]| {
+                T::from_f64(scale(f64::from(i16::from_le_bytes(b))))
+            }),
+            512 => place(buf, k, t0, row, out, |b: [u8; 2]| {
+                T::from_f64(scale(f64::from(u16::from_le_bytes(b))))
+            }),
+            16 => place(buf, k, t0, row, out, |b: [u8; 4]| {
+                T::from_f64(scale(f64::from(f32::from_le_bytes(b))))
+            }),
+            _ => place(buf, k, t0, row, out, |b: [u8; 8]| {
+                T::from_f64(scale(f64::from_le_bytes(b)))
+            }),
         };
         let read = || -> std::result::Result<Vec<T>, String> {
             let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
@@ -697,17 +730,7 @@ impl<'a> StreamPlan<'a> {
                     Ok(())
                 });
                 for (t0, k, buf) in full_rx {
-                    // Blocks of 64 voxels: their rows stay in cache while the k
-                    // frames are written.
-                    for s0 in (0..n_vox).step_by(64) {
-                        let s1 = (s0 + 64).min(n_vox);
-                        for f in 0..k {
-                            let frame = &buf[f * frame_bytes..(f + 1) * frame_bytes];
-                            for s in s0..s1 {
-                                out[row[s] + t0 + f] = decode(&frame[s * bytes_per..(s + 1) * bytes_per]);
-                            }
-                        }
-                    }
+                    place_chunk(&buf, k, t0, &row, &mut out);
                     let _ = empty_tx.send(buf);
                 }
                 producer
@@ -729,6 +752,35 @@ impl<'a> StreamPlan<'a> {
             },
             time_step(h),
         ))
+    }
+}
+
+/// Places `k` frames from frame `t0` on, as stored in `buf` (each frame x
+/// fastest, samples of `B` bytes), into the voxel-major `out`, where voxel
+/// `s` (file order) starts at `row[s]`; `decode` converts one sample.
+/// Blocks of 64 voxels: their rows stay in cache while the `k` frames are
+/// written.
+#[inline(always)]
+fn place<T, const B: usize>(
+    buf: &[u8],
+    k: usize,
+    t0: usize,
+    row: &[usize],
+    out: &mut [T],
+    decode: impl Fn([u8; B]) -> T,
+) {
+    let n_vox = row.len();
+    let frame_bytes = n_vox * B;
+    for s0 in (0..n_vox).step_by(64) {
+        let s1 = (s0 + 64).min(n_vox);
+        let rows = &row[s0..s1];
+        for f in 0..k {
+            let start = f * frame_bytes;
+            let samples = &buf[start + s0 * B..start + s1 * B];
+            for (r, b) in rows.iter().zip(samples.chunks_exact(B)) {
+                out[r + t0 + f] = decode(b.try_into().unwrap_or([0; B]));
+            }
+        }
     }
 }
 
@@ -945,7 +997,13 @@ mod tests {
         for name in ["s.nii", "s.nii.gz"] {
             let p = dir.path().join(name);
             write_4d(&p, &data, &geometry, 2.0).unwrap();
-            let general = read_nifti(&p).unwrap().data.into_dimensionality::<Ix4>().unwrap();
+            let read = read_nifti(&p).unwrap();
+            // The header alone gives the shape and geometry of the full read.
+            let (shape, g) = read_4d_header(&p).unwrap();
+            assert_eq!(shape, [9, 8, 3, 5]);
+            assert_eq!(g.affine, read.geometry.affine);
+            assert_eq!(g.voxel_size, read.geometry.voxel_size);
+            let general = read.data.into_dimensionality::<Ix4>().unwrap();
             assert_eq!(general, data);
             let frame = 9 * 8 * 3 * 4;
             for chunk in [1, frame, 2 * frame + 7, 100 * frame] {
