@@ -553,16 +553,7 @@ pub fn read_4d_any(path: impl AsRef<Path>) -> Result<AnySeries4> {
 /// header alone: what [`read_4d`] gives with the data. `None` for another
 /// file or a header that cannot be read (reading the file says why).
 pub(crate) fn read_4d_header(path: &Path) -> Option<([usize; 4], Geometry)> {
-    if !path.is_file() {
-        return None;
-    }
-    let p = path.to_path_buf();
-    let h = std::panic::catch_unwind(move || NiftiHeader::from_file(&p))
-        .ok()?
-        .ok()?;
-    if h.dim[0] != 4 || h.dim[1..5].contains(&0) {
-        return None;
-    }
+    let h = header_4d(path)?;
     let shape = [1, 2, 3, 4].map(|i| usize::from(h.dim[i]));
     let geometry = Geometry {
         affine: affine_from_header(&h),
@@ -570,6 +561,20 @@ pub(crate) fn read_4d_header(path: &Path) -> Option<([usize; 4], Geometry)> {
         header: h,
     };
     Some((shape, geometry))
+}
+
+/// The header of the 4D NIfTI file `path` with no zero dimension; `None`
+/// for anything else, or a header the nifti crate cannot read (guarded
+/// against its panics).
+fn header_4d(path: &Path) -> Option<NiftiHeader> {
+    if !path.is_file() {
+        return None;
+    }
+    let p = path.to_path_buf();
+    let h = std::panic::catch_unwind(move || NiftiHeader::from_file(&p))
+        .ok()?
+        .ok()?;
+    (h.dim[0] == 4 && !h.dim[1..5].contains(&0)).then_some(h)
 }
 
 /// A file [`read_4d_streamed`] can read: its header, checked, and how its
@@ -587,13 +592,7 @@ impl<'a> StreamPlan<'a> {
     /// The plan for `path`, or `None` when the file is not of the kind the
     /// streamed reader handles, or its header is damaged.
     fn of(path: &'a Path) -> Option<StreamPlan<'a>> {
-        if !path.is_file() {
-            return None;
-        }
-        let p = path.to_path_buf();
-        let h = std::panic::catch_unwind(move || NiftiHeader::from_file(&p))
-            .ok()?
-            .ok()?;
+        let h = header_4d(path)?;
         let bytes_per: usize = match h.datatype {
             2 => 1,
             4 | 512 => 2,
@@ -602,8 +601,6 @@ impl<'a> StreamPlan<'a> {
             _ => return None,
         };
         if &h.magic != b"n+1\0"
-            || h.dim[0] != 4
-            || h.dim[1..5].contains(&0)
             || h.endianness != nifti::Endianness::Little
             || !(h.vox_offset >= 348.0)
             || check_data_type(&h).is_err()
