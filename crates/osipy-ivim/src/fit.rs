@@ -124,7 +124,11 @@ pub struct Prepared {
 /// Averages repeated b-values and (optionally) normalises to S(b = 0).
 /// Voxels with non-finite samples are `NonFiniteInput`; voxels whose b = 0
 /// signal is not positive (e.g. all-zero background) are `InvalidSignal`.
-pub fn prepare(signal: ArrayView2<'_, f64>, b: &[f64], normalize: bool) -> Result<Prepared> {
+pub fn prepare<T: Copy + Into<f64>>(
+    signal: ArrayView2<'_, T>,
+    b: &[f64],
+    normalize: bool,
+) -> Result<Prepared> {
     let (n_vox, n_vol) = signal.dim();
     if b.len() != n_vol {
         return Err(OsipyError::data(
@@ -159,12 +163,12 @@ pub fn prepare(signal: ArrayView2<'_, f64>, b: &[f64], normalize: bool) -> Resul
     let mut bad = vec![None; n_vox];
     let mut scale = vec![1.0; n_vox];
     for ((v, out), row) in data.chunks_mut(nu).enumerate().zip(signal.rows()) {
-        if row.iter().any(|x| !x.is_finite()) {
+        if row.iter().any(|x| !(*x).into().is_finite()) {
             bad[v] = Some(QualityCode::NonFiniteInput);
             continue;
         }
         for (o, g) in out.iter_mut().zip(&groups) {
-            *o = g.iter().map(|&i| row[i]).sum::<f64>() / g.len() as f64;
+            *o = g.iter().map(|&i| row[i].into()).sum::<f64>() / g.len() as f64;
         }
         let s0 = if uniq[0] == 0.0 {
             out[0]
@@ -216,9 +220,10 @@ fn bounds_with(model: &Biexponential, opts: &IvimFitOptions) -> Result<Vec<(f64,
     Ok(b)
 }
 
-/// Fits IVIM to `signal` (voxels x volumes) at b-values `b` (s/mm^2).
-pub fn fit_ivim(
-    signal: ArrayView2<'_, f64>,
+/// Fits IVIM to `signal` (voxels x volumes; f64, or float32 as read) at
+/// b-values `b` (s/mm^2).
+pub fn fit_ivim<T: Copy + Into<f64>>(
+    signal: ArrayView2<'_, T>,
     b: &[f64],
     mask: Option<&[bool]>,
     opts: &IvimFitOptions,

@@ -10,8 +10,8 @@ use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, QualityCode, Regi
 use osipy_fitting::{named_bounds, LmSettings};
 use osipy_io::dro::{compare, percentile, DroRow};
 use osipy_io::{
-    check_positive, is_nifti, AxisUnit, Dataset, DemoCase, DemoFile, InputKind, InputSpec, Inputs,
-    ModalityDef, ModalityInfo, Outputs, RunContext,
+    check_positive, is_nifti, AnyDataset, AxisUnit, Dataset, DemoCase, DemoFile, InputKind, InputSpec,
+    Inputs, ModalityDef, ModalityInfo, Outputs, RunContext, Sample,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -341,92 +341,12 @@ impl ModalityDef for Ivim {
     }
 
     fn run(p: &IvimConfig, inputs: &Inputs, ctx: &mut RunContext, reg: &Registry) -> Result<Outputs> {
-        let mut ds = Dataset::load(inputs, &INPUTS[0])?;
-        let (b, source) = b_values(inputs)?;
-        for v in &b {
-            if !(*v >= 0.0 && v.is_finite()) {
-                return Err(OsipyError::metadata(
-                    format!("b-value from {source} (s/mm^2)"),
-                    v,
-                    "finite, non-negative b-values",
-                ));
-            }
+        // The series is held as read: float32 when every value is exactly
+        // one (half the memory of f64, the same values).
+        match Dataset::load_any(inputs, &INPUTS[0])? {
+            AnyDataset::F32(ds) => run_series(p, inputs, ctx, reg, ds),
+            AnyDataset::F64(ds) => run_series(p, inputs, ctx, reg, ds),
         }
-        ds.set_axis(b.clone(), AxisUnit::SecondsPerMm2, source.clone())?;
-        ds.files.insert("b_values".into(), source);
-        let mask = ds.flat_mask();
-        ctx.lap("read");
-
-        let f = &p.fitting;
-        let strategy = reg.get::<IvimFitter>(&p.fitting_method)?.0;
-        let opts = IvimFitOptions {
-            strategy,
-            b_threshold: p.b_threshold,
-            normalize: p.normalize_signal,
-            segmented_fit_f: p.segmented_fit_f,
-            bounds: named_bounds(&f.bounds)?,
-            lm: LmSettings::from_config(f.max_iterations, f.tolerance)?,
-            initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            bayes: f.bayesian.options()?,
-            progress: Some(ctx.progress.counter()),
-        };
-        ctx.progress.start(ds.n_voxels());
-        tracing::info!(strategy = %p.fitting_method, voxels = mask.iter().filter(|m| **m).count(), "fitting IVIM");
-        let fit = fit_ivim(ds.voxels()?, &b, Some(&mask), &opts, &ctx.device)?;
-        ctx.lap("fit");
-        let mut provenance = Provenance::default()
-            .with_method("model", "biexponential")
-            .with_method("fitter", &p.fitting_method)
-            .with_setting("b_threshold", p.b_threshold)
-            .with_setting("b_values", b.clone());
-        provenance = if strategy != IvimStrategy::Bayesian {
-            provenance.with_setting("uncertainty", "standard error from the fit covariance")
-        } else if opts.bayes.sampler == Sampler::Nuts {
-            provenance
-                .with_method("sampler", "nuts")
-                .with_setting(
-                    "priors",
-                    "uniform on the bounds of f, D, D*; Jeffreys on the noise SD",
-                )
-                .with_setting("uncertainty", "posterior SD (values are posterior means)")
-        } else {
-            let bo = &f.bayesian;
-            let prior = match fit.dstar_population {
-                Some((median, sigma)) => format!(
-                    "log-normal fitted to the volume: median {median:.4e} mm^2/s, SD of ln Dstar {sigma:.3}"
-                ),
-                None => bo.dstar_prior.clone(),
-            };
-            let d_prior = match fit.d_population {
-                Some((mean, sd)) => format!(
-                    "normal fitted to the volume (truncated to the bounds): mean {mean:.4e} mm^2/s, SD {sd:.3e} mm^2/s"
-                ),
-                None => bo.d_prior.clone(),
-            };
-            provenance
-                .with_method("sampler", "grid")
-                .with_setting("grid_points", bo.grid_points)
-                .with_setting("Dstar_prior", prior)
-                .with_setting("D_prior", d_prior)
-                .with_setting(
-                    "priors",
-                    "f uniform on its bounds; S0 flat; Jeffreys on the noise SD",
-                )
-                .with_setting("summary", format!("posterior {}", bo.summary))
-                .with_setting("uncertainty", "posterior SD")
-        };
-        let grid = ds.grid();
-        let maps = fit.to_maps(grid, &provenance)?;
-        let plots = fit_curves(&maps, ds.voxels()?, &b, &mask, ctx)?;
-        Ok(Outputs {
-            maps,
-            volumes: Vec::new(),
-            shape: [grid[0], grid[1], grid[2], ds.n_volumes()],
-            mask,
-            inputs: ds.files.clone(),
-            geometry: ds.geometry,
-            plots,
-        })
     }
 
     fn demo() -> Result<DemoCase> {
@@ -436,6 +356,101 @@ impl ModalityDef for Ivim {
     fn phantom_checks(reg: &Registry) -> Result<Vec<DroRow>> {
         phantom_rows(reg)
     }
+}
+
+/// The IVIM analysis of a series held as `T` (f64, or float32 when exact).
+fn run_series<T: Sample>(
+    p: &IvimConfig,
+    inputs: &Inputs,
+    ctx: &mut RunContext,
+    reg: &Registry,
+    mut ds: Dataset<T>,
+) -> Result<Outputs> {
+    let (b, source) = b_values(inputs)?;
+    for v in &b {
+        if !(*v >= 0.0 && v.is_finite()) {
+            return Err(OsipyError::metadata(
+                format!("b-value from {source} (s/mm^2)"),
+                v,
+                "finite, non-negative b-values",
+            ));
+        }
+    }
+    ds.set_axis(b.clone(), AxisUnit::SecondsPerMm2, source.clone())?;
+    ds.files.insert("b_values".into(), source);
+    let mask = ds.flat_mask();
+    ctx.lap("read");
+
+    let f = &p.fitting;
+    let strategy = reg.get::<IvimFitter>(&p.fitting_method)?.0;
+    let opts = IvimFitOptions {
+        strategy,
+        b_threshold: p.b_threshold,
+        normalize: p.normalize_signal,
+        segmented_fit_f: p.segmented_fit_f,
+        bounds: named_bounds(&f.bounds)?,
+        lm: LmSettings::from_config(f.max_iterations, f.tolerance)?,
+        initial_guess: f.initial_guess.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        bayes: f.bayesian.options()?,
+        progress: Some(ctx.progress.counter()),
+    };
+    ctx.progress.start(ds.n_voxels());
+    tracing::info!(strategy = %p.fitting_method, voxels = mask.iter().filter(|m| **m).count(), "fitting IVIM");
+    let fit = fit_ivim(ds.voxels()?, &b, Some(&mask), &opts, &ctx.device)?;
+    ctx.lap("fit");
+    let mut provenance = Provenance::default()
+        .with_method("model", "biexponential")
+        .with_method("fitter", &p.fitting_method)
+        .with_setting("b_threshold", p.b_threshold)
+        .with_setting("b_values", b.clone());
+    provenance = if strategy != IvimStrategy::Bayesian {
+        provenance.with_setting("uncertainty", "standard error from the fit covariance")
+    } else if opts.bayes.sampler == Sampler::Nuts {
+        provenance
+            .with_method("sampler", "nuts")
+            .with_setting(
+                "priors",
+                "uniform on the bounds of f, D, D*; Jeffreys on the noise SD",
+            )
+            .with_setting("uncertainty", "posterior SD (values are posterior means)")
+    } else {
+        let bo = &f.bayesian;
+        let prior = match fit.dstar_population {
+            Some((median, sigma)) => format!(
+                "log-normal fitted to the volume: median {median:.4e} mm^2/s, SD of ln Dstar {sigma:.3}"
+            ),
+            None => bo.dstar_prior.clone(),
+        };
+        let d_prior = match fit.d_population {
+            Some((mean, sd)) => format!(
+                "normal fitted to the volume (truncated to the bounds): mean {mean:.4e} mm^2/s, SD {sd:.3e} mm^2/s"
+            ),
+            None => bo.d_prior.clone(),
+        };
+        provenance
+            .with_method("sampler", "grid")
+            .with_setting("grid_points", bo.grid_points)
+            .with_setting("Dstar_prior", prior)
+            .with_setting("D_prior", d_prior)
+            .with_setting(
+                "priors",
+                "f uniform on its bounds; S0 flat; Jeffreys on the noise SD",
+            )
+            .with_setting("summary", format!("posterior {}", bo.summary))
+            .with_setting("uncertainty", "posterior SD")
+    };
+    let grid = ds.grid();
+    let maps = fit.to_maps(grid, &provenance)?;
+    let plots = fit_curves(&maps, ds.voxels()?, &b, &mask, ctx)?;
+    Ok(Outputs {
+        maps,
+        volumes: Vec::new(),
+        shape: [grid[0], grid[1], grid[2], ds.n_volumes()],
+        mask,
+        inputs: ds.files.clone(),
+        geometry: ds.geometry,
+        plots,
+    })
 }
 
 /// The IVIM demo case on any grid, for `cargo xtask bench-scale`.
@@ -475,9 +490,9 @@ pub fn demo_case_sized(shape: [usize; 3]) -> Result<DemoCase> {
 
 /// Measured and fitted signal of the report's representative voxels (the
 /// bi-exponential at the voxel's S0, f, D and D* maps).
-fn fit_curves(
+fn fit_curves<T: Copy + Into<f64>>(
     maps: &MapSet,
-    signal: ndarray::ArrayView2<'_, f64>,
+    signal: ndarray::ArrayView2<'_, T>,
     b: &[f64],
     mask: &[bool],
     ctx: &RunContext,
@@ -506,7 +521,7 @@ fn fit_curves(
         if theta.iter().all(|t| t.is_finite()) {
             osipy_fitting::Model::predict(&model, &theta, &mut fitted);
         }
-        Some((signal.row(v).to_vec(), fitted))
+        Some((signal.row(v).iter().map(|x| (*x).into()).collect(), fitted))
     })
 }
 

@@ -77,3 +77,32 @@ fn noise_free_full_fit_is_exact_and_noisy_fits_are_close() {
     // Reproducible.
     assert_eq!(generate(&spec).unwrap().signal, ph.signal);
 }
+
+#[test]
+fn float32_series_fit_as_their_f64_widening_bit_for_bit() {
+    // A run holds a float32 series as read; every strategy must fit it as
+    // the same values in f64, including a non-finite and a zero voxel.
+    let dev = Device::Cpu { threads: 2 };
+    let spec = IvimPhantomSpec {
+        shape: [6, 5, 2],
+        ..Default::default()
+    };
+    let mut narrow = generate(&spec).unwrap().voxels().mapv(|x| x as f32);
+    narrow[[3, 2]] = f32::NAN;
+    narrow.row_mut(7).fill(0.0);
+    let wide = narrow.mapv(f64::from);
+    for strategy in [IvimStrategy::Segmented, IvimStrategy::Full] {
+        let opts = IvimFitOptions {
+            strategy,
+            ..Default::default()
+        };
+        let a = fit_ivim(wide.view(), &spec.b_values, None, &opts, &dev).unwrap();
+        let b = fit_ivim(narrow.view(), &spec.b_values, None, &opts, &dev).unwrap();
+        let bits = |x: &ndarray::Array2<f64>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.params), bits(&b.params), "{strategy:?}");
+        assert_eq!(bits(&a.std_errors), bits(&b.std_errors), "{strategy:?}");
+        assert_eq!(a.status, b.status, "{strategy:?}");
+        assert!(a.status.iter().filter(|q| q.is_valid()).count() > 40);
+        assert!(!a.status[3].is_valid() && !a.status[7].is_valid());
+    }
+}
