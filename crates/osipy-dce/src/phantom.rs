@@ -61,6 +61,25 @@ impl PhantomSpec {
             seed: 1,
         }
     }
+
+    /// [`PhantomSpec::extended_tofts`] for the built-in model `model`, with
+    /// parameter levels in that model's physiological range (its own units,
+    /// parameter order as the model's); `None` for any other name.
+    pub fn for_model(model: &str) -> Option<PhantomSpec> {
+        let levels = match model {
+            "extended_tofts" => return Some(PhantomSpec::extended_tofts()),
+            "tofts" => vec![vec![0.05, 0.2, 0.5], vec![0.1, 0.3, 0.5]],
+            "patlak" => vec![vec![0.02, 0.1], vec![0.02, 0.08]],
+            "2cum" => vec![vec![10.0, 40.0], vec![0.05, 0.15], vec![0.03, 0.08]],
+            "2cxm" => vec![vec![15.0, 40.0], vec![0.1, 0.2], vec![0.1, 0.3], vec![0.05]],
+            _ => return None,
+        };
+        Some(PhantomSpec {
+            model: model.into(),
+            levels,
+            ..PhantomSpec::extended_tofts()
+        })
+    }
 }
 
 /// Acquisition settings for [`DcePhantom::signal`].

@@ -9,6 +9,9 @@ use osipy_fitting::FitOptions;
 
 const CPU: Device = Device::Cpu { threads: 2 };
 
+/// Every built-in DCE model.
+const MODELS: [&str; 5] = ["tofts", "extended_tofts", "patlak", "2cum", "2cxm"];
+
 /// Fits the built-in model `name` to the whole phantom on one thread.
 fn fit_phantom(
     name: &str,
@@ -35,21 +38,10 @@ fn median(v: &mut [f64]) -> f64 {
 fn noise_free_phantoms_are_recovered_exactly() {
     // The phantom uses the same forward model, so recovery is limited only
     // by the convergence tolerances: 1e-5 relative.
-    for (name, levels) in [
-        ("tofts", vec![vec![0.05, 0.2, 0.5], vec![0.1, 0.3, 0.5]]),
-        ("extended_tofts", PhantomSpec::extended_tofts().levels),
-        ("patlak", vec![vec![0.02, 0.1], vec![0.02, 0.08]]),
-        ("2cum", vec![vec![10.0, 40.0], vec![0.05, 0.15], vec![0.03, 0.08]]),
-        (
-            "2cxm",
-            vec![vec![15.0, 40.0], vec![0.1, 0.2], vec![0.1, 0.3], vec![0.05]],
-        ),
-    ] {
+    for name in MODELS {
         let spec = PhantomSpec {
-            model: name.into(),
             shape: [4, 4, 2],
-            levels,
-            ..PhantomSpec::extended_tofts()
+            ..PhantomSpec::for_model(name).unwrap()
         };
         let ph = generate(&spec).unwrap();
         let fit = fit_phantom(name, &ph, &DceFitOptions::default()).unwrap();
@@ -279,22 +271,11 @@ fn lockstep_fits_equal_one_voxel_fits_bit_for_bit() {
     // The models with lane kernels fit four voxels per evaluation (with
     // AVX2 where the CPU has it); switching that off must not change a
     // single bit of any map, on a uniform and a non-uniform grid.
-    for (name, levels) in [
-        ("tofts", vec![vec![0.05, 0.2, 0.5], vec![0.1, 0.3, 0.5]]),
-        ("extended_tofts", PhantomSpec::extended_tofts().levels),
-        ("patlak", vec![vec![0.02, 0.1], vec![0.02, 0.08]]),
-        ("2cum", vec![vec![10.0, 40.0], vec![0.05, 0.15], vec![0.03, 0.08]]),
-        (
-            "2cxm",
-            vec![vec![15.0, 40.0], vec![0.1, 0.2], vec![0.1, 0.3], vec![0.05]],
-        ),
-    ] {
+    for name in MODELS {
         let spec = PhantomSpec {
-            model: name.into(),
             shape: [9, 7, 3],
-            levels,
             snr: Some(15.0),
-            ..PhantomSpec::extended_tofts()
+            ..PhantomSpec::for_model(name).unwrap()
         };
         let ph = generate(&spec).unwrap();
         let mut irregular = ph.time.clone();
