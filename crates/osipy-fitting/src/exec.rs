@@ -1,8 +1,9 @@
 //! Where per-voxel work runs: the device dispatch of the fitting engine.
 //!
-//! [`map_voxels`] is the one entry point modality crates use for per-voxel
-//! kernels of their own (a segmented solver, a sampler, R^2 of final curves);
-//! [`crate::fit_batch`] runs on it too. It dispatches on the [`Device`]: the
+//! [`map_voxels`] is the entry point modality crates use for per-voxel
+//! kernels of their own (a sampler, R^2 of final curves), and [`map_parts`]
+//! the one for kernels writing several result arrays at once (a segmented
+//! solver; [`crate::fit_batch`] runs on it). It dispatches on the [`Device`]: the
 //! CPU path hands fixed chunks of voxels to the backend's thread pool (built
 //! once per process and thread count), so results are bit-identical for any
 //! thread count. A GPU device will get its own arm here, not in the callers.
@@ -55,7 +56,11 @@ where
 /// on `device`: each part is one fixed work item (e.g. a chunk of voxels
 /// with its slices of several output arrays), so the results do not depend
 /// on the thread count. `init` makes one workspace per worker.
-pub(crate) fn map_parts<T, W, I, F>(device: &Device, parts: &mut [T], init: I, kernel: F) -> Result<()>
+///
+/// [`map_voxels`] writes one record per voxel into one array; this is for
+/// kernels that write straight into several result arrays (one slice of
+/// each per part), with no record buffer beside them.
+pub fn map_parts<T, W, I, F>(device: &Device, parts: &mut [T], init: I, kernel: F) -> Result<()>
 where
     T: Send,
     I: Fn() -> W + Sync + Send,

@@ -34,7 +34,7 @@ pub use batch::{
     fit_batch, fit_curve, named_bounds, param_index, BatchFit, FitOptions, InitialGuess, PinValue, VoxelFit,
 };
 pub use data::VoxelData;
-pub use exec::{built_devices, map_voxels};
+pub use exec::{built_devices, map_parts, map_voxels};
 pub use lm::LmSettings;
 pub use model::{
     check_jacobian, check_lanes, finite_difference_jacobian, lanes_one_by_one, Lanes, Model, ParamSpec, LANES,

@@ -440,7 +440,7 @@ fn run_series<T: Sample>(
             .with_setting("uncertainty", "posterior SD")
     };
     let grid = ds.grid();
-    let maps = fit.to_maps(grid, &provenance)?;
+    let maps = fit.into_maps(grid, &provenance)?;
     let plots = fit_curves(&maps, ds.voxels()?, &b, &mask, ctx)?;
     Ok(Outputs {
         maps,
@@ -530,20 +530,37 @@ impl IvimFit {
     /// standard errors (posterior SDs for `bayesian`), R^2 and quality; for
     /// `bayesian` also the 95 % credible interval of f, D and Dstar
     /// (`f_ci95_low`, `f_ci95_high`, ...).
-    pub fn to_maps(&self, grid: [usize; 3], provenance: &Provenance) -> Result<MapSet> {
+    ///
+    /// The parameter and standard-error columns become the maps' arrays
+    /// one at a time, without a copy of the whole fit beside them.
+    pub fn into_maps(self, grid: [usize; 3], provenance: &Provenance) -> Result<MapSet> {
         osipy_core::check_grid(self.status.len(), grid)?;
         let at = |col: &dyn Fn(usize) -> f64| osipy_core::on_grid(grid, col);
         let quality: Array3<QualityCode> = osipy_core::on_grid(grid, |v| self.status[v]);
+        let on_grid = |values: Vec<f64>| {
+            Array3::from_shape_vec(grid, values).map_err(|e| {
+                OsipyError::data("fitted voxels", e.to_string(), "one value per voxel of the grid")
+            })
+        };
+        let mut values = columns(self.params).into_iter().map(Some).collect::<Vec<_>>();
+        let mut errors = columns(self.std_errors).into_iter().map(Some).collect::<Vec<_>>();
         let mut maps: Vec<ParameterMap> = MAPS
             .iter()
             .map(|(j, name, symbol, unit)| {
+                let (Some(v), Some(e)) = (values[*j].take(), errors[*j].take()) else {
+                    return Err(OsipyError::data(
+                        "IVIM parameter columns",
+                        "fewer than 4",
+                        "S0, f, D, Dstar",
+                    ));
+                };
                 ParameterMap::new(
                     name,
                     symbol,
                     *unit,
-                    at(&|v| self.params[[v, *j]]),
+                    on_grid(v)?,
                     quality.clone(),
-                    Some(at(&|v| self.std_errors[[v, *j]])),
+                    Some(on_grid(e)?),
                     provenance.clone(),
                 )
             })
@@ -584,10 +601,38 @@ impl IvimFit {
         }
         Ok(MapSet {
             maps,
-            r_squared: at(&|v| self.r2[v]),
+            r_squared: on_grid(self.r2.into_iter().collect())?,
             quality,
         })
     }
+}
+
+/// The columns of `a` (voxels x parameters), each its own vector. A
+/// column-major `a` gives them up one at a time from its end, each
+/// shortening it, so that they take hardly more memory than `a` did.
+fn columns(a: ndarray::Array2<f64>) -> Vec<Vec<f64>> {
+    let (n, k) = a.dim();
+    let by_column = a.reversed_axes();
+    let (mut flat, offset) = if by_column.is_standard_layout() {
+        by_column.into_raw_vec_and_offset()
+    } else {
+        by_column
+            .as_standard_layout()
+            .into_owned()
+            .into_raw_vec_and_offset()
+    };
+    flat.drain(..offset.unwrap_or(0).min(flat.len()));
+    flat.truncate(n * k);
+    let mut cols: Vec<Vec<f64>> = (0..k)
+        .rev()
+        .map(|j| {
+            let col = flat.split_off(j * n);
+            flat.shrink_to_fit();
+            col
+        })
+        .collect();
+    cols.reverse();
+    cols
 }
 
 /// b-values: `data.b_values`, else `data.b_values_file`, else the DWI's JSON
@@ -736,4 +781,42 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     percentile(&s, 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::columns;
+    use ndarray::{s, Array2, ShapeBuilder};
+
+    /// Columns come out the same, in order, from row-major, column-major
+    /// and sliced arrays, and from arrays without rows or columns.
+    #[test]
+    fn columns_are_taken_whole_and_in_order_from_any_layout() {
+        let value = |v: usize, j: usize| (v * 10 + j) as f64;
+        let expected = |n: usize, k: usize| -> Vec<Vec<f64>> {
+            (0..k).map(|j| (0..n).map(|v| value(v, j)).collect()).collect()
+        };
+        let (n, k) = (7, 4);
+        let c = Array2::from_shape_fn((n, k), |(v, j)| value(v, j));
+        let f = Array2::from_shape_fn((n, k).f(), |(v, j)| value(v, j));
+        assert_eq!(columns(c), expected(n, k));
+        assert_eq!(columns(f), expected(n, k));
+        // A column-major array that does not start at its buffer's start.
+        let wide = Array2::from_shape_fn(
+            (n + 3, k).f(),
+            |(v, j)| if v >= 3 { value(v - 3, j) } else { -1.0 },
+        );
+        let sliced = wide.slice_move(s![3.., ..]);
+        assert_eq!(columns(sliced), expected(n, k));
+        // Contiguous columns that start after a column of the buffer.
+        let extra = Array2::from_shape_fn(
+            (n, k + 1).f(),
+            |(v, j)| if j >= 1 { value(v, j - 1) } else { -1.0 },
+        );
+        let offset = extra.slice_move(s![.., 1..]);
+        assert!(offset.t().is_standard_layout());
+        assert_eq!(columns(offset), expected(n, k));
+        assert_eq!(columns(Array2::zeros((0, 4).f())), vec![Vec::<f64>::new(); 4]);
+        assert!(columns(Array2::zeros((5, 0))).is_empty());
+    }
 }
