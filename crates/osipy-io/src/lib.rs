@@ -55,5 +55,5 @@ pub use modality::{
 pub use atomic::{atomic_write, write_json};
 pub use nifti_io::{
     read_3d, read_4d, read_4d_any, read_nifti, write_4d, write_4d_f64, write_map, write_mask,
-    write_parameter_map, write_parameter_map_as, AnySeries4, Geometry, NiftiVolume,
+    write_parameter_map, write_parameter_map_as, write_parameter_map_with, AnySeries4, Geometry, NiftiVolume,
 };

@@ -929,6 +929,19 @@ pub fn write_parameter_map_as(
     geometry: &Geometry,
     ext: &str,
 ) -> Result<Vec<PathBuf>> {
+    write_parameter_map_with(dir, map, &map.provenance, geometry, ext)
+}
+
+/// [`write_parameter_map_as`] with `provenance` in the sidecar instead of
+/// the map's own (e.g. the map's with the run's config added), without a
+/// copy of the map's arrays.
+pub fn write_parameter_map_with(
+    dir: impl AsRef<Path>,
+    map: &ParameterMap,
+    provenance: &osipy_core::Provenance,
+    geometry: &Geometry,
+    ext: &str,
+) -> Result<Vec<PathBuf>> {
     let dir = dir.as_ref();
     let mut written = Vec::new();
     let main = dir.join(format!("{}{ext}", map.name));
@@ -949,7 +962,7 @@ pub fn write_parameter_map_as(
         "Symbol": map.symbol,
         "Units": map.unit.symbol(),
         "StandardErrorFile": map.std_error.as_ref().map(|_| format!("{}_se{ext}", map.name)),
-        "Provenance": map.provenance,
+        "Provenance": provenance,
         "QualityCounts": counts,
     });
     let json = dir.join(format!("{}.json", map.name));

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::RunSummary;
 use ndarray::Array3;
 use osipy_core::{MapSet, OsipyError, QualityCode, Result};
-use osipy_io::{write_4d, write_json, write_map, write_mask, write_parameter_map_as, Geometry, Volume};
+use osipy_io::{write_4d, write_json, write_map, write_mask, write_parameter_map_with, Geometry, Volume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -200,10 +200,11 @@ impl Staging {
     ) -> Result<()> {
         let config = serde_json::to_value(config).map_err(|e| OsipyError::Validation(e.to_string()))?;
         let (tmp, ext) = (self.tmp().to_path_buf(), self.ext);
+        // The sidecar's provenance gains the config; the arrays are written
+        // as they are (no copy of the map).
         let write = |map: &osipy_core::ParameterMap| {
-            let mut map = map.clone();
-            map.provenance = map.provenance.with_setting("config", config.clone());
-            write_parameter_map_as(&tmp, &map, geometry, ext)
+            let provenance = map.provenance.clone().with_setting("config", config.clone());
+            write_parameter_map_with(&tmp, map, &provenance, geometry, ext)
         };
         let per_thread = set.maps.len().div_ceil(threads.max(1)).max(1);
         let written: Vec<Result<Vec<PathBuf>>> = std::thread::scope(|scope| {
@@ -224,7 +225,9 @@ impl Staging {
         for files in written {
             self.written.extend(files?);
         }
-        self.volume("r_squared.nii.gz", &Volume::Map(set.r_squared.clone()), geometry)?;
+        let p = self.tmp().join(self.image_name("r_squared.nii.gz"));
+        write_map(&p, &set.r_squared, geometry)?;
+        self.written.push(p);
         let p = self.tmp().join(self.image_name("quality_mask.nii.gz"));
         write_mask(&p, &set.quality.mapv(|q| q.code()), geometry)?;
         self.written.push(p);
