@@ -618,7 +618,7 @@ impl ModalityDef for Asl {
                     },
                     y_label: "ΔM / M0",
                     x: &x,
-                    rank: ("R²", &r_squared),
+                    rank: ("R²", r_squared.view()),
                 };
                 plots = voxel_curves(&mask, &ctx.report_voxels, axes, |v| {
                     let i = voxel_xyz(v, grid);

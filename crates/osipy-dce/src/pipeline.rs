@@ -836,7 +836,7 @@ fn fit_curves(
         x_label: "time (s)",
         y_label: "concentration (mM)",
         x: times,
-        rank: ("R²", &maps.r_squared),
+        rank: ("R²", maps.r_squared.view()),
     };
     voxel_curves(mask, &ctx.report_voxels, axes, |v| {
         let [x, y, z] = voxel_xyz(v, grid);

@@ -578,8 +578,8 @@ impl ModalityDef for Dsc {
         // method for its fitted curve: per-voxel results do not depend on
         // the other voxels, so this is the fit the maps come from.
         let rank = match (&d.r2, maps.iter().find(|m| m.name == "CBF")) {
-            (Some(_), _) | (None, None) => ("R²", &r_squared),
-            (None, Some(cbf)) => ("CBF", &cbf.values),
+            (Some(_), _) | (None, None) => ("R²", r_squared.view()),
+            (None, Some(cbf)) => ("CBF", cbf.values.view()),
         };
         let picked: Vec<usize> = osipy_io::curves::representative_voxels(rank, &mask, &ctx.report_voxels)?
             .into_iter()

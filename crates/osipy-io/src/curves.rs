@@ -9,7 +9,7 @@
 //! voxels the user names in `output.report_voxels`) and builds the plots.
 //! Other curves (the AIF) are [`Plot`]s built directly.
 
-use ndarray::Array3;
+use ndarray::ArrayView3;
 use osipy_core::{OsipyError, Result};
 use serde::{Deserialize, Serialize};
 
@@ -62,9 +62,9 @@ pub struct CurveAxes<'a> {
     /// Abscissae shared by every voxel (frame times, b-values, PLDs).
     pub x: &'a [f64],
     /// The map the representative voxels are ranked by, with its name: the
-    /// fit's R^2 (`("R²", &maps.r_squared)`), or a parameter map where the
-    /// method has no R^2.
-    pub rank: (&'a str, &'a Array3<f64>),
+    /// fit's R^2 (`("R²", maps.r_squared.view())`), or a parameter map where
+    /// the method has no R^2.
+    pub rank: (&'a str, ArrayView3<'a, f64>),
 }
 
 /// (x, y, z) of flat voxel index `v` on `grid` (C order, z fastest).
@@ -77,7 +77,7 @@ pub fn voxel_xyz(v: usize, grid: [usize; 3]) -> [usize; 3] {
 /// mask's voxels where it is finite, then every voxel of `named`
 /// (`output.report_voxels`), which must lie on the grid.
 pub fn representative_voxels(
-    (rank_name, rank): (&str, &Array3<f64>),
+    (rank_name, rank): (&str, ArrayView3<'_, f64>),
     mask: &[bool],
     named: &[[usize; 3]],
 ) -> Result<Vec<(String, usize)>> {
@@ -209,13 +209,14 @@ fn capitalise(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Array3;
 
     #[test]
     fn picks_median_and_worst_r2_in_the_mask_then_named_voxels() {
         // 1x2x3 grid; voxel 5 is outside the mask (and would be the worst).
         let r2 = Array3::from_shape_vec((1, 2, 3), vec![0.9, 0.5, f64::NAN, 0.7, 0.99, -3.0]).unwrap();
         let mask = [true, true, true, true, true, false];
-        let picked = representative_voxels(("R²", &r2), &mask, &[[0, 1, 2]]).unwrap();
+        let picked = representative_voxels(("R²", r2.view()), &mask, &[[0, 1, 2]]).unwrap();
         // Finite in mask, sorted: 0.5 (1), 0.7 (3), 0.9 (0), 0.99 (4): median index 2 -> voxel 0.
         assert_eq!(
             picked,
@@ -225,7 +226,7 @@ mod tests {
                 ("named".to_string(), 5)
             ]
         );
-        let e = representative_voxels(("R²", &r2), &mask, &[[0, 2, 0]])
+        let e = representative_voxels(("R²", r2.view()), &mask, &[[0, 2, 0]])
             .unwrap_err()
             .to_string();
         assert!(
@@ -266,7 +267,7 @@ mod tests {
             x_label: "b (s/mm²)",
             y_label: "signal (a.u.)",
             x: &[0.0, 100.0],
-            rank: ("R²", &r2),
+            rank: ("R²", r2.view()),
         };
         let plots = voxel_curves(&[true; 3], &[[0, 0, 0]], axes, |v| match v {
             1 => None,

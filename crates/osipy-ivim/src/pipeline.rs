@@ -440,15 +440,21 @@ fn run_series<T: Sample>(
             .with_setting("uncertainty", "posterior SD")
     };
     let grid = ds.grid();
+    osipy_core::check_grid(fit.status.len(), grid)?;
+    // The report's curves come from the fit and the series; the series is
+    // then let go before the maps are made of the fit.
+    let plots = fit_curves(&fit, grid, ds.voxels()?, &b, &mask, ctx)?;
+    let shape = [grid[0], grid[1], grid[2], ds.n_volumes()];
+    let (inputs, geometry) = (std::mem::take(&mut ds.files), ds.geometry.clone());
+    drop(ds);
     let maps = fit.into_maps(grid, &provenance)?;
-    let plots = fit_curves(&maps, ds.voxels()?, &b, &mask, ctx)?;
     Ok(Outputs {
         maps,
         volumes: Vec::new(),
-        shape: [grid[0], grid[1], grid[2], ds.n_volumes()],
+        shape,
         mask,
-        inputs: ds.files.clone(),
-        geometry: ds.geometry,
+        inputs,
+        geometry,
         plots,
     })
 }
@@ -491,32 +497,35 @@ pub fn demo_case_sized(shape: [usize; 3]) -> Result<DemoCase> {
 /// Measured and fitted signal of the report's representative voxels (the
 /// bi-exponential at the voxel's S0, f, D and D* maps).
 fn fit_curves<T: Copy + Into<f64>>(
-    maps: &MapSet,
+    fit: &IvimFit,
+    grid: [usize; 3],
     signal: ndarray::ArrayView2<'_, T>,
     b: &[f64],
     mask: &[bool],
     ctx: &RunContext,
 ) -> Result<Vec<osipy_io::Plot>> {
     let model = crate::Biexponential::new(b)?;
-    let grid = {
-        let s = maps.r_squared.shape();
-        [s[0], s[1], s[2]]
-    };
-    let [s0, f, d, dstar] = ["S0", "f", "D", "Dstar"].map(|n| maps.map(n).map(|m| &m.values));
-    let (Some(s0), Some(f), Some(d), Some(dstar)) = (s0, f, d, dstar) else {
-        return Ok(Vec::new());
-    };
+    let r2 = fit
+        .r2
+        .as_slice()
+        .and_then(|r2| ndarray::ArrayView3::from_shape(grid, r2).ok())
+        .ok_or_else(|| {
+            OsipyError::data(
+                "R^2 of the fit",
+                "not one value per voxel of the grid",
+                "R^2 on the grid",
+            )
+        })?;
     let axes = osipy_io::CurveAxes {
         quantity: "signal",
         x_label: "b (s/mm²)",
         y_label: "signal (a.u.)",
         x: b,
-        rank: ("R²", &maps.r_squared),
+        rank: ("R²", r2),
     };
     osipy_io::voxel_curves(mask, &ctx.report_voxels, axes, |v| {
-        let i = osipy_io::curves::voxel_xyz(v, grid);
-        let i = (i[0], i[1], i[2]);
-        let theta = [s0[i], f[i], d[i], dstar[i]];
+        let p = &fit.params;
+        let theta = [p[[v, 0]], p[[v, 1]], p[[v, 2]], p[[v, 3]]];
         let mut fitted = vec![f64::NAN; b.len()];
         if theta.iter().all(|t| t.is_finite()) {
             osipy_fitting::Model::predict(&model, &theta, &mut fitted);
@@ -601,7 +610,12 @@ impl IvimFit {
         }
         Ok(MapSet {
             maps,
-            r_squared: on_grid(self.r2.into_iter().collect())?,
+            // R^2 as the one column of a voxels x 1 array: its buffer, moved.
+            r_squared: on_grid(
+                columns(self.r2.insert_axis(ndarray::Axis(1)))
+                    .pop()
+                    .unwrap_or_default(),
+            )?,
             quality,
         })
     }

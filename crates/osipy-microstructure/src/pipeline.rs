@@ -631,7 +631,7 @@ fn fit_curves(
         },
         y_label: "signal (a.u.)",
         x: &x,
-        rank: ("R²", &maps.r_squared),
+        rank: ("R²", maps.r_squared.view()),
     };
     osipy_io::voxel_curves(mask, &ctx.report_voxels, axes, |v| {
         let theta = fit.params.row(v).to_vec();

@@ -288,7 +288,7 @@ impl Staging {
                     name: m.name.clone(),
                     symbol: m.symbol.clone(),
                     unit: m.unit.symbol().to_string(),
-                    values: m.values.clone(),
+                    values: std::borrow::Cow::Borrowed(&m.values),
                 })
                 .collect(),
             quality: maps.quality.mapv(|q| q.code()),

@@ -27,7 +27,7 @@ impl MapStats {
     /// comes from `output.report_ranges`.
     /// `n` values in the mask with the [`crate::map_percentiles`] `pct`.
     pub(crate) fn new(
-        m: &MapImage,
+        m: &MapImage<'_>,
         n: usize,
         pct: &[f64; 5],
         range: (f64, f64),
@@ -123,7 +123,7 @@ var net=performance.getEntriesByType('resource').filter(function(r){return r.nam
 document.body.setAttribute('data-network',net.length+(net.length?' '+net.map(function(r){return r.name;}).join(' '):''));});";
 
 pub(crate) fn page(
-    data: &ReportData,
+    data: &ReportData<'_>,
     stats: &[MapStats],
     plots: &[Plot],
     figures: &[(String, Figure)],

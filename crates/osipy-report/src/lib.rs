@@ -32,31 +32,33 @@ pub use figure::{
 use ndarray::Array3;
 use osipy_core::{OsipyError, QualityCode, Result};
 use osipy_io::{atomic_write, read_3d, Plot};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// One parameter map as the report shows it.
 #[derive(Debug, Clone)]
-pub struct MapImage {
+pub struct MapImage<'a> {
     /// File and display name (`Ktrans`).
     pub name: String,
     /// Display symbol (`K^trans`).
     pub symbol: String,
     /// Unit symbol (`1/min`).
     pub unit: String,
-    /// Values on the (x, y, z) grid (NaN where not valid).
-    pub values: Array3<f64>,
+    /// Values on the (x, y, z) grid (NaN where not valid): the run's own
+    /// map, borrowed, or read from an output folder.
+    pub values: Cow<'a, Array3<f64>>,
 }
 
 /// Everything a report is drawn from.
 #[derive(Debug, Clone)]
-pub struct ReportData {
+pub struct ReportData<'a> {
     /// The run summary as written to `osipy_run.json` (software, inputs,
     /// shape, timings, voxel counts, the config with its `output.report_*`
     /// settings, and the `plots`).
     pub summary: serde_json::Value,
     /// The parameter maps, in output order.
-    pub maps: Vec<MapImage>,
+    pub maps: Vec<MapImage<'a>>,
     /// Quality code per voxel (`0` = outside the mask).
     pub quality: Array3<u8>,
 }
@@ -79,7 +81,7 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> OsipyError {
     OsipyError::io(path, e.to_string())
 }
 
-impl ReportData {
+impl ReportData<'_> {
     /// The voxels inside the analysis mask (quality code other than
     /// `not_fitted`).
     pub fn mask(&self) -> Array3<bool> {
@@ -119,7 +121,7 @@ impl ReportData {
 
     /// Reads what a report needs from a finished output folder: its
     /// `osipy_run.json`, the maps its sidecars name, and the quality mask.
-    pub fn from_dir(dir: &Path) -> Result<ReportData> {
+    pub fn from_dir(dir: &Path) -> Result<ReportData<'static>> {
         let run = dir.join("osipy_run.json");
         if !run.is_file() {
             return Err(OsipyError::data(
@@ -159,7 +161,7 @@ impl ReportData {
                 symbol: field("Symbol").unwrap_or_else(|| map_name.clone()),
                 unit: field("Units").unwrap_or_default(),
                 name: map_name,
-                values,
+                values: Cow::Owned(values),
             });
         }
         // `quality_mask`, or its BIDS-derivative name (`..._desc-qualityMask_<suffix>`).
@@ -226,7 +228,7 @@ pub fn robust_range(p: &[f64; 5]) -> (f64, f64) {
 }
 
 /// Draws every figure and the page.
-pub fn render(data: &ReportData) -> Result<Report> {
+pub fn render(data: &ReportData<'_>) -> Result<Report> {
     let mask = data.mask();
     let ranges = data.ranges();
     let plots = data.plots()?;
@@ -292,7 +294,7 @@ pub fn render(data: &ReportData) -> Result<Report> {
 
 /// Renders the report of `data` into `dir`: `report.html` and
 /// `figures/*.png`, each written atomically. Returns the paths written.
-pub fn write(dir: &Path, data: &ReportData) -> Result<Vec<PathBuf>> {
+pub fn write(dir: &Path, data: &ReportData<'_>) -> Result<Vec<PathBuf>> {
     let report = render(data)?;
     let fig_dir = dir.join(FIGURES_DIR);
     std::fs::create_dir_all(&fig_dir)

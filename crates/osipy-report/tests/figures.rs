@@ -180,7 +180,7 @@ fn the_page_embeds_every_figure_and_loads_nothing_from_outside() {
             name: "ramp".into(),
             symbol: "r".into(),
             unit: "1/s".into(),
-            values: v,
+            values: std::borrow::Cow::Owned(v),
         }],
         quality,
     };
