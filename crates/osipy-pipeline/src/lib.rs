@@ -45,9 +45,11 @@ pub fn builtin_registry() -> Result<Registry> {
 }
 
 /// Redraws `report.html` and `figures/` of the finished output folder
-/// `out_dir` from what it holds (`osipy report`); returns the files written.
+/// `out_dir` from what it holds (`osipy report`), on `OSIPY_NUM_THREADS`
+/// threads or all cores; returns the files written.
 pub fn write_report(out_dir: &std::path::Path) -> Result<Vec<PathBuf>> {
-    osipy_report::write(out_dir, &osipy_report::ReportData::from_dir(out_dir)?)
+    let threads = osipy_backend::threads_from_env()?.unwrap_or_else(osipy_backend::available_cores);
+    osipy_report::write(out_dir, &osipy_report::ReportData::from_dir(out_dir)?, threads)
 }
 
 /// Where to read, where to write, and how to run.
@@ -237,7 +239,7 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
                 );
             }
         }
-        stage.report(&summary, &out.maps)?;
+        stage.report(&summary, &out.maps, ctx.device.threads())?;
         output::fault_point("report");
         ctx.lap("report");
         summary.timings = ctx.stages().to_vec();

@@ -278,7 +278,7 @@ impl Staging {
     }
 
     /// Draws the report (`report.html`, `figures/`) of `summary` and `maps`.
-    pub(crate) fn report(&mut self, summary: &RunSummary, maps: &MapSet) -> Result<()> {
+    pub(crate) fn report(&mut self, summary: &RunSummary, maps: &MapSet, threads: usize) -> Result<()> {
         let data = osipy_report::ReportData {
             summary: serde_json::to_value(summary).map_err(|e| OsipyError::Validation(e.to_string()))?,
             maps: maps
@@ -293,7 +293,7 @@ impl Staging {
                 .collect(),
             quality: maps.quality.mapv(|q| q.code()),
         };
-        let files = osipy_report::write(self.tmp(), &data)?;
+        let files = osipy_report::write(self.tmp(), &data, threads)?;
         self.written.extend(files);
         Ok(())
     }

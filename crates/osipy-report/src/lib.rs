@@ -227,13 +227,14 @@ pub fn robust_range(p: &[f64; 5]) -> (f64, f64) {
     }
 }
 
-/// Draws every figure and the page.
-pub fn render(data: &ReportData<'_>) -> Result<Report> {
+/// Draws every figure and the page. The maps' figures (montage, histogram
+/// and statistics of each map), the quality montage and the curves are
+/// drawn on up to `threads` threads; the report does not depend on the
+/// count.
+pub fn render(data: &ReportData<'_>, threads: usize) -> Result<Report> {
     let mask = data.mask();
     let ranges = data.ranges();
     let plots = data.plots()?;
-    let mut figures = Vec::new();
-    let mut stats = Vec::new();
     for m in &data.maps {
         if m.values.shape() != data.quality.shape() {
             return Err(OsipyError::data(
@@ -242,28 +243,67 @@ pub fn render(data: &ReportData<'_>) -> Result<Report> {
                 format!("the quality mask's grid {:?}", data.quality.shape()),
             ));
         }
+    }
+    // One job per map, then the quality montage, then one per curve; each
+    // result lands in its own slot, so the order is fixed.
+    let n_maps = data.maps.len();
+    let draw = |job: usize| -> Result<Drawn> {
+        let Some(m) = data.maps.get(job) else {
+            let figure = match job - n_maps {
+                0 => ("quality.png".into(), quality_montage(&data.quality, &mask)?),
+                i => (format!("curve_{i}.png"), line_plot(&plots[i - 1])?),
+            };
+            return Ok(Drawn {
+                figures: vec![figure],
+                stats: None,
+            });
+        };
         let mut values = finite_in_mask(&m.values, &mask);
         let pct = map_percentiles(&mut values);
         let (range, configured) = match ranges.get(&m.name) {
             Some(r) => (*r, true),
             None => (robust_range(&pct), false),
         };
+        let hist = histogram(&format!("{} in the mask", m.name), &m.unit, &values, range)?;
+        let stats = html::MapStats::new(m, values.len(), &pct, range, configured);
+        // The copy of the values is let go before the montage is drawn.
+        drop(values);
         let title = format!("{} ({})", m.name, m.unit);
-        figures.push((
-            format!("map_{}.png", m.name),
-            map_montage(&title, &m.unit, &m.values, &mask, range, &[])?,
-        ));
-        figures.push((
-            format!("hist_{}.png", m.name),
-            histogram(&format!("{} in the mask", m.name), &m.unit, &values, range)?,
-        ));
-        stats.push(html::MapStats::new(m, values.len(), &pct, range, configured));
+        Ok(Drawn {
+            figures: vec![
+                (
+                    format!("map_{}.png", m.name),
+                    map_montage(&title, &m.unit, &m.values, &mask, range, &[])?,
+                ),
+                (format!("hist_{}.png", m.name), hist),
+            ],
+            stats: Some((stats, range)),
+        })
+    };
+    let mut slots: Vec<Option<Result<Drawn>>> = (0..n_maps + 1 + plots.len()).map(|_| None).collect();
+    osipy_backend::for_each_chunk(
+        &osipy_backend::Device::Cpu {
+            threads: threads.max(1),
+        },
+        &mut slots,
+        1,
+        1,
+        || (),
+        |_, job, slot| slot[0] = Some(draw(job)),
+    )
+    .map_err(OsipyError::from)?;
+    let mut figures = Vec::new();
+    let mut stats = Vec::new();
+    let mut first_range = None;
+    for slot in slots {
+        let drawn = slot.ok_or_else(|| OsipyError::Validation("a report figure was not drawn".into()))??;
+        figures.extend(drawn.figures);
+        if let Some((s, range)) = drawn.stats {
+            first_range.get_or_insert(range);
+            stats.push(s);
+        }
     }
-    figures.push(("quality.png".into(), quality_montage(&data.quality, &mask)?));
-    for (i, p) in plots.iter().enumerate() {
-        figures.push((format!("curve_{}.png", i + 1), line_plot(p)?));
-    }
-    // Where the plotted voxels are, on the first map.
+    // Where the plotted voxels are, on the first map (in its colour range).
     let markers: Vec<([usize; 3], String)> = plots
         .iter()
         .enumerate()
@@ -277,11 +317,7 @@ pub fn render(data: &ReportData<'_>) -> Result<Report> {
         })
         .filter(|(v, _)| v.iter().zip(data.quality.shape()).all(|(a, n)| a < n))
         .collect();
-    if let (Some(first), false) = (data.maps.first(), markers.is_empty()) {
-        let range = ranges
-            .get(&first.name)
-            .copied()
-            .unwrap_or_else(|| robust_range(&map_percentiles(&mut finite_in_mask(&first.values, &mask))));
+    if let (Some(first), Some(range), false) = (data.maps.first(), first_range, markers.is_empty()) {
         let title = format!("Plotted voxels on {}", first.name);
         figures.push((
             "locations.png".into(),
@@ -292,10 +328,18 @@ pub fn render(data: &ReportData<'_>) -> Result<Report> {
     Ok(Report { html, figures })
 }
 
+/// What one drawing job of [`render`] gives: its figures, and for a map its
+/// statistics with its colour range.
+struct Drawn {
+    figures: Vec<(String, Figure)>,
+    stats: Option<(html::MapStats, (f64, f64))>,
+}
+
 /// Renders the report of `data` into `dir`: `report.html` and
-/// `figures/*.png`, each written atomically. Returns the paths written.
-pub fn write(dir: &Path, data: &ReportData<'_>) -> Result<Vec<PathBuf>> {
-    let report = render(data)?;
+/// `figures/*.png`, each written atomically, drawn on up to `threads`
+/// threads ([`render`]). Returns the paths written.
+pub fn write(dir: &Path, data: &ReportData<'_>, threads: usize) -> Result<Vec<PathBuf>> {
+    let report = render(data, threads)?;
     let fig_dir = dir.join(FIGURES_DIR);
     std::fs::create_dir_all(&fig_dir)
         .map_err(|e| io_err(&fig_dir, format!("cannot create the figures folder: {e}")))?;

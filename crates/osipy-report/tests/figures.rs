@@ -184,7 +184,7 @@ fn the_page_embeds_every_figure_and_loads_nothing_from_outside() {
         }],
         quality,
     };
-    let r = render(&data).unwrap();
+    let r = render(&data, 2).unwrap();
     let names: Vec<&str> = r.figures.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -211,4 +211,61 @@ fn the_page_embeds_every_figure_and_loads_nothing_from_outside() {
             .contains("<td>ramp</td><td>1/s</td><td class=\"n\">329</td>"),
         "stats row"
     );
+}
+
+/// The figures are drawn on several threads: the report is the same, byte
+/// for byte and in the same order, for any thread count.
+#[test]
+fn the_report_is_the_same_for_any_thread_count() {
+    let (v, mask) = ramp();
+    let quality = mask.mapv(|m| if m { 1u8 } else { 0 });
+    let plot = |title: &str, voxel: [usize; 3]| {
+        serde_json::json!({"title": title, "x_label": "t", "y_label": "c", "voxels": [voxel],
+            "traces": [{"label": "measured", "x": [0, 1, 2], "y": [0, 5, 1], "points": true}]})
+    };
+    let summary = serde_json::json!({
+        "software": "osipy test",
+        "shape": [12, 10, 3, 5],
+        "voxels_total": 360, "voxels_in_mask": 330,
+        "quality_counts": {"converged": 330},
+        "timings": [["read", 0.1], ["fit", 0.2]],
+        "inputs": {},
+        "config": {"modality": "dce", "output": {}},
+        "plots": [plot("first", [1, 1, 1]), plot("second", [2, 3, 0])],
+    });
+    let map = |name: &str, values| MapImage {
+        name: name.into(),
+        symbol: name.into(),
+        unit: "1/s".into(),
+        values: std::borrow::Cow::Owned(values),
+    };
+    let data = ReportData {
+        summary,
+        maps: vec![map("up", v.clone()), map("down", v.mapv(|x| 1.0 - x))],
+        quality,
+    };
+    let one = render(&data, 1).unwrap();
+    let names: Vec<&str> = one.figures.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "map_up.png",
+            "hist_up.png",
+            "map_down.png",
+            "hist_down.png",
+            "quality.png",
+            "curve_1.png",
+            "curve_2.png",
+            "locations.png"
+        ]
+    );
+    for threads in [2, 3, 8] {
+        let r = render(&data, threads).unwrap();
+        assert_eq!(r.html, one.html, "{threads} threads");
+        assert_eq!(r.figures.len(), one.figures.len());
+        for ((n, f), (n1, f1)) in r.figures.iter().zip(&one.figures) {
+            assert_eq!(n, n1);
+            assert!(f.png == f1.png, "{n} on {threads} threads");
+        }
+    }
 }
