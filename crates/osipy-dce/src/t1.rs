@@ -61,6 +61,9 @@ pub struct T1Fit {
 pub struct VfaModel {
     tr: f64,
     angles: Vec<f64>,
+    /// sin, cos and tan of each nominal angle (B1 = 1, the usual case):
+    /// computed once, the same values as computing them per evaluation.
+    nominal: Vec<[f64; 3]>,
 }
 
 const VFA: [ParamSpec; 3] = [
@@ -73,10 +76,24 @@ impl VfaModel {
     /// Binds TR (s) and nominal flip angles (degrees).
     pub fn new(p: &VfaParams) -> Result<VfaModel> {
         p.validate()?;
+        let angles: Vec<f64> = p.flip_angles.iter().map(|a| a.to_radians()).collect();
         Ok(VfaModel {
             tr: p.tr,
-            angles: p.flip_angles.iter().map(|a| a.to_radians()).collect(),
+            nominal: angles.iter().map(|a| [a.sin(), a.cos(), a.tan()]).collect(),
+            angles,
         })
+    }
+
+    /// sin and cos of flip angle `i` scaled by `b1` (`b1 * angle` is the
+    /// nominal angle itself when `b1` is 1).
+    #[inline]
+    fn sin_cos(&self, i: usize, b1: f64) -> (f64, f64) {
+        if b1 == 1.0 {
+            (self.nominal[i][0], self.nominal[i][1])
+        } else {
+            let a = b1 * self.angles[i];
+            (a.sin(), a.cos())
+        }
     }
 }
 
@@ -125,9 +142,9 @@ impl Model for VfaModel {
     }
     fn predict(&self, p: &[f64], out: &mut [f64]) {
         let e1 = (-self.tr / p[1]).exp();
-        for (o, a) in out.iter_mut().zip(&self.angles) {
-            let a = p[2] * a;
-            *o = p[0] * a.sin() * (1.0 - e1) / (1.0 - a.cos() * e1);
+        for (i, o) in out.iter_mut().enumerate() {
+            let (s, c) = self.sin_cos(i, p[2]);
+            *o = p[0] * s * (1.0 - e1) / (1.0 - c * e1);
         }
     }
     fn predict_with_jacobian(&self, p: &[f64], out: &mut [f64], jac: &mut [f64]) -> bool {
@@ -137,8 +154,7 @@ impl Model for VfaModel {
         let (dm0, rest) = jac.split_at_mut(n);
         let (dt1, db1) = rest.split_at_mut(n);
         for i in 0..n {
-            let a = p[2] * self.angles[i];
-            let (s, c) = (a.sin(), a.cos());
+            let (s, c) = self.sin_cos(i, p[2]);
             let den = 1.0 - c * e1;
             let f = s * (1.0 - e1) / den;
             out[i] = p[0] * f;
@@ -151,7 +167,7 @@ impl Model for VfaModel {
         true
     }
     fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
-        let (m0, t1) = despot1(self.tr, &self.angles, data, 1.0)
+        let (m0, t1) = despot1_nominal(self.tr, &self.nominal, data)
             .unwrap_or((data.iter().cloned().fold(0.0, f64::max) * 5.0, 1.0));
         out.copy_from_slice(&[m0, t1.clamp(VFA[1].bounds.0, VFA[1].bounds.1), 1.0]);
     }
@@ -160,11 +176,24 @@ impl Model for VfaModel {
 /// DESPOT1 regression for one voxel: returns (M0, T1) or `None` when the
 /// slope is outside (0, 1) (no physical T1).
 fn despot1(tr: f64, angles: &[f64], s: &[f64], b1: f64) -> Option<(f64, f64)> {
-    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
-    let n = angles.len() as f64;
-    for (a, si) in angles.iter().zip(s) {
+    let trig = angles.iter().map(|a| {
         let a = b1 * a;
-        let (x, y) = (si / a.tan(), si / a.sin());
+        (a.tan(), a.sin())
+    });
+    despot1_with(tr, trig, s)
+}
+
+/// [`despot1`] at the nominal angles (B1 = 1), whose sin and tan are known.
+fn despot1_nominal(tr: f64, nominal: &[[f64; 3]], s: &[f64]) -> Option<(f64, f64)> {
+    despot1_with(tr, nominal.iter().map(|t| (t[2], t[0])), s)
+}
+
+/// DESPOT1 from (tan, sin) of each angle.
+fn despot1_with(tr: f64, trig: impl ExactSizeIterator<Item = (f64, f64)>, s: &[f64]) -> Option<(f64, f64)> {
+    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+    let n = trig.len() as f64;
+    for ((tan, sin), si) in trig.zip(s) {
+        let (x, y) = (si / tan, si / sin);
         sx += x;
         sy += y;
         sxx += x * x;
