@@ -18,8 +18,6 @@ use osipy_pipeline::modality::{ids, modality};
 use osipy_pipeline::{builtin_registry, config::dump_defaults, run_analysis, Config, Progress, RunOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 /// Quantitative perfusion MRI (DCE, DSC, ASL, IVIM) following OSIPI conventions.
 #[derive(Debug, Parser)]
@@ -210,9 +208,11 @@ pub(crate) fn run_with_progress(
     quiet: bool,
 ) -> Result<osipy_pipeline::RunSummary> {
     let progress = Progress::new();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The bar redraws every 100 ms until the run ends: the end wakes it at
+    // once (a sleep made every run wait up to 100 ms more).
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let bar_thread = {
-        let (progress, stop) = (progress.clone(), stop.clone());
+        let progress = progress.clone();
         std::thread::spawn(move || {
             let bar = indicatif::ProgressBar::with_draw_target(
                 None,
@@ -227,13 +227,16 @@ pub(crate) fn run_with_progress(
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_message("fitting");
-            while !stop.load(Ordering::Relaxed) {
+            loop {
                 let (done, total) = progress.get();
                 if total > 0 {
                     bar.set_length(total as u64);
                     bar.set_position(done as u64);
                 }
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                match stopped.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
             }
             bar.finish_and_clear();
         })
@@ -247,7 +250,7 @@ pub(crate) fn run_with_progress(
         no_report,
     };
     let result = run_analysis(config, &opts);
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     let _ = bar_thread.join();
     Ok(result?)
 }
