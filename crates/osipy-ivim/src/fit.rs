@@ -183,6 +183,13 @@ impl Preparation {
                 "finite, non-negative values in s/mm^2",
             ));
         }
+        if b.is_empty() {
+            return Err(OsipyError::data(
+                "b-values",
+                "none",
+                "one b-value per volume of the series",
+            ));
+        }
         let mut uniq: Vec<f64> = b.to_vec();
         uniq.sort_by(|a, c| a.total_cmp(c));
         uniq.dedup();
@@ -904,5 +911,15 @@ mod tests {
             );
             assert_eq!(fit.params[[v, 2]].to_bits(), rec[2].to_bits(), "voxel {v}");
         }
+    }
+
+    /// A series without volumes is an error naming the b-values, not a panic.
+    #[test]
+    fn no_b_values_is_an_error() {
+        let empty = ndarray::Array2::<f32>::zeros((4, 0));
+        let opts = IvimFitOptions::default();
+        let e = fit_ivim(empty.view(), &[], None, &opts, &Device::Cpu { threads: 1 }).unwrap_err();
+        assert!(e.to_string().contains("b-values"), "{e}");
+        assert!(prepare(empty.view(), &[], false).is_err());
     }
 }
