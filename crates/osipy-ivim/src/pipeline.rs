@@ -556,7 +556,10 @@ impl IvimFit {
         let mut maps: Vec<ParameterMap> = MAPS
             .iter()
             .map(|(j, name, symbol, unit)| {
-                let (Some(v), Some(e)) = (values[*j].take(), errors[*j].take()) else {
+                let (Some(v), Some(e)) = (
+                    values.get_mut(*j).and_then(Option::take),
+                    errors.get_mut(*j).and_then(Option::take),
+                ) else {
                     return Err(OsipyError::data(
                         "IVIM parameter columns",
                         "fewer than 4",
