@@ -159,6 +159,16 @@ fn histograms_draw_bars_coloured_across_the_range() {
     assert!(count(viridis(0.5 / 40.0)) > 50 && count(viridis(39.5 / 40.0)) > 50);
 }
 
+/// A map of values in 1/s named (and shown as) `name`.
+fn map_image(name: &str, values: ndarray::Array3<f64>) -> MapImage<'static> {
+    MapImage {
+        name: name.into(),
+        symbol: name.into(),
+        unit: "1/s".into(),
+        values: std::borrow::Cow::Owned(values),
+    }
+}
+
 #[test]
 fn the_page_embeds_every_figure_and_loads_nothing_from_outside() {
     let (v, mask) = ramp();
@@ -176,12 +186,7 @@ fn the_page_embeds_every_figure_and_loads_nothing_from_outside() {
     });
     let data = ReportData {
         summary,
-        maps: vec![MapImage {
-            name: "ramp".into(),
-            symbol: "r".into(),
-            unit: "1/s".into(),
-            values: std::borrow::Cow::Owned(v),
-        }],
+        maps: vec![map_image("ramp", v)],
         quality,
     };
     let r = render(&data, 2).unwrap();
@@ -233,15 +238,9 @@ fn the_report_is_the_same_for_any_thread_count() {
         "config": {"modality": "dce", "output": {}},
         "plots": [plot("first", [1, 1, 1]), plot("second", [2, 3, 0])],
     });
-    let map = |name: &str, values| MapImage {
-        name: name.into(),
-        symbol: name.into(),
-        unit: "1/s".into(),
-        values: std::borrow::Cow::Owned(values),
-    };
     let data = ReportData {
         summary,
-        maps: vec![map("up", v.clone()), map("down", v.mapv(|x| 1.0 - x))],
+        maps: vec![map_image("up", v.clone()), map_image("down", v.mapv(|x| 1.0 - x))],
         quality,
     };
     let one = render(&data, 1).unwrap();
