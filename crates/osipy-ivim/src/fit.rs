@@ -353,7 +353,15 @@ pub fn fit_ivim<T: Copy + Into<f64> + Sync>(
         opts.segmented_fit_f,
         opts.lm,
     );
-    let mut seg = segmented_pass(&source, &solver, mask, last_pass(IvimStrategy::Segmented), device)?;
+    let segmented_only = opts.strategy == IvimStrategy::Segmented;
+    let mut seg = segmented_pass(
+        &source,
+        &solver,
+        mask,
+        segmented_only,
+        last_pass(IvimStrategy::Segmented),
+        device,
+    )?;
     let lm_opts = FitOptions {
         lm: opts.lm,
         ..FitOptions::default()
@@ -512,7 +520,8 @@ pub fn fit_ivim<T: Copy + Into<f64> + Sync>(
             },
         )?;
     }
-    // S0 back to signal units.
+    // S0 back to signal units (the segmented pass did it when it was the
+    // whole fit: `scale` is then empty).
     for (v, s0) in scale.iter().enumerate() {
         params[[v, 0]] *= s0;
         se[[v, 0]] *= s0;
@@ -550,8 +559,9 @@ fn column_parts(a: &mut Array2<f64>, n_parts: usize) -> Result<Vec<Vec<&mut [f64
 /// Voxels per work item of the segmented pass.
 const SEGMENTED_CHUNK: usize = 1024;
 
-/// What the segmented pass gives: the result arrays of [`IvimFit`] (with
-/// S0 still normalised) and each voxel's normalising divisor.
+/// What the segmented pass gives: the result arrays of [`IvimFit`] and,
+/// unless S0 is already back in signal units, each voxel's normalising
+/// divisor (else `scale` is empty).
 struct SegmentedResult {
     params: Array2<f64>,
     se: Array2<f64>,
@@ -567,17 +577,23 @@ struct SegmentedPart<'a> {
     se: Vec<&'a mut [f64]>,
     r2: &'a mut [f64],
     status: &'a mut [QualityCode],
+    /// Empty when S0 goes back to signal units in the pass.
     scale: &'a mut [f64],
 }
 
 /// Both segmented steps in one parallel pass over the voxels of `mask`,
 /// each prepared as it is loaded; the results are written straight into
 /// column-major (one contiguous column per parameter) arrays, so no record
-/// buffer or prepared copy of the series exists beside them.
+/// buffer or prepared copy of the series exists beside them. With
+/// `signal_units` (the segmented result is final), S0 and its standard
+/// error are multiplied back by the voxel's divisor in the pass and no
+/// divisors are kept; otherwise they stay normalised, for a later fit to
+/// start from, and the divisors are returned.
 fn segmented_pass<T: Copy + Into<f64> + Sync>(
     source: &PreparedSignal<'_, T>,
     solver: &crate::segmented::Segmented<'_>,
     mask: Option<&[bool]>,
+    signal_units: bool,
     progress: Option<&std::sync::atomic::AtomicUsize>,
     device: &Device,
 ) -> Result<SegmentedResult> {
@@ -587,14 +603,21 @@ fn segmented_pass<T: Copy + Into<f64> + Sync>(
     let mut se = Array2::from_elem((n_vox, 4).f(), f64::NAN);
     let mut r2 = vec![f64::NAN; n_vox];
     let mut status = vec![QualityCode::NotFitted; n_vox];
-    let mut scale = vec![1.0; n_vox];
+    let mut scale = if signal_units {
+        Vec::new()
+    } else {
+        vec![1.0; n_vox]
+    };
     let n_parts = n_vox.div_ceil(SEGMENTED_CHUNK);
+    let scale_parts = scale
+        .chunks_mut(SEGMENTED_CHUNK)
+        .chain(std::iter::repeat_with(|| -> &mut [f64] { &mut [] }));
     let mut parts: Vec<SegmentedPart<'_>> = column_parts(&mut params, n_parts)?
         .into_iter()
         .zip(column_parts(&mut se, n_parts)?)
         .zip(r2.chunks_mut(SEGMENTED_CHUNK))
         .zip(status.chunks_mut(SEGMENTED_CHUNK))
-        .zip(scale.chunks_mut(SEGMENTED_CHUNK))
+        .zip(scale_parts)
         .map(|((((params, se), r2), status), scale)| SegmentedPart {
             params,
             se,
@@ -618,7 +641,6 @@ fn segmented_pass<T: Copy + Into<f64> + Sync>(
                 match source.prep.voxel(source.signal.row(v), y) {
                     Err(q) => part.status[k] = q,
                     Ok(s0) => {
-                        part.scale[k] = s0;
                         solver.voxel(y, scratch, rec);
                         let q = QualityCode::from_code(rec[9] as u8).unwrap_or(QualityCode::ModelFailure);
                         part.status[k] = q;
@@ -628,6 +650,12 @@ fn segmented_pass<T: Copy + Into<f64> + Sync>(
                                 part.se[j][k] = rec[4 + j];
                             }
                             part.r2[k] = rec[8];
+                        }
+                        if signal_units {
+                            part.params[0][k] *= s0;
+                            part.se[0][k] *= s0;
+                        } else {
+                            part.scale[k] = s0;
                         }
                     }
                 }
@@ -859,8 +887,18 @@ mod tests {
             prep: &preparation,
         };
         let mut seen_codes = std::collections::BTreeSet::new();
-        for threads in [1, 2] {
-            let got = segmented_pass(&source, &solver, Some(&mask), None, &Device::Cpu { threads }).unwrap();
+        for (threads, signal_units) in [(1, false), (2, false), (2, true)] {
+            let device = Device::Cpu { threads };
+            let got = segmented_pass(&source, &solver, Some(&mask), signal_units, None, &device).unwrap();
+            // S0 and its SE in signal units, or normalised with the divisors kept.
+            let unit = |v: usize, j: usize| {
+                if signal_units && j == 0 {
+                    prep.scale[v]
+                } else {
+                    1.0
+                }
+            };
+            assert_eq!(got.scale.len(), if signal_units { 0 } else { n_vox });
             for v in 0..n_vox {
                 let expected = if !mask[v] {
                     QualityCode::NotFitted
@@ -876,13 +914,19 @@ mod tests {
                     for j in 0..4 {
                         assert_eq!(
                             got.params[[v, j]].to_bits(),
-                            rec[j].to_bits(),
+                            (rec[j] * unit(v, j)).to_bits(),
                             "voxel {v} parameter {j}"
                         );
-                        assert_eq!(got.se[[v, j]].to_bits(), rec[4 + j].to_bits(), "voxel {v} SE {j}");
+                        assert_eq!(
+                            got.se[[v, j]].to_bits(),
+                            (rec[4 + j] * unit(v, j)).to_bits(),
+                            "voxel {v} SE {j}"
+                        );
                     }
                     assert_eq!(got.r2[v].to_bits(), rec[8].to_bits(), "voxel {v} R^2");
-                    assert_eq!(got.scale[v].to_bits(), prep.scale[v].to_bits(), "voxel {v} scale");
+                    if !signal_units {
+                        assert_eq!(got.scale[v].to_bits(), prep.scale[v].to_bits(), "voxel {v} scale");
+                    }
                 } else {
                     assert!(got.params.row(v).iter().all(|x| x.is_nan()), "voxel {v}");
                 }
