@@ -404,9 +404,13 @@ pub fn fit_ivim<T: Copy + Into<f64> + Sync>(
                 .filter(|x| x.is_finite())
                 .for_each(|x| *x = value);
         }
+        // The segmented parameters become the starting points (moved, not
+        // copied); the full fit replaces them and their standard errors.
+        let start = std::mem::replace(&mut seg.params, Array2::zeros((0, 4)));
+        seg.se = Array2::zeros((0, 4));
         let full_opts = FitOptions {
             bounds: Some(bounds.clone()),
-            initial: InitialGuess::PerVoxel(seg.params.clone()),
+            initial: InitialGuess::PerVoxel(start),
             progress: last_pass(IvimStrategy::Full)
                 .map(|_| opts.progress.clone())
                 .unwrap_or_default(),
@@ -415,11 +419,12 @@ pub fn fit_ivim<T: Copy + Into<f64> + Sync>(
         // Valid segmented voxels are in the mask and prepared.
         let full_mask: Vec<bool> = seg.status.iter().map(|q| q.is_valid()).collect();
         let r = fit_batch(&bi, &source, Some(&full_mask), &full_opts, device)?;
+        drop(full_opts);
         for v in (0..n_vox).filter(|&v| full_mask[v]) {
             seg.status[v] = r.status[v];
         }
-        seg.params.assign(&r.params);
-        seg.se.assign(&r.std_errors);
+        seg.params = r.params;
+        seg.se = r.std_errors;
         full_rms = Some(r.rms);
     }
     let SegmentedResult {
