@@ -13,7 +13,7 @@
 use ndarray::ArrayView2;
 use osipy_backend::Device;
 use osipy_core::{OsipyError, QualityCode, Result, Unit};
-use osipy_fitting::{fit_batch, FitOptions, Model, ParamSpec, PinValue};
+use osipy_fitting::{fit_batch, FitOptions, Lanes, Model, ParamSpec, PinValue, LANES};
 
 /// VFA acquisition settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +165,44 @@ impl Model for VfaModel {
             db1[i] = p[0] * (1.0 - e1) * (c - e1) / (den * den) * self.angles[i];
         }
         true
+    }
+    fn has_lanes(&self) -> bool {
+        true
+    }
+    /// Lockstep form of `predict_with_jacobian`, lane by lane the same
+    /// arithmetic (the T1 map beside a DCE series' read is this fit).
+    fn predict_with_jacobian_lanes(
+        &self,
+        p: &[Lanes],
+        out: &mut [Lanes],
+        jac: &mut [Lanes],
+        _: &mut [Lanes],
+    ) {
+        let n = out.len();
+        let (dm0, rest) = jac.split_at_mut(n);
+        let (dt1, db1) = rest.split_at_mut(n);
+        osipy_backend::simd::wide(
+            #[inline(always)]
+            || {
+                let mut e1 = [0.0; LANES];
+                let mut de1 = [0.0; LANES];
+                for l in 0..LANES {
+                    e1[l] = (-self.tr / p[1][l]).exp();
+                    de1[l] = e1[l] * self.tr / (p[1][l] * p[1][l]);
+                }
+                for i in 0..n {
+                    for l in 0..LANES {
+                        let (s, c) = self.sin_cos(i, p[2][l]);
+                        let den = 1.0 - c * e1[l];
+                        let f = s * (1.0 - e1[l]) / den;
+                        out[i][l] = p[0][l] * f;
+                        dm0[i][l] = f;
+                        dt1[i][l] = p[0][l] * s * (c - 1.0) / (den * den) * de1[l];
+                        db1[i][l] = p[0][l] * (1.0 - e1[l]) * (c - e1[l]) / (den * den) * self.angles[i];
+                    }
+                }
+            },
+        )
     }
     fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
         let (m0, t1) = despot1_nominal(self.tr, &self.nominal, data)

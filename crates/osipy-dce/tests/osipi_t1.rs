@@ -6,7 +6,7 @@ use ndarray::Array2;
 use osipy_backend::Device;
 use osipy_core::QualityCode;
 use osipy_dce::{vfa_signal, vfa_t1, VfaMethod, VfaModel, VfaParams};
-use osipy_fitting::check_jacobian;
+use osipy_fitting::{check_jacobian, check_lanes, fit_batch, FitOptions, Model, PinValue};
 use std::path::PathBuf;
 
 const CPU: Device = Device::Cpu { threads: 2 };
@@ -133,6 +133,64 @@ fn vfa_jacobian_is_analytic_and_correct() {
     })
     .unwrap();
     assert!(check_jacobian(&m, &[2000.0, 1.2, 0.9]).unwrap() < 1e-6);
+}
+
+/// The lane kernel is, lane by lane, the one-voxel arithmetic, for B1 at
+/// its nominal 1 (cached trigonometry) and away from it; and a noisy batch
+/// with a B1 map fits to the same bits in lockstep and one voxel at a time.
+#[test]
+fn vfa_lockstep_fits_equal_one_voxel_fits() {
+    let params = VfaParams {
+        tr: 0.005,
+        flip_angles: vec![2.0, 5.0, 10.0, 15.0],
+    };
+    let m = VfaModel::new(&params).unwrap();
+    assert!(m.has_lanes());
+    let sets = vec![
+        vec![2000.0, 1.2, 1.0],
+        vec![1.0, 1e-3, 0.7],
+        vec![5e4, 20.0, 1.0],
+        vec![300.0, 0.3, 1.3],
+        vec![800.0, 4.0, 0.1],
+    ];
+    assert_eq!(check_lanes(&m, &sets), 0);
+
+    let n = 203;
+    let mut state = 99u64;
+    let mut noise = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    };
+    let mut data = Array2::zeros((n, 4));
+    let mut b1 = vec![1.0; n];
+    for v in 0..n {
+        let t1 = 0.2 + 3.0 * (v as f64 / n as f64);
+        if v % 3 == 1 {
+            b1[v] = 0.8 + 0.4 * (noise() + 0.5);
+        }
+        let s = vfa_signal(&params, 1000.0, t1, b1[v]).unwrap();
+        for (a, sv) in s.iter().enumerate() {
+            data[[v, a]] = sv + 20.0 * noise();
+        }
+    }
+    let fit = |lockstep: bool| {
+        let opts = FitOptions {
+            lockstep,
+            ..FitOptions::default()
+        }
+        .pin_by_name(&m, "B1", PinValue::PerVoxel(b1.clone()))
+        .unwrap();
+        fit_batch(&m, data.view(), None, &opts, &CPU).unwrap()
+    };
+    let (a, b) = (fit(true), fit(false));
+    assert!(a.status.iter().filter(|q| q.is_valid()).count() > n * 9 / 10);
+    let bits = |x: &ndarray::Array2<f64>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a.params), bits(&b.params));
+    assert_eq!(bits(&a.std_errors), bits(&b.std_errors));
+    assert_eq!(a.status, b.status);
+    assert_eq!(a.iterations, b.iterations);
 }
 
 /// Held-out in-vivo T1 files, read in place from ../shared (or
