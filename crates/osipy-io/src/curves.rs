@@ -50,9 +50,10 @@ pub struct Plot {
     pub voxels: Vec<[usize; 3]>,
 }
 
-/// How a modality's voxel curves are labelled.
+/// How a modality's voxel curves are labelled. The rank map is f64, or the
+/// float32 a run holds its results in where memory is tight (IVIM).
 #[derive(Debug, Clone, Copy)]
-pub struct CurveAxes<'a> {
+pub struct CurveAxes<'a, R = f64> {
     /// What is plotted (`concentration`, `signal`), for titles and legends.
     pub quantity: &'a str,
     /// Abscissa label with unit.
@@ -64,7 +65,7 @@ pub struct CurveAxes<'a> {
     /// The map the representative voxels are ranked by, with its name: the
     /// fit's R^2 (`("R²", maps.r_squared.view())`), or a parameter map where
     /// the method has no R^2.
-    pub rank: (&'a str, ArrayView3<'a, f64>),
+    pub rank: (&'a str, ArrayView3<'a, R>),
 }
 
 /// (x, y, z) of flat voxel index `v` on `grid` (C order, z fastest).
@@ -76,8 +77,8 @@ pub fn voxel_xyz(v: usize, grid: [usize; 3]) -> [usize; 3] {
 /// voxel of median rank value (R^2) and the one of lowest value among the
 /// mask's voxels where it is finite, then every voxel of `named`
 /// (`output.report_voxels`), which must lie on the grid.
-pub fn representative_voxels(
-    (rank_name, rank): (&str, ArrayView3<'_, f64>),
+pub fn representative_voxels<R: Copy + Into<f64>>(
+    (rank_name, rank): (&str, ArrayView3<'_, R>),
     mask: &[bool],
     named: &[[usize; 3]],
 ) -> Result<Vec<(String, usize)>> {
@@ -85,20 +86,20 @@ pub fn representative_voxels(
     let grid = [s[0], s[1], s[2]];
     let r2 = rank.as_standard_layout();
     let r2 = r2.as_slice().unwrap_or(&[]);
-    let mut fitted: Vec<usize> = (0..r2.len())
-        .filter(|&v| mask.get(v).copied().unwrap_or(false) && r2[v].is_finite())
-        .collect();
-    // Ties broken by index, so the pick does not depend on anything else;
-    // found by selection (linear in the volume), not by sorting.
-    let by_rank = |a: &usize, b: &usize| r2[*a].total_cmp(&r2[*b]).then(a.cmp(b));
+    let keep = |v: usize| mask.get(v).copied().unwrap_or(false) && r2[v].into().is_finite();
+    let value = |v: usize| -> f64 { r2[v].into() };
+    // The index of fitted voxels is built at a large run's peak of memory:
+    // 4 bytes a voxel where the grid allows it.
+    let (median, lowest) = if u32::try_from(r2.len()).is_ok() {
+        median_and_lowest::<u32>(r2.len(), keep, value)
+    } else {
+        median_and_lowest::<usize>(r2.len(), keep, value)
+    };
     let mut out = Vec::new();
-    let lowest = fitted.iter().copied().min_by(by_rank);
-    if !fitted.is_empty() {
-        let mid = fitted.len() / 2;
-        let (_, &mut v, _) = fitted.select_nth_unstable_by(mid, by_rank);
+    if let Some(v) = median {
         out.push((format!("median {rank_name}"), v));
     }
-    if let Some(v) = lowest.filter(|_| fitted.len() > 1) {
+    if let Some(v) = lowest {
         out.push((format!("lowest {rank_name}"), v));
     }
     for &[x, y, z] in named {
@@ -122,10 +123,10 @@ pub fn representative_voxels(
 /// fitted) samples on `axes.x`, or `None` where it has none. A fitted curve
 /// with no finite sample (a failed fit, or a method with no fitted curve)
 /// is left out of the plot.
-pub fn voxel_curves(
+pub fn voxel_curves<R: Copy + Into<f64>>(
     mask: &[bool],
     named: &[[usize; 3]],
-    axes: CurveAxes<'_>,
+    axes: CurveAxes<'_, R>,
     curve: impl Fn(usize) -> Option<(Vec<f64>, Vec<f64>)>,
 ) -> Result<Vec<Plot>> {
     let (rank_name, rank) = axes.rank;
@@ -137,7 +138,7 @@ pub fn voxel_curves(
             continue;
         };
         let xyz = voxel_xyz(v, grid);
-        let value = rank[(xyz[0], xyz[1], xyz[2])];
+        let value: f64 = rank[(xyz[0], xyz[1], xyz[2])].into();
         let r2 = if value.is_finite() {
             format!(", {rank_name} = {value:.3}")
         } else {
@@ -172,6 +173,58 @@ pub fn voxel_curves(
         });
     }
     Ok(plots)
+}
+
+/// A voxel index stored in an index vector ([`median_and_lowest`]).
+trait VoxelIndex: Copy {
+    fn of(v: usize) -> Self;
+    fn get(self) -> usize;
+}
+
+impl VoxelIndex for u32 {
+    fn of(v: usize) -> Self {
+        // Used only on grids of at most u32::MAX voxels.
+        v as u32
+    }
+    fn get(self) -> usize {
+        self as usize
+    }
+}
+
+impl VoxelIndex for usize {
+    fn of(v: usize) -> Self {
+        v
+    }
+    fn get(self) -> usize {
+        self
+    }
+}
+
+/// Among the `n` voxels that `keep`, the one of median `value` and (when
+/// there are at least two) the one of lowest; ties broken by index, so the
+/// pick depends on nothing else, and the median found by selection (linear
+/// in the volume), not by sorting.
+fn median_and_lowest<I: VoxelIndex>(
+    n: usize,
+    keep: impl Fn(usize) -> bool,
+    value: impl Fn(usize) -> f64,
+) -> (Option<usize>, Option<usize>) {
+    let mut fitted: Vec<I> = (0..n).filter(|&v| keep(v)).map(I::of).collect();
+    let by_rank = |a: &I, b: &I| {
+        value(a.get())
+            .total_cmp(&value(b.get()))
+            .then(a.get().cmp(&b.get()))
+    };
+    let lowest = fitted
+        .iter()
+        .copied()
+        .min_by(by_rank)
+        .filter(|_| fitted.len() > 1);
+    let median = (!fitted.is_empty()).then(|| {
+        let mid = fitted.len() / 2;
+        fitted.select_nth_unstable_by(mid, by_rank).1.get()
+    });
+    (median, lowest.map(I::get))
 }
 
 /// The arterial input function as used by the fit: `source` says where it

@@ -511,8 +511,8 @@ const STREAM_CHUNK_BYTES: usize = 32 << 20;
 /// single-file, little-endian 4D NIfTI-1 (`.nii` or `.nii.gz`) of uint8,
 /// int16, uint16, float32 or float64 is decoded a few frames at a time
 /// (about [`STREAM_CHUNK_BYTES`]) straight into the voxel-major f64 array,
-/// so the peak is the f64 series plus one chunk, not the raw image and the
-/// series together. Values are those of the general reader, bit for bit
+/// so the peak is the f64 series plus two chunks (at most half the series),
+/// not the raw image and the series together. Values are those of the general reader, bit for bit
 /// (scl_slope and scl_inter as there). `None` when the file is not of that
 /// kind, or its header is damaged: the general reader then reads it, or says
 /// what is wrong.
@@ -685,12 +685,15 @@ impl<'a> StreamPlan<'a> {
                 .map_err(truncated)?;
             let frame_bytes = n_vox * bytes_per;
             // At least 8 frames (a 64-byte line of f64 per voxel), so placing a
-            // chunk writes whole cache lines even when one frame is large; and
-            // at most a quarter of the series, so that small series come in
-            // several chunks too and their inflating overlaps the placing.
+            // chunk writes whole cache lines even when one frame is large; but
+            // at most a quarter of the series, so that the two chunk buffers
+            // never hold more than half the series beside it (a series of a
+            // few large frames, as a DWI series of 10^7 voxels: 8 frames of
+            // 12 were 480 MB beside 460), and small series come in several
+            // chunks too and their inflating overlaps the placing.
             let k_max = (chunk_bytes / frame_bytes.max(1))
-                .min(nt.div_ceil(4))
                 .max(MIN_CHUNK_FRAMES)
+                .min(nt.div_ceil(4))
                 .clamp(1, nt);
             let mut out = vec![T::default(); n_vox * nt];
             // Row start of each column-major spatial index s = x + nx (y + ny z):

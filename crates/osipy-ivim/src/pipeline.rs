@@ -5,7 +5,7 @@ use crate::bayes::BayesSettings;
 use crate::grid::{BayesOptions, DPrior, DstarPrior, GridSettings, Sampler, Summary};
 use crate::phantom::{generate, IvimPhantomSpec, Noise};
 use crate::{fit_ivim, IvimFit, IvimFitOptions, IvimStrategy};
-use ndarray::Array3;
+use ndarray::{Array3, ShapeBuilder};
 use osipy_core::{MapSet, OsipyError, ParameterMap, Provenance, QualityCode, Registry, Result, Unit};
 use osipy_fitting::{named_bounds, LmSettings};
 use osipy_io::dro::{compare, percentile, DroRow};
@@ -396,7 +396,16 @@ fn run_series<T: Sample>(
     };
     ctx.progress.start(ds.n_voxels());
     tracing::info!(strategy = %p.fitting_method, voxels = mask.iter().filter(|m| **m).count(), "fitting IVIM");
-    let fit = fit_ivim(ds.voxels()?, &b, Some(&mask), &opts, &ctx.device)?;
+    // `segmented` and `full` fit each voxel on its own: they run in slabs
+    // of voxels, each slab's results kept as float32 (what the maps are
+    // written in). The grid posterior's population priors and the NUTS
+    // seeds depend on the whole volume: `bayesian` is one slab.
+    let slab = if strategy == IvimStrategy::Bayesian {
+        usize::MAX
+    } else {
+        SLAB_VOXELS
+    };
+    let fit = fit_in_slabs(ds.voxels()?, &b, &mask, &opts, &ctx.device, slab)?;
     ctx.lap("fit");
     let mut provenance = Provenance::default()
         .with_method("model", "biexponential")
@@ -447,7 +456,7 @@ fn run_series<T: Sample>(
     let shape = [grid[0], grid[1], grid[2], ds.n_volumes()];
     let (inputs, geometry) = (std::mem::take(&mut ds.files), ds.geometry.clone());
     drop(ds);
-    let maps = fit.into_maps(grid, &provenance)?;
+    let maps = fit.widen().into_maps(grid, &provenance)?;
     Ok(Outputs {
         maps,
         volumes: Vec::new(),
@@ -497,7 +506,7 @@ pub fn demo_case_sized(shape: [usize; 3]) -> Result<DemoCase> {
 /// Measured and fitted signal of the report's representative voxels (the
 /// bi-exponential at the voxel's S0, f, D and D* maps).
 fn fit_curves<T: Copy + Into<f64>>(
-    fit: &IvimFit,
+    fit: &Float32Fit,
     grid: [usize; 3],
     signal: ndarray::ArrayView2<'_, T>,
     b: &[f64],
@@ -505,17 +514,13 @@ fn fit_curves<T: Copy + Into<f64>>(
     ctx: &RunContext,
 ) -> Result<Vec<osipy_io::Plot>> {
     let model = crate::Biexponential::new(b)?;
-    let r2 = fit
-        .r2
-        .as_slice()
-        .and_then(|r2| ndarray::ArrayView3::from_shape(grid, r2).ok())
-        .ok_or_else(|| {
-            OsipyError::data(
-                "R^2 of the fit",
-                "not one value per voxel of the grid",
-                "R^2 on the grid",
-            )
-        })?;
+    let r2 = ndarray::ArrayView3::from_shape(grid, &fit.r2[..]).map_err(|_| {
+        OsipyError::data(
+            "R^2 of the fit",
+            "not one value per voxel of the grid",
+            "R^2 on the grid",
+        )
+    })?;
     let axes = osipy_io::CurveAxes {
         quantity: "signal",
         x_label: "b (s/mm²)",
@@ -524,14 +529,121 @@ fn fit_curves<T: Copy + Into<f64>>(
         rank: ("R²", r2),
     };
     osipy_io::voxel_curves(mask, &ctx.report_voxels, axes, |v| {
-        let p = &fit.params;
-        let theta = [p[[v, 0]], p[[v, 1]], p[[v, 2]], p[[v, 3]]];
+        let theta = fit.params.each_ref().map(|c| f64::from(c[v]));
         let mut fitted = vec![f64::NAN; b.len()];
         if theta.iter().all(|t| t.is_finite()) {
             osipy_fitting::Model::predict(&model, &theta, &mut fitted);
         }
         Some((signal.row(v).iter().map(|x| (*x).into()).collect(), fitted))
     })
+}
+
+/// Voxels per slab of a `segmented` or `full` run ([`fit_in_slabs`]):
+/// large enough that each slab keeps every thread busy, small enough that
+/// a slab's f64 results (about 20 MB) are nothing beside a large volume.
+const SLAB_VOXELS: usize = 1 << 18;
+
+/// An IVIM fit held as its maps are written: float32 parameters, standard
+/// errors and R^2 (37 bytes a voxel with the status, against 73 as f64), so
+/// that the series and the results of a large volume fit in memory together
+/// (issue 16: peak memory within twice the series as float32). The maps
+/// are made of these values ([`Float32Fit::widen`]), so the report shows
+/// the numbers in the files.
+struct Float32Fit {
+    b_values: Vec<f64>,
+    /// S0, f, D, D* (columns of [`IvimFit::params`]).
+    params: [Vec<f32>; 4],
+    std_errors: [Vec<f32>; 4],
+    r2: Vec<f32>,
+    status: Vec<QualityCode>,
+    /// `bayesian` only (one slab): as [`IvimFit`] has them.
+    posterior_interval: Option<ndarray::Array2<f64>>,
+    d_population: Option<(f64, f64)>,
+    dstar_population: Option<(f64, f64)>,
+}
+
+/// [`fit_ivim`] over slabs of `slab` voxels in turn (voxel order), each
+/// slab's results rounded to float32 as they come. Each voxel's fit is its
+/// own for `segmented` and `full`, so their results are those of one
+/// [`fit_ivim`] over the whole series, rounded (tested).
+fn fit_in_slabs<T: Copy + Into<f64> + Sync>(
+    signal: ndarray::ArrayView2<'_, T>,
+    b: &[f64],
+    mask: &[bool],
+    opts: &IvimFitOptions,
+    device: &osipy_backend::Device,
+    slab: usize,
+) -> Result<Float32Fit> {
+    let n = signal.nrows();
+    osipy_core::check_per_voxel("mask length", mask.len(), n)?;
+    let column = || Vec::with_capacity(n);
+    let mut out = Float32Fit {
+        b_values: Vec::new(),
+        params: std::array::from_fn(|_| column()),
+        std_errors: std::array::from_fn(|_| column()),
+        r2: column(),
+        status: Vec::with_capacity(n),
+        posterior_interval: None,
+        d_population: None,
+        dstar_population: None,
+    };
+    let narrow = |x: &f64| *x as f32;
+    // An empty series is still one (empty) slab, so its inputs are checked.
+    let mut start: usize = 0;
+    loop {
+        let end = start.saturating_add(slab.max(1)).min(n);
+        let fit = fit_ivim(
+            signal.slice(ndarray::s![start..end, ..]),
+            b,
+            Some(&mask[start..end]),
+            opts,
+            device,
+        )?;
+        for j in 0..4 {
+            out.params[j].extend(fit.params.column(j).iter().map(narrow));
+            out.std_errors[j].extend(fit.std_errors.column(j).iter().map(narrow));
+        }
+        out.r2.extend(fit.r2.iter().map(narrow));
+        out.status.extend_from_slice(&fit.status);
+        out.b_values = fit.b_values;
+        out.posterior_interval = fit.posterior_interval;
+        out.d_population = fit.d_population;
+        out.dstar_population = fit.dstar_population;
+        if end == n {
+            return Ok(out);
+        }
+        start = end;
+    }
+}
+
+impl Float32Fit {
+    /// The fit as [`IvimFit`] (f64 arrays of the float32 values), each part
+    /// let go as soon as it is widened.
+    fn widen(self) -> IvimFit {
+        let n = self.status.len();
+        let wide = |cols: [Vec<f32>; 4]| {
+            let mut a = ndarray::Array2::zeros((n, 4).f());
+            for (j, c) in cols.into_iter().enumerate() {
+                a.column_mut(j)
+                    .iter_mut()
+                    .zip(c)
+                    .for_each(|(w, x)| *w = f64::from(x));
+            }
+            a
+        };
+        let params = wide(self.params);
+        let std_errors = wide(self.std_errors);
+        IvimFit {
+            b_values: self.b_values,
+            params,
+            std_errors,
+            r2: self.r2.into_iter().map(f64::from).collect(),
+            status: self.status,
+            posterior_interval: self.posterior_interval,
+            d_population: self.d_population,
+            dstar_population: self.dstar_population,
+        }
+    }
 }
 
 impl IvimFit {
@@ -802,8 +914,86 @@ fn median(v: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::columns;
+    use super::{columns, fit_in_slabs};
+    use crate::phantom::{generate, IvimPhantomSpec, Noise};
+    use crate::{fit_ivim, IvimFitOptions, IvimStrategy};
     use ndarray::{s, Array2, ShapeBuilder};
+    use osipy_backend::Device;
+
+    /// A run in slabs holds, voxel for voxel, the whole-series fit's
+    /// results rounded to float32, for any slab size (one voxel, sizes that
+    /// do not divide the volume, one slab) and thread count, with masked,
+    /// non-finite and zero voxels among them; and its f64 widening is those
+    /// float32 values.
+    #[test]
+    fn slabs_hold_the_whole_fit_in_float32() {
+        let spec = IvimPhantomSpec {
+            shape: [9, 7, 5],
+            snr: Some(50.0),
+            noise: Noise::Rician,
+            seed: 7,
+            ..IvimPhantomSpec::default()
+        };
+        let ph = generate(&spec).unwrap();
+        let n = 9 * 7 * 5;
+        let nb = spec.b_values.len();
+        let mut data = ph.signal.into_shape_with_order((n, nb)).unwrap();
+        data.row_mut(10).fill(0.0);
+        data[[20, 3]] = f64::NAN;
+        let mask: Vec<bool> = (0..n).map(|v| v % 11 != 4).collect();
+        for strategy in [IvimStrategy::Segmented, IvimStrategy::Full] {
+            let opts = IvimFitOptions {
+                strategy,
+                ..IvimFitOptions::default()
+            };
+            for threads in [1, 2] {
+                let device = Device::Cpu { threads };
+                let whole = fit_ivim(data.view(), &spec.b_values, Some(&mask), &opts, &device).unwrap();
+                assert!(whole.status.iter().filter(|q| q.is_valid()).count() > n / 2);
+                for slab in [1, 7, 64, n, usize::MAX] {
+                    let f = fit_in_slabs(data.view(), &spec.b_values, &mask, &opts, &device, slab).unwrap();
+                    assert_eq!(f.status, whole.status, "{strategy:?} slab {slab}");
+                    assert_eq!(f.b_values, whole.b_values);
+                    let bits = |x: f32| x.to_bits();
+                    for j in 0..4 {
+                        let p: Vec<u32> = whole.params.column(j).iter().map(|x| bits(*x as f32)).collect();
+                        let e: Vec<u32> = whole
+                            .std_errors
+                            .column(j)
+                            .iter()
+                            .map(|x| bits(*x as f32))
+                            .collect();
+                        assert_eq!(
+                            f.params[j].iter().map(|x| bits(*x)).collect::<Vec<_>>(),
+                            p,
+                            "{strategy:?} slab {slab} param {j}"
+                        );
+                        assert_eq!(
+                            f.std_errors[j].iter().map(|x| bits(*x)).collect::<Vec<_>>(),
+                            e,
+                            "{strategy:?} slab {slab} SE {j}"
+                        );
+                    }
+                    let r2: Vec<u32> = whole.r2.iter().map(|x| bits(*x as f32)).collect();
+                    assert_eq!(f.r2.iter().map(|x| bits(*x)).collect::<Vec<_>>(), r2);
+                    if slab == 7 {
+                        let w = f.widen();
+                        for j in 0..4 {
+                            for v in 0..n {
+                                let (a, b) = (w.params[[v, j]], whole.params[[v, j]] as f32 as f64);
+                                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                            }
+                        }
+                        assert_eq!(w.status, whole.status);
+                    }
+                }
+            }
+        }
+        // A mask of another length is an error, not a panic.
+        let opts = IvimFitOptions::default();
+        let cpu = Device::Cpu { threads: 1 };
+        assert!(fit_in_slabs(data.view(), &spec.b_values, &mask[1..], &opts, &cpu, 7).is_err());
+    }
 
     /// Columns come out the same, in order, from row-major, column-major
     /// and sliced arrays, and from arrays without rows or columns.

@@ -190,7 +190,7 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
     }
     let inputs = Inputs::resolve(&opts.data_dir, m.inputs(), &config.data)?;
     output::fault_point("read");
-    let out = m.run(&config.pipeline, &inputs, &mut ctx, registry)?;
+    let mut out = m.run(&config.pipeline, &inputs, &mut ctx, registry)?;
     output::fault_point("fit");
     let quality_counts = quality_counts(&out.maps.quality, &out.mask);
     if let Some(w) = check_fitted(&quality_counts, config.logging.warn_invalid_fraction)? {
@@ -213,6 +213,13 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
         stage.bids_names(p, m.id(), &sources)?;
     }
     ctx.lap("write");
+    // The report draws the maps alone: their standard errors and the extra
+    // volumes are let go once written (a large run's memory otherwise peaks
+    // while the report is drawn).
+    for map in &mut out.maps.maps {
+        map.std_error = None;
+    }
+    out.volumes = Vec::new();
     let mut summary = RunSummary {
         software: format!("osipy {}", env!("CARGO_PKG_VERSION")),
         inputs: out.inputs,
