@@ -456,7 +456,7 @@ fn run_series<T: Sample>(
     let shape = [grid[0], grid[1], grid[2], ds.n_volumes()];
     let (inputs, geometry) = (std::mem::take(&mut ds.files), ds.geometry.clone());
     drop(ds);
-    let maps = fit.widen().into_maps(grid, &provenance)?;
+    let maps = fit.widen(&ctx.device)?.into_maps(grid, &provenance)?;
     Ok(Outputs {
         maps,
         volumes: Vec::new(),
@@ -576,18 +576,16 @@ fn fit_in_slabs<T: Copy + Into<f64> + Sync>(
 ) -> Result<Float32Fit> {
     let n = signal.nrows();
     osipy_core::check_per_voxel("mask length", mask.len(), n)?;
-    let column = || Vec::with_capacity(n);
     let mut out = Float32Fit {
         b_values: Vec::new(),
-        params: std::array::from_fn(|_| column()),
-        std_errors: std::array::from_fn(|_| column()),
-        r2: column(),
-        status: Vec::with_capacity(n),
+        params: std::array::from_fn(|_| vec![0.0; n]),
+        std_errors: std::array::from_fn(|_| vec![0.0; n]),
+        r2: vec![0.0; n],
+        status: vec![QualityCode::NotFitted; n],
         posterior_interval: None,
         d_population: None,
         dstar_population: None,
     };
-    let narrow = |x: &f64| *x as f32;
     // An empty series is still one (empty) slab, so its inputs are checked.
     let mut start: usize = 0;
     loop {
@@ -599,12 +597,31 @@ fn fit_in_slabs<T: Copy + Into<f64> + Sync>(
             opts,
             device,
         )?;
-        for j in 0..4 {
-            out.params[j].extend(fit.params.column(j).iter().map(narrow));
-            out.std_errors[j].extend(fit.std_errors.column(j).iter().map(narrow));
+        // The slab's columns (contiguous for `segmented`; the `full` fit's
+        // are rows, copied out) rounded into the whole run's, in parallel.
+        fn column(c: ndarray::ArrayView1<'_, f64>) -> std::borrow::Cow<'_, [f64]> {
+            match c.to_slice() {
+                Some(s) => std::borrow::Cow::Borrowed(s),
+                None => std::borrow::Cow::Owned(c.to_vec()),
+            }
         }
-        out.r2.extend(fit.r2.iter().map(narrow));
-        out.status.extend_from_slice(&fit.status);
+        let sources: Vec<std::borrow::Cow<'_, [f64]>> = (0..4)
+            .map(|j| column(fit.params.column(j)))
+            .chain((0..4).map(|j| column(fit.std_errors.column(j))))
+            .chain(std::iter::once(column(fit.r2.view())))
+            .collect();
+        let targets = out
+            .params
+            .iter_mut()
+            .chain(out.std_errors.iter_mut())
+            .chain(std::iter::once(&mut out.r2))
+            .map(|c| &mut c[start..end]);
+        convert_columns(
+            device,
+            sources.iter().map(|c| &c[..]).zip(targets).collect(),
+            |x| x as f32,
+        )?;
+        out.status[start..end].copy_from_slice(&fit.status);
         out.b_values = fit.b_values;
         out.posterior_interval = fit.posterior_interval;
         out.d_population = fit.d_population;
@@ -616,33 +633,62 @@ fn fit_in_slabs<T: Copy + Into<f64> + Sync>(
     }
 }
 
+/// `dst[i] = convert(src[i])` for every (`src`, `dst`) pair, in chunks on
+/// the device's threads, so that rounding a slab's results (or widening
+/// the run's) is not a serial pause between parallel fits, and the pages of
+/// a fresh `dst` are first touched by several threads.
+fn convert_columns<A: Copy + Sync, B: Send>(
+    device: &osipy_backend::Device,
+    pairs: Vec<(&[A], &mut [B])>,
+    convert: impl Fn(A) -> B + Sync + Send,
+) -> Result<()> {
+    const CHUNK: usize = 1 << 15;
+    let mut parts: Vec<(&[A], &mut [B])> = pairs
+        .into_iter()
+        .flat_map(|(s, d)| s.chunks(CHUNK).zip(d.chunks_mut(CHUNK)))
+        .collect();
+    osipy_fitting::map_parts(
+        device,
+        &mut parts,
+        || (),
+        |_, _, (s, d)| d.iter_mut().zip(s.iter()).for_each(|(d, s)| *d = convert(*s)),
+    )
+}
+
 impl Float32Fit {
-    /// The fit as [`IvimFit`] (f64 arrays of the float32 values), each part
-    /// let go as soon as it is widened.
-    fn widen(self) -> IvimFit {
+    /// The fit as [`IvimFit`] (f64 arrays of the float32 values, filled on
+    /// the device's threads), each part let go as soon as it is widened.
+    fn widen(self, device: &osipy_backend::Device) -> Result<IvimFit> {
         let n = self.status.len();
-        let wide = |cols: [Vec<f32>; 4]| {
+        let layout = || OsipyError::data("IVIM result layout", "not contiguous", "one column per parameter");
+        let wide = |cols: [Vec<f32>; 4]| -> Result<ndarray::Array2<f64>> {
             let mut a = ndarray::Array2::zeros((n, 4).f());
-            for (j, c) in cols.into_iter().enumerate() {
-                a.column_mut(j)
-                    .iter_mut()
-                    .zip(c)
-                    .for_each(|(w, x)| *w = f64::from(x));
-            }
-            a
+            let flat = a.as_slice_memory_order_mut().ok_or_else(layout)?;
+            convert_columns(
+                device,
+                cols.iter()
+                    .map(|c| &c[..])
+                    .zip(flat.chunks_mut(n.max(1)))
+                    .collect(),
+                f64::from,
+            )?;
+            Ok(a)
         };
-        let params = wide(self.params);
-        let std_errors = wide(self.std_errors);
-        IvimFit {
+        let params = wide(self.params)?;
+        let std_errors = wide(self.std_errors)?;
+        let mut r2 = ndarray::Array1::zeros(n);
+        let r2_flat = r2.as_slice_mut().ok_or_else(layout)?;
+        convert_columns(device, vec![(&self.r2[..], r2_flat)], f64::from)?;
+        Ok(IvimFit {
             b_values: self.b_values,
             params,
             std_errors,
-            r2: self.r2.into_iter().map(f64::from).collect(),
+            r2,
             status: self.status,
             posterior_interval: self.posterior_interval,
             d_population: self.d_population,
             dstar_population: self.dstar_population,
-        }
+        })
     }
 }
 
@@ -977,7 +1023,7 @@ mod tests {
                     let r2: Vec<u32> = whole.r2.iter().map(|x| bits(*x as f32)).collect();
                     assert_eq!(f.r2.iter().map(|x| bits(*x)).collect::<Vec<_>>(), r2);
                     if slab == 7 {
-                        let w = f.widen();
+                        let w = f.widen(&device).unwrap();
                         for j in 0..4 {
                             for v in 0..n {
                                 let (a, b) = (w.params[[v, j]], whole.params[[v, j]] as f32 as f64);
