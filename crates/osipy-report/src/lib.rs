@@ -244,6 +244,21 @@ pub fn render(data: &ReportData<'_>, threads: usize) -> Result<Report> {
             ));
         }
     }
+    // Where the plotted voxels are: drawn on the first map, in its colour
+    // range, by that map's job (drawn after all jobs, it was a serial tail).
+    let markers: Vec<([usize; 3], String)> = plots
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            let label = if p.voxels.len() == 1 {
+                (i + 1).to_string()
+            } else {
+                String::new()
+            };
+            p.voxels.iter().map(move |v| (*v, label.clone()))
+        })
+        .filter(|(v, _)| v.iter().zip(data.quality.shape()).all(|(a, n)| a < n))
+        .collect();
     // One job per map, then the quality montage, then one per curve; each
     // result lands in its own slot, so the order is fixed.
     let n_maps = data.maps.len();
@@ -256,6 +271,7 @@ pub fn render(data: &ReportData<'_>, threads: usize) -> Result<Report> {
             return Ok(Drawn {
                 figures: vec![figure],
                 stats: None,
+                locations: None,
             });
         };
         let mut values = finite_in_mask(&m.values, &mask);
@@ -269,7 +285,14 @@ pub fn render(data: &ReportData<'_>, threads: usize) -> Result<Report> {
         // The copy of the values is let go before the montage is drawn.
         drop(values);
         let title = format!("{} ({})", m.name, m.unit);
+        let locations = if job == 0 && !markers.is_empty() {
+            let title = format!("Plotted voxels on {}", m.name);
+            Some(map_montage(&title, &m.unit, &m.values, &mask, range, &markers)?)
+        } else {
+            None
+        };
         Ok(Drawn {
+            locations,
             figures: vec![
                 (
                     format!("map_{}.png", m.name),
@@ -277,7 +300,7 @@ pub fn render(data: &ReportData<'_>, threads: usize) -> Result<Report> {
                 ),
                 (format!("hist_{}.png", m.name), hist),
             ],
-            stats: Some((stats, range)),
+            stats: Some(stats),
         })
     };
     let mut slots: Vec<Option<Result<Drawn>>> = (0..n_maps + 1 + plots.len()).map(|_| None).collect();
@@ -294,45 +317,27 @@ pub fn render(data: &ReportData<'_>, threads: usize) -> Result<Report> {
     .map_err(OsipyError::from)?;
     let mut figures = Vec::new();
     let mut stats = Vec::new();
-    let mut first_range = None;
+    let mut locations = None;
     for slot in slots {
         let drawn = slot.ok_or_else(|| OsipyError::Validation("a report figure was not drawn".into()))??;
         figures.extend(drawn.figures);
-        if let Some((s, range)) = drawn.stats {
-            first_range.get_or_insert(range);
-            stats.push(s);
-        }
+        stats.extend(drawn.stats);
+        locations = locations.or(drawn.locations);
     }
-    // Where the plotted voxels are, on the first map (in its colour range).
-    let markers: Vec<([usize; 3], String)> = plots
-        .iter()
-        .enumerate()
-        .flat_map(|(i, p)| {
-            let label = if p.voxels.len() == 1 {
-                (i + 1).to_string()
-            } else {
-                String::new()
-            };
-            p.voxels.iter().map(move |v| (*v, label.clone()))
-        })
-        .filter(|(v, _)| v.iter().zip(data.quality.shape()).all(|(a, n)| a < n))
-        .collect();
-    if let (Some(first), Some(range), false) = (data.maps.first(), first_range, markers.is_empty()) {
-        let title = format!("Plotted voxels on {}", first.name);
-        figures.push((
-            "locations.png".into(),
-            map_montage(&title, &first.unit, &first.values, &mask, range, &markers)?,
-        ));
+    if let Some(locations) = locations {
+        figures.push(("locations.png".into(), locations));
     }
     let html = html::page(data, &stats, &plots, &figures)?;
     Ok(Report { html, figures })
 }
 
 /// What one drawing job of [`render`] gives: its figures, and for a map its
-/// statistics with its colour range.
+/// statistics.
 struct Drawn {
     figures: Vec<(String, Figure)>,
-    stats: Option<(html::MapStats, (f64, f64))>,
+    stats: Option<html::MapStats>,
+    /// The first map's job: the plotted voxels marked on that map.
+    locations: Option<Figure>,
 }
 
 /// Renders the report of `data` into `dir`: `report.html` and
