@@ -289,6 +289,35 @@ mod tests {
         assert_eq!(voxel_xyz(5, [1, 2, 3]), [0, 1, 2]);
     }
 
+    /// The u32 index (grids up to 2^32 voxels) and the usize one (larger
+    /// grids) pick the same voxels, ties going to the lower index; a float32
+    /// rank map picks as its f64 widening does.
+    #[test]
+    fn both_index_widths_and_float32_ranks_pick_the_same_voxels() {
+        let n = 1001;
+        // Values repeat (ties) and some voxels are left out.
+        let value = |v: usize| ((v * 37) % 101) as f64 / 7.0;
+        let keep = |v: usize| v % 13 != 4;
+        let narrow = median_and_lowest::<u32>(n, keep, value);
+        let wide = median_and_lowest::<usize>(n, keep, value);
+        assert_eq!(narrow, wide);
+        // By hand: sort the kept voxels by (value, index).
+        let mut kept: Vec<usize> = (0..n).filter(|&v| keep(v)).collect();
+        kept.sort_by(|a, b| value(*a).total_cmp(&value(*b)).then(a.cmp(b)));
+        assert_eq!(narrow, (Some(kept[kept.len() / 2]), Some(kept[0])));
+        // One voxel: a median, no lowest; none: neither.
+        assert_eq!(median_and_lowest::<u32>(1, |_| true, value), (Some(0), None));
+        assert_eq!(median_and_lowest::<u32>(5, |_| false, value), (None, None));
+
+        let r2 = Array3::from_shape_fn((7, 11, 13), |(x, y, z)| value((x * 11 + y) * 13 + z));
+        let mask: Vec<bool> = (0..n).map(keep).collect();
+        let r2_f32 = r2.mapv(|x| x as f32);
+        assert_eq!(
+            representative_voxels(("R²", r2_f32.view()), &mask, &[]).unwrap(),
+            representative_voxels(("R²", r2_f32.mapv(f64::from).view()), &mask, &[]).unwrap()
+        );
+    }
+
     /// A plot with missing samples survives `osipy_run.json` (NaN is
     /// written as null and read back as NaN).
     #[test]

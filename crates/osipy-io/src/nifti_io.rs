@@ -512,8 +512,8 @@ const STREAM_CHUNK_BYTES: usize = 32 << 20;
 /// int16, uint16, float32 or float64 is decoded a few frames at a time
 /// (about [`STREAM_CHUNK_BYTES`]) straight into the voxel-major f64 array,
 /// so the peak is the f64 series plus two chunks (at most half the series),
-/// not the raw image and the series together. Values are those of the general reader, bit for bit
-/// (scl_slope and scl_inter as there). `None` when the file is not of that
+/// not the raw image and the series together. Values are those of the
+/// general reader, bit for bit (scl_slope and scl_inter as there). `None` when the file is not of that
 /// kind, or its header is damaged: the general reader then reads it, or says
 /// what is wrong.
 fn read_4d_streamed(path: &Path) -> Option<Result<Series4>> {
