@@ -4,9 +4,13 @@
 //! and one deterministic parallel map over voxel chunks.
 //!
 //! Everything above this crate passes a [`Device`] explicitly; nothing reads a
-//! global thread pool. The CPU path is always built. A `Device::Cuda` variant is
-//! reserved for the `cuda` feature (added with the GPU work); until then
-//! [`is_gpu_available`] answers `false` and [`Device::auto`] picks the CPU.
+//! global thread pool. The CPU path is always built. [`Device::Cuda`] is an
+//! NVIDIA GPU, reached through `cudarc` (driver API and NVRTC, both loaded at
+//! run time) when the crate is built with the `cuda` feature: the binary then
+//! still builds and runs on machines with no CUDA toolkit or driver.
+//! [`Device::select`] turns a [`DeviceChoice`] (`cpu`, `cuda`, `cuda:N`,
+//! `auto`) into a device: `cuda` asked for and missing is an error naming the
+//! cause; only `auto` falls back to the CPU, and says why.
 //!
 //! ## Determinism
 //! [`for_each_chunk`] hands every chunk of items to exactly one closure call with
@@ -17,10 +21,12 @@
 //! ## Cargo features
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none yet) | | the `cuda` feature arrives with the GPU issue |
+//! | `cuda` | no | [`Device::Cuda`] through `cudarc` (dynamic loading): the [`cuda`] module |
 
 use rayon::prelude::*;
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod simd;
 
 /// Environment variable read by [`Device::auto`] and [`threads_from_env`].
@@ -39,6 +45,23 @@ pub enum BackendError {
         value: String,
         /// Where it came from (an environment variable or an argument).
         source_name: String,
+    },
+    /// A device name that is not `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[error("unknown device {value:?} in {source_name}: expected cpu, cuda, cuda:N (a GPU ordinal such as cuda:1) or auto")]
+    InvalidDevice {
+        /// The text that was given.
+        value: String,
+        /// Where it came from (a flag or a config key).
+        source_name: String,
+    },
+    /// A CUDA device was asked for and cannot be used.
+    #[error("CUDA device {ordinal} cannot be used: {cause}")]
+    Gpu {
+        /// The device ordinal asked for.
+        ordinal: usize,
+        /// Why, in words (no driver, no such device, a driver error, a
+        /// build without the `cuda` feature).
+        cause: String,
     },
     /// The rayon thread pool could not be created.
     #[error("could not start a pool of {threads} worker threads: {message}")]
@@ -59,7 +82,66 @@ pub enum Device {
         /// Number of worker threads.
         threads: usize,
     },
+    /// An NVIDIA GPU (the `cuda` feature): least-squares fits run there;
+    /// reading, start points, the per-voxel verdicts and every stage
+    /// without a GPU kernel run on `threads` CPU threads.
+    Cuda {
+        /// The GPU's ordinal (0 for the first).
+        ordinal: usize,
+        /// CPU worker threads for the host side.
+        threads: usize,
+        /// Chosen by `auto`: a model without a GPU kernel then fits on the
+        /// CPU with a logged message instead of stopping the run.
+        fallback: bool,
+    },
 }
+
+/// What a user asked for (`--device`, `backend.device`), before it is
+/// checked against the machine by [`Device::select`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// The CUDA GPU of this ordinal; an error if it cannot be used.
+    Cuda(usize),
+    /// The first CUDA GPU when one answers, else the CPU (logged).
+    Auto,
+}
+
+impl DeviceChoice {
+    /// Parses `cpu`, `cuda`, `cuda:N` or `auto`; `source_name` names the
+    /// flag or key in the error.
+    pub fn parse(value: &str, source_name: &str) -> Result<DeviceChoice, BackendError> {
+        let bad = || BackendError::InvalidDevice {
+            value: value.to_string(),
+            source_name: source_name.to_string(),
+        };
+        match value.trim() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            "auto" => Ok(DeviceChoice::Auto),
+            other => match other.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(DeviceChoice::Cuda).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(0) => f.write_str("cuda"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceChoice::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// Why `auto` chose the CPU, when it did (for the run's log).
+pub type FallbackReason = Option<String>;
 
 impl Device {
     /// A CPU device with `threads` workers; `None` means all available cores.
@@ -68,17 +150,59 @@ impl Device {
         Device::Cpu { threads }
     }
 
-    /// The best device on this machine. Without the `cuda` feature this is the
-    /// CPU, with the thread count from `OSIPY_NUM_THREADS` when that is set
-    /// (an invalid value is an error, not silently ignored) or all cores.
+    /// The best device on this machine: the first GPU when the `cuda`
+    /// feature is built and a GPU answers, else the CPU; the thread count
+    /// from `OSIPY_NUM_THREADS` when that is set (an invalid value is an
+    /// error, not silently ignored) or all cores.
     pub fn auto() -> Result<Device, BackendError> {
-        Ok(Device::cpu(threads_from_env()?))
+        Ok(Device::select(DeviceChoice::Auto, threads_from_env()?)?.0)
+    }
+
+    /// The device `choice` names, with `threads` CPU threads (`None`: all
+    /// cores). `cuda` is checked now (driver, device): an error naming the
+    /// cause when it cannot be used, and always an error in a build without
+    /// the `cuda` feature. `auto` returns the CPU when no GPU answers, with
+    /// the reason beside it.
+    pub fn select(choice: DeviceChoice, threads: Option<usize>) -> Result<(Device, FallbackReason), BackendError> {
+        let threads = threads.filter(|&t| t > 0).unwrap_or_else(available_cores);
+        let cuda = |ordinal, fallback| -> Result<Device, BackendError> {
+            gpu_check(ordinal)?;
+            Ok(Device::Cuda {
+                ordinal,
+                threads,
+                fallback,
+            })
+        };
+        match choice {
+            DeviceChoice::Cpu => Ok((Device::Cpu { threads }, None)),
+            DeviceChoice::Cuda(ordinal) => Ok((cuda(ordinal, false)?, None)),
+            DeviceChoice::Auto => match cuda(0, true) {
+                Ok(d) => Ok((d, None)),
+                Err(e) => Ok((Device::Cpu { threads }, Some(e.to_string()))),
+            },
+        }
     }
 
     /// Number of worker threads this device uses for CPU work.
     pub fn threads(&self) -> usize {
         match self {
-            Device::Cpu { threads } => (*threads).max(1),
+            Device::Cpu { threads } | Device::Cuda { threads, .. } => (*threads).max(1),
+        }
+    }
+
+    /// The GPU ordinal, for a CUDA device.
+    pub fn cuda_ordinal(&self) -> Option<usize> {
+        match self {
+            Device::Cuda { ordinal, .. } => Some(*ordinal),
+            Device::Cpu { .. } => None,
+        }
+    }
+
+    /// This device's CPU side: the same thread count on the CPU (for stages
+    /// that have no GPU kernel).
+    pub fn host(&self) -> Device {
+        Device::Cpu {
+            threads: self.threads(),
         }
     }
 
@@ -86,7 +210,25 @@ impl Device {
     pub fn describe(&self) -> String {
         match self {
             Device::Cpu { threads } => format!("cpu ({threads} threads)"),
+            Device::Cuda { ordinal, threads, .. } => format!("cuda:{ordinal} ({threads} host threads)"),
         }
+    }
+}
+
+/// Whether GPU `ordinal` can be used: with the `cuda` feature, the driver
+/// library loads, initialises and has that device; without it, an error
+/// saying so.
+fn gpu_check(ordinal: usize) -> Result<(), BackendError> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::context(ordinal).map(|_| ())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err(BackendError::Gpu {
+            ordinal,
+            cause: "this osipy was built without the `cuda` feature; rebuild with `cargo build --release --features cuda`, or use the CPU (--device cpu)".into(),
+        })
     }
 }
 
@@ -96,10 +238,9 @@ impl Default for Device {
     }
 }
 
-/// Whether a GPU backend is built in and answers. Always `false` until the
-/// `cuda` feature exists.
+/// Whether a GPU backend is built in and its first device answers.
 pub fn is_gpu_available() -> bool {
-    false
+    gpu_check(0).is_ok()
 }
 
 /// Number of logical cores, at least 1.
@@ -251,7 +392,46 @@ mod tests {
         assert_eq!(Device::cpu(Some(3)).threads(), 3);
         assert!(Device::cpu(None).threads() >= 1);
         assert!(Device::cpu(Some(0)).threads() >= 1);
-        assert!(!is_gpu_available());
         assert_eq!(Device::cpu(Some(2)).describe(), "cpu (2 threads)");
+    }
+
+    #[test]
+    fn device_names_parse_and_bad_ones_are_named() {
+        for (text, want) in [
+            ("cpu", DeviceChoice::Cpu),
+            ("cuda", DeviceChoice::Cuda(0)),
+            ("cuda:3", DeviceChoice::Cuda(3)),
+            (" auto ", DeviceChoice::Auto),
+        ] {
+            let got = DeviceChoice::parse(text, "--device").unwrap();
+            assert_eq!(got, want);
+            assert_eq!(DeviceChoice::parse(&got.to_string(), "x").unwrap(), want);
+        }
+        for bad in ["gpu", "cuda:", "cuda:-1", "CUDA", ""] {
+            let msg = DeviceChoice::parse(bad, "backend.device").unwrap_err().to_string();
+            assert!(msg.contains("backend.device") && msg.contains("cuda:N"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn cpu_is_always_selectable_and_auto_says_why_it_fell_back() {
+        let (d, why) = Device::select(DeviceChoice::Cpu, Some(3)).unwrap();
+        assert_eq!((d, why), (Device::Cpu { threads: 3 }, None));
+        let (d, why) = Device::select(DeviceChoice::Auto, Some(2)).unwrap();
+        match d {
+            Device::Cpu { threads } => {
+                assert_eq!(threads, 2);
+                assert!(why.unwrap().contains("CUDA device 0"));
+                assert!(!is_gpu_available());
+                let e = Device::select(DeviceChoice::Cuda(0), Some(2)).unwrap_err().to_string();
+                assert!(e.starts_with("CUDA device 0 cannot be used: "), "{e}");
+            }
+            Device::Cuda { ordinal, threads, fallback } => {
+                assert_eq!((ordinal, threads, fallback), (0, 2, true));
+                assert!(why.is_none() && is_gpu_available());
+            }
+        }
+        let e = Device::select(DeviceChoice::Cuda(4096), None).unwrap_err().to_string();
+        assert!(e.contains("CUDA device 4096"), "{e}");
     }
 }
