@@ -163,7 +163,10 @@ impl Device {
     /// cause when it cannot be used, and always an error in a build without
     /// the `cuda` feature. `auto` returns the CPU when no GPU answers, with
     /// the reason beside it.
-    pub fn select(choice: DeviceChoice, threads: Option<usize>) -> Result<(Device, FallbackReason), BackendError> {
+    pub fn select(
+        choice: DeviceChoice,
+        threads: Option<usize>,
+    ) -> Result<(Device, FallbackReason), BackendError> {
         let threads = threads.filter(|&t| t > 0).unwrap_or_else(available_cores);
         let cuda = |ordinal, fallback| -> Result<Device, BackendError> {
             gpu_check(ordinal)?;
@@ -408,7 +411,9 @@ mod tests {
             assert_eq!(DeviceChoice::parse(&got.to_string(), "x").unwrap(), want);
         }
         for bad in ["gpu", "cuda:", "cuda:-1", "CUDA", ""] {
-            let msg = DeviceChoice::parse(bad, "backend.device").unwrap_err().to_string();
+            let msg = DeviceChoice::parse(bad, "backend.device")
+                .unwrap_err()
+                .to_string();
             assert!(msg.contains("backend.device") && msg.contains("cuda:N"), "{msg}");
         }
     }
@@ -423,15 +428,23 @@ mod tests {
                 assert_eq!(threads, 2);
                 assert!(why.unwrap().contains("CUDA device 0"));
                 assert!(!is_gpu_available());
-                let e = Device::select(DeviceChoice::Cuda(0), Some(2)).unwrap_err().to_string();
+                let e = Device::select(DeviceChoice::Cuda(0), Some(2))
+                    .unwrap_err()
+                    .to_string();
                 assert!(e.starts_with("CUDA device 0 cannot be used: "), "{e}");
             }
-            Device::Cuda { ordinal, threads, fallback } => {
+            Device::Cuda {
+                ordinal,
+                threads,
+                fallback,
+            } => {
                 assert_eq!((ordinal, threads, fallback), (0, 2, true));
                 assert!(why.is_none() && is_gpu_available());
             }
         }
-        let e = Device::select(DeviceChoice::Cuda(4096), None).unwrap_err().to_string();
+        let e = Device::select(DeviceChoice::Cuda(4096), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("CUDA device 4096"), "{e}");
     }
 }

@@ -5,8 +5,7 @@ use crate::exec::map_parts;
 use crate::lanes::{fit_lockstep, LaneWork};
 use crate::lm::{fit_one, LmOutcome, LmSettings, Workspace};
 use crate::model::{Model, ParamSpec};
-use ndarray::Array3;
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2, Array3, ArrayView2};
 use osipy_backend::Device;
 use osipy_core::{OsipyError, ParameterMap, Provenance, QualityCode, Result};
 
@@ -229,7 +228,7 @@ impl BatchFit {
 }
 
 /// Checks options against the model and the voxel count; returns the bounds.
-fn validate(
+pub(crate) fn validate(
     model: &dyn Model,
     n_voxels: usize,
     n_cols: usize,
@@ -327,7 +326,7 @@ fn validate(
 /// else the model's; then the pinned values; then any non-finite value is
 /// replaced by the middle of its bounds (or 0). Returns whether a pinned value
 /// was not finite.
-fn start_point(model: &dyn Model, ws: &mut Workspace, v: usize, opts: &FitOptions) -> bool {
+pub(crate) fn start_point(model: &dyn Model, ws: &mut Workspace, v: usize, opts: &FitOptions) -> bool {
     let given = match &opts.initial {
         InitialGuess::Constant(c) => {
             ws.x.copy_from_slice(c);
@@ -369,7 +368,7 @@ fn start_point(model: &dyn Model, ws: &mut Workspace, v: usize, opts: &FitOption
 }
 
 /// One voxel's verdict after the fit.
-struct VoxelOutcome {
+pub(crate) struct VoxelOutcome {
     status: QualityCode,
     r2: f64,
     rms: f64,
@@ -380,7 +379,7 @@ struct VoxelOutcome {
 
 impl VoxelOutcome {
     /// A voxel left unfitted (masked out, or its data could not be loaded).
-    fn not_fitted(status: QualityCode) -> Self {
+    pub(crate) fn not_fitted(status: QualityCode) -> Self {
         VoxelOutcome {
             status,
             r2: f64::NAN,
@@ -393,21 +392,21 @@ impl VoxelOutcome {
 
 /// R^2 = 1 - SSR/SST (1 for a perfect fit of constant data), the R^2
 /// threshold, the residual variance, and the status.
-fn assess(
-    ws: &Workspace,
+pub(crate) fn assess(
+    data: &[f64],
     outcome: &LmOutcome,
     pinned_bad: bool,
     n_free: usize,
     r2_threshold: Option<f64>,
 ) -> VoxelOutcome {
-    let n = ws.data.len();
+    let n = data.len();
     let mut status = if pinned_bad {
         QualityCode::NonFiniteInput
     } else {
         outcome.status
     };
-    let mean = ws.data.iter().sum::<f64>() / n as f64;
-    let sst: f64 = ws.data.iter().map(|y| (y - mean) * (y - mean)).sum();
+    let mean = data.iter().sum::<f64>() / n as f64;
+    let sst: f64 = data.iter().map(|y| (y - mean) * (y - mean)).sum();
     let r2 = if sst > 0.0 {
         1.0 - outcome.ssr / sst
     } else if outcome.ssr == 0.0 {
@@ -433,7 +432,7 @@ fn assess(
 }
 
 /// One work item's share of the result arrays: a fixed chunk of voxels.
-struct VoxelOutputs<'a> {
+pub(crate) struct VoxelOutputs<'a> {
     params: &'a mut [f64],
     se: &'a mut [f64],
     r2: &'a mut [f64],
@@ -443,16 +442,21 @@ struct VoxelOutputs<'a> {
 }
 
 impl VoxelOutputs<'_> {
+    /// Number of voxels in this part.
+    pub(crate) fn len(&self) -> usize {
+        self.r2.len()
+    }
+
     /// Writes voxel `k` of the chunk: parameters and standard errors (NaN
     /// unless the status is valid, when `ws` holds the solution), R^2, RMS,
     /// iterations and status.
-    fn write(&mut self, k: usize, p: usize, ws: &Workspace, voxel: &VoxelOutcome) {
+    pub(crate) fn write(&mut self, k: usize, p: usize, x: &[f64], cov_diag: &[f64], voxel: &VoxelOutcome) {
         let pr = &mut self.params[k * p..(k + 1) * p];
         let se = &mut self.se[k * p..(k + 1) * p];
         if voxel.status.is_valid() {
-            pr.copy_from_slice(&ws.x);
+            pr.copy_from_slice(x);
             for j in 0..p {
-                se[j] = (voxel.s2 * ws.cov_diag[j]).sqrt();
+                se[j] = (voxel.s2 * cov_diag[j]).sqrt();
             }
         } else {
             pr.fill(f64::NAN);
@@ -486,60 +490,19 @@ pub fn fit_batch<D: VoxelData>(
     // The result arrays are written in place by the workers, one fixed chunk
     // of voxels per work item: no record buffer, and each page is first
     // touched by the thread that fills it.
-    let mut params = Array2::zeros((n_vox, p));
-    let mut std_errors = Array2::zeros((n_vox, p));
-    let mut r2 = Array1::zeros(n_vox);
-    let mut rms = Array1::zeros(n_vox);
-    let mut iterations = Array1::zeros(n_vox);
-    let mut status = Array1::from_elem(n_vox, QualityCode::NotFitted);
+    if device.cuda_ordinal().is_some() {
+        return crate::gpu::fit_batch_gpu(model, &data, mask, opts, device);
+    }
+    let mut results = Results::new(n_vox, p);
     let chunk = opts.chunk_voxels.max(1);
-    let mut parts: Vec<VoxelOutputs> = (params
-        .as_slice_mut()
-        .into_iter()
-        .flat_map(|s| s.chunks_mut(chunk * p)))
-    .zip(
-        std_errors
-            .as_slice_mut()
-            .into_iter()
-            .flat_map(|s| s.chunks_mut(chunk * p)),
-    )
-    .zip(r2.as_slice_mut().into_iter().flat_map(|s| s.chunks_mut(chunk)))
-    .zip(rms.as_slice_mut().into_iter().flat_map(|s| s.chunks_mut(chunk)))
-    .zip(
-        iterations
-            .as_slice_mut()
-            .into_iter()
-            .flat_map(|s| s.chunks_mut(chunk)),
-    )
-    .zip(
-        status
-            .as_slice_mut()
-            .into_iter()
-            .flat_map(|s| s.chunks_mut(chunk)),
-    )
-    .map(|(((((params, se), r2), rms), iterations), status)| VoxelOutputs {
-        params,
-        se,
-        r2,
-        rms,
-        iterations,
-        status,
-    })
-    .collect();
+    let mut parts = results.parts(chunk, p);
     let lockstep = opts.lockstep && model.has_lanes();
     let init = || {
-        let mut ws = Workspace::new(model);
-        for (j, (lo, hi)) in bounds.iter().enumerate() {
-            ws.bounds.lower[j] = *lo;
-            ws.bounds.upper[j] = *hi;
-        }
-        for (j, _) in &opts.pinned {
-            ws.bounds.free[*j] = false;
-        }
+        let ws = workspace(model, &bounds, opts);
         let lanes = lockstep.then(|| LaneWork::new(model, &ws));
         (ws, lanes)
     };
-    let n_free = p - (0..p).filter(|j| opts.pinned.iter().any(|(i, _)| i == j)).count();
+    let n_free = free_count(p, opts);
     // Loads voxel `v` into `ws`: its data and start point. Returns whether
     // a pinned value was not finite, or why the voxel is not fitted.
     let load = |ws: &mut Workspace, v: usize, masked: bool| {
@@ -567,11 +530,11 @@ pub fn fit_batch<D: VoxelData>(
                             |ws, k, result| {
                                 let voxel = match result {
                                     Ok((outcome, pinned_bad)) => {
-                                        assess(ws, outcome, pinned_bad, n_free, opts.r2_threshold)
+                                        assess(&ws.data, outcome, pinned_bad, n_free, opts.r2_threshold)
                                     }
                                     Err(code) => VoxelOutcome::not_fitted(code),
                                 };
-                                out.write(k, p, ws, &voxel);
+                                out.write(k, p, &ws.x, &ws.cov_diag, &voxel);
                             },
                         )
                     },
@@ -582,11 +545,11 @@ pub fn fit_batch<D: VoxelData>(
                     let voxel = match load(ws, first + k, masked(k)) {
                         Ok(pinned_bad) => {
                             let outcome = fit_one(model, ws, &opts.lm);
-                            assess(ws, &outcome, pinned_bad, n_free, opts.r2_threshold)
+                            assess(&ws.data, &outcome, pinned_bad, n_free, opts.r2_threshold)
                         }
                         Err(code) => VoxelOutcome::not_fitted(code),
                     };
-                    out.write(k, p, ws, &voxel);
+                    out.write(k, p, &ws.x, &ws.cov_diag, &voxel);
                 }
             }
         }
@@ -594,15 +557,116 @@ pub fn fit_batch<D: VoxelData>(
             progress.fetch_add(out.r2.len(), std::sync::atomic::Ordering::Relaxed);
         }
     })?;
-    Ok(BatchFit {
-        param_names: model.params().iter().map(|p| p.name.to_string()).collect(),
-        params,
-        std_errors,
-        r2,
-        rms,
-        iterations,
-        status,
-    })
+    drop(parts);
+    Ok(results.into_fit(model))
+}
+
+/// A worker's workspace for `model` with these bounds, pinned parameters
+/// held.
+pub(crate) fn workspace(model: &dyn Model, bounds: &[(f64, f64)], opts: &FitOptions) -> Workspace {
+    let mut ws = Workspace::new(model);
+    for (j, (lo, hi)) in bounds.iter().enumerate() {
+        ws.bounds.lower[j] = *lo;
+        ws.bounds.upper[j] = *hi;
+    }
+    for (j, _) in &opts.pinned {
+        ws.bounds.free[*j] = false;
+    }
+    ws
+}
+
+/// Number of fitted (not pinned) parameters of `p`.
+pub(crate) fn free_count(p: usize, opts: &FitOptions) -> usize {
+    p - (0..p).filter(|j| opts.pinned.iter().any(|(i, _)| i == j)).count()
+}
+
+/// The result arrays of a batch fit, before they become a [`BatchFit`].
+pub(crate) struct Results {
+    params: Array2<f64>,
+    std_errors: Array2<f64>,
+    r2: Array1<f64>,
+    rms: Array1<f64>,
+    iterations: Array1<u32>,
+    status: Array1<QualityCode>,
+}
+
+impl Results {
+    /// Arrays for `n_vox` voxels of `p` parameters, every voxel unfitted.
+    pub(crate) fn new(n_vox: usize, p: usize) -> Results {
+        Results {
+            params: Array2::zeros((n_vox, p)),
+            std_errors: Array2::zeros((n_vox, p)),
+            r2: Array1::zeros(n_vox),
+            rms: Array1::zeros(n_vox),
+            iterations: Array1::zeros(n_vox),
+            status: Array1::from_elem(n_vox, QualityCode::NotFitted),
+        }
+    }
+
+    /// The arrays cut into work items of `chunk` voxels each. The workers
+    /// write them in place: no record buffer, and each page is first
+    /// touched by the thread that fills it.
+    pub(crate) fn parts(&mut self, chunk: usize, p: usize) -> Vec<VoxelOutputs<'_>> {
+        fn rows(a: &mut Array2<f64>, len: usize) -> Vec<&mut [f64]> {
+            a.as_slice_mut()
+                .into_iter()
+                .flat_map(|s| s.chunks_mut(len))
+                .collect()
+        }
+        let (params, se) = (
+            rows(&mut self.params, chunk * p),
+            rows(&mut self.std_errors, chunk * p),
+        );
+        let r2 = self
+            .r2
+            .as_slice_mut()
+            .into_iter()
+            .flat_map(|s| s.chunks_mut(chunk));
+        let rms = self
+            .rms
+            .as_slice_mut()
+            .into_iter()
+            .flat_map(|s| s.chunks_mut(chunk));
+        let it = self
+            .iterations
+            .as_slice_mut()
+            .into_iter()
+            .flat_map(|s| s.chunks_mut(chunk));
+        let st = self
+            .status
+            .as_slice_mut()
+            .into_iter()
+            .flat_map(|s| s.chunks_mut(chunk));
+        params
+            .into_iter()
+            .zip(se)
+            .zip(r2)
+            .zip(rms)
+            .zip(it)
+            .zip(st)
+            .map(|(((((params, se), r2), rms), iterations), status)| VoxelOutputs {
+                params,
+                se,
+                r2,
+                rms,
+                iterations,
+                status,
+            })
+            .collect()
+    }
+
+    /// The finished fit of `model`.
+    pub(crate) fn into_fit(self, model: &dyn Model) -> BatchFit {
+        BatchFit {
+            param_names: model.params().iter().map(|p| p.name.to_string()).collect(),
+            params: self.params,
+            std_errors: self.std_errors,
+            r2: self.r2,
+            rms: self.rms,
+            iterations: self.iterations,
+            status: self.status,
+        }
+    }
 }
 
 /// Result of fitting a single curve.

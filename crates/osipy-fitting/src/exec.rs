@@ -6,7 +6,9 @@
 //! solver; [`crate::fit_batch`] runs on it). It dispatches on the [`Device`]: the
 //! CPU path hands fixed chunks of voxels to the backend's thread pool (built
 //! once per process and thread count), so results are bit-identical for any
-//! thread count. A GPU device will get its own arm here, not in the callers.
+//! thread count. On a GPU device these per-voxel kernels (CPU code) run on
+//! its host threads; least-squares fits go to the GPU in
+//! [`crate::fit_batch`] ([`crate::gpu`]).
 
 use osipy_backend::{for_each_chunk, Device};
 use osipy_core::{OsipyError, Result};
@@ -34,7 +36,7 @@ where
 {
     let record_len = record_len.max(1);
     match device {
-        Device::Cpu { .. } => {
+        Device::Cpu { .. } | Device::Cuda { .. } => {
             for_each_chunk(device, out, record_len, chunk_voxels, init, |ws, first, chunk| {
                 for (k, rec) in chunk.chunks_mut(record_len).enumerate() {
                     kernel(ws, first + k, rec);
@@ -67,10 +69,12 @@ where
     F: Fn(&mut W, usize, &mut T) + Sync + Send,
 {
     match device {
-        Device::Cpu { .. } => for_each_chunk(device, parts, 1, 1, init, |ws, i, part| {
-            kernel(ws, i, &mut part[0])
-        })
-        .map_err(OsipyError::from),
+        Device::Cpu { .. } | Device::Cuda { .. } => {
+            for_each_chunk(device, parts, 1, 1, init, |ws, i, part| {
+                kernel(ws, i, &mut part[0])
+            })
+            .map_err(OsipyError::from)
+        }
         other => Err(OsipyError::Fitting(format!(
             "device {} has no fitting backend in this build",
             other.describe()

@@ -17,13 +17,14 @@
 //! ## Cargo features
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none) | | |
+//! | `cuda` | no | fits on [`osipy_backend::Device::Cuda`]: the kernels of [`gpu`] compiled with NVRTC and run through `cudarc` |
 
 mod batch;
 pub mod bayes;
 mod data;
 pub mod dual;
 mod exec;
+pub mod gpu;
 mod lanes;
 pub mod lm;
 mod model;

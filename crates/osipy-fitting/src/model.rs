@@ -159,6 +159,15 @@ pub trait Model: Send + Sync {
         let _ = scratch;
         lanes_one_by_one(self, params, out, jac);
     }
+
+    /// The model's GPU form ([`crate::gpu`]): its prediction and analytic
+    /// Jacobian as CUDA C source, and the constants they read (time grid,
+    /// AIF, b-values...). `None` (the default) when the model has none: a
+    /// fit of it on a GPU device is then an error, or with `auto` a logged
+    /// CPU fit. A model that wraps another forwards this.
+    fn gpu_kernel(&self) -> Option<crate::gpu::GpuKernel> {
+        None
+    }
 }
 
 /// [`Model::predict_with_jacobian_lanes`] done lane by lane through

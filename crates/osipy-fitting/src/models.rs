@@ -42,6 +42,34 @@ fn weighted_line(x: impl Iterator<Item = (f64, f64, f64)>) -> Option<(f64, f64)>
     Some((slope, (sy - slope * sx) / sw))
 }
 
+/// [`MonoExponential::predict_with_jacobian`] in CUDA C (`c`: the times).
+const MONO_GPU: &str = r#"
+__device__ void osipy_model(const double* c, const double* x, double* pred, double* jac) {
+    for (int i = 0; i < OSIPY_N; i++) {
+        double e = exp(-x[1] * c[i]);
+        pred[i] = x[0] * e;
+        jac[i] = e;
+        jac[OSIPY_N + i] = -c[i] * pred[i];
+    }
+}
+"#;
+
+/// [`BiExponential`]'s prediction and Jacobian in CUDA C (`c`: the times).
+const BI_GPU: &str = r#"
+__device__ void osipy_model(const double* c, const double* x, double* pred, double* jac) {
+    for (int i = 0; i < OSIPY_N; i++) {
+        double t = c[i];
+        double e1 = exp(-x[1] * t);
+        double e2 = exp(-x[3] * t);
+        pred[i] = x[0] * e1 + x[2] * e2;
+        jac[i] = e1;
+        jac[OSIPY_N + i] = -x[0] * t * e1;
+        jac[2 * OSIPY_N + i] = e2;
+        jac[3 * OSIPY_N + i] = -x[2] * t * e2;
+    }
+}
+"#;
+
 impl Model for MonoExponential {
     fn name(&self) -> &str {
         "mono_exponential"
@@ -98,6 +126,13 @@ impl Model for MonoExponential {
                 out[1] = 0.0;
             }
         }
+    }
+    fn gpu_kernel(&self) -> Option<crate::gpu::GpuKernel> {
+        Some(crate::gpu::GpuKernel {
+            key: "mono_exponential",
+            source: MONO_GPU,
+            consts: self.t.clone(),
+        })
     }
 }
 
@@ -169,6 +204,13 @@ impl Model for BiExponential {
             _ => (4.0 * k2.max(1e-3), (data[0] - a2).abs()),
         };
         out.copy_from_slice(&[a1, k1, a2, k2]);
+    }
+    fn gpu_kernel(&self) -> Option<crate::gpu::GpuKernel> {
+        Some(crate::gpu::GpuKernel {
+            key: "bi_exponential",
+            source: BI_GPU,
+            consts: self.t.clone(),
+        })
     }
     fn has_lanes(&self) -> bool {
         true
