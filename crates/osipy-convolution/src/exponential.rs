@@ -45,6 +45,18 @@ const fn series_tables() -> [[f64; SERIES_TERMS]; 4] {
 
 const TABLES: [[f64; SERIES_TERMS]; 4] = series_tables();
 
+/// [`exp_conv`] and [`exp_conv_with_derivative`] in CUDA C, for GPU model
+/// kernels (`osipy_exp_conv`, `osipy_exp_conv_d`): the same branches and
+/// order of operations. They read the Taylor tables from
+/// [`gpu_series_tables`], which the model passes among its constants.
+pub const EXP_CONV_GPU: &str = include_str!("exponential.cu");
+
+/// The four Taylor tables of the kernels (16 values each, in order), as
+/// the GPU source [`EXP_CONV_GPU`] reads them.
+pub fn gpu_series_tables() -> Vec<f64> {
+    TABLES.iter().flatten().copied().collect()
+}
+
 /// `(f1, f2, f1', f2')` at `x` (see the module doc).
 #[inline]
 fn kernels(x: f64) -> (f64, f64, f64, f64) {

@@ -25,6 +25,7 @@ use osipy_core::{check_increasing, OsipyError, Result};
 mod exponential;
 pub use exponential::{
     biexp_conv, exp_conv, exp_conv_with_derivative, exp_conv_with_derivative_lanes, exponential,
+    gpu_series_tables, EXP_CONV_GPU,
 };
 
 /// Checks a time grid and the samples defined on it.

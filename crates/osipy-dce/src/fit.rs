@@ -108,6 +108,9 @@ impl Model for WithStart<'_> {
     ) {
         self.inner.predict_with_jacobian_lanes(p, out, jac, scratch)
     }
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        self.inner.gpu_kernel()
+    }
 }
 
 /// Fits the DCE model `entry` (a registry entry, or

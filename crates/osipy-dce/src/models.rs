@@ -560,7 +560,12 @@ pub(crate) struct Spec {
     pub(crate) guess: Guess,
     /// The lockstep form of `kernel` (prediction and Jacobian), if any.
     pub(crate) lanes: Option<LaneKernel>,
+    /// The GPU form of `kernel` (key and CUDA C parts), if any.
+    pub(crate) gpu: Option<(&'static str, &'static [&'static str])>,
 }
+
+/// The CUDA C of the PK models with a GPU form (see `models.cu`).
+const MODELS_GPU: &str = include_str!("models.cu");
 
 const PM: Unit = Unit::PerMinute;
 const FR: Unit = Unit::Dimensionless;
@@ -583,6 +588,14 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: tofts_kernel,
         guess: tofts_guess,
         lanes: Some(tofts_lanes),
+        gpu: Some((
+            "dce_tofts",
+            &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_TOFTS",
+                MODELS_GPU,
+            ],
+        )),
     },
     Spec {
         name: "extended_tofts",
@@ -591,6 +604,14 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: etofts_kernel,
         guess: etofts_guess,
         lanes: Some(etofts_lanes),
+        gpu: Some((
+            "dce_extended_tofts",
+            &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_EXTENDED_TOFTS",
+                MODELS_GPU,
+            ],
+        )),
     },
     Spec {
         name: "patlak",
@@ -599,6 +620,14 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: patlak_kernel,
         guess: patlak_guess,
         lanes: Some(patlak_lanes),
+        gpu: Some((
+            "dce_patlak",
+            &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_PATLAK",
+                MODELS_GPU,
+            ],
+        )),
     },
     Spec {
         name: "2cxm",
@@ -607,6 +636,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: tcxm_kernel,
         guess: tcxm_guess,
         lanes: Some(tcxm_lanes),
+        gpu: None,
     },
     Spec {
         name: "2cum",
@@ -615,6 +645,7 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: tcum_kernel,
         guess: tcum_guess,
         lanes: Some(tcum_lanes),
+        gpu: None,
     },
 ];
 
@@ -669,6 +700,13 @@ impl Model for PkModel {
             Some(lanes) => lanes(&self.input.t, &self.input.cp, p, out, jac),
             None => osipy_fitting::lanes_one_by_one(self, p, out, jac),
         }
+    }
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        let (key, source) = self.spec.gpu?;
+        let mut consts = osipy_convolution::gpu_series_tables();
+        consts.extend_from_slice(&self.input.t);
+        consts.extend_from_slice(&self.input.cp);
+        Some(osipy_fitting::gpu::GpuKernel { key, source, consts })
     }
 }
 

@@ -130,7 +130,7 @@ impl Model for MonoExponential {
     fn gpu_kernel(&self) -> Option<crate::gpu::GpuKernel> {
         Some(crate::gpu::GpuKernel {
             key: "mono_exponential",
-            source: MONO_GPU,
+            source: &[MONO_GPU],
             consts: self.t.clone(),
         })
     }
@@ -208,7 +208,7 @@ impl Model for BiExponential {
     fn gpu_kernel(&self) -> Option<crate::gpu::GpuKernel> {
         Some(crate::gpu::GpuKernel {
             key: "bi_exponential",
-            source: BI_GPU,
+            source: &[BI_GPU],
             consts: self.t.clone(),
         })
     }

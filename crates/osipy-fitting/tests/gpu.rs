@@ -139,7 +139,7 @@ fn a_model_without_a_gpu_kernel_is_an_error_on_a_gpu() {
 fn a_kernel_that_does_not_compile_is_an_error_naming_it() {
     let broken = GpuKernel {
         key: "broken",
-        source: "__device__ void osipy_model(const double* c, const double* x, double* pred, double* jac) { undefined_name; }",
+        source: &["__device__ void osipy_model(const double* c, const double* x, double* pred, double* jac) { undefined_name; }"],
         consts: vec![0.0; 4],
     };
     struct Broken(MonoExponential, GpuKernel);

@@ -54,13 +54,14 @@ pub struct GpuKernel {
     /// Identifies the source (one program is compiled per key, sample
     /// count and parameter count), e.g. `dce_extended_tofts`.
     pub key: &'static str,
-    /// CUDA C defining `__device__ void osipy_model(const double* c, const
-    /// double* x, double* pred, double* jac)`: the prediction (`OSIPY_N`
+    /// CUDA C, in parts joined in order (shared helpers first), defining
+    /// `__device__ void osipy_model(const double* c, const double* x,
+    /// double* pred, double* jac)`: the prediction (`OSIPY_N`
     /// values) and the column-major Jacobian (`jac[j * OSIPY_N + i]`) at
     /// parameters `x`, reading the constants `c`. It must do the
     /// arithmetic of the model's Rust `predict_with_jacobian_in` (the
     /// equivalence tests compare them).
-    pub source: &'static str,
+    pub source: &'static [&'static str],
     /// The constants, as `c` sees them (time grid, AIF, b-values...).
     pub consts: Vec<f64>,
 }
@@ -72,7 +73,7 @@ pub fn program_source(kernel: &GpuKernel, n: usize, p: usize, prelude: &str) -> 
     format!(
         "{prelude}\n#define OSIPY_N {n}\n#define OSIPY_P {p}\n// model: {key}\n{model}\n{lm}\nOSIPY_LM_KERNEL\n",
         key = kernel.key,
-        model = kernel.source,
+        model = kernel.source.join("\n"),
         lm = LM_SOURCE
     )
 }

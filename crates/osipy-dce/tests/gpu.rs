@@ -1,0 +1,135 @@
+//! The DCE models' GPU kernels against the CPU engine: through the C++
+//! emulation of the kernels on every machine, on the GPU where one
+//! answers, and compiled by NVRTC where it is installed (required in CI).
+
+use ndarray::Array2;
+use osipy_backend::Device;
+use osipy_dce::{model, PkInput};
+use osipy_fitting::gpu::{emulated_fit_batch, fit_difference};
+use osipy_fitting::rng::Rng;
+use osipy_fitting::{fit_batch, FitOptions, Model};
+
+/// The models with a GPU kernel, and those without.
+const WITH_KERNEL: [&str; 3] = ["tofts", "extended_tofts", "patlak"];
+const WITHOUT_KERNEL: [&str; 2] = ["2cxm", "2cum"];
+
+/// A uniform 80-frame grid of 4 s (the benchmark's), and a grid with two
+/// frame rates (fast during the first pass), which takes the convolution's
+/// other branch.
+fn grids() -> [Vec<f64>; 2] {
+    let uniform = (0..80).map(|i| i as f64 * 4.0).collect();
+    let mut mixed: Vec<f64> = (0..30).map(|i| i as f64 * 2.0).collect();
+    mixed.extend((0..30).map(|i| 60.0 + i as f64 * 6.0));
+    [uniform, mixed]
+}
+
+/// Noisy curves of `m` around plausible parameters, with a non-finite voxel.
+fn curves(m: &dyn Model, voxels: usize) -> Array2<f64> {
+    let mut rng = Rng::new(11);
+    let n = m.n_samples();
+    let mut y = Array2::zeros((voxels, n));
+    let mut row = vec![0.0; n];
+    for v in 0..voxels {
+        let p: Vec<f64> = m
+            .params()
+            .iter()
+            .map(|s| match s.name {
+                "Ktrans" => 0.02 + 0.4 * rng.uniform(),
+                "ve" => 0.1 + 0.5 * rng.uniform(),
+                _ => 0.01 + 0.1 * rng.uniform(),
+            })
+            .collect();
+        m.predict(&p, &mut row);
+        for (o, s) in y.row_mut(v).iter_mut().zip(&row) {
+            *o = s + 0.01 * rng.normal();
+        }
+    }
+    y[[1, 7]] = f64::NAN;
+    y
+}
+
+fn input(t: &[f64]) -> PkInput {
+    let cp = osipy_aif::Aif::parker().shift(20.0).plasma(t, 0.42).unwrap();
+    PkInput::new(t, &cp).unwrap()
+}
+
+#[test]
+fn emulated_dce_kernels_equal_the_cpu_engine() {
+    let device = Device::Cpu { threads: 2 };
+    for t in grids() {
+        for name in WITH_KERNEL {
+            let m = model(name, input(&t)).unwrap();
+            let y = curves(m.as_ref(), 150);
+            let mask: Vec<bool> = (0..150).map(|v| v % 11 != 3).collect();
+            let opts = FitOptions {
+                r2_threshold: Some(0.5),
+                chunk_voxels: 32,
+                ..FitOptions::default()
+            };
+            let cpu = fit_batch(m.as_ref(), y.view(), Some(&mask), &opts, &device).unwrap();
+            let emu = emulated_fit_batch(m.as_ref(), y.view(), Some(&mask), &opts, &device).unwrap();
+            let (diff, statuses) = fit_difference(&cpu, &emu);
+            // Same arithmetic in the same order, same libm: equal to rounding.
+            assert_eq!(statuses, 0, "{name}");
+            assert!(diff <= 1e-12, "{name}: parameters differ by {diff:e}");
+            assert_eq!(cpu.iterations, emu.iterations, "{name}");
+            assert!(cpu.status.iter().filter(|s| s.is_valid()).count() > 100, "{name}");
+        }
+    }
+}
+
+#[test]
+fn models_without_a_kernel_say_so() {
+    let t = &grids()[0];
+    for name in WITHOUT_KERNEL {
+        assert!(model(name, input(t)).unwrap().gpu_kernel().is_none(), "{name}");
+    }
+    for name in WITH_KERNEL {
+        let k = model(name, input(t)).unwrap().gpu_kernel().unwrap();
+        assert_eq!(k.key, format!("dce_{name}"));
+        assert_eq!(k.consts.len(), 64 + 2 * t.len());
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn dce_kernels_compile_with_nvrtc() {
+    if !osipy_backend::cuda::nvrtc_present() && std::env::var_os("OSIPY_REQUIRE_NVRTC").is_none() {
+        eprintln!("skipped: NVRTC (libnvrtc.so) not found; set OSIPY_REQUIRE_NVRTC=1 to make this a failure");
+        return;
+    }
+    let t = &grids()[0];
+    for name in WITH_KERNEL {
+        let m = model(name, input(t)).unwrap();
+        let k = m.gpu_kernel().unwrap();
+        let ptx = osipy_fitting::gpu::compile_ptx(&k, m.n_samples(), m.n_params(), Some("compute_90"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ptx.to_src().contains(".entry osipy_lm"), "{name}");
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn gpu_dce_fits_equal_the_cpu_engine() {
+    if !osipy_backend::is_gpu_available() {
+        eprintln!("skipped: no CUDA GPU answers on this machine");
+        return;
+    }
+    let gpu = Device::Cuda {
+        ordinal: 0,
+        threads: 4,
+        fallback: false,
+    };
+    for t in grids() {
+        for name in WITH_KERNEL {
+            let m = model(name, input(&t)).unwrap();
+            let y = curves(m.as_ref(), 20_000);
+            let opts = FitOptions::default();
+            let cpu = fit_batch(m.as_ref(), y.view(), None, &opts, &gpu.host()).unwrap();
+            let dev = fit_batch(m.as_ref(), y.view(), None, &opts, &gpu).unwrap();
+            let (diff, statuses) = fit_difference(&cpu, &dev);
+            eprintln!("{name}: max relative difference {diff:e}, {statuses} statuses differ");
+            assert!(diff < 1e-6 && statuses == 0, "{name}: {diff:e}, {statuses}");
+        }
+    }
+}
