@@ -97,7 +97,13 @@ pub fn run(
 
     let config = Config::from_file(&config_path)?;
     let start = std::time::Instant::now();
-    let summary = crate::run_with_progress(&config, &data, &maps, None, overwrite, no_report, quiet)?;
+    let flags = crate::RunFlags {
+        threads: None,
+        device: None,
+        overwrite,
+        no_report,
+    };
+    let summary = crate::run_with_progress(&config, &data, &maps, &flags, quiet)?;
     let seconds = start.elapsed().as_secs_f64();
 
     println!("osipy {} {}", env!("CARGO_PKG_VERSION"), case.title);

@@ -164,12 +164,19 @@ struct RunFlags {
     /// Worker threads [default: backend.threads, OSIPY_NUM_THREADS or all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Compute device: cpu, cuda, cuda:N or auto [default: backend.device]. cuda needs a build with `--features cuda`.
+    #[arg(long, value_parser = parse_device)]
+    device: Option<osipy_backend::DeviceChoice>,
     /// Replace an existing, non-empty output folder (as a whole, once the run has succeeded).
     #[arg(long)]
     overwrite: bool,
     /// Skip report.html and figures/ (overrides output.report).
     #[arg(long)]
     no_report: bool,
+}
+
+fn parse_device(s: &str) -> std::result::Result<osipy_backend::DeviceChoice, String> {
+    osipy_backend::DeviceChoice::parse(s, "--device").map_err(|e| e.to_string())
 }
 
 fn init_logging(verbose: u8, quiet: bool, config_level: Option<LogLevel>) {
@@ -202,9 +209,7 @@ pub(crate) fn run_with_progress(
     config: &Config,
     data_path: &Path,
     out: &Path,
-    threads: Option<usize>,
-    overwrite: bool,
-    no_report: bool,
+    flags: &RunFlags,
     quiet: bool,
 ) -> Result<osipy_pipeline::RunSummary> {
     let progress = Progress::new();
@@ -244,10 +249,11 @@ pub(crate) fn run_with_progress(
     let opts = RunOptions {
         data_dir: data_path.into(),
         out_dir: out.into(),
-        overwrite,
-        threads,
+        overwrite: flags.overwrite,
+        threads: flags.threads,
+        device: flags.device,
         progress: Some(progress),
-        no_report,
+        no_report: flags.no_report,
     };
     let result = run_analysis(config, &opts);
     drop(stop);
@@ -281,12 +287,7 @@ fn real_main(cli: Cli) -> Result<()> {
             config,
             data_path,
             output,
-            flags:
-                RunFlags {
-                    threads,
-                    overwrite,
-                    no_report,
-                },
+            flags,
         } => {
             let cfg = Config::from_file(&config)?;
             init_logging(cli.verbose, cli.quiet, Some(cfg.logging.level));
@@ -295,8 +296,7 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             let out = output.unwrap_or_else(|| data_path.join("osipy_output"));
             let start = std::time::Instant::now();
-            let summary =
-                run_with_progress(&cfg, &data_path, &out, threads, overwrite, no_report, cli.quiet)?;
+            let summary = run_with_progress(&cfg, &data_path, &out, &flags, cli.quiet)?;
             tracing::info!(seconds = start.elapsed().as_secs_f64(), output = %out.display(), quality = ?summary.quality_counts, "done");
             if !cli.quiet {
                 println!("wrote {} files to {}", summary.outputs.len(), out.display());
@@ -308,12 +308,7 @@ fn real_main(cli: Cli) -> Result<()> {
             analysis_level,
             participant_label,
             config,
-            flags:
-                RunFlags {
-                    threads,
-                    overwrite,
-                    no_report,
-                },
+            flags,
         } => {
             if analysis_level != "participant" {
                 anyhow::bail!("analysis level {analysis_level:?}: osipy has only the \"participant\" level");
@@ -322,9 +317,10 @@ fn real_main(cli: Cli) -> Result<()> {
             init_logging(cli.verbose, cli.quiet, Some(cfg.logging.level));
             let participants = osipy_pipeline::bids_app::participants(&bids_dir, &participant_label, &cfg)?;
             let opts = RunOptions {
-                overwrite,
-                threads,
-                no_report,
+                overwrite: flags.overwrite,
+                threads: flags.threads,
+                device: flags.device,
+                no_report: flags.no_report,
                 ..Default::default()
             };
             let runs = osipy_pipeline::bids_app::run_participants(

@@ -105,6 +105,21 @@ pub enum DeviceChoice {
     /// The CPU (rayon worker threads).
     #[default]
     Cpu,
+    /// The first CUDA GPU (the `cuda` build); an error when it cannot be
+    /// used. Another GPU: `--device cuda:N` or `CUDA_VISIBLE_DEVICES`.
+    Cuda,
+    /// The first CUDA GPU when one answers, else the CPU (logged).
+    Auto,
+}
+
+impl From<DeviceChoice> for osipy_backend::DeviceChoice {
+    fn from(c: DeviceChoice) -> Self {
+        match c {
+            DeviceChoice::Cpu => osipy_backend::DeviceChoice::Cpu,
+            DeviceChoice::Cuda => osipy_backend::DeviceChoice::Cuda(0),
+            DeviceChoice::Auto => osipy_backend::DeviceChoice::Auto,
+        }
+    }
 }
 
 /// Compute backend (`[backend]`).
@@ -168,7 +183,7 @@ impl Choice for OutputFormat {
 }
 
 impl Choice for DeviceChoice {
-    const ALL: &'static [Self] = &[DeviceChoice::Cpu];
+    const ALL: &'static [Self] = &[DeviceChoice::Cpu, DeviceChoice::Cuda, DeviceChoice::Auto];
 }
 
 impl Choice for LogLevel {

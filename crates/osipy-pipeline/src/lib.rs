@@ -64,6 +64,8 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Worker threads (overrides `backend.threads`).
     pub threads: Option<usize>,
+    /// Compute device (overrides `backend.device`).
+    pub device: Option<osipy_backend::DeviceChoice>,
     /// Fit progress, for a progress bar polled from another thread.
     pub progress: Option<Progress>,
     /// Skip `report.html` and `figures/` whatever `output.report` says.
@@ -151,6 +153,17 @@ fn check_fitted(
     }))
 }
 
+/// The device in words, with the GPU's name when it is one.
+fn describe_device(device: &Device) -> String {
+    #[cfg(feature = "cuda")]
+    if let Some(ordinal) = device.cuda_ordinal() {
+        if let Ok(gpu) = osipy_backend::cuda::describe(ordinal) {
+            return format!("{}: {gpu}", device.describe());
+        }
+    }
+    device.describe()
+}
+
 /// [`run_analysis`] with the methods of `registry` (the built-in ones plus
 /// entries of your own, e.g. a DCE model registered from outside osipy).
 pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry) -> Result<RunSummary> {
@@ -165,7 +178,13 @@ pub fn run_analysis_with(config: &Config, opts: &RunOptions, registry: &Registry
         Some(t) => Some(t),
         None => osipy_backend::threads_from_env()?,
     };
-    let mut ctx = RunContext::new(Device::cpu(threads), opts.progress.clone().unwrap_or_default());
+    let choice = opts.device.unwrap_or(config.backend.device.into());
+    let (device, fallback) = Device::select(choice, threads)?;
+    if let Some(why) = fallback {
+        tracing::info!("device auto: running on the CPU, as no GPU can be used: {why}");
+    }
+    tracing::info!("device: {}", describe_device(&device));
+    let mut ctx = RunContext::new(device, opts.progress.clone().unwrap_or_default());
     ctx.report_voxels = config.output.report_voxels.clone();
     // BIDS derivatives: the output folder is the dataset root, this run's
     // folder the participant's datatype folder in it.
