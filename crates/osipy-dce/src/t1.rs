@@ -166,6 +166,17 @@ impl Model for VfaModel {
         }
         true
     }
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        let mut consts = vec![self.tr];
+        consts.extend_from_slice(&self.angles);
+        consts.extend(self.nominal.iter().map(|n| n[0]));
+        consts.extend(self.nominal.iter().map(|n| n[1]));
+        Some(osipy_fitting::gpu::GpuKernel {
+            key: "dce_vfa_t1",
+            source: &[include_str!("t1.cu")],
+            consts,
+        })
+    }
     fn has_lanes(&self) -> bool {
         true
     }

@@ -28,6 +28,22 @@ const MONO: [ParamSpec; 2] = [
     ParamSpec::new("ADC", "ADC", MM2, (0.0, 0.01)),
 ];
 
+/// The CUDA C of the three models (see `models.cu`).
+const MODELS_GPU: &str = include_str!("models.cu");
+
+/// A GPU kernel of one of the models in `models.cu`, on b-values `b`.
+fn gpu(
+    key: &'static str,
+    source: &'static [&'static str],
+    b: &[f64],
+) -> Option<osipy_fitting::gpu::GpuKernel> {
+    Some(osipy_fitting::gpu::GpuKernel {
+        key,
+        source,
+        consts: b.to_vec(),
+    })
+}
+
 fn check_b(b: &[f64]) -> Result<()> {
     if b.is_empty() {
         return Err(OsipyError::data(
@@ -144,6 +160,13 @@ impl Model for Biexponential {
         };
         out.copy_from_slice(&[s0, f, d.clamp(0.0, 0.005), (10.0 * d).clamp(0.005, 0.2)]);
     }
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        gpu(
+            "ivim_biexponential",
+            &["#define OSIPY_IVIM_BIEXPONENTIAL", MODELS_GPU],
+            &self.b,
+        )
+    }
 }
 
 /// Weighted log-linear fit `ln S = ln A - b D` over the samples whose b passes
@@ -238,6 +261,13 @@ impl Model for Simplified {
             d.clamp(0.0, 0.005),
         ]);
     }
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        gpu(
+            "ivim_simplified",
+            &["#define OSIPY_IVIM_SIMPLIFIED", MODELS_GPU],
+            &self.b,
+        )
+    }
 }
 
 /// Mono-exponential (ADC) model.
@@ -283,6 +313,13 @@ impl Model for MonoExponentialAdc {
     fn initial_guess(&self, s: &[f64], out: &mut [f64]) {
         let (a, d) = log_line(&self.b, s, |_| true).unwrap_or((s[0], 1e-3));
         out.copy_from_slice(&[a, d.clamp(0.0, 0.01)]);
+    }
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        gpu(
+            "ivim_mono_exponential",
+            &["#define OSIPY_IVIM_MONO_EXPONENTIAL", MODELS_GPU],
+            &self.b,
+        )
     }
 }
 

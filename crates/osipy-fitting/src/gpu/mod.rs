@@ -357,3 +357,60 @@ pub fn fit_difference(a: &BatchFit, b: &BatchFit) -> (f64, usize) {
         + a.status.len().abs_diff(b.status.len());
     (worst, statuses)
 }
+
+/// Where [`equivalence`] fits the second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The kernel's C++ emulation ([`emulated_fit_batch`]).
+    Emulation,
+    /// The CUDA GPU of this ordinal.
+    Gpu(usize),
+}
+
+/// The CPU/GPU equivalence check of a model: fits `data` with the CPU
+/// engine and on `target` (both with 2 host threads) and returns
+/// [`fit_difference`] of the two, or `None` when the target is a GPU and
+/// none answers (the caller says the check was skipped).
+pub fn equivalence(
+    model: &dyn Model,
+    data: ndarray::ArrayView2<'_, f64>,
+    mask: Option<&[bool]>,
+    opts: &FitOptions,
+    target: Target,
+) -> Result<Option<(f64, usize)>> {
+    let cpu = Device::Cpu { threads: 2 };
+    let other = match target {
+        Target::Emulation => emulated_fit_batch(model, data, mask, opts, &cpu)?,
+        Target::Gpu(ordinal) => {
+            let Ok((device, _)) = Device::select(osipy_backend::DeviceChoice::Cuda(ordinal), Some(2)) else {
+                return Ok(None);
+            };
+            crate::fit_batch(model, data, mask, opts, &device)?
+        }
+    };
+    let reference = crate::fit_batch(model, data, mask, opts, &cpu)?;
+    Ok(Some(fit_difference(&reference, &other)))
+}
+
+/// Compiles `model`'s GPU program with NVRTC (for compute capability 9.0)
+/// and checks it has the kernel's entry point. `Ok(false)` when NVRTC is
+/// not installed and `OSIPY_REQUIRE_NVRTC` is not set (the caller says the
+/// check was skipped); an error when the model has no GPU form, NVRTC is
+/// required and missing, or the program does not compile.
+#[cfg(feature = "cuda")]
+pub fn nvrtc_compiles(model: &dyn Model) -> Result<bool> {
+    if !osipy_backend::cuda::nvrtc_present() && std::env::var_os("OSIPY_REQUIRE_NVRTC").is_none() {
+        return Ok(false);
+    }
+    let kernel = model
+        .gpu_kernel()
+        .ok_or_else(|| OsipyError::Validation(format!("model {} has no GPU kernel", model.name())))?;
+    let ptx = compile_ptx(&kernel, model.n_samples(), model.n_params(), Some("compute_90"))?;
+    if !ptx.to_src().contains(".entry osipy_lm") {
+        return Err(OsipyError::Fitting(format!(
+            "the PTX of {} has no entry point osipy_lm",
+            kernel.key
+        )));
+    }
+    Ok(true)
+}
