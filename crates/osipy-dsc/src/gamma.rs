@@ -108,6 +108,14 @@ impl Model for GammaVariate<'_> {
         out[2] = (self.times[imax] - t0).max(0.1);
         out[3] = 3.0;
     }
+
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        Some(osipy_fitting::gpu::GpuKernel {
+            key: "dsc_gamma_variate",
+            source: &[include_str!("gamma.cu")],
+            consts: self.times.to_vec(),
+        })
+    }
 }
 
 /// The fit window of a curve: frames up to and including the first one

@@ -1,0 +1,69 @@
+//! The DSC gamma-variate's GPU kernel against the CPU engine: through the
+//! C++ emulation on every machine, on the GPU where one answers, and
+//! compiled by NVRTC where it is installed (required in CI).
+
+use ndarray::Array2;
+use osipy_dsc::gamma::GammaVariate;
+use osipy_fitting::gpu::{equivalence, Target};
+use osipy_fitting::rng::Rng;
+use osipy_fitting::{FitOptions, Model};
+
+/// First-pass curves (1.5 s frames) with noise, as the recirculation
+/// removal fits them, and the model on their times.
+fn case(times: &[f64], voxels: usize) -> Array2<f64> {
+    let mut rng = Rng::new(9);
+    let m = GammaVariate { times };
+    let mut y = Array2::zeros((voxels, times.len()));
+    let mut row = vec![0.0; times.len()];
+    for v in 0..voxels {
+        let p = [
+            5.0 + 20.0 * rng.uniform(),
+            8.0 + 6.0 * rng.uniform(),
+            3.0 + 3.0 * rng.uniform(),
+            2.0 + 3.0 * rng.uniform(),
+        ];
+        m.predict(&p, &mut row);
+        for (o, s) in y.row_mut(v).iter_mut().zip(&row) {
+            *o = s + 0.2 * rng.normal();
+        }
+    }
+    y
+}
+
+fn times() -> Vec<f64> {
+    (0..24).map(|i| i as f64 * 1.5).collect()
+}
+
+#[test]
+fn emulated_gamma_variate_kernel_equals_the_cpu_engine() {
+    let t = times();
+    let m = GammaVariate { times: &t };
+    let y = case(&t, 200);
+    let (diff, statuses) = equivalence(&m, y.view(), None, &FitOptions::default(), Target::Emulation)
+        .unwrap()
+        .unwrap();
+    assert_eq!(statuses, 0);
+    assert!(diff <= 1e-12, "parameters differ by {diff:e}");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn gamma_variate_kernel_compiles_with_nvrtc_and_matches_on_a_gpu() {
+    let t = times();
+    let m = GammaVariate { times: &t };
+    if !osipy_fitting::gpu::nvrtc_compiles(&m).unwrap_or_else(|e| panic!("{e}")) {
+        eprintln!("skipped: NVRTC (libnvrtc.so) not found; set OSIPY_REQUIRE_NVRTC=1 to make this a failure");
+        return;
+    }
+    let y = case(&t, 20_000);
+    match equivalence(&m, y.view(), None, &FitOptions::default(), Target::Gpu(0)).unwrap() {
+        None => eprintln!("skipped: no CUDA GPU answers on this machine"),
+        Some((diff, statuses)) => {
+            eprintln!("gamma_variate: max relative difference {diff:e}, {statuses} statuses differ");
+            assert!(
+                diff < 1e-6 && statuses == 0,
+                "gamma_variate: {diff:e}, {statuses}"
+            );
+        }
+    }
+}
