@@ -160,7 +160,8 @@ fn python_like_options() -> Result<DceFitOptions> {
 
 /// Runs the DCE comparison.
 pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
-    let (dir, summary) = run_python_bench(root, "bench_dce.py", "dce", extra)?;
+    let (choice, extra) = device_arg(extra)?;
+    let (dir, summary) = run_python_bench(root, "bench_dce.py", "dce", &extra)?;
     let py_wall = summary["wall_s"].as_f64().context("wall_s")?;
 
     let load3 = |n: &str| -> Result<Array3<f64>> {
@@ -171,25 +172,17 @@ pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
     let aif: Array1<f64> = read_npy(dir.join("dce_exact_aif.npy"))?;
     let (t, aif) = (t.to_vec(), aif.to_vec());
     let opts = python_like_options()?;
-    let device = Device::auto()?;
-    let mut walls = Vec::new();
-    let mut fit = None;
-    for _ in 0..3 {
-        let start = std::time::Instant::now();
-        fit = Some(fit_model(
-            &DceModelEntry::builtin("extended_tofts")?,
-            conc.view(),
-            &aif,
-            &t,
-            None,
-            &opts,
-            &device,
-        )?);
-        walls.push(start.elapsed().as_secs_f64());
-    }
-    walls.sort_by(|a, b| a.total_cmp(b));
+    let device = match choice {
+        Some(c) => Device::select(c, osipy_backend::threads_from_env()?)?.0,
+        None => Device::auto()?,
+    };
+    // On a GPU, the same fit on all cores of this machine too.
+    let cpu_walls = match device.cuda_ordinal() {
+        Some(_) => Some(time_dce_fit(&conc, &aif, &t, &opts, &device.host())?.0),
+        None => None,
+    };
+    let (walls, fit) = time_dce_fit(&conc, &aif, &t, &opts, &device)?;
     let ours = walls[1];
-    let fit = fit.context("no fit")?;
     let n_vox = conc.shape()[..3].iter().product::<usize>();
     println!(
         "\n== osipy (Rust): fit_model(\"extended_tofts\") on {}, {n_vox} voxels x {} frames",
@@ -224,12 +217,21 @@ pub fn dce(root: &Path, extra: &[String]) -> Result<()> {
         "\nspeed-up: {:.1}x (Python {py_wall:.2} s / Rust {ours:.3} s)",
         py_wall / ours
     );
+    let cpu_wall = cpu_walls.as_ref().map(|w| w[1]);
+    if let Some(c) = cpu_wall {
+        println!(
+            "GPU against this machine's CPU ({} threads): {:.1}x (CPU {c:.3} s / GPU {ours:.3} s; the GPU's first fit, with the kernel's compilation, is not the median)",
+            device.threads(),
+            c / ours
+        );
+    }
 
     // The whole CLI run on the same data written as NIfTI.
     let run = cli_run(root, &dir, &conc, &t, &aif)?;
     let report = serde_json::json!({
         "python": summary, "rust_fit_wall_s": ours, "rust_fit_walls": walls, "speedup": py_wall / ours,
         "rust_accuracy": acc, "rust_invalid_voxels": invalid, "device": device.describe(), "cli_run": run,
+        "cpu_fit_walls": cpu_walls, "cpu_fit_wall_s": cpu_wall,
     });
     std::fs::write(
         root.join("target/bench-compare/dce.json"),
@@ -292,6 +294,53 @@ fn cli_run(root: &Path, dir: &Path, conc: &Array4<f64>, t: &[f64], aif: &[f64]) 
         rss_kb / 1024.0
     );
     Ok(serde_json::json!({ "wall": wall, "peak_rss_mb": rss_kb / 1024.0 }))
+}
+
+/// `--device cpu|cuda|cuda:N|auto` taken out of `extra` (the rest goes to
+/// the Python script).
+pub fn device_arg(extra: &[String]) -> Result<(Option<osipy_backend::DeviceChoice>, Vec<String>)> {
+    let mut rest = Vec::new();
+    let mut choice = None;
+    let mut it = extra.iter();
+    while let Some(a) = it.next() {
+        if a == "--device" {
+            let v = it
+                .next()
+                .context("--device needs a value: cpu, cuda, cuda:N or auto")?;
+            choice = Some(osipy_backend::DeviceChoice::parse(v, "--device")?);
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    Ok((choice, rest))
+}
+
+/// The extended Tofts fit of the saved DCE arrays on `device`, three
+/// times: the wall times, sorted.
+fn time_dce_fit(
+    conc: &Array4<f64>,
+    aif: &[f64],
+    t: &[f64],
+    opts: &DceFitOptions,
+    device: &Device,
+) -> Result<(Vec<f64>, osipy_dce::DceFit)> {
+    let mut walls = Vec::new();
+    let mut fit = None;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        fit = Some(fit_model(
+            &DceModelEntry::builtin("extended_tofts")?,
+            conc.view(),
+            aif,
+            t,
+            None,
+            opts,
+            device,
+        )?);
+        walls.push(start.elapsed().as_secs_f64());
+    }
+    walls.sort_by(|a, b| a.total_cmp(b));
+    Ok((walls, fit.context("no fit")?))
 }
 
 /// Fits the arrays saved by the last `bench-compare dce` three times and

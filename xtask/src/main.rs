@@ -5,6 +5,7 @@ mod bench;
 mod bench_ms;
 mod deps;
 mod dro;
+mod gpu_bench;
 mod ivim_tf;
 mod scale;
 
@@ -56,6 +57,7 @@ fn main() -> Result<()> {
             }
         }
         // Fits the arrays a previous bench-compare saved, without Python: for profiling.
+        Some("gpu-bench") => gpu_bench::run(&workspace_root(), &args[1..]),
         Some("bench-scale") => scale::bench_scale(&workspace_root(), &args[1..]),
         Some("fit-npy") => match args.get(1).map(String::as_str) {
             Some("ivim") => bench::fit_saved_ivim(&workspace_root()),
@@ -73,10 +75,10 @@ fn main() -> Result<()> {
             fuzz(&workspace_root(), seconds)
         }
         Some(other) => {
-            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality>, bench-scale [--modality dce|ivim] [--keep] [VOXELS...], fit-npy, fuzz [SECONDS]")
+            bail!("unknown task {other:?}; available: check-deps, dro-validate, bench-compare <modality> [--device D], gpu-bench [--device D] [--out DIR] [VOXELS...], bench-scale [--modality dce|ivim] [--keep] [VOXELS...], fit-npy, fuzz [SECONDS]")
         }
         None => {
-            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality>, bench-scale [--modality dce|ivim] [--keep] [VOXELS...], fit-npy, fuzz [SECONDS]")
+            bail!("usage: cargo xtask <task>; available: check-deps, dro-validate, bench-compare <modality> [--device D], gpu-bench [--device D] [--out DIR] [VOXELS...], bench-scale [--modality dce|ivim] [--keep] [VOXELS...], fit-npy, fuzz [SECONDS]")
         }
     }
 }

@@ -370,7 +370,8 @@ pub enum Target {
 /// The CPU/GPU equivalence check of a model: fits `data` with the CPU
 /// engine and on `target` (both with 2 host threads) and returns
 /// [`fit_difference`] of the two, or `None` when the target is a GPU and
-/// none answers (the caller says the check was skipped).
+/// none answers (the caller says the check was skipped; with
+/// `OSIPY_REQUIRE_GPU` set that is an error instead).
 pub fn equivalence(
     model: &dyn Model,
     data: ndarray::ArrayView2<'_, f64>,
@@ -382,8 +383,12 @@ pub fn equivalence(
     let other = match target {
         Target::Emulation => emulated_fit_batch(model, data, mask, opts, &cpu)?,
         Target::Gpu(ordinal) => {
-            let Ok((device, _)) = Device::select(osipy_backend::DeviceChoice::Cuda(ordinal), Some(2)) else {
-                return Ok(None);
+            let device = match Device::select(osipy_backend::DeviceChoice::Cuda(ordinal), Some(2)) {
+                Ok((device, _)) => device,
+                Err(e) if std::env::var_os("OSIPY_REQUIRE_GPU").is_some() => {
+                    return Err(OsipyError::Fitting(format!("OSIPY_REQUIRE_GPU is set, but {e}")))
+                }
+                Err(_) => return Ok(None),
             };
             crate::fit_batch(model, data, mask, opts, &device)?
         }
