@@ -40,6 +40,7 @@ fn documented_commands_and_configs_work() {
     pages.insert(1, "config.md".into());
     pages.insert(2, "report.md".into());
     pages.insert(3, "performance.md".into());
+    pages.push("gpu.md".into());
     pages.push("dicom.md".into());
     pages.push("bids.md".into());
     for page in &pages {
