@@ -175,6 +175,36 @@ fn demo_runs_end_to_end_and_its_config_reruns() {
     let a = std::fs::read(out.join("maps/Ktrans.nii.gz")).unwrap();
     let b = std::fs::read(rerun.join("Ktrans.nii.gz")).unwrap();
     assert_eq!(a, b);
+    // --device auto runs (on the CPU in a build without CUDA: the same
+    // maps); --device cuda in such a build is an error naming the cause,
+    // before anything is written.
+    if !cfg!(feature = "cuda") {
+        let run = |device: &str, to: &str| {
+            osipy(&[
+                "run",
+                cfg.to_str().unwrap(),
+                out.join("data").to_str().unwrap(),
+                "-o",
+                dir.path().join(to).to_str().unwrap(),
+                "--device",
+                device,
+                "-q",
+            ])
+        };
+        let (code, _, err) = run("auto", "auto");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read(dir.path().join("auto/Ktrans.nii.gz")).unwrap(), b);
+        let (code, _, err) = run("cuda", "cuda");
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("CUDA device 0 cannot be used") && err.contains("`cuda` feature"),
+            "{err}"
+        );
+        assert!(!dir.path().join("cuda").exists(), "nothing written");
+        let (code, _, err) = run("gpu", "gpu");
+        assert_ne!(code, 0);
+        assert!(err.contains("cuda:N"), "{err}");
+    }
     // A bad OSIPY_NUM_THREADS does not block an explicit --threads, and is
     // an error naming the variable when it is what decides.
     let with_env = |extra: &[&str], out: &str| {
