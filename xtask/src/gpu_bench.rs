@@ -66,6 +66,22 @@ fn cases() -> Result<Vec<Case>> {
             opts: default(),
         },
         Case {
+            label: "dce 2cxm",
+            model: osipy_dce::model("2cxm", input.clone())?,
+            low: vec![20.0, 0.02, 0.1, 0.02],
+            width: vec![60.0, 0.2, 0.5, 0.1],
+            noise: 0.01,
+            opts: default(),
+        },
+        Case {
+            label: "dce 2cum",
+            model: osipy_dce::model("2cum", input.clone())?,
+            low: vec![20.0, 0.02, 0.02],
+            width: vec![60.0, 0.2, 0.1],
+            noise: 0.01,
+            opts: default(),
+        },
+        Case {
             label: "dce patlak",
             model: osipy_dce::model("patlak", input)?,
             low: vec![0.02, 0.01],

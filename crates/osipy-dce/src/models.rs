@@ -636,7 +636,14 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: tcxm_kernel,
         guess: tcxm_guess,
         lanes: Some(tcxm_lanes),
-        gpu: None,
+        gpu: Some((
+            "dce_2cxm",
+            &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_2CXM",
+                MODELS_GPU,
+            ],
+        )),
     },
     Spec {
         name: "2cum",
@@ -645,7 +652,14 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: tcum_kernel,
         guess: tcum_guess,
         lanes: Some(tcum_lanes),
-        gpu: None,
+        gpu: Some((
+            "dce_2cum",
+            &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_2CUM",
+                MODELS_GPU,
+            ],
+        )),
     },
 ];
 
