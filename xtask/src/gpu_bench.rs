@@ -125,6 +125,24 @@ fn cases() -> Result<Vec<Case>> {
             opts: default(),
         },
         Case {
+            label: "asl buxton (pcasl)",
+            model: Box::new(osipy_asl::multi_pld::BuxtonModel::new(
+                osipy_asl::kinetics::LabelingScheme::Pcasl,
+                (1..=10)
+                    .map(|i| osipy_asl::kinetics::Timing {
+                        pld: 0.25 * i as f64,
+                        tau: 1.8,
+                    })
+                    .collect(),
+                osipy_asl::kinetics::WHITE_PAPER_3T,
+                false,
+            )?),
+            low: vec![20.0, 0.3],
+            width: vec![60.0, 1.7],
+            noise: 2e-4,
+            opts: default(),
+        },
+        Case {
             label: "dsc gamma_variate",
             model: Box::new(osipy_dsc::gamma::GammaVariate { times: gamma_t }),
             low: vec![5.0, 8.0, 3.0, 2.0],

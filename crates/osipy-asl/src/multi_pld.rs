@@ -323,6 +323,24 @@ impl Model for BuxtonModel {
             self.arterial_start(data, out, scratch);
         }
     }
+
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        let p = &self.physio;
+        let mut consts = vec![
+            if self.scheme.is_continuous() { 1.0 } else { 0.0 },
+            p.t1_blood,
+            p.t1_tissue,
+            p.lambda,
+            p.alpha,
+        ];
+        consts.extend(self.samples.iter().map(|s| s.pld));
+        consts.extend(self.samples.iter().map(|s| s.tau));
+        Some(osipy_fitting::gpu::GpuKernel {
+            key: "asl_buxton_multi_pld",
+            source: &[osipy_fitting::dual::DUAL_GPU, include_str!("multi_pld.cu")],
+            consts,
+        })
+    }
 }
 
 #[cfg(test)]

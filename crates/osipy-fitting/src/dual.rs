@@ -61,6 +61,12 @@ impl Num for f64 {
     }
 }
 
+/// [`Dual`] in CUDA C++ (`OsipyDual<N>`, `osipy_dual_c`, `osipy_dual_var`,
+/// `osipy_dual_exp`, `osipy_dual_expm1`, `osipy_dual_erf` and the four
+/// operators), with the same operations in the same order, for the GPU
+/// kernels of models whose Jacobian comes from it.
+pub const DUAL_GPU: &str = include_str!("dual.cuh");
+
 /// A value with its gradient with respect to `N` parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dual<const N: usize> {
