@@ -150,6 +150,22 @@ fn cases() -> Result<Vec<Case>> {
             noise: 0.2,
             opts: default(),
         },
+        Case {
+            label: "dsc vascular_model",
+            model: Box::new(osipy_dsc::vascular::VascularModel::new(
+                &gamma_t[..]
+                    .iter()
+                    .chain((24..40).map(|i| i as f64 * 1.5).collect::<Vec<_>>().iter())
+                    .map(|t| osipy_dsc::gamma::GammaVariate::value(&[10.0, 6.0, 4.0, 3.0], *t))
+                    .collect::<Vec<_>>(),
+                1.5,
+                3,
+            )?),
+            low: vec![0.005, 2.0, 0.0],
+            width: vec![0.015, 6.0, 3.0],
+            noise: 0.01,
+            opts: default(),
+        },
     ])
 }
 

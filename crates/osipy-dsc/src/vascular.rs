@@ -189,6 +189,16 @@ impl Model for VascularModel {
     /// `F MTT`; the variance added by the residue, `theta^2 (a+1)(a+5)/12`,
     /// gives MTT (4 s when not positive); the centroid shift minus the
     /// residue's own centroid `(a+1) MTT / (2a)` gives the delay.
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        let mut consts = vec![self.dt, f64::from(self.shape)];
+        consts.extend_from_slice(&self.aif);
+        Some(osipy_fitting::gpu::GpuKernel {
+            key: "dsc_vascular_model",
+            source: &[include_str!("vascular.cu")],
+            consts,
+        })
+    }
+
     fn initial_guess(&self, data: &[f64], out: &mut [f64]) {
         let moments = |c: &[f64]| {
             let peak = c.iter().cloned().fold(0.0, f64::max);
