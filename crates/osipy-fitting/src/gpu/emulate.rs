@@ -77,8 +77,10 @@ int main(int argc, char** argv) {
 }
 "#;
 
-/// The C++ emulation of a GPU device.
-struct Emulator;
+/// The C++ emulation of a GPU device, taking `rows` voxels a launch.
+pub(crate) struct Emulator {
+    pub(crate) rows: usize,
+}
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> OsipyError {
     OsipyError::Fitting(format!("GPU emulation: {what} {}: {e}", path.display()))
@@ -118,7 +120,7 @@ fn bytes<T: Copy>(v: &[T], to_le: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
 
 impl Runner for Emulator {
     fn rows_per_batch(&self, _n: usize, _p: usize) -> Result<usize> {
-        Ok(1 << 16)
+        Ok(self.rows)
     }
 
     fn run(&self, kernel: &GpuKernel, batch: &Batch, out: &mut BatchOut) -> Result<()> {
@@ -198,5 +200,5 @@ pub fn emulated_fit_batch<D: VoxelData>(
     opts: &FitOptions,
     device: &Device,
 ) -> Result<BatchFit> {
-    super::fit_with(&Emulator, model, &data, mask, opts, device)
+    super::fit_with(&Emulator { rows: 1 << 16 }, model, &data, mask, opts, device)
 }

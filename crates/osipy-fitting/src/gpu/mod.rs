@@ -419,3 +419,62 @@ pub fn nvrtc_compiles(model: &dyn Model) -> Result<bool> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::BiExponential;
+    use crate::{InitialGuess, PinValue};
+    use ndarray::Array2;
+
+    /// Many launches (batches of 2 and 3 chunks, a short last one) give the
+    /// fit of one launch and of the CPU engine: the batch offsets, the rows
+    /// to fit and the progress count are right.
+    #[test]
+    fn batches_of_any_size_give_the_same_fit() {
+        let t: Vec<f64> = (0..10).map(|i| i as f64 * 0.5).collect();
+        let m = BiExponential::new(&t);
+        let voxels = 101;
+        let mut y = Array2::zeros((voxels, t.len()));
+        let mut row = vec![0.0; t.len()];
+        for v in 0..voxels {
+            let a = 10.0 + v as f64;
+            m.predict(&[a, 2.0 + 0.01 * v as f64, 100.0 - a, 0.2], &mut row);
+            for (i, (o, s)) in y.row_mut(v).iter_mut().zip(&row).enumerate() {
+                *o = s + 0.3 * (((v * 7 + i * 3) % 11) as f64 - 5.0) / 5.0;
+            }
+        }
+        let mask: Vec<bool> = (0..voxels).map(|v| v % 9 != 2).collect();
+        let mut guesses = Array2::from_elem((voxels, 4), f64::NAN);
+        guesses.row_mut(7).assign(&ndarray::arr1(&[50.0, 1.0, 50.0, 0.1]));
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let opts = FitOptions {
+            chunk_voxels: 8,
+            initial: InitialGuess::PerVoxel(guesses),
+            pinned: vec![(
+                3,
+                PinValue::PerVoxel((0..voxels).map(|v| 0.2 + 0.001 * v as f64).collect()),
+            )],
+            progress: Some(progress.clone()),
+            ..FitOptions::default()
+        };
+        let device = Device::Cpu { threads: 2 };
+        let cpu = crate::fit_batch(&m, y.view(), Some(&mask), &opts, &device).unwrap();
+        assert_eq!(progress.swap(0, std::sync::atomic::Ordering::Relaxed), voxels);
+        for rows in [16, 24, 1000] {
+            let fit = fit_with(
+                &emulate::Emulator { rows },
+                &m,
+                &y.view(),
+                Some(&mask),
+                &opts,
+                &device,
+            )
+            .unwrap();
+            assert_eq!(fit_difference(&cpu, &fit), (0.0, 0), "{rows} rows a launch");
+            assert_eq!(cpu.iterations, fit.iterations);
+            assert_eq!(progress.swap(0, std::sync::atomic::Ordering::Relaxed), voxels);
+        }
+        assert!(cpu.status.iter().filter(|s| s.is_valid()).count() > 80);
+    }
+}
