@@ -14,4 +14,6 @@ crates=$(for d in crates/*/tests/gpu.rs; do basename "$(dirname "$(dirname "$d")
 # shellcheck disable=SC2046
 cargo test --release $(for c in $crates; do printf -- '-p %s --features %s/cuda ' "$c" "$c"; done) \
   --test gpu -- --nocapture 2>&1 | tee "$OUT/equivalence.log"
+# The shared device suite (the GPU joins the CPU devices there).
+cargo test --release -p osipy-fitting --features cuda --test devices -- --nocapture 2>&1 | tee -a "$OUT/equivalence.log"
 cargo run --release -p xtask --features cuda -- gpu-bench --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu-bench.log"

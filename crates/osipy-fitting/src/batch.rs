@@ -447,9 +447,9 @@ impl VoxelOutputs<'_> {
         self.r2.len()
     }
 
-    /// Writes voxel `k` of the chunk: parameters and standard errors (NaN
-    /// unless the status is valid, when `ws` holds the solution), R^2, RMS,
-    /// iterations and status.
+    /// Writes voxel `k` of the chunk: parameters `x` and standard errors
+    /// from the covariance diagonal `cov_diag` (NaN unless the status is
+    /// valid), R^2, RMS, iterations and status.
     pub(crate) fn write(&mut self, k: usize, p: usize, x: &[f64], cov_diag: &[f64], voxel: &VoxelOutcome) {
         let pr = &mut self.params[k * p..(k + 1) * p];
         let se = &mut self.se[k * p..(k + 1) * p];
@@ -487,9 +487,7 @@ pub fn fit_batch<D: VoxelData>(
     let (n_vox, n_cols) = data.dim();
     let bounds = validate(model, n_vox, n_cols, mask, opts)?;
     let p = model.n_params();
-    // The result arrays are written in place by the workers, one fixed chunk
-    // of voxels per work item: no record buffer, and each page is first
-    // touched by the thread that fills it.
+    // On a GPU the iterations run there (crate::gpu), all else as below.
     if device.cuda_ordinal().is_some() {
         return crate::gpu::fit_batch_gpu(model, &data, mask, opts, device);
     }

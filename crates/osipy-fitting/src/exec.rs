@@ -83,7 +83,18 @@ where
 }
 
 /// Every device this build can run fits on, for the shared test suite
-/// (`tests/devices.rs`): the CPU with 1 and 2 threads today.
+/// (`tests/devices.rs`): the CPU with 1 and 2 threads, and with the `cuda`
+/// feature the first GPU when one answers.
 pub fn built_devices() -> Vec<Device> {
-    vec![Device::Cpu { threads: 1 }, Device::Cpu { threads: 2 }]
+    #[allow(unused_mut)]
+    let mut devices = vec![Device::Cpu { threads: 1 }, Device::Cpu { threads: 2 }];
+    #[cfg(feature = "cuda")]
+    if osipy_backend::is_gpu_available() {
+        devices.push(Device::Cuda {
+            ordinal: 0,
+            threads: 2,
+            fallback: false,
+        });
+    }
+    devices
 }
