@@ -348,7 +348,25 @@ where
             rec.copy_from_slice(&[flow, tmax, status.code() as f64]);
         },
     )?;
-    let mut d = collect(&out);
+    finish(input, basis, k, s, &out, coefficients)
+}
+
+/// The records of every voxel (flow, Tmax, quality code) as a
+/// [`Deconvolved`], with the fitted curves when `s.fitted_curves` asks.
+fn finish<F>(
+    input: &DeconvInput<'_>,
+    basis: &SvdBasis,
+    k: usize,
+    s: &DeconvSettings,
+    out: &[f64],
+    coefficients: F,
+) -> Result<Deconvolved>
+where
+    F: Fn(&mut [f64], &mut [f64]),
+{
+    let n_vox = input.curves.nrows();
+    let l = basis.l;
+    let mut d = collect(out);
     if s.fitted_curves {
         let nt = input.curves.ncols();
         let mut fitted = ndarray::Array2::from_elem((n_vox, nt), f64::NAN);
@@ -450,10 +468,83 @@ fn truncated(
     check_threshold(threshold)?;
     let basis = basis_for(input, kind)?;
     let k = basis.rank_above(threshold).max(1);
-    deconvolve(input, &basis, k, s, device, |_, beta| {
+    let coefficients = |_: &mut [f64], beta: &mut [f64]| {
         for (c, sq) in beta.iter_mut().zip(&basis.s) {
             *c /= sq;
         }
+    };
+    if device.cuda_ordinal().is_some() {
+        let out = truncated_on_gpu(input, &basis, k, device)?;
+        if let Some(p) = s.progress.as_deref() {
+            p.fetch_add(input.curves.nrows(), std::sync::atomic::Ordering::Relaxed);
+        }
+        return finish(input, &basis, k, s, &out, coefficients);
+    }
+    deconvolve(input, &basis, k, s, device, coefficients)
+}
+
+/// The GPU form of [`truncated`]'s per-voxel work (`deconv.cu`): the
+/// kernel and its constants for the basis, `k` components kept.
+fn truncated_kernel(basis: &SvdBasis, k: usize) -> osipy_fitting::gpu::GpuKernel {
+    let mut consts = vec![basis.l as f64, k as f64, basis.dt];
+    consts.extend_from_slice(&basis.s);
+    consts.extend_from_slice(&basis.u_rows);
+    consts.extend_from_slice(&basis.v_cols);
+    osipy_fitting::gpu::GpuKernel {
+        key: "dsc_truncated_svd",
+        source: &[include_str!("deconv.cu")],
+        consts,
+    }
+}
+
+/// The records (flow, Tmax, code) of [`truncated`] with the voxels run by
+/// `run(kernel, curves, todo)`: masked voxels and curves with a non-finite
+/// sample are recorded here, as on the CPU.
+fn truncated_records(
+    input: &DeconvInput<'_>,
+    basis: &SvdBasis,
+    k: usize,
+    run: impl FnOnce(&osipy_fitting::gpu::GpuKernel, &[bool]) -> Result<Vec<f64>>,
+) -> Result<Vec<f64>> {
+    let n_vox = input.curves.nrows();
+    let finite: Vec<bool> = (0..n_vox)
+        .map(|v| input.curves.row(v).iter().all(|x| x.is_finite()))
+        .collect();
+    let todo: Vec<bool> = (0..n_vox).map(|v| input.mask[v] && finite[v]).collect();
+    let mut out = run(&truncated_kernel(basis, k), &todo)?;
+    for v in (0..n_vox).filter(|&v| !todo[v]) {
+        let code = if input.mask[v] {
+            QualityCode::NonFiniteInput
+        } else {
+            QualityCode::NotFitted
+        };
+        out[3 * v..3 * v + 3].copy_from_slice(&[f64::NAN, f64::NAN, code.code() as f64]);
+    }
+    Ok(out)
+}
+
+/// The GPU kernel `ssvd` (Toeplitz) or `csvd` (block-circulant) runs on a
+/// GPU device for `input` at the relative singular-value `threshold`, and
+/// its sample count: for compile checks and benchmarks.
+pub fn truncated_svd_kernel(
+    input: &DeconvInput<'_>,
+    kind: MatrixKind,
+    threshold: f64,
+) -> Result<(osipy_fitting::gpu::GpuKernel, usize)> {
+    check_threshold(threshold)?;
+    let basis = basis_for(input, kind)?;
+    let k = basis.rank_above(threshold).max(1);
+    Ok((truncated_kernel(&basis, k), basis.n))
+}
+
+fn truncated_on_gpu(
+    input: &DeconvInput<'_>,
+    basis: &SvdBasis,
+    k: usize,
+    device: &Device,
+) -> Result<Vec<f64>> {
+    truncated_records(input, basis, k, |kernel, todo| {
+        osipy_fitting::gpu::map_rows(kernel, input.curves, todo, 3, device)
     })
 }
 
@@ -598,6 +689,67 @@ mod tests {
             .collect();
         let aif = times.iter().map(|t| aif_at(*t)).collect();
         (times, aif, tissue)
+    }
+
+    /// The GPU kernel of `ssvd` and `csvd`, run through its C++ emulation,
+    /// gives the CPU's flow, Tmax and statuses (same arithmetic, same
+    /// order: bit for bit), with masked and non-finite voxels.
+    #[test]
+    fn truncated_svd_kernel_equals_the_cpu() {
+        let (times, aif, _) = case(0, 4.0, 0.01);
+        let voxels = 40;
+        let mut curves = Array2::zeros((voxels, times.len()));
+        for v in 0..voxels {
+            let (_, _, c) = case(v % 4, 2.0 + 0.2 * v as f64, 0.005 + 0.0005 * v as f64);
+            for (i, x) in c.iter().enumerate() {
+                curves[[v, i]] = x + 0.01 * (((v * 13 + i * 7) % 17) as f64 - 8.0) / 8.0;
+            }
+        }
+        curves[[5, 9]] = f64::NAN;
+        let mut mask = vec![true; voxels];
+        mask[11] = false;
+        let input = DeconvInput {
+            curves: curves.view(),
+            mask: &mask,
+            aif: &aif,
+            times: &times,
+        };
+        let settings = DeconvSettings::default();
+        for (kind, method) in [
+            (MatrixKind::Toeplitz, ssvd as DeconvFn),
+            (MatrixKind::BlockCirculant, csvd),
+        ] {
+            let cpu = method(&input, &settings, &Device::cpu(Some(2))).unwrap();
+            let basis = basis_for(&input, kind).unwrap();
+            let threshold = match kind {
+                MatrixKind::Toeplitz => SSVD_THRESHOLD,
+                MatrixKind::BlockCirculant => CSVD_THRESHOLD,
+            };
+            let k = basis.rank_above(threshold).max(1);
+            let out = truncated_records(&input, &basis, k, |kernel, todo| {
+                osipy_fitting::gpu::emulated_map_rows(kernel, input.curves, todo, 3)
+            })
+            .unwrap();
+            let gpu = collect(&out);
+            assert_eq!(cpu.status, gpu.status, "{kind:?}");
+            for (a, b) in cpu
+                .flow
+                .iter()
+                .zip(&gpu.flow)
+                .chain(cpu.tmax.iter().zip(&gpu.tmax))
+            {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{kind:?}: {a} vs {b}"
+                );
+            }
+            assert_eq!(gpu.status[5], QualityCode::NonFiniteInput);
+            assert_eq!(gpu.status[11], QualityCode::NotFitted);
+            assert!(
+                gpu.status.iter().filter(|s| s.is_valid()).count() >= 35,
+                "{kind:?}"
+            );
+        }
     }
 
     fn run(method: DeconvFn, delay: usize) -> (f64, f64) {

@@ -139,3 +139,55 @@ fn vascular_kernel_compiles_with_nvrtc_and_matches_on_a_gpu() {
         }
     }
 }
+
+/// `ssvd` and `csvd` on a GPU: the kernel compiles with NVRTC, and where a
+/// GPU answers its flows, Tmax and statuses equal the CPU's to 1e-9.
+#[cfg(feature = "cuda")]
+#[test]
+fn truncated_svd_kernels_compile_with_nvrtc_and_match_on_a_gpu() {
+    use osipy_convolution::MatrixKind;
+    use osipy_dsc::deconv::{csvd, ssvd, truncated_svd_kernel, DeconvInput, DeconvSettings};
+    let t: Vec<f64> = (0..40).map(|i| i as f64 * 1.5).collect();
+    let aif: Vec<f64> = t
+        .iter()
+        .map(|t| GammaVariate::value(&[10.0, 6.0, 4.0, 3.0], *t))
+        .collect();
+    let (_, curves) = vascular_case(5000);
+    let mask = vec![true; 5000];
+    let input = DeconvInput {
+        curves: curves.view(),
+        mask: &mask,
+        aif: &aif,
+        times: &t,
+    };
+    for kind in [MatrixKind::Toeplitz, MatrixKind::BlockCirculant] {
+        let (kernel, n) = truncated_svd_kernel(&input, kind, 0.2).unwrap();
+        let entry = osipy_fitting::gpu::Entry::Map { record: 3 };
+        if !osipy_fitting::gpu::nvrtc_compiles_kernel(&kernel, n, entry).unwrap_or_else(|e| panic!("{e}")) {
+            eprintln!(
+                "skipped: NVRTC (libnvrtc.so) not found; set OSIPY_REQUIRE_NVRTC=1 to make this a failure"
+            );
+            return;
+        }
+    }
+    let gpu = match osipy_backend::Device::select(osipy_backend::DeviceChoice::Cuda(0), Some(2)) {
+        Ok((d, _)) => d,
+        Err(e) if std::env::var_os("OSIPY_REQUIRE_GPU").is_some() => panic!("{e}"),
+        Err(_) => {
+            eprintln!("skipped: no CUDA GPU answers on this machine");
+            return;
+        }
+    };
+    let settings = DeconvSettings::default();
+    for method in [ssvd, csvd] {
+        let a = method(&input, &settings, &gpu.host()).unwrap();
+        let b = method(&input, &settings, &gpu).unwrap();
+        assert_eq!(a.status, b.status);
+        for (x, y) in a.flow.iter().zip(&b.flow).chain(a.tmax.iter().zip(&b.tmax)) {
+            assert!(
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) || (x.is_nan() && y.is_nan()),
+                "{x} vs {y}"
+            );
+        }
+    }
+}

@@ -175,7 +175,7 @@ fn a_kernel_that_does_not_compile_is_an_error_naming_it() {
     );
     assert!(e.contains("undefined_name"), "{e}");
     // The program names its sizes and model.
-    let src = program_source(&broken, 16, 2, "");
+    let src = program_source(&broken, 16, osipy_fitting::gpu::Entry::Lm { p: 2 }, "");
     assert!(
         src.contains("#define OSIPY_N 16")
             && src.contains("#define OSIPY_P 2")
@@ -235,9 +235,13 @@ fn kernels_compile_with_nvrtc() {
         Box::new(BiExponential::new(&t)),
     ] {
         let k = model.gpu_kernel().unwrap();
-        let ptx =
-            osipy_fitting::gpu::compile_ptx(&k, model.n_samples(), model.n_params(), Some("compute_90"))
-                .unwrap_or_else(|e| panic!("{e}"));
+        let ptx = osipy_fitting::gpu::compile_ptx(
+            &k,
+            model.n_samples(),
+            osipy_fitting::gpu::Entry::Lm { p: model.n_params() },
+            Some("compute_90"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(ptx.to_src().contains(".entry osipy_lm"), "{}", model.name());
     }
 }

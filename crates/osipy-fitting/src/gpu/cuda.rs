@@ -1,7 +1,7 @@
 //! The CUDA runner: NVRTC compiles each program once per process and GPU,
 //! and each batch is one upload, one launch, one download.
 
-use super::{program_source, Batch, BatchOut, GpuKernel, Runner, CUDA_PRELUDE, NVRTC_OPTIONS};
+use super::{program_source, Batch, BatchOut, Entry, GpuKernel, Runner, CUDA_PRELUDE, NVRTC_OPTIONS};
 use osipy_backend::cuda::cudarc;
 use osipy_core::{OsipyError, Result};
 use std::collections::BTreeMap;
@@ -30,39 +30,39 @@ impl CudaRunner {
         OsipyError::Fitting(format!("CUDA device {}: {what}: {e}", self.ordinal))
     }
 
-    /// The compiled entry point of `kernel` for `n` samples and `p`
-    /// parameters, compiled on first use.
-    fn function(&self, kernel: &GpuKernel, n: usize, p: usize) -> Result<CudaFunction> {
-        type Cache = Mutex<BTreeMap<(usize, &'static str, usize, usize), CudaFunction>>;
+    /// The compiled entry point of `kernel` for `n` samples and `entry`,
+    /// compiled on first use.
+    fn function(&self, kernel: &GpuKernel, n: usize, entry: Entry) -> Result<CudaFunction> {
+        type Cache = Mutex<BTreeMap<(usize, &'static str, usize, Entry), CudaFunction>>;
         static CACHE: OnceLock<Cache> = OnceLock::new();
         let mut cache = CACHE
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = (self.ordinal, kernel.key, n, p);
+        let key = (self.ordinal, kernel.key, n, entry);
         if let Some(f) = cache.get(&key) {
             return Ok(f.clone());
         }
-        let ptx = compile_ptx(kernel, n, p, None)?;
+        let ptx = compile_ptx(kernel, n, entry, None)?;
         let module = self
             .ctx
             .load_module(ptx)
             .map_err(|e| self.error(&format!("loading the program of {}", kernel.key), e))?;
+        let name = entry.function();
         let f = module
-            .load_function("osipy_lm")
-            .map_err(|e| self.error("finding the kernel osipy_lm", e))?;
+            .load_function(name)
+            .map_err(|e| self.error(&format!("finding the kernel {name}"), e))?;
         cache.insert(key, f.clone());
         Ok(f)
     }
 }
 
-/// Compiles `kernel`'s program for `n` samples and `p` parameters to PTX
-/// with NVRTC (`arch`: a virtual architecture such as `compute_90`, or
+/// Compiles `kernel`'s program for `n` samples and `entry` to PTX with NVRTC (`arch`: a virtual architecture such as `compute_90`, or
 /// NVRTC's default). An error names the kernel and carries NVRTC's log.
 pub fn compile_ptx(
     kernel: &GpuKernel,
     n: usize,
-    p: usize,
+    entry: Entry,
     arch: Option<&'static str>,
 ) -> Result<cudarc::nvrtc::Ptx> {
     if !osipy_backend::cuda::nvrtc_present() {
@@ -76,7 +76,7 @@ pub fn compile_ptx(
         name: Some(format!("{}.cu", kernel.key)),
         ..Default::default()
     };
-    cudarc::nvrtc::compile_ptx_with_opts(program_source(kernel, n, p, CUDA_PRELUDE), opts).map_err(|e| {
+    cudarc::nvrtc::compile_ptx_with_opts(program_source(kernel, n, entry, CUDA_PRELUDE), opts).map_err(|e| {
         let log = match &e {
             cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
             other => other.to_string(),
@@ -89,19 +89,17 @@ pub fn compile_ptx(
 }
 
 impl Runner for CudaRunner {
-    fn rows_per_batch(&self, n: usize, p: usize) -> Result<usize> {
+    fn rows_per_batch(&self, bytes_per_row: usize) -> Result<usize> {
         let (free, _) = self
             .ctx
             .mem_get_info()
             .map_err(|e| self.error("reading free memory", e))?;
-        // data, x0, x, cov, ssr (f64); which, iterations, status (i32).
-        let per_row = 8 * (n + 3 * p + 1) + 12;
-        Ok((free / 2 / per_row).clamp(1, MAX_ROWS))
+        Ok((free / 2 / bytes_per_row.max(1)).clamp(1, MAX_ROWS))
     }
 
     fn run(&self, kernel: &GpuKernel, batch: &Batch, out: &mut BatchOut) -> Result<()> {
         let (n, p, rows) = (batch.n, batch.p, batch.rows());
-        let f = self.function(kernel, n, p)?;
+        let f = self.function(kernel, n, Entry::Lm { p })?;
         let stream = self.ctx.default_stream();
         let up = |e| self.error("copying a batch to the device", e);
         let c = stream.clone_htod(&kernel.consts).map_err(up)?;
@@ -156,6 +154,44 @@ impl Runner for CudaRunner {
         stream
             .memcpy_dtoh(&status, &mut out.status[..rows])
             .map_err(down)?;
+        stream
+            .synchronize()
+            .map_err(|e| self.error("running the kernel", e))?;
+        Ok(())
+    }
+
+    fn run_map(
+        &self,
+        kernel: &GpuKernel,
+        n: usize,
+        record: usize,
+        data: &[f64],
+        which: &[i32],
+        out: &mut [f64],
+    ) -> Result<()> {
+        let rows = data.len() / n.max(1);
+        let f = self.function(kernel, n, Entry::Map { record })?;
+        let stream = self.ctx.default_stream();
+        let up = |e| self.error("copying a batch to the device", e);
+        let c = stream.clone_htod(&kernel.consts).map_err(up)?;
+        let d = stream.clone_htod(data).map_err(up)?;
+        let w = stream.clone_htod(which).map_err(up)?;
+        let mut o = stream.clone_htod(&out[..rows * record]).map_err(up)?;
+        let n_fit = which.len() as i32;
+        let cfg = LaunchConfig {
+            grid_dim: ((n_fit as u32).div_ceil(BLOCK), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&f);
+        launch.arg(&c).arg(&d).arg(&w).arg(&n_fit).arg(&mut o);
+        #[allow(unsafe_code)]
+        // SAFETY: the arguments match `osipy_map`'s signature in map.cu;
+        // `which` holds rows below `rows`, and `o` has `record` values a row.
+        unsafe { launch.launch(cfg) }.map_err(|e| self.error("launching the kernel", e))?;
+        stream
+            .memcpy_dtoh(&o, &mut out[..rows * record])
+            .map_err(|e| self.error("copying results back", e))?;
         stream
             .synchronize()
             .map_err(|e| self.error("running the kernel", e))?;

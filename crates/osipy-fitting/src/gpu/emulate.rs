@@ -7,7 +7,7 @@
 //! after another) and writes the outputs. The arithmetic is the kernel's
 //! own, with contraction into fused multiply-adds off, as on the device.
 
-use super::{program_source, Batch, BatchOut, GpuKernel, Runner};
+use super::{program_source, Batch, BatchOut, Entry, GpuKernel, Runner};
 use crate::batch::{BatchFit, FitOptions};
 use crate::data::VoxelData;
 use crate::model::Model;
@@ -77,6 +77,39 @@ int main(int argc, char** argv) {
 }
 "#;
 
+/// The harness of a map kernel: reads rows, runs every row to do, writes
+/// the records (formats as in `Emulator::run_map`).
+const MAP_MAIN: &str = r#"
+static void osipy_read(FILE* f, void* p, size_t size, size_t count) {
+    if (count && fread(p, size, count, f) != count) { fprintf(stderr, "short input\n"); exit(2); }
+}
+int main(int argc, char** argv) {
+    if (argc != 3) return 2;
+    FILE* f = fopen(argv[1], "rb");
+    if (!f) return 2;
+    int head[3];
+    osipy_read(f, head, sizeof(int), 3);
+    int rows = head[0], n_fit = head[1], n_consts = head[2];
+    double* c = (double*)malloc(sizeof(double) * (n_consts + 1));
+    int* which = (int*)malloc(sizeof(int) * (n_fit + 1));
+    double* data = (double*)malloc(sizeof(double) * ((size_t)rows * OSIPY_N + 1));
+    double* out = (double*)malloc(sizeof(double) * ((size_t)rows * OSIPY_R + 1));
+    osipy_read(f, c, sizeof(double), n_consts);
+    osipy_read(f, which, sizeof(int), n_fit);
+    osipy_read(f, data, sizeof(double), (size_t)rows * OSIPY_N);
+    osipy_read(f, out, sizeof(double), (size_t)rows * OSIPY_R);
+    fclose(f);
+    for (int k = 0; k < n_fit; k++) {
+        blockIdx.x = k;
+        osipy_map(c, data, which, n_fit, out);
+    }
+    FILE* o = fopen(argv[2], "wb");
+    if (!o) return 2;
+    fwrite(out, sizeof(double), (size_t)rows * OSIPY_R, o);
+    return fclose(o) == 0 ? 0 : 2;
+}
+"#;
+
 /// The C++ emulation of a GPU device, taking `rows` voxels a launch.
 pub(crate) struct Emulator {
     pub(crate) rows: usize,
@@ -86,12 +119,16 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> OsipyError {
     OsipyError::Fitting(format!("GPU emulation: {what} {}: {e}", path.display()))
 }
 
-/// Compiles `kernel`'s program for `n` samples and `p` parameters in `dir`;
-/// returns the executable's path.
-fn compile(kernel: &GpuKernel, n: usize, p: usize, dir: &Path) -> Result<std::path::PathBuf> {
+/// Compiles `kernel`'s program for `n` samples and `entry` with its harness
+/// in `dir`; returns the executable's path.
+fn compile(kernel: &GpuKernel, n: usize, entry: Entry, dir: &Path) -> Result<std::path::PathBuf> {
     let src = dir.join("program.cpp");
     let exe = dir.join("program");
-    let text = format!("{}{MAIN}", program_source(kernel, n, p, SHIM));
+    let main = match entry {
+        Entry::Lm { .. } => MAIN,
+        Entry::Map { .. } => MAP_MAIN,
+    };
+    let text = format!("{}{main}", program_source(kernel, n, entry, SHIM));
     std::fs::write(&src, text).map_err(|e| io_error("writing", &src, e))?;
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let output = Command::new(&cxx)
@@ -118,18 +155,57 @@ fn bytes<T: Copy>(v: &[T], to_le: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
     v.iter().flat_map(|x| to_le(*x)).collect()
 }
 
+/// Runs the harness `exe` on `input` (in `dir`); returns its output.
+fn execute(kernel: &GpuKernel, exe: &Path, dir: &Path, input: Vec<u8>) -> Result<Vec<u8>> {
+    let (inp, outp) = (dir.join("input.bin"), dir.join("output.bin"));
+    std::fs::write(&inp, input).map_err(|e| io_error("writing", &inp, e))?;
+    let status = Command::new(exe)
+        .arg(&inp)
+        .arg(&outp)
+        .status()
+        .map_err(|e| io_error("running", exe, e))?;
+    if !status.success() {
+        return Err(OsipyError::Fitting(format!(
+            "GPU emulation of {} failed ({status})",
+            kernel.key
+        )));
+    }
+    std::fs::read(&outp).map_err(|e| io_error("reading", &outp, e))
+}
+
+fn check_len(kernel: &GpuKernel, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(OsipyError::Fitting(format!(
+            "GPU emulation of {} wrote {got} bytes, expected {expected}",
+            kernel.key
+        )))
+    }
+}
+
+fn f64_bytes(v: &[f64]) -> Vec<u8> {
+    bytes(v, |x: f64| x.to_le_bytes().to_vec())
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    bytes(v, |x: i32| x.to_le_bytes().to_vec())
+}
+
+fn tempdir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| OsipyError::Fitting(format!("GPU emulation: no temporary folder: {e}")))
+}
+
 impl Runner for Emulator {
-    fn rows_per_batch(&self, _n: usize, _p: usize) -> Result<usize> {
+    fn rows_per_batch(&self, _bytes_per_row: usize) -> Result<usize> {
         Ok(self.rows)
     }
 
     fn run(&self, kernel: &GpuKernel, batch: &Batch, out: &mut BatchOut) -> Result<()> {
         let (n, p, rows) = (batch.n, batch.p, batch.rows());
-        let dir = tempfile::tempdir()
-            .map_err(|e| OsipyError::Fitting(format!("GPU emulation: no temporary folder: {e}")))?;
-        let exe = compile(kernel, n, p, dir.path())?;
-        let f64s = |v: &[f64]| bytes(v, |x: f64| x.to_le_bytes().to_vec());
-        let i32s = |v: &[i32]| bytes(v, |x: i32| x.to_le_bytes().to_vec());
+        let dir = tempdir()?;
+        let exe = compile(kernel, n, Entry::Lm { p }, dir.path())?;
+        let (f64s, i32s) = (f64_bytes, i32_bytes);
         let head = [
             rows as i32,
             batch.which.len() as i32,
@@ -145,28 +221,9 @@ impl Runner for Emulator {
         input.extend(i32s(batch.which));
         input.extend(f64s(batch.data));
         input.extend(f64s(batch.x0));
-        let (inp, outp) = (dir.path().join("input.bin"), dir.path().join("output.bin"));
-        std::fs::write(&inp, input).map_err(|e| io_error("writing", &inp, e))?;
-        let status = Command::new(&exe)
-            .arg(&inp)
-            .arg(&outp)
-            .status()
-            .map_err(|e| io_error("running", &exe, e))?;
-        if !status.success() {
-            return Err(OsipyError::Fitting(format!(
-                "GPU emulation of {} failed ({status})",
-                kernel.key
-            )));
-        }
-        let raw = std::fs::read(&outp).map_err(|e| io_error("reading", &outp, e))?;
+        let raw = execute(kernel, &exe, dir.path(), input)?;
         let expected = (2 * rows * p + rows) * 8 + 2 * rows * 4;
-        if raw.len() != expected {
-            return Err(OsipyError::Fitting(format!(
-                "GPU emulation of {} wrote {} bytes, expected {expected}",
-                kernel.key,
-                raw.len()
-            )));
-        }
+        check_len(kernel, raw.len(), expected)?;
         let mut at = 0;
         let mut f64_into = |dst: &mut [f64]| {
             for d in dst.iter_mut() {
@@ -183,6 +240,31 @@ impl Runner for Emulator {
                 *d = i32::from_le_bytes(raw[at..at + 4].try_into().unwrap_or([0; 4]));
                 at += 4;
             }
+        }
+        Ok(())
+    }
+
+    fn run_map(
+        &self,
+        kernel: &GpuKernel,
+        n: usize,
+        record: usize,
+        data: &[f64],
+        which: &[i32],
+        out: &mut [f64],
+    ) -> Result<()> {
+        let rows = data.len() / n.max(1);
+        let dir = tempdir()?;
+        let exe = compile(kernel, n, Entry::Map { record }, dir.path())?;
+        let mut input = i32_bytes(&[rows as i32, which.len() as i32, kernel.consts.len() as i32]);
+        input.extend(f64_bytes(&kernel.consts));
+        input.extend(i32_bytes(which));
+        input.extend(f64_bytes(data));
+        input.extend(f64_bytes(&out[..rows * record]));
+        let raw = execute(kernel, &exe, dir.path(), input)?;
+        check_len(kernel, raw.len(), rows * record * 8)?;
+        for (d, b) in out.iter_mut().zip(raw.chunks_exact(8)) {
+            *d = f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
         }
         Ok(())
     }

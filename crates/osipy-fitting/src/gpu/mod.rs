@@ -48,6 +48,9 @@ pub use emulate::emulated_fit_batch;
 /// The Levenberg-Marquardt kernel every model's program includes.
 pub const LM_SOURCE: &str = include_str!("lm.cu");
 
+/// The entry point of per-row map kernels ([`map_rows`]).
+pub const MAP_SOURCE: &str = include_str!("map.cu");
+
 /// A model's GPU form: its device function and the constants it reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuKernel {
@@ -66,15 +69,48 @@ pub struct GpuKernel {
     pub consts: Vec<f64>,
 }
 
-/// The whole program of `kernel` for `n` samples and `p` parameters: the
-/// sizes, the model's function, the LM kernel and its entry point
-/// `osipy_lm`. `prelude` comes first (definitions a compiler needs).
-pub fn program_source(kernel: &GpuKernel, n: usize, p: usize, prelude: &str) -> String {
+/// What a program runs: the LM kernel for `p` parameters, or a map kernel
+/// writing `record` values a row ([`map_rows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Entry {
+    /// `osipy_lm`, fitting parameters.
+    Lm {
+        /// Number of parameters.
+        p: usize,
+    },
+    /// `osipy_map`, records of values a row.
+    Map {
+        /// Values a row writes.
+        record: usize,
+    },
+}
+
+impl Entry {
+    /// The name of the entry point.
+    pub fn function(self) -> &'static str {
+        match self {
+            Entry::Lm { .. } => "osipy_lm",
+            Entry::Map { .. } => "osipy_map",
+        }
+    }
+}
+
+/// The whole program of `kernel` for `n` samples: the sizes, the kernel's
+/// source, then the LM kernel and its entry point `osipy_lm`, or the entry
+/// point `osipy_map`. `prelude` comes first (definitions a compiler needs).
+pub fn program_source(kernel: &GpuKernel, n: usize, entry: Entry, prelude: &str) -> String {
+    let (sizes, driver, instantiate) = match entry {
+        Entry::Lm { p } => (format!("#define OSIPY_P {p}"), LM_SOURCE, "OSIPY_LM_KERNEL"),
+        Entry::Map { record } => (
+            format!("#define OSIPY_R {record}"),
+            MAP_SOURCE,
+            "OSIPY_MAP_KERNEL",
+        ),
+    };
     format!(
-        "{prelude}\n#define OSIPY_N {n}\n#define OSIPY_P {p}\n// model: {key}\n{model}\n{lm}\nOSIPY_LM_KERNEL\n",
+        "{prelude}\n#define OSIPY_N {n}\n{sizes}\n// kernel: {key}\n{source}\n{driver}\n{instantiate}\n",
         key = kernel.key,
-        model = kernel.source.join("\n"),
-        lm = LM_SOURCE
+        source = kernel.source.join("\n"),
     )
 }
 
@@ -133,10 +169,28 @@ impl BatchOut {
 
 /// Where a kernel runs: a CUDA device, or the C++ emulation.
 pub(crate) trait Runner {
-    /// How many rows of `n` samples and `p` parameters one launch takes.
-    fn rows_per_batch(&self, n: usize, p: usize) -> Result<usize>;
+    /// How many rows of `bytes_per_row` (inputs and outputs) one launch takes.
+    fn rows_per_batch(&self, bytes_per_row: usize) -> Result<usize>;
     /// Fits the batch's rows `which` with `kernel` into `out`.
     fn run(&self, kernel: &GpuKernel, batch: &Batch, out: &mut BatchOut) -> Result<()>;
+    /// Runs the map kernel `kernel` on rows `which` of `data` (`n` a row),
+    /// writing `record` values a row into `out` (rows not in `which` are
+    /// left as they are).
+    fn run_map(
+        &self,
+        kernel: &GpuKernel,
+        n: usize,
+        record: usize,
+        data: &[f64],
+        which: &[i32],
+        out: &mut [f64],
+    ) -> Result<()>;
+}
+
+/// Bytes a row of an LM launch moves: samples, start point, solution,
+/// covariance and cost (f64), the row index, iterations and status (i32).
+fn lm_row_bytes(n: usize, p: usize) -> usize {
+    8 * (n + 3 * p + 1) + 12
 }
 
 /// Why a voxel's row is or is not fitted.
@@ -211,7 +265,7 @@ pub(crate) fn fit_with(
     let host = device.host();
     let chunk = opts.chunk_voxels.max(1);
     let rows = {
-        let r = runner.rows_per_batch(n, p)?.min(n_vox.max(1));
+        let r = runner.rows_per_batch(lm_row_bytes(n, p))?.min(n_vox.max(1));
         (r / chunk).max(1) * chunk
     };
     let lower: Vec<f64> = bounds.iter().map(|b| b.0).collect();
@@ -358,6 +412,78 @@ pub fn fit_difference(a: &BatchFit, b: &BatchFit) -> (f64, usize) {
     (worst, statuses)
 }
 
+/// A per-row map kernel on a GPU device: `kernel`'s source defines
+/// `__device__ void osipy_row(const double* c, const double* row, double*
+/// rec)`, which reads one row of `data` (`OSIPY_N` samples) and writes
+/// `record` values (`OSIPY_R`). Rows whose `todo` is false are not run and
+/// stay NaN. Rows go to the device in batches sized by its free memory.
+/// An error on a CPU device, or in a build without the `cuda` feature.
+pub fn map_rows(
+    kernel: &GpuKernel,
+    data: ndarray::ArrayView2<'_, f64>,
+    todo: &[bool],
+    record: usize,
+    device: &Device,
+) -> Result<Vec<f64>> {
+    let Some(ordinal) = device.cuda_ordinal() else {
+        return Err(OsipyError::Fitting(format!(
+            "map kernel {} asked for on {}, which is not a GPU",
+            kernel.key,
+            device.describe()
+        )));
+    };
+    #[cfg(feature = "cuda")]
+    {
+        map_rows_with(&cuda::CudaRunner::new(ordinal)?, kernel, data, todo, record)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (data, todo, record);
+        Err(OsipyError::Fitting(format!(
+            "CUDA device {ordinal} asked for, but this osipy was built without the `cuda` feature"
+        )))
+    }
+}
+
+/// [`map_rows`] with the kernel's C++ emulation on the CPU (for checking
+/// map kernels without a GPU; see [`emulated_fit_batch`]).
+pub fn emulated_map_rows(
+    kernel: &GpuKernel,
+    data: ndarray::ArrayView2<'_, f64>,
+    todo: &[bool],
+    record: usize,
+) -> Result<Vec<f64>> {
+    map_rows_with(&emulate::Emulator { rows: 1 << 16 }, kernel, data, todo, record)
+}
+
+fn map_rows_with(
+    runner: &dyn Runner,
+    kernel: &GpuKernel,
+    data: ndarray::ArrayView2<'_, f64>,
+    todo: &[bool],
+    record: usize,
+) -> Result<Vec<f64>> {
+    let (rows, n) = data.dim();
+    osipy_core::check_per_voxel("rows to run", todo.len(), rows)?;
+    let mut out = vec![f64::NAN; rows * record];
+    let batch = runner.rows_per_batch(8 * (n + record) + 4)?.clamp(1, rows.max(1));
+    let mut buf = Vec::with_capacity(batch * n);
+    for (b, out) in out.chunks_mut(batch * record).enumerate() {
+        let first = b * batch;
+        let len = out.len() / record;
+        let which: Vec<i32> = (0..len).filter(|&k| todo[first + k]).map(|k| k as i32).collect();
+        if which.is_empty() {
+            continue;
+        }
+        buf.clear();
+        for k in 0..len {
+            buf.extend(data.row(first + k).iter());
+        }
+        runner.run_map(kernel, n, record, &buf, &which, out)?;
+    }
+    Ok(out)
+}
+
 /// Where [`equivalence`] fits the second time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -404,16 +530,23 @@ pub fn equivalence(
 /// required and missing, or the program does not compile.
 #[cfg(feature = "cuda")]
 pub fn nvrtc_compiles(model: &dyn Model) -> Result<bool> {
-    if !osipy_backend::cuda::nvrtc_present() && std::env::var_os("OSIPY_REQUIRE_NVRTC").is_none() {
-        return Ok(false);
-    }
     let kernel = model
         .gpu_kernel()
         .ok_or_else(|| OsipyError::Validation(format!("model {} has no GPU kernel", model.name())))?;
-    let ptx = compile_ptx(&kernel, model.n_samples(), model.n_params(), Some("compute_90"))?;
-    if !ptx.to_src().contains(".entry osipy_lm") {
+    nvrtc_compiles_kernel(&kernel, model.n_samples(), Entry::Lm { p: model.n_params() })
+}
+
+/// [`nvrtc_compiles`] for any kernel and entry point (a map kernel, say).
+#[cfg(feature = "cuda")]
+pub fn nvrtc_compiles_kernel(kernel: &GpuKernel, n: usize, entry: Entry) -> Result<bool> {
+    if !osipy_backend::cuda::nvrtc_present() && std::env::var_os("OSIPY_REQUIRE_NVRTC").is_none() {
+        return Ok(false);
+    }
+    let ptx = compile_ptx(kernel, n, entry, Some("compute_90"))?;
+    let name = entry.function();
+    if !ptx.to_src().contains(&format!(".entry {name}")) {
         return Err(OsipyError::Fitting(format!(
-            "the PTX of {} has no entry point osipy_lm",
+            "the PTX of {} has no entry point {name}",
             kernel.key
         )));
     }
