@@ -458,7 +458,7 @@ pub const CSVD_THRESHOLD: f64 = 0.1;
 fn truncated(
     input: &DeconvInput<'_>,
     s: &DeconvSettings,
-    device: &Device,
+    at: At<'_>,
     kind: MatrixKind,
 ) -> Result<Deconvolved> {
     let threshold = s.svd_threshold.unwrap_or(match kind {
@@ -473,37 +473,135 @@ fn truncated(
             *c /= sq;
         }
     };
-    if device.cuda_ordinal().is_some() {
-        let out = truncated_on_gpu(input, &basis, k, device)?;
-        if let Some(p) = s.progress.as_deref() {
-            p.fetch_add(input.curves.nrows(), std::sync::atomic::Ordering::Relaxed);
-        }
-        return finish(input, &basis, k, s, &out, coefficients);
-    }
-    deconvolve(input, &basis, k, s, device, coefficients)
+    deconvolve_on(input, &basis, k, s, at, SvdMethod::Truncated, coefficients)
 }
 
-/// The GPU form of [`truncated`]'s per-voxel work (`deconv.cu`): the
-/// kernel and its constants for the basis, `k` components kept.
-fn truncated_kernel(basis: &SvdBasis, k: usize) -> osipy_fitting::gpu::GpuKernel {
-    let mut consts = vec![basis.l as f64, k as f64, basis.dt];
-    consts.extend_from_slice(&basis.s);
-    consts.extend_from_slice(&basis.u_rows);
-    consts.extend_from_slice(&basis.v_cols);
-    osipy_fitting::gpu::GpuKernel {
-        key: "dsc_truncated_svd",
-        source: &[include_str!("deconv.cu")],
-        consts,
+/// Where the per-voxel work of an SVD method runs: on a device, or (in
+/// tests) through the C++ emulation of its GPU kernel.
+#[derive(Debug, Clone, Copy)]
+enum At<'a> {
+    Device(&'a Device),
+    #[cfg(test)]
+    Emulation,
+}
+
+/// Which SVD method's coefficients a GPU kernel computes (`deconv.cu`),
+/// with its constants.
+#[derive(Debug, Clone)]
+enum SvdMethod {
+    /// `ssvd`, `csvd`: `c_q = beta_q / s_q`.
+    Truncated,
+    /// `osvd`, with its oscillation-index target.
+    Oscillation(f64),
+    /// `tikhonov`, with its tables.
+    Tikhonov(TikhonovTables),
+}
+
+/// What `tikhonov` computes once for all voxels: the lambdas, the
+/// residual weights (lambdas x l) and the GCV denominators.
+#[derive(Debug, Clone)]
+struct TikhonovTables {
+    grid: Vec<f64>,
+    weights: Vec<f64>,
+    denominators: Vec<f64>,
+}
+
+/// The lambdas of `tikhonov` (a fixed one relative to s_max, or the GCV
+/// grid), and per lambda the residual weights (1 - f_q)^2 and the GCV
+/// denominator (L - sum f_q)^2, computed once for all voxels.
+fn tikhonov_tables(basis: &SvdBasis, lambda: Option<f64>) -> TikhonovTables {
+    let l = basis.l;
+    let smax = basis.s[0];
+    let grid: Vec<f64> = match lambda {
+        Some(lam) => vec![lam * smax],
+        None => (0..GCV_GRID)
+            .map(|j| smax * 10f64.powf(-3.0 + 3.0 * j as f64 / (GCV_GRID - 1) as f64))
+            .collect(),
+    };
+    let filter = |lam: f64, q: usize| {
+        let s2 = basis.s[q] * basis.s[q];
+        s2 / (s2 + lam * lam)
+    };
+    let weights: Vec<f64> = grid
+        .iter()
+        .flat_map(|&lam| (0..l).map(move |q| (1.0 - filter(lam, q)).powi(2)))
+        .collect();
+    let denominators: Vec<f64> = grid
+        .iter()
+        .map(|&lam| (l as f64 - (0..l).map(|q| filter(lam, q)).sum::<f64>()).powi(2))
+        .collect();
+    TikhonovTables {
+        grid,
+        weights,
+        denominators,
     }
 }
 
-/// The records (flow, Tmax, code) of [`truncated`] with the voxels run by
-/// `run(kernel, curves, todo)`: masked voxels and curves with a non-finite
-/// sample are recorded here, as on the CPU.
-fn truncated_records(
+/// [`deconvolve`] at `at`: on a GPU the per-voxel work runs there
+/// (`deconv.cu`, the same arithmetic), the rest as on the CPU.
+fn deconvolve_on<F>(
     input: &DeconvInput<'_>,
     basis: &SvdBasis,
     k: usize,
+    s: &DeconvSettings,
+    at: At<'_>,
+    method: SvdMethod,
+    coefficients: F,
+) -> Result<Deconvolved>
+where
+    F: Fn(&mut [f64], &mut [f64]) + Sync + Send,
+{
+    let out = match at {
+        At::Device(device) if device.cuda_ordinal().is_none() => {
+            return deconvolve(input, basis, k, s, device, coefficients)
+        }
+        At::Device(device) => svd_records(input, basis, k, &method, |kernel, todo| {
+            osipy_fitting::gpu::map_rows(kernel, input.curves, todo, 3, device)
+        })?,
+        #[cfg(test)]
+        At::Emulation => svd_records(input, basis, k, &method, |kernel, todo| {
+            osipy_fitting::gpu::emulated_map_rows(kernel, input.curves, todo, 3)
+        })?,
+    };
+    if let Some(p) = s.progress.as_deref() {
+        p.fetch_add(input.curves.nrows(), std::sync::atomic::Ordering::Relaxed);
+    }
+    finish(input, basis, k, s, &out, coefficients)
+}
+
+/// The GPU form of an SVD method's per-voxel work (`deconv.cu`): the
+/// kernel and its constants for the basis, `k` components.
+fn svd_kernel(basis: &SvdBasis, k: usize, method: &SvdMethod) -> osipy_fitting::gpu::GpuKernel {
+    const SOURCE: &str = include_str!("deconv.cu");
+    let (key, source, extra): (_, &'static [&'static str], Vec<f64>) = match method {
+        SvdMethod::Truncated => (
+            "dsc_truncated_svd",
+            &["#define OSIPY_DSC_TRUNCATED", SOURCE],
+            vec![],
+        ),
+        SvdMethod::Oscillation(target) => ("dsc_osvd", &["#define OSIPY_DSC_OSVD", SOURCE], vec![*target]),
+        SvdMethod::Tikhonov(t) => {
+            let mut e = vec![t.grid.len() as f64];
+            e.extend(t.grid.iter().chain(&t.weights).chain(&t.denominators));
+            ("dsc_tikhonov", &["#define OSIPY_DSC_TIKHONOV", SOURCE], e)
+        }
+    };
+    let mut consts = vec![basis.l as f64, k as f64, basis.dt, extra.len() as f64];
+    consts.extend(extra);
+    consts.extend_from_slice(&basis.s);
+    consts.extend_from_slice(&basis.u_rows);
+    consts.extend_from_slice(&basis.v_cols);
+    osipy_fitting::gpu::GpuKernel { key, source, consts }
+}
+
+/// The records (flow, Tmax, code) of an SVD method with the voxels run by
+/// `run(kernel, todo)`: masked voxels and curves with a non-finite sample
+/// are recorded here, as on the CPU.
+fn svd_records(
+    input: &DeconvInput<'_>,
+    basis: &SvdBasis,
+    k: usize,
+    method: &SvdMethod,
     run: impl FnOnce(&osipy_fitting::gpu::GpuKernel, &[bool]) -> Result<Vec<f64>>,
 ) -> Result<Vec<f64>> {
     let n_vox = input.curves.nrows();
@@ -511,7 +609,7 @@ fn truncated_records(
         .map(|v| input.curves.row(v).iter().all(|x| x.is_finite()))
         .collect();
     let todo: Vec<bool> = (0..n_vox).map(|v| input.mask[v] && finite[v]).collect();
-    let mut out = run(&truncated_kernel(basis, k), &todo)?;
+    let mut out = run(&svd_kernel(basis, k, method), &todo)?;
     for v in (0..n_vox).filter(|&v| !todo[v]) {
         let code = if input.mask[v] {
             QualityCode::NonFiniteInput
@@ -523,39 +621,42 @@ fn truncated_records(
     Ok(out)
 }
 
-/// The GPU kernel `ssvd` (Toeplitz) or `csvd` (block-circulant) runs on a
-/// GPU device for `input` at the relative singular-value `threshold`, and
-/// its sample count: for compile checks and benchmarks.
-pub fn truncated_svd_kernel(
+/// The GPU kernels a GPU device runs for `input` with settings `s`, one
+/// per SVD method (`ssvd`, `csvd`, `osvd`, `tikhonov`), and the sample
+/// count they are compiled for: for compile checks and benchmarks.
+pub fn svd_gpu_kernels(
     input: &DeconvInput<'_>,
-    kind: MatrixKind,
-    threshold: f64,
-) -> Result<(osipy_fitting::gpu::GpuKernel, usize)> {
-    check_threshold(threshold)?;
-    let basis = basis_for(input, kind)?;
-    let k = basis.rank_above(threshold).max(1);
-    Ok((truncated_kernel(&basis, k), basis.n))
-}
-
-fn truncated_on_gpu(
-    input: &DeconvInput<'_>,
-    basis: &SvdBasis,
-    k: usize,
-    device: &Device,
-) -> Result<Vec<f64>> {
-    truncated_records(input, basis, k, |kernel, todo| {
-        osipy_fitting::gpu::map_rows(kernel, input.curves, todo, 3, device)
-    })
+    s: &DeconvSettings,
+) -> Result<(Vec<osipy_fitting::gpu::GpuKernel>, usize)> {
+    let toeplitz = basis_for(input, MatrixKind::Toeplitz)?;
+    let circulant = basis_for(input, MatrixKind::BlockCirculant)?;
+    let rank = |b: &SvdBasis, t: f64| b.rank_above(t).max(1);
+    let ssvd_k = rank(&toeplitz, s.svd_threshold.unwrap_or(SSVD_THRESHOLD));
+    let csvd_k = rank(&circulant, s.svd_threshold.unwrap_or(CSVD_THRESHOLD));
+    let osvd_k = rank(&circulant, OSVD_MIN_THRESHOLD);
+    Ok((
+        vec![
+            svd_kernel(&toeplitz, ssvd_k, &SvdMethod::Truncated),
+            svd_kernel(&circulant, csvd_k, &SvdMethod::Truncated),
+            svd_kernel(&circulant, osvd_k, &SvdMethod::Oscillation(s.oscillation_index)),
+            svd_kernel(
+                &circulant,
+                circulant.l,
+                &SvdMethod::Tikhonov(tikhonov_tables(&circulant, s.tikhonov_lambda)),
+            ),
+        ],
+        toeplitz.n,
+    ))
 }
 
 /// `ssvd`: truncated SVD of the Toeplitz matrix.
 pub fn ssvd(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) -> Result<Deconvolved> {
-    truncated(input, s, device, MatrixKind::Toeplitz)
+    truncated(input, s, At::Device(device), MatrixKind::Toeplitz)
 }
 
 /// `csvd`: truncated SVD of the block-circulant matrix (delay-insensitive).
 pub fn csvd(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) -> Result<Deconvolved> {
-    truncated(input, s, device, MatrixKind::BlockCirculant)
+    truncated(input, s, At::Device(device), MatrixKind::BlockCirculant)
 }
 
 /// Smallest relative threshold `osvd` considers: truncations keeping
@@ -566,6 +667,10 @@ pub const OSVD_MIN_THRESHOLD: f64 = 0.01;
 /// whose residue has an oscillation index at most the target; one singular
 /// value when none meets it.
 pub fn osvd(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) -> Result<Deconvolved> {
+    osvd_at(input, s, At::Device(device))
+}
+
+fn osvd_at(input: &DeconvInput<'_>, s: &DeconvSettings, at: At<'_>) -> Result<Deconvolved> {
     let target = s.oscillation_index;
     if !(target > 0.0 && target.is_finite()) {
         return Err(OsipyError::metadata(
@@ -578,7 +683,8 @@ pub fn osvd(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) -> Res
     let k_max = basis.rank_above(OSVD_MIN_THRESHOLD).max(1);
     // The residue grows one component at a time; the kept coefficients
     // are those of the most components whose residue meets the target.
-    deconvolve(input, &basis, k_max, s, device, |r, beta| {
+    let gpu = SvdMethod::Oscillation(target);
+    deconvolve_on(input, &basis, k_max, s, at, gpu, |r, beta| {
         r.fill(0.0);
         let mut best = 1;
         let limit = target * basis.l as f64;
@@ -601,6 +707,10 @@ const GCV_GRID: usize = 31;
 /// lambda fixed or chosen per voxel by minimising the GCV function
 /// `G(lambda) = ||A r - b||^2 / (L - sum f_q)^2` over a log grid.
 pub fn tikhonov(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) -> Result<Deconvolved> {
+    tikhonov_at(input, s, At::Device(device))
+}
+
+fn tikhonov_at(input: &DeconvInput<'_>, s: &DeconvSettings, at: At<'_>) -> Result<Deconvolved> {
     if let Some(lam) = s.tikhonov_lambda {
         if !(lam > 0.0 && lam.is_finite()) {
             return Err(OsipyError::metadata(
@@ -612,28 +722,10 @@ pub fn tikhonov(input: &DeconvInput<'_>, s: &DeconvSettings, device: &Device) ->
     }
     let basis = basis_for(input, MatrixKind::BlockCirculant)?;
     let l = basis.l;
-    let smax = basis.s[0];
-    let grid: Vec<f64> = match s.tikhonov_lambda {
-        Some(lam) => vec![lam * smax],
-        None => (0..GCV_GRID)
-            .map(|j| smax * 10f64.powf(-3.0 + 3.0 * j as f64 / (GCV_GRID - 1) as f64))
-            .collect(),
-    };
-    // Per grid lambda: the residual weights (1 - f_q)^2 and the GCV
-    // denominator (L - sum f_q)^2, computed once for all voxels.
-    let filter = |lam: f64, q: usize| {
-        let s2 = basis.s[q] * basis.s[q];
-        s2 / (s2 + lam * lam)
-    };
-    let weights: Vec<f64> = grid
-        .iter()
-        .flat_map(|&lam| (0..l).map(move |q| (1.0 - filter(lam, q)).powi(2)))
-        .collect();
-    let denominators: Vec<f64> = grid
-        .iter()
-        .map(|&lam| (l as f64 - (0..l).map(|q| filter(lam, q)).sum::<f64>()).powi(2))
-        .collect();
-    deconvolve(input, &basis, l, s, device, |b2, beta| {
+    let tables = tikhonov_tables(&basis, s.tikhonov_lambda);
+    let (grid, weights, denominators) = (&tables.grid, &tables.weights, &tables.denominators);
+    let gpu = SvdMethod::Tikhonov(tables.clone());
+    deconvolve_on(input, &basis, l, s, at, gpu, |b2, beta| {
         let mut best = (f64::INFINITY, grid[0]);
         if grid.len() > 1 {
             for (q, x) in beta.iter().enumerate() {
@@ -691,11 +783,12 @@ mod tests {
         (times, aif, tissue)
     }
 
-    /// The GPU kernel of `ssvd` and `csvd`, run through its C++ emulation,
-    /// gives the CPU's flow, Tmax and statuses (same arithmetic, same
-    /// order: bit for bit), with masked and non-finite voxels.
+    /// The GPU kernels of every SVD method (`ssvd`, `csvd`, `osvd`,
+    /// `tikhonov` with a fixed lambda and by GCV), run through their C++
+    /// emulation, give the CPU's flow, Tmax and statuses bit for bit (same
+    /// arithmetic, same order), with masked and non-finite voxels.
     #[test]
-    fn truncated_svd_kernel_equals_the_cpu() {
+    fn svd_kernels_equal_the_cpu() {
         let (times, aif, _) = case(0, 4.0, 0.01);
         let voxels = 40;
         let mut curves = Array2::zeros((voxels, times.len()));
@@ -714,24 +807,25 @@ mod tests {
             aif: &aif,
             times: &times,
         };
-        let settings = DeconvSettings::default();
-        for (kind, method) in [
-            (MatrixKind::Toeplitz, ssvd as DeconvFn),
-            (MatrixKind::BlockCirculant, csvd),
-        ] {
-            let cpu = method(&input, &settings, &Device::cpu(Some(2))).unwrap();
-            let basis = basis_for(&input, kind).unwrap();
-            let threshold = match kind {
-                MatrixKind::Toeplitz => SSVD_THRESHOLD,
-                MatrixKind::BlockCirculant => CSVD_THRESHOLD,
-            };
-            let k = basis.rank_above(threshold).max(1);
-            let out = truncated_records(&input, &basis, k, |kernel, todo| {
-                osipy_fitting::gpu::emulated_map_rows(kernel, input.curves, todo, 3)
-            })
-            .unwrap();
-            let gpu = collect(&out);
-            assert_eq!(cpu.status, gpu.status, "{kind:?}");
+        let fixed = DeconvSettings {
+            tikhonov_lambda: Some(0.1),
+            ..DeconvSettings::default()
+        };
+        type At2 = fn(&DeconvInput<'_>, &DeconvSettings, At<'_>) -> Result<Deconvolved>;
+        let ssvd_at: At2 = |i, s, at| truncated(i, s, at, MatrixKind::Toeplitz);
+        let csvd_at: At2 = |i, s, at| truncated(i, s, at, MatrixKind::BlockCirculant);
+        let cases: [(&str, At2, DeconvSettings); 5] = [
+            ("ssvd", ssvd_at, DeconvSettings::default()),
+            ("csvd", csvd_at, DeconvSettings::default()),
+            ("osvd", osvd_at, DeconvSettings::default()),
+            ("tikhonov gcv", tikhonov_at, DeconvSettings::default()),
+            ("tikhonov fixed", tikhonov_at, fixed),
+        ];
+        let cpu_device = Device::cpu(Some(2));
+        for (name, method, settings) in cases {
+            let cpu = method(&input, &settings, At::Device(&cpu_device)).unwrap();
+            let gpu = method(&input, &settings, At::Emulation).unwrap();
+            assert_eq!(cpu.status, gpu.status, "{name}");
             for (a, b) in cpu
                 .flow
                 .iter()
@@ -740,15 +834,12 @@ mod tests {
             {
                 assert!(
                     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                    "{kind:?}: {a} vs {b}"
+                    "{name}: {a} vs {b}"
                 );
             }
             assert_eq!(gpu.status[5], QualityCode::NonFiniteInput);
             assert_eq!(gpu.status[11], QualityCode::NotFitted);
-            assert!(
-                gpu.status.iter().filter(|s| s.is_valid()).count() >= 35,
-                "{kind:?}"
-            );
+            assert!(gpu.status.iter().filter(|s| s.is_valid()).count() >= 35, "{name}");
         }
     }
 

@@ -140,13 +140,13 @@ fn vascular_kernel_compiles_with_nvrtc_and_matches_on_a_gpu() {
     }
 }
 
-/// `ssvd` and `csvd` on a GPU: the kernel compiles with NVRTC, and where a
-/// GPU answers its flows, Tmax and statuses equal the CPU's to 1e-9.
+/// The SVD deconvolutions on a GPU: every method's kernel compiles with
+/// NVRTC, and where a GPU answers its flows, Tmax and statuses equal the
+/// CPU's to 1e-9.
 #[cfg(feature = "cuda")]
 #[test]
-fn truncated_svd_kernels_compile_with_nvrtc_and_match_on_a_gpu() {
-    use osipy_convolution::MatrixKind;
-    use osipy_dsc::deconv::{csvd, ssvd, truncated_svd_kernel, DeconvInput, DeconvSettings};
+fn svd_kernels_compile_with_nvrtc_and_match_on_a_gpu() {
+    use osipy_dsc::deconv::{csvd, osvd, ssvd, svd_gpu_kernels, tikhonov, DeconvInput, DeconvSettings};
     let t: Vec<f64> = (0..40).map(|i| i as f64 * 1.5).collect();
     let aif: Vec<f64> = t
         .iter()
@@ -160,10 +160,12 @@ fn truncated_svd_kernels_compile_with_nvrtc_and_match_on_a_gpu() {
         aif: &aif,
         times: &t,
     };
-    for kind in [MatrixKind::Toeplitz, MatrixKind::BlockCirculant] {
-        let (kernel, n) = truncated_svd_kernel(&input, kind, 0.2).unwrap();
+    let settings = DeconvSettings::default();
+    let (kernels, n) = svd_gpu_kernels(&input, &settings).unwrap();
+    assert_eq!(kernels.len(), 4);
+    for kernel in &kernels {
         let entry = osipy_fitting::gpu::Entry::Map { record: 3 };
-        if !osipy_fitting::gpu::nvrtc_compiles_kernel(&kernel, n, entry).unwrap_or_else(|e| panic!("{e}")) {
+        if !osipy_fitting::gpu::nvrtc_compiles_kernel(kernel, n, entry).unwrap_or_else(|e| panic!("{e}")) {
             eprintln!(
                 "skipped: NVRTC (libnvrtc.so) not found; set OSIPY_REQUIRE_NVRTC=1 to make this a failure"
             );
@@ -178,15 +180,19 @@ fn truncated_svd_kernels_compile_with_nvrtc_and_match_on_a_gpu() {
             return;
         }
     };
-    let settings = DeconvSettings::default();
-    for method in [ssvd, csvd] {
+    for (name, method) in [
+        ("ssvd", ssvd as osipy_dsc::deconv::DeconvFn),
+        ("csvd", csvd),
+        ("osvd", osvd),
+        ("tikhonov", tikhonov),
+    ] {
         let a = method(&input, &settings, &gpu.host()).unwrap();
         let b = method(&input, &settings, &gpu).unwrap();
-        assert_eq!(a.status, b.status);
+        assert_eq!(a.status, b.status, "{name}");
         for (x, y) in a.flow.iter().zip(&b.flow).chain(a.tmax.iter().zip(&b.tmax)) {
             assert!(
                 (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) || (x.is_nan() && y.is_nan()),
-                "{x} vs {y}"
+                "{name}: {x} vs {y}"
             );
         }
     }
