@@ -38,6 +38,7 @@ __device__ static void osipy_exp_conv(const double* tab, const double* t, const 
     double c = 0.0;
     double last_dt = NAN;
     double e = 0.0, g1 = 0.0, g2 = 0.0;
+    #pragma unroll 1
     for (int i = 0; i < n - 1; i++) {
         double dt = t[i + 1] - t[i];
         if (dt != last_dt) {
@@ -57,6 +58,7 @@ __device__ static void osipy_exp_conv(const double* tab, const double* t, const 
 __device__ static bool osipy_is_uniform(const double* t, int n) {
     if (n < 3) return true;
     double dt = t[1] - t[0];
+    #pragma unroll 1
     for (int i = 0; i + 1 < n; i++) {
         if (t[i + 1] - t[i] != dt) return false;
     }
@@ -98,6 +100,7 @@ __device__ static void osipy_exp_conv_d(const double* tab, const double* t, cons
         osipy_conv_kernels(tab, x, &f1, &f2, &d1, &d2);
         double e = exp(-x);
         double dte = dt * e, g1 = dt * f1, g2 = dt * f2, h1 = dt * dt * d1, h2 = dt * dt * d2;
+        #pragma unroll 1
         for (int i = 0; i < n - 1; i++) {
             double da = a[i + 1] - a[i];
             out[i + 1] = a[i] * g1 + da * g2;
@@ -109,6 +112,7 @@ __device__ static void osipy_exp_conv_d(const double* tab, const double* t, cons
     double c = 0.0, d = 0.0;
     double last_dt = NAN;
     double e = 0.0, dte = 0.0, g1 = 0.0, g2 = 0.0, h1 = 0.0, h2 = 0.0;
+    #pragma unroll 1
     for (int i = 0; i < n - 1; i++) {
         double dt = t[i + 1] - t[i];
         if (dt != last_dt) {

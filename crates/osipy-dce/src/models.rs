@@ -560,8 +560,31 @@ pub(crate) struct Spec {
     pub(crate) guess: Guess,
     /// The lockstep form of `kernel` (prediction and Jacobian), if any.
     pub(crate) lanes: Option<LaneKernel>,
-    /// The GPU form of `kernel` (key and CUDA C parts), if any.
-    pub(crate) gpu: Option<(&'static str, &'static [&'static str])>,
+    /// The GPU form of `kernel`, plain and with a fitted delay.
+    pub(crate) gpu: GpuSpec,
+}
+
+/// The GPU forms of a model (`models.cu`): keys and CUDA C parts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GpuSpec {
+    key: &'static str,
+    source: &'static [&'static str],
+    delayed_key: &'static str,
+    delayed_source: &'static [&'static str],
+}
+
+impl GpuSpec {
+    /// The kernel of `source` under `key` with the model's constants.
+    fn kernel(
+        key: &'static str,
+        source: &'static [&'static str],
+        input: &PkInput,
+    ) -> osipy_fitting::gpu::GpuKernel {
+        let mut consts = osipy_convolution::gpu_series_tables();
+        consts.extend_from_slice(&input.t);
+        consts.extend_from_slice(&input.cp);
+        osipy_fitting::gpu::GpuKernel { key, source, consts }
+    }
 }
 
 /// The CUDA C of the PK models with a GPU form (see `models.cu`).
@@ -588,14 +611,21 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: tofts_kernel,
         guess: tofts_guess,
         lanes: Some(tofts_lanes),
-        gpu: Some((
-            "dce_tofts",
-            &[
+        gpu: GpuSpec {
+            key: "dce_tofts",
+            source: &[
                 osipy_convolution::EXP_CONV_GPU,
                 "#define OSIPY_DCE_TOFTS",
                 MODELS_GPU,
             ],
-        )),
+            delayed_key: "dce_tofts_delayed",
+            delayed_source: &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_TOFTS",
+                "#define OSIPY_DCE_DELAYED",
+                MODELS_GPU,
+            ],
+        },
     },
     Spec {
         name: "extended_tofts",
@@ -604,14 +634,21 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: etofts_kernel,
         guess: etofts_guess,
         lanes: Some(etofts_lanes),
-        gpu: Some((
-            "dce_extended_tofts",
-            &[
+        gpu: GpuSpec {
+            key: "dce_extended_tofts",
+            source: &[
                 osipy_convolution::EXP_CONV_GPU,
                 "#define OSIPY_DCE_EXTENDED_TOFTS",
                 MODELS_GPU,
             ],
-        )),
+            delayed_key: "dce_extended_tofts_delayed",
+            delayed_source: &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_EXTENDED_TOFTS",
+                "#define OSIPY_DCE_DELAYED",
+                MODELS_GPU,
+            ],
+        },
     },
     Spec {
         name: "patlak",
@@ -620,14 +657,21 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: patlak_kernel,
         guess: patlak_guess,
         lanes: Some(patlak_lanes),
-        gpu: Some((
-            "dce_patlak",
-            &[
+        gpu: GpuSpec {
+            key: "dce_patlak",
+            source: &[
                 osipy_convolution::EXP_CONV_GPU,
                 "#define OSIPY_DCE_PATLAK",
                 MODELS_GPU,
             ],
-        )),
+            delayed_key: "dce_patlak_delayed",
+            delayed_source: &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_PATLAK",
+                "#define OSIPY_DCE_DELAYED",
+                MODELS_GPU,
+            ],
+        },
     },
     Spec {
         name: "2cxm",
@@ -636,14 +680,21 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: tcxm_kernel,
         guess: tcxm_guess,
         lanes: Some(tcxm_lanes),
-        gpu: Some((
-            "dce_2cxm",
-            &[
+        gpu: GpuSpec {
+            key: "dce_2cxm",
+            source: &[
                 osipy_convolution::EXP_CONV_GPU,
                 "#define OSIPY_DCE_2CXM",
                 MODELS_GPU,
             ],
-        )),
+            delayed_key: "dce_2cxm_delayed",
+            delayed_source: &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_2CXM",
+                "#define OSIPY_DCE_DELAYED",
+                MODELS_GPU,
+            ],
+        },
     },
     Spec {
         name: "2cum",
@@ -652,14 +703,21 @@ pub(crate) const SPECS: [Spec; 5] = [
         kernel: tcum_kernel,
         guess: tcum_guess,
         lanes: Some(tcum_lanes),
-        gpu: Some((
-            "dce_2cum",
-            &[
+        gpu: GpuSpec {
+            key: "dce_2cum",
+            source: &[
                 osipy_convolution::EXP_CONV_GPU,
                 "#define OSIPY_DCE_2CUM",
                 MODELS_GPU,
             ],
-        )),
+            delayed_key: "dce_2cum_delayed",
+            delayed_source: &[
+                osipy_convolution::EXP_CONV_GPU,
+                "#define OSIPY_DCE_2CUM",
+                "#define OSIPY_DCE_DELAYED",
+                MODELS_GPU,
+            ],
+        },
     },
 ];
 
@@ -716,11 +774,8 @@ impl Model for PkModel {
         }
     }
     fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
-        let (key, source) = self.spec.gpu?;
-        let mut consts = osipy_convolution::gpu_series_tables();
-        consts.extend_from_slice(&self.input.t);
-        consts.extend_from_slice(&self.input.cp);
-        Some(osipy_fitting::gpu::GpuKernel { key, source, consts })
+        let g = &self.spec.gpu;
+        Some(GpuSpec::kernel(g.key, g.source, &self.input))
     }
 }
 
@@ -873,6 +928,10 @@ impl Model for DelayedPkModel {
     }
     fn initial_guess(&self, c: &[f64], out: &mut [f64]) {
         self.initial_guess_in(c, out, &mut vec![0.0; self.scratch_len()])
+    }
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        let g = &self.spec.gpu;
+        Some(GpuSpec::kernel(g.delayed_key, g.delayed_source, &self.input))
     }
     fn predict_in(&self, p: &[f64], out: &mut [f64], scratch: &mut [f64]) {
         let m = self.spec.params.len();

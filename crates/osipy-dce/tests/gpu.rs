@@ -54,6 +54,51 @@ fn input(t: &[f64]) -> PkInput {
     PkInput::new(t, &cp).unwrap()
 }
 
+/// The models with a fitted delay, on curves whose bolus comes 0-6 s
+/// after the AIF's.
+#[test]
+fn emulated_delayed_dce_kernels_equal_the_cpu_engine() {
+    for t in grids() {
+        for name in WITH_KERNEL {
+            let m = osipy_dce::model_with_delay(name, input(&t)).unwrap();
+            let plain = model(name, input(&t)).unwrap();
+            let base = curves(plain.as_ref(), 60);
+            let mut y = base.clone();
+            let mut rng = Rng::new(17);
+            let mut row = vec![0.0; t.len()];
+            let mut p = vec![0.0; m.n_params()];
+            for v in 0..60 {
+                // Parameters near the plain model's guess for a curve, the
+                // bolus delayed by up to 6 s.
+                let k = plain.n_params();
+                plain.initial_guess(&base.row(v).to_vec(), &mut p[..k]);
+                for (x, s) in p[..k].iter_mut().zip(plain.params()) {
+                    *x = x.clamp(s.bounds.0, s.bounds.1);
+                }
+                p[k] = 6.0 * rng.uniform();
+                m.predict(&p, &mut row);
+                for (o, s) in y.row_mut(v).iter_mut().zip(&row) {
+                    *o = s + 0.01 * rng.normal();
+                }
+            }
+            let opts = FitOptions {
+                chunk_voxels: 16,
+                ..FitOptions::default()
+            };
+            let (diff, statuses) = equivalence(m.as_ref(), y.view(), None, &opts, Target::Emulation)
+                .unwrap()
+                .unwrap();
+            assert_eq!(statuses, 0, "{name} delayed");
+            assert!(diff <= 1e-12, "{name} delayed: parameters differ by {diff:e}");
+            let fit = fit_batch(m.as_ref(), y.view(), None, &opts, &Device::cpu(Some(2))).unwrap();
+            assert!(
+                fit.status.iter().filter(|s| s.is_valid()).count() > 30,
+                "{name} delayed"
+            );
+        }
+    }
+}
+
 #[test]
 fn emulated_dce_kernels_equal_the_cpu_engine() {
     for t in grids() {
@@ -79,12 +124,11 @@ fn emulated_dce_kernels_equal_the_cpu_engine() {
 }
 
 #[test]
-fn every_builtin_model_has_a_kernel_and_the_delayed_ones_none() {
+fn every_builtin_model_has_a_kernel_plain_and_delayed() {
     let t = &grids()[0];
-    // A fitted delay makes its own model, which has no kernel.
-    let delayed = osipy_dce::model_with_delay("tofts", input(t)).unwrap();
-    assert!(delayed.gpu_kernel().is_none());
     for name in WITH_KERNEL {
+        let delayed = osipy_dce::model_with_delay(name, input(t)).unwrap();
+        assert_eq!(delayed.gpu_kernel().unwrap().key, format!("dce_{name}_delayed"));
         let k = model(name, input(t)).unwrap().gpu_kernel().unwrap();
         assert_eq!(k.key, format!("dce_{name}"));
         assert_eq!(k.consts.len(), 64 + 2 * t.len());
@@ -95,8 +139,9 @@ fn every_builtin_model_has_a_kernel_and_the_delayed_ones_none() {
 #[test]
 fn dce_kernels_compile_with_nvrtc() {
     let t = &grids()[0];
-    for name in WITH_KERNEL {
-        let m = model(name, input(t)).unwrap();
+    let plain = WITH_KERNEL.map(|name| (name, model(name, input(t)).unwrap()));
+    let delayed = WITH_KERNEL.map(|name| (name, osipy_dce::model_with_delay(name, input(t)).unwrap()));
+    for (name, m) in plain.into_iter().chain(delayed) {
         if !osipy_fitting::gpu::nvrtc_compiles(m.as_ref()).unwrap_or_else(|e| panic!("{name}: {e}")) {
             eprintln!(
                 "skipped: NVRTC (libnvrtc.so) not found; set OSIPY_REQUIRE_NVRTC=1 to make this a failure"
@@ -113,6 +158,16 @@ fn gpu_dce_fits_equal_the_cpu_engine() {
         for name in WITH_KERNEL {
             let m = model(name, input(&t)).unwrap();
             let y = curves(m.as_ref(), 20_000);
+            // The same curves fitted with a delay too.
+            let d = osipy_dce::model_with_delay(name, input(&t)).unwrap();
+            let r = equivalence(d.as_ref(), y.view(), None, &FitOptions::default(), Target::Gpu(0)).unwrap();
+            if let Some((diff, statuses)) = r {
+                eprintln!("{name} delayed: max relative difference {diff:e}, {statuses} statuses differ");
+                assert!(
+                    diff < 1e-6 && statuses == 0,
+                    "{name} delayed: {diff:e}, {statuses}"
+                );
+            }
             match equivalence(m.as_ref(), y.view(), None, &FitOptions::default(), Target::Gpu(0)).unwrap() {
                 None => {
                     eprintln!("skipped: no CUDA GPU answers on this machine");

@@ -5,7 +5,10 @@
 // Jacobian); see that file for the method and its references (Marquardt
 // 1963; Nielsen 1999; Kanzow, Yamashita & Fukushima 2004; MINPACK's
 // scaled-gradient test). Compiled with --fmad=false so that no product is
-// fused into an addition the CPU code does not fuse.
+// fused into an addition the CPU code does not fuse. `#pragma unroll 1` on
+// the loops over samples keeps programs small: on 80 samples NVRTC 12.9
+// compiles a DCE model in 0.6-1.2 s instead of 2-3.5 s, into half the PTX
+// (whether unrolling would pay on a GPU has not been measured).
 //
 // Before this file the program defines OSIPY_N (samples per voxel) and
 // OSIPY_P (parameters), and after the model's source it instantiates the
@@ -26,6 +29,7 @@
 __device__ static double osipy_dot(const double* a, const double* b, int n) {
     double acc0 = 0.0, acc1 = 0.0, acc2 = 0.0, acc3 = 0.0;
     int chunks = n / 4;
+    #pragma unroll 1
     for (int c = 0; c < chunks; c++) {
         acc0 += a[4 * c] * b[4 * c];
         acc1 += a[4 * c + 1] * b[4 * c + 1];
@@ -33,6 +37,7 @@ __device__ static double osipy_dot(const double* a, const double* b, int n) {
         acc3 += a[4 * c + 3] * b[4 * c + 3];
     }
     double tail = 0.0;
+    #pragma unroll 1
     for (int i = 4 * chunks; i < n; i++) tail += a[i] * b[i];
     return (acc0 + acc1) + (acc2 + acc3) + tail;
 }
@@ -40,6 +45,7 @@ __device__ static double osipy_dot(const double* a, const double* b, int n) {
 __device__ static bool osipy_all_finite(const double* v, int n) {
     double acc0 = 0.0, acc1 = 0.0, acc2 = 0.0, acc3 = 0.0;
     int chunks = n / 4;
+    #pragma unroll 1
     for (int c = 0; c < chunks; c++) {
         acc0 += v[4 * c] * 0.0;
         acc1 += v[4 * c + 1] * 0.0;
@@ -47,6 +53,7 @@ __device__ static bool osipy_all_finite(const double* v, int n) {
         acc3 += v[4 * c + 3] * 0.0;
     }
     double tail = 0.0;
+    #pragma unroll 1
     for (int i = 4 * chunks; i < n; i++) tail += v[i] * 0.0;
     return (acc0 + acc1 + acc2 + acc3 + tail) == 0.0;
 }
@@ -54,6 +61,7 @@ __device__ static bool osipy_all_finite(const double* v, int n) {
 __device__ static double osipy_ssr(const double* y, const double* f, int n) {
     double acc0 = 0.0, acc1 = 0.0, acc2 = 0.0, acc3 = 0.0;
     int chunks = n / 4;
+    #pragma unroll 1
     for (int c = 0; c < chunks; c++) {
         double d0 = y[4 * c] - f[4 * c];
         double d1 = y[4 * c + 1] - f[4 * c + 1];
@@ -65,17 +73,20 @@ __device__ static double osipy_ssr(const double* y, const double* f, int n) {
         acc3 += d3 * d3;
     }
     double tail = 0.0;
+    #pragma unroll 1
     for (int i = 4 * chunks; i < n; i++) tail += (y[i] - f[i]) * (y[i] - f[i]);
     return (acc0 + acc1) + (acc2 + acc3) + tail;
 }
 
 __device__ static bool osipy_chol_factor(double* a, int m) {
+    #pragma unroll 1
     for (int j = 0; j < m; j++) {
         double d = a[j * m + j];
         for (int k = 0; k < j; k++) d -= a[j * m + k] * a[j * m + k];
         if (!(d > 0.0) || !isfinite(d)) return false;
         d = sqrt(d);
         a[j * m + j] = d;
+        #pragma unroll 1
         for (int i = j + 1; i < m; i++) {
             double s = a[i * m + j];
             for (int k = 0; k < j; k++) s -= a[i * m + k] * a[j * m + k];
@@ -86,6 +97,7 @@ __device__ static bool osipy_chol_factor(double* a, int m) {
 }
 
 __device__ static void osipy_chol_subst(const double* l, int m, double* b) {
+    #pragma unroll 1
     for (int i = 0; i < m; i++) {
         double s = b[i];
         for (int k = 0; k < i; k++) s -= l[i * m + k] * b[k];
@@ -93,6 +105,7 @@ __device__ static void osipy_chol_subst(const double* l, int m, double* b) {
     }
     for (int i = m - 1; i >= 0; i--) {
         double s = b[i];
+        #pragma unroll 1
         for (int k = i + 1; k < m; k++) s -= l[k * m + i] * b[k];
         b[i] = s / l[i * m + i];
     }
@@ -129,6 +142,7 @@ struct OsipyLm {
 
 __device__ static void osipy_reductions(OsipyLm* w) {
     const int n = OSIPY_N, p = OSIPY_P;
+    #pragma unroll 1
     for (int i = 0; i < n; i++) w->resid[i] = w->data[i] - w->pred[i];
     for (int a = 0; a < p; a++) {
         if (!w->fr[a]) continue;
@@ -162,7 +176,9 @@ __device__ static double osipy_select(OsipyLm* w, double* max_diag_out) {
         m++;
     }
     double max_diag = 0.0;
+    #pragma unroll 1
     for (int a = 0; a < m; a++) {
+        #pragma unroll 1
         for (int b = 0; b < m; b++) w->a[a * m + b] = w->full[w->idx[a] * p + w->idx[b]];
         max_diag = fmax(max_diag, w->a[a * m + a]);
     }
@@ -187,6 +203,7 @@ __device__ static int osipy_propose(OsipyLm* w, double xtol) {
     const double floor_ = w->floor_;
     for (;;) {
         for (int k = 0; k < m * m; k++) w->chol[k] = w->a[k];
+        #pragma unroll 1
         for (int a = 0; a < m; a++) {
             w->chol[a * m + a] += w->lambda * fmax(w->a[a * m + a], floor_);
             w->step[a] = w->g[a];
@@ -197,11 +214,13 @@ __device__ static int osipy_propose(OsipyLm* w, double xtol) {
         }
         osipy_chol_subst(w->chol, m, w->step);
         for (int j = 0; j < OSIPY_P; j++) w->xt[j] = w->x[j];
+        #pragma unroll 1
         for (int a = 0; a < m; a++) {
             int j = w->idx[a];
             w->xt[j] = osipy_clamp(w->x[j] + w->step[a], w->lo[j], w->hi[j]);
         }
         double step_norm = 0.0, x_norm = 0.0, pred_red = 0.0;
+        #pragma unroll 1
         for (int a = 0; a < m; a++) {
             int j = w->idx[a];
             double d = w->xt[j] - w->x[j];
@@ -210,8 +229,10 @@ __device__ static int osipy_propose(OsipyLm* w, double xtol) {
             x_norm += w->x[j] * w->x[j];
             pred_red += 2.0 * d * w->g[a];
         }
+        #pragma unroll 1
         for (int a = 0; a < m; a++) {
             double s = 0.0;
+            #pragma unroll 1
             for (int b = 0; b < m; b++) s += w->a[a * m + b] * w->step[b];
             pred_red -= w->step[a] * s;
         }
@@ -244,6 +265,7 @@ __device__ static bool osipy_covariance(OsipyLm* w) {
             m++;
         }
     }
+    #pragma unroll 1
     for (int a = 0; a < m; a++) {
         const double* ca = w->jac + w->idx[a] * n;
         for (int b = 0; b <= a; b++) {
@@ -257,7 +279,9 @@ __device__ static bool osipy_covariance(OsipyLm* w) {
         for (int j = 0; j < OSIPY_P; j++) w->cov[j] = NAN;
         return false;
     }
+    #pragma unroll 1
     for (int a = 0; a < m; a++) {
+        #pragma unroll 1
         for (int k = 0; k < m; k++) w->step[k] = 0.0;
         w->step[a] = 1.0;
         osipy_chol_subst(w->chol, m, w->step);
