@@ -430,6 +430,13 @@ impl Model for LookLockerModel {
     }
     /// A from the late plateau, B = A + |S(first TI)|, T1* from the signal
     /// minimum (the null point, where A = B exp(-TI/T1*)).
+    fn gpu_kernel(&self) -> Option<osipy_fitting::gpu::GpuKernel> {
+        Some(osipy_fitting::gpu::GpuKernel {
+            key: "dce_look_locker_t1",
+            source: &[include_str!("look_locker.cu")],
+            consts: self.ti.clone(),
+        })
+    }
     fn initial_guess(&self, s: &[f64], out: &mut [f64]) {
         let n = s.len();
         let a = s[n - 1].abs().max(1e-12);

@@ -245,3 +245,53 @@ fn vfa_kernel_compiles_with_nvrtc_and_matches_on_a_gpu() {
         }
     }
 }
+
+/// Look-Locker recoveries (the absolute value crosses zero) at 10
+/// inversion times.
+fn look_locker_case(voxels: usize) -> (osipy_dce::LookLockerModel, Array2<f64>) {
+    let ti: Vec<f64> = (0..10).map(|i| 0.1 + 0.35 * i as f64).collect();
+    let m = osipy_dce::LookLockerModel::new(&ti).unwrap();
+    let mut rng = Rng::new(23);
+    let mut y = Array2::zeros((voxels, ti.len()));
+    let mut row = vec![0.0; ti.len()];
+    for v in 0..voxels {
+        let a = 500.0 + 500.0 * rng.uniform();
+        m.predict(
+            &[a, a * (1.6 + 0.3 * rng.uniform()), 0.4 + 1.2 * rng.uniform()],
+            &mut row,
+        );
+        for (o, s) in y.row_mut(v).iter_mut().zip(&row) {
+            *o = s + 2.0 * rng.normal();
+        }
+    }
+    (m, y)
+}
+
+#[test]
+fn emulated_look_locker_kernel_equals_the_cpu_engine() {
+    let (m, y) = look_locker_case(200);
+    let (diff, statuses) = equivalence(&m, y.view(), None, &FitOptions::default(), Target::Emulation)
+        .unwrap()
+        .unwrap();
+    assert_eq!(statuses, 0);
+    assert!(diff <= 1e-12, "parameters differ by {diff:e}");
+    let fit = fit_batch(&m, y.view(), None, &FitOptions::default(), &Device::cpu(Some(2))).unwrap();
+    assert!(fit.status.iter().filter(|s| s.is_valid()).count() > 150);
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn look_locker_kernel_compiles_with_nvrtc_and_matches_on_a_gpu() {
+    let (m, y) = look_locker_case(20_000);
+    if !osipy_fitting::gpu::nvrtc_compiles(&m).unwrap_or_else(|e| panic!("{e}")) {
+        eprintln!("skipped: NVRTC (libnvrtc.so) not found; set OSIPY_REQUIRE_NVRTC=1 to make this a failure");
+        return;
+    }
+    match equivalence(&m, y.view(), None, &FitOptions::default(), Target::Gpu(0)).unwrap() {
+        None => eprintln!("skipped: no CUDA GPU answers on this machine"),
+        Some((diff, statuses)) => {
+            eprintln!("look_locker: max relative difference {diff:e}, {statuses} statuses differ");
+            assert!(diff < 1e-6 && statuses == 0, "look_locker: {diff:e}, {statuses}");
+        }
+    }
+}
