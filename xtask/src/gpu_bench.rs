@@ -82,6 +82,14 @@ fn cases() -> Result<Vec<Case>> {
             opts: default(),
         },
         Case {
+            label: "dce extended_tofts + delay",
+            model: osipy_dce::model_with_delay("extended_tofts", input.clone())?,
+            low: vec![0.02, 0.1, 0.01, 0.0],
+            width: vec![0.4, 0.5, 0.1, 6.0],
+            noise: 0.01,
+            opts: default(),
+        },
+        Case {
             label: "dce patlak",
             model: osipy_dce::model("patlak", input)?,
             low: vec![0.02, 0.01],
@@ -256,6 +264,62 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 "status_mismatches": statuses,
             }));
         }
+    }
+    // DSC SVD deconvolution (not a least-squares fit): oSVD on the curves
+    // of the vascular model's case, against its gamma-variate AIF.
+    let t: Vec<f64> = (0..40).map(|i| i as f64 * 1.5).collect();
+    let aif: Vec<f64> = t
+        .iter()
+        .map(|t| osipy_dsc::gamma::GammaVariate::value(&[10.0, 6.0, 4.0, 3.0], *t))
+        .collect();
+    let vascular = cases()?
+        .into_iter()
+        .find(|c| c.label == "dsc vascular_model")
+        .context("the vascular model's case")?;
+    let settings = osipy_dsc::deconv::DeconvSettings::default();
+    for &n in &counts {
+        let y = curves(&vascular, n);
+        let mask = vec![true; n];
+        let input = osipy_dsc::deconv::DeconvInput {
+            curves: y.view(),
+            mask: &mask,
+            aif: &aif,
+            times: &t,
+        };
+        let time = |d: &Device| -> Result<(f64, osipy_dsc::deconv::Deconvolved)> {
+            let start = std::time::Instant::now();
+            let r = osipy_dsc::deconv::osvd(&input, &settings, d)?;
+            Ok((start.elapsed().as_secs_f64(), r))
+        };
+        time(&device)?; // compiles the kernel (first count only, then cached)
+        let (dev_s, a) = time(&device)?;
+        let (cpu_s, b) = time(&cpu)?;
+        let statuses = a.status.iter().zip(&b.status).filter(|(x, y)| x != y).count();
+        let diff = a
+            .flow
+            .iter()
+            .zip(&b.flow)
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|(x, y)| (x - y).abs() / x.abs().max(y.abs()))
+            .fold(0.0, f64::max);
+        println!(
+            "{:<24} {n:>9} voxels: device {dev_s:.4} s ({:.3e} voxels/s), CPU {cpu_s:.4} s ({:.3e} voxels/s), {:.1}x; max rel. diff of CBF {diff:.1e}, {statuses} statuses differ",
+            "dsc osvd",
+            n as f64 / dev_s,
+            n as f64 / cpu_s,
+            cpu_s / dev_s
+        );
+        md.push_str(&format!(
+            "| dsc osvd | {n} | {dev_s:.4} | {:.3e} | {cpu_s:.4} | {:.3e} | {:.1} | {diff:.1e} | {statuses} |\n",
+            n as f64 / dev_s,
+            n as f64 / cpu_s,
+            cpu_s / dev_s
+        ));
+        rows.push(serde_json::json!({
+            "model": "dsc osvd", "voxels": n, "device_s": dev_s, "cpu_s": cpu_s,
+            "device_fits_per_s": n as f64 / dev_s, "cpu_fits_per_s": n as f64 / cpu_s,
+            "max_rel_diff": diff, "status_mismatches": statuses,
+        }));
     }
     let report = serde_json::json!({ "device": device.describe(), "cpu": cpu.describe(), "rows": rows });
     std::fs::write(
