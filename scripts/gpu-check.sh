@@ -37,16 +37,20 @@ OUT="${OUT:-target/gpu-check}"
 mkdir -p "$OUT"
 export OSIPY_REQUIRE_GPU=1 OSIPY_REQUIRE_NVRTC=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt" || true
+# Every check runs even when one fails (a device run is short and
+# precious); the script fails at the end if any did.
+failed=0
 if [ -d "$BIN" ]; then
   for t in "$BIN"/gpu-* "$BIN"/devices; do
     echo "== $t" | tee -a "$OUT/equivalence.log"
-    "$t" --nocapture 2>&1 | tee -a "$OUT/equivalence.log"
+    "$t" --nocapture 2>&1 | tee -a "$OUT/equivalence.log" || failed=1
   done
-  "$BIN"/xtask gpu-bench --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu-bench.log"
+  "$BIN"/xtask gpu-bench --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu-bench.log" || failed=1
 else
   # shellcheck disable=SC2046
-  cargo test $(for c in $crates; do printf -- '-p %s --features %s/cuda ' "$c" "$c"; done) \
-    --test gpu -- --nocapture 2>&1 | tee "$OUT/equivalence.log"
-  cargo test -p osipy-fitting --features cuda --test devices -- --nocapture 2>&1 | tee -a "$OUT/equivalence.log"
-  cargo run --release -p xtask --features cuda -- gpu-bench --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu-bench.log"
+  cargo test --no-fail-fast $(for c in $crates; do printf -- '-p %s --features %s/cuda ' "$c" "$c"; done) \
+    --test gpu -- --nocapture 2>&1 | tee "$OUT/equivalence.log" || failed=1
+  cargo test -p osipy-fitting --features cuda --test devices -- --nocapture 2>&1 | tee -a "$OUT/equivalence.log" || failed=1
+  cargo run --release -p xtask --features cuda -- gpu-bench --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu-bench.log" || failed=1
 fi
+exit "$failed"
