@@ -488,13 +488,13 @@ enum At<'a> {
 /// Which SVD method's coefficients a GPU kernel computes (`deconv.cu`),
 /// with its constants.
 #[derive(Debug, Clone)]
-enum SvdMethod {
+enum SvdMethod<'a> {
     /// `ssvd`, `csvd`: `c_q = beta_q / s_q`.
     Truncated,
     /// `osvd`, with its oscillation-index target.
     Oscillation(f64),
     /// `tikhonov`, with its tables.
-    Tikhonov(TikhonovTables),
+    Tikhonov(&'a TikhonovTables),
 }
 
 /// What `tikhonov` computes once for all voxels: the lambdas, the
@@ -545,7 +545,7 @@ fn deconvolve_on<F>(
     k: usize,
     s: &DeconvSettings,
     at: At<'_>,
-    method: SvdMethod,
+    method: SvdMethod<'_>,
     coefficients: F,
 ) -> Result<Deconvolved>
 where
@@ -571,7 +571,7 @@ where
 
 /// The GPU form of an SVD method's per-voxel work (`deconv.cu`): the
 /// kernel and its constants for the basis, `k` components.
-fn svd_kernel(basis: &SvdBasis, k: usize, method: &SvdMethod) -> osipy_fitting::gpu::GpuKernel {
+fn svd_kernel(basis: &SvdBasis, k: usize, method: &SvdMethod<'_>) -> osipy_fitting::gpu::GpuKernel {
     const SOURCE: &str = include_str!("deconv.cu");
     let (key, source, extra): (_, &'static [&'static str], Vec<f64>) = match method {
         SvdMethod::Truncated => (
@@ -601,7 +601,7 @@ fn svd_records(
     input: &DeconvInput<'_>,
     basis: &SvdBasis,
     k: usize,
-    method: &SvdMethod,
+    method: &SvdMethod<'_>,
     run: impl FnOnce(&osipy_fitting::gpu::GpuKernel, &[bool]) -> Result<Vec<f64>>,
 ) -> Result<Vec<f64>> {
     let n_vox = input.curves.nrows();
@@ -642,7 +642,7 @@ pub fn svd_gpu_kernels(
             svd_kernel(
                 &circulant,
                 circulant.l,
-                &SvdMethod::Tikhonov(tikhonov_tables(&circulant, s.tikhonov_lambda)),
+                &SvdMethod::Tikhonov(&tikhonov_tables(&circulant, s.tikhonov_lambda)),
             ),
         ],
         toeplitz.n,
@@ -724,7 +724,7 @@ fn tikhonov_at(input: &DeconvInput<'_>, s: &DeconvSettings, at: At<'_>) -> Resul
     let l = basis.l;
     let tables = tikhonov_tables(&basis, s.tikhonov_lambda);
     let (grid, weights, denominators) = (&tables.grid, &tables.weights, &tables.denominators);
-    let gpu = SvdMethod::Tikhonov(tables.clone());
+    let gpu = SvdMethod::Tikhonov(&tables);
     deconvolve_on(input, &basis, l, s, at, gpu, |b2, beta| {
         let mut best = (f64::INFINITY, grid[0]);
         if grid.len() > 1 {

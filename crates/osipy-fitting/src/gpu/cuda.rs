@@ -15,6 +15,15 @@ const BLOCK: u32 = 128;
 /// Largest batch (rows) one launch takes, to bound the host buffers.
 const MAX_ROWS: usize = 1 << 20;
 
+/// One GPU thread a row: `n_fit` threads in blocks of [`BLOCK`].
+fn launch_config(n_fit: i32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((n_fit.max(0) as u32).div_ceil(BLOCK), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 pub(crate) struct CudaRunner {
     ordinal: usize,
     ctx: Arc<CudaContext>,
@@ -117,11 +126,7 @@ impl Runner for CudaRunner {
         let mut iterations = stream.alloc_zeros::<i32>(rows).map_err(alloc)?;
         let mut status = stream.alloc_zeros::<i32>(rows).map_err(alloc)?;
         let n_fit = batch.which.len() as i32;
-        let cfg = LaunchConfig {
-            grid_dim: ((n_fit as u32).div_ceil(BLOCK), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = launch_config(n_fit);
         let mut launch = stream.launch_builder(&f);
         launch
             .arg(&c)
@@ -178,11 +183,7 @@ impl Runner for CudaRunner {
         let w = stream.clone_htod(which).map_err(up)?;
         let mut o = stream.clone_htod(&out[..rows * record]).map_err(up)?;
         let n_fit = which.len() as i32;
-        let cfg = LaunchConfig {
-            grid_dim: ((n_fit as u32).div_ceil(BLOCK), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = launch_config(n_fit);
         let mut launch = stream.launch_builder(&f);
         launch.arg(&c).arg(&d).arg(&w).arg(&n_fit).arg(&mut o);
         #[allow(unsafe_code)]

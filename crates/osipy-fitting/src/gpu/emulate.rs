@@ -16,7 +16,7 @@ use osipy_core::{OsipyError, Result};
 use std::path::Path;
 use std::process::Command;
 
-/// What stands in for CUDA before the program.
+/// What stands in for CUDA before the program, and the harnesses' reader.
 const SHIM: &str = r#"#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,14 +25,15 @@ const SHIM: &str = r#"#include <math.h>
 #define __forceinline__ inline
 struct osipy_dim3 { int x, y, z; };
 static osipy_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, threadIdx = {0, 0, 0};
+// The harnesses' input reader: a short file is an error, not garbage.
+static void osipy_read(FILE* f, void* p, size_t size, size_t count) {
+    if (count && fread(p, size, count, f) != count) { fprintf(stderr, "short input\n"); exit(2); }
+}
 "#;
 
 /// The harness after the program: reads a batch, runs every row, writes
 /// the outputs (formats as in `Emulator::run`).
 const MAIN: &str = r#"
-static void osipy_read(FILE* f, void* p, size_t size, size_t count) {
-    if (count && fread(p, size, count, f) != count) { fprintf(stderr, "short input\n"); exit(2); }
-}
 int main(int argc, char** argv) {
     if (argc != 3) return 2;
     FILE* f = fopen(argv[1], "rb");
@@ -80,9 +81,6 @@ int main(int argc, char** argv) {
 /// The harness of a map kernel: reads rows, runs every row to do, writes
 /// the records (formats as in `Emulator::run_map`).
 const MAP_MAIN: &str = r#"
-static void osipy_read(FILE* f, void* p, size_t size, size_t count) {
-    if (count && fread(p, size, count, f) != count) { fprintf(stderr, "short input\n"); exit(2); }
-}
 int main(int argc, char** argv) {
     if (argc != 3) return 2;
     FILE* f = fopen(argv[1], "rb");
